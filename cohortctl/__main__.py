@@ -1,0 +1,3 @@
+from cohortctl.cli import main
+
+main()

@@ -1,0 +1,7 @@
+"""``cohortctl cohorts``: placeholder, filled in by its own change."""
+
+from __future__ import annotations
+
+import typer
+
+app = typer.Typer(no_args_is_help=True)

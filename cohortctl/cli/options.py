@@ -1,0 +1,39 @@
+"""Options shared by several commands, so every command spells them the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cohortctl.render import OutputFormat
+
+Profile = Annotated[
+    str | None,
+    typer.Option(
+        "--profile", help="Config profile to use (env COHORTCTL_PROFILE).", show_default=False
+    ),
+]
+ConfigFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        help="Config file (env COHORTCTL_CONFIG; default: the user config dir).",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+Output = Annotated[
+    OutputFormat,
+    typer.Option(
+        "--output", "-o", help="table for people, json for machines.", case_sensitive=False
+    ),
+]
+AllowInsecureHttp = Annotated[
+    bool,
+    typer.Option(
+        "--allow-insecure-http",
+        help="Allow sending credentials over plain http:// to a non-loopback host.",
+    ),
+]

@@ -1,0 +1,72 @@
+"""Output: data to stdout, diagnostics to stderr; tables for people, JSON for machines.
+
+Rich resolves ``sys.stdout``/``sys.stderr`` at write time, so these module-level consoles
+also work under ``CliRunner``. ``NO_COLOR`` and non-TTY output are honoured by rich itself.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from enum import Enum
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from cohortctl.errors import CohortctlError, RequestFailed
+
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+class OutputFormat(str, Enum):
+    """``--output``: a table for people or JSON for machines."""
+
+    table = "table"
+    json = "json"
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as indented JSON to stdout, no markup, one trailing newline."""
+    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def table(
+    columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
+) -> Table:
+    """A plain rich table with the given header and rows (values shown with ``str``)."""
+    t = Table(title=title, title_justify="left", show_lines=False)
+    for column in columns:
+        t.add_column(column, overflow="fold")
+    for row in rows:
+        t.add_row(*("" if v is None else str(v) for v in row))
+    return t
+
+
+def key_values(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> Table:
+    """A two-column table of field / value."""
+    t = Table(title=title, title_justify="left", show_header=False, box=None, pad_edge=False)
+    t.add_column(style="bold")
+    t.add_column(overflow="fold")
+    for key, value in pairs:
+        t.add_row(key, "" if value is None else str(value))
+    return t
+
+
+def body_excerpt(body: str, limit: int = 300) -> str:
+    """The start of a response body on one line, for tables and error messages."""
+    flat = " ".join(body.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def report_error(error: CohortctlError) -> None:
+    """Print an error as one clear line (plus status/body and hint) on stderr."""
+    err.print(f"[bold red]error:[/] {escape(error.message)}")
+    if isinstance(error, RequestFailed) and error.body:
+        err.print(f"  body: {escape(body_excerpt(error.body, 500))}")
+    if error.hint:
+        err.print(f"  hint: {escape(error.hint)}")

@@ -1,0 +1,1 @@
+"""Embedded servers: a fake of Amplitude's cohort API and a reference partner receiver."""

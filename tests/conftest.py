@@ -1,0 +1,100 @@
+"""Shared fixtures: an isolated config dir, a secret-scanning CLI runner, real servers.
+
+Every CLI test goes through ``cli``: it runs a command with test credentials in the
+environment and fails if any of them appears in stdout or stderr.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cohortctl.cli import app
+from tests.credentials import API_KEY, SECRET_KEY, SECRETS
+
+pytest_plugins = ["tests.servers_fixtures"]
+
+
+_SCRUBBED_ENV = (
+    "AMPLITUDE_API_KEY",
+    "AMPLITUDE_SECRET_KEY",
+    "AMPLITUDE_REGION",
+    "AMPLITUDE_BASE_URL",
+    "AMPLITUDE_APP_ID",
+    "AMPLITUDE_OWNER",
+    "COHORTCTL_PROFILE",
+    "COHORTCTL_PARTNER_URL",
+    "COHORTCTL_PARTNER_API_KEY",
+    "COHORTCTL_PARTNER_SECRET",
+    "COHORTCTL_PARTNER_AUTH",
+    "COHORTCTL_PARTNER_APP_ID",
+    "GITHUB_STEP_SUMMARY",
+)
+
+
+@pytest.fixture(autouse=True)
+def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No test reads the developer's config or environment; config lives in tmp."""
+    for name in _SCRUBBED_ENV:
+        monkeypatch.delenv(name, raising=False)
+    config = tmp_path / "cohortctl-config.yaml"
+    monkeypatch.setenv("COHORTCTL_CONFIG", str(config))
+    monkeypatch.setenv("COHORTCTL_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("NO_COLOR", "1")
+    monkeypatch.setenv("COLUMNS", "200")
+    return config
+
+
+def assert_no_secrets(*texts: str) -> None:
+    """Fail if any test credential appears in any of ``texts``."""
+    for text in texts:
+        for secret in SECRETS:
+            assert secret not in text, "a secret leaked into command output"
+
+
+class CliResult:
+    """What a CLI run produced: exit code, stdout, stderr."""
+
+    def __init__(self, exit_code: int, stdout: str, stderr: str) -> None:
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def __repr__(self) -> str:
+        return f"CliResult(exit={self.exit_code}, stdout={self.stdout!r}, stderr={self.stderr!r})"
+
+
+RunCli = Callable[..., CliResult]
+
+
+@pytest.fixture
+def cli() -> Iterator[RunCli]:
+    """Run ``cohortctl ARGS`` in-process with Amplitude test credentials set; scan output."""
+
+    def run(
+        *args: str,
+        input: str | bytes | None = None,
+        env: Mapping[str, str] | None = None,
+        credentials: bool = True,
+    ) -> CliResult:
+        full_env = {"AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY}
+        if not credentials:
+            full_env = {}
+        full_env.update(env or {})
+        runner = CliRunner()
+        result = runner.invoke(app, list(args), input=input, env=full_env, catch_exceptions=True)
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        res = CliResult(result.exit_code, result.stdout, result.stderr)
+        assert_no_secrets(res.stdout, res.stderr)
+        assert "Traceback" not in res.output, res.output
+        return res
+
+    yield run
