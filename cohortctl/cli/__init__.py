@@ -9,7 +9,16 @@ import typer
 from typer.core import TyperGroup
 
 from cohortctl import __version__
-from cohortctl.cli import cohorts, config_cmd, demo, membership, mock, serve, upload
+from cohortctl.cli import (
+    cohorts,
+    config_cmd,
+    demo,
+    membership,
+    mock,
+    serve,
+    serve_partner,
+    upload,
+)
 from cohortctl.errors import CohortctlError, ExitCode
 from cohortctl.render import err, report_error
 
@@ -62,6 +71,7 @@ def root(
 app.command("upload")(upload.upload)
 app.add_typer(membership.app, name="membership")
 app.add_typer(cohorts.app, name="cohorts")
+serve.app.command("partner")(serve_partner.partner)
 app.add_typer(serve.app, name="serve")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(mock.app, name="mock")

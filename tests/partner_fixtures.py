@@ -1,0 +1,1 @@
+"""Fixtures for the embedded partner receiver: filled in with the receiver itself."""
