@@ -18,6 +18,7 @@ from cohortctl.cli import (
     serve,
     serve_partner,
     upload,
+    wait,
 )
 from cohortctl.errors import CohortctlError, ExitCode
 from cohortctl.render import err, report_error
@@ -76,6 +77,7 @@ app.add_typer(serve.app, name="serve")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(mock.app, name="mock")
 app.command("demo")(demo.demo)
+app.command("wait")(wait.wait)
 
 
 def main() -> None:

@@ -1,0 +1,63 @@
+"""``cohortctl wait``: block until an endpoint answers, for CI start-up ordering."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cohortctl.cli.options import Output
+from cohortctl.config import Config
+from cohortctl.durations import format_duration, parse_duration
+from cohortctl.errors import CheckFailed, ConfigError
+from cohortctl.render import OutputFormat, err, print_json
+from cohortctl.waiting import wait_for
+
+
+def wait(
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Endpoint to poll (default: partner_url from config/env)."),
+    ] = None,
+    timeout: Annotated[
+        str, typer.Option("--timeout", help="Give up after this long: 60s, 2m, 1h.")
+    ] = "60s",
+    interval: Annotated[
+        str, typer.Option("--interval", help="First pause between attempts (doubles, max 2s).")
+    ] = "250ms",
+    output: Output = OutputFormat.table,
+) -> None:
+    """Exit 0 as soon as URL answers at all (any HTTP status), 1 if it never does in time.
+
+    Use it in CI to start a service in the background and check it without sleeps:
+    `cohortctl serve partner --port 8080 & cohortctl wait --url http://127.0.0.1:8080`.
+    """
+    target = url or Config.load().get("partner_url")
+    if not target:
+        raise ConfigError("no URL to wait for: pass --url or set COHORTCTL_PARTNER_URL")
+    result = wait_for(
+        target,
+        timeout=parse_duration(timeout, option="--timeout"),
+        interval=parse_duration(interval, option="--interval"),
+    )
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "url": target,
+                "answered": result.answered,
+                "status": result.status,
+                "attempts": result.attempts,
+                "waited_s": round(result.waited_s, 3),
+                "last_error": result.last_error,
+            }
+        )
+    elif result.answered:
+        err.print(
+            f"{target} answered {result.status} after {format_duration(result.waited_s)} "
+            f"({result.attempts} attempt{'s' if result.attempts != 1 else ''})"
+        )
+    if not result.answered:
+        raise CheckFailed(
+            f"{target} did not answer within {timeout} "
+            f"({result.attempts} attempts, last: {result.last_error})"
+        )
