@@ -1,0 +1,137 @@
+"""Reports of a conformance run for CI: JUnit XML and a Markdown summary.
+
+JUnit is the dialect GitHub, GitLab and Jenkins all read: one ``<testsuite>`` in a
+``<testsuites>`` root, ``<failure>`` for a failed case and ``<skipped>`` for a skipped one.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+Status = Literal["pass", "fail", "skip"]
+_ICONS = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭️ skip"}
+
+
+@dataclass
+class CaseResult:
+    """One conformance case: what was expected and what came back."""
+
+    name: str
+    group: str
+    status: Status
+    expected: str
+    actual: str
+    detail: str = ""
+    duration_s: float = 0.0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Counts over a run."""
+
+    tests: int
+    passed: int
+    failed: int
+    skipped: int
+
+
+def totals(cases: Sequence[CaseResult]) -> Totals:
+    """Count passes, failures and skips."""
+    passed = sum(c.status == "pass" for c in cases)
+    failed = sum(c.status == "fail" for c in cases)
+    skipped = sum(c.status == "skip" for c in cases)
+    return Totals(len(cases), passed, failed, skipped)
+
+
+def junit_xml(
+    suite: str,
+    cases: Sequence[CaseResult],
+    *,
+    properties: dict[str, str] | None = None,
+    timestamp: datetime | None = None,
+) -> str:
+    """A JUnit XML document for ``cases`` (UTF-8, with declaration)."""
+    counts = totals(cases)
+    when = (timestamp or datetime.now(timezone.utc)).replace(microsecond=0)
+    elapsed = f"{sum(c.duration_s for c in cases):.3f}"
+    root = ET.Element(
+        "testsuites",
+        name=suite,
+        tests=str(counts.tests),
+        failures=str(counts.failed),
+        errors="0",
+        skipped=str(counts.skipped),
+        time=elapsed,
+    )
+    node = ET.SubElement(
+        root,
+        "testsuite",
+        name=suite,
+        tests=str(counts.tests),
+        failures=str(counts.failed),
+        errors="0",
+        skipped=str(counts.skipped),
+        time=elapsed,
+        timestamp=when.isoformat(),
+    )
+    if properties:
+        props = ET.SubElement(node, "properties")
+        for key, value in properties.items():
+            ET.SubElement(props, "property", name=key, value=value)
+    for case in cases:
+        element = ET.SubElement(
+            node,
+            "testcase",
+            classname=f"{suite}.{case.group}",
+            name=case.name,
+            time=f"{case.duration_s:.3f}",
+        )
+        text = f"expected: {case.expected}\nactual: {case.actual}"
+        if case.detail:
+            text += f"\n{case.detail}"
+        if case.status == "fail":
+            failure = ET.SubElement(
+                element, "failure", message=f"expected {case.expected}, got {case.actual}"
+            )
+            failure.text = text
+        elif case.status == "skip":
+            ET.SubElement(element, "skipped", message=case.detail or case.actual)
+        else:
+            ET.SubElement(element, "system-out").text = text
+    ET.indent(root)
+    return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def markdown_summary(title: str, cases: Sequence[CaseResult], *, target: str = "") -> str:
+    """A GitHub-flavoured Markdown summary: verdict line, then one table row per case."""
+    counts = totals(cases)
+    verdict = "✅ all passed" if counts.failed == 0 else f"❌ {counts.failed} failed"
+    lines = [f"### {title}", ""]
+    if target:
+        lines += [f"Target: `{target}`", ""]
+    lines += [
+        f"**{verdict}** — {counts.passed} passed, {counts.failed} failed, {counts.skipped} skipped",
+        "",
+        "| case | result | expected | actual |",
+        "|---|---|---|---|",
+    ]
+    for case in cases:
+        actual = case.actual if not case.detail else f"{case.actual} — {case.detail}"
+        lines.append(
+            f"| {_cell(case.name)} | {_ICONS[case.status]} | {_cell(case.expected)} "
+            f"| {_cell(actual)} |"
+        )
+    return "\n".join(lines) + "\n"
