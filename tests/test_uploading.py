@@ -1,0 +1,178 @@
+"""Planning and running uploads of any size: chunks, limits, partial failures."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from cohortctl.amplitude import MEMBERSHIP_PATH, UPLOAD_PATH, connect
+from cohortctl.errors import InputError, RequestFailed
+from cohortctl.retry import RetryPolicy
+from cohortctl.uploading import (
+    PENDING_COHORT_ID,
+    CohortSpec,
+    execute,
+    plan_membership,
+    plan_upload,
+    summarize_body,
+)
+from tests.credentials import API_KEY, SECRET_KEY
+
+SPEC = CohortSpec(name="Churn", app_id=42, owner="me@x.io")
+
+
+def ids(n: int, prefix: str = "u") -> list[str]:
+    return [f"{prefix}{i}" for i in range(n)]
+
+
+def test_small_upload_is_one_request() -> None:
+    plan = plan_upload(ids(3), SPEC)
+    assert [(s.call, s.start, s.end) for s in plan.steps] == [("upload", 0, 3)]
+    body = plan.body(plan.steps[0], None)
+    assert body["ids"] == ["u0", "u1", "u2"] and body["id_type"] == "BY_USER_ID"
+
+
+def test_large_upload_is_upload_then_adds_of_at_most_100k() -> None:
+    plan = plan_upload(ids(250_000), SPEC)
+    assert [(s.call, s.path, s.count) for s in plan.steps] == [
+        ("upload", UPLOAD_PATH, 100_000),
+        ("membership ADD", MEMBERSHIP_PATH, 100_000),
+        ("membership ADD", MEMBERSHIP_PATH, 50_000),
+    ]
+    add = plan.body(plan.steps[2], "c1")
+    assert add["cohort_id"] == "c1"
+    assert add["memberships"][0]["id_type"] == "BY_NAME"
+    assert add["memberships"][0]["ids"][0] == "u200000"
+
+
+def test_amplitude_ids_use_by_amp_id_and_by_id() -> None:
+    plan = plan_upload(ids(150_001, ""), SPEC, id_type="amplitude")
+    assert plan.body(plan.steps[0], None)["id_type"] == "BY_AMP_ID"
+    assert plan.body(plan.steps[1], "c")["memberships"][0]["id_type"] == "BY_ID"
+
+
+def test_validate_only_sends_every_chunk_as_skip_save_upload() -> None:
+    spec = CohortSpec(name="n", app_id=1, owner="o", validate_only=True)
+    plan = plan_upload(ids(200_001), spec)
+    assert [s.call for s in plan.steps] == ["upload"] * 3
+    assert all(plan.body(s, None)["skip_save"] is True for s in plan.steps)
+
+
+def test_empty_and_oversize_refused() -> None:
+    with pytest.raises(InputError, match="no ids"):
+        plan_upload([], SPEC)
+    with pytest.raises(InputError, match=r"at most 2,000,000") as caught:
+        plan_upload(ids(2_000_001), SPEC)
+    assert caught.value.exit_code == 2
+    plan_upload(ids(10), SPEC, max_size=10)
+    with pytest.raises(InputError):
+        plan_membership(ids(11), cohort_id="c", operation="add", max_size=10)
+
+
+def test_dry_run_description_redacts_and_summarizes() -> None:
+    plan = plan_upload(ids(100_001), SPEC)
+    described = plan.describe("https://amplitude.com/")
+    assert described[0]["url"] == "https://amplitude.com/api/3/cohorts/upload"
+    assert described[0]["headers"]["Authorization"] == "Basic ***redacted***"
+    assert described[0]["body"]["ids"] == {
+        "count": 100_000,
+        "first": ["u0", "u1", "u2", "u3", "u4"],
+    }
+    add = described[1]["body"]
+    assert add["cohort_id"] == PENDING_COHORT_ID
+    assert add["memberships"][0]["ids"] == {"count": 1, "first": ["u100000"]}
+
+
+def test_membership_plan() -> None:
+    plan = plan_membership(
+        ids(100_001), cohort_id="c9", operation="remove", strict_ids=True, group_type="org"
+    )
+    assert [s.call for s in plan.steps] == ["membership REMOVE"] * 2
+    body = plan.body(plan.steps[0], plan.cohort_id)
+    assert body["cohort_id"] == "c9" and body["skip_invalid_ids"] is False
+    assert body["count_group"] == "org"
+    assert plan.describe("https://x")[0]["body"]["cohort_id"] == "c9"
+    with pytest.raises(InputError):
+        plan_membership(ids(1), cohort_id="c9", operation="delete")
+
+
+def test_summarize_body_keeps_other_fields() -> None:
+    body = {"name": "n", "ids": ["a", "b"], "skip_save": True}
+    assert summarize_body(body, sample=1) == {
+        "name": "n",
+        "skip_save": True,
+        "ids": {"count": 2, "first": ["a"]},
+    }
+
+
+def test_execute_adds_up_answers_and_reports_progress() -> None:
+    seen: list[tuple[str, dict]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append((request.url.path, body))
+        if request.url.path == UPLOAD_PATH:
+            n = len(body["ids"])
+            return httpx.Response(
+                200,
+                json={
+                    "cohortId": "c1",
+                    "cohortsById": {"c1": {"name": "Churn", "size": n - 1}},
+                    "metadata": {"matched": n - 1, "totals": n, "invalid_ids_sample": ["bad"]},
+                },
+            )
+        membership = body["memberships"][0]
+        return httpx.Response(
+            200,
+            json={
+                "cohort_id": body["cohort_id"],
+                "memberships_result": [
+                    {"skipped_ids": membership["ids"][:2], "id_type": "BY_NAME", "operation": "ADD"}
+                ],
+            },
+        )
+
+    client = connect(
+        "https://a.test",
+        api_key=API_KEY,
+        secret_key=SECRET_KEY,
+        transport=httpx.MockTransport(handler),
+    )
+    progress = []
+    plan = plan_upload(ids(25), SPEC, chunk_size=10)
+    result = execute(client, plan, on_progress=progress.append)
+    assert [p for p, _ in seen] == [UPLOAD_PATH, MEMBERSHIP_PATH, MEMBERSHIP_PATH]
+    assert all(b["cohort_id"] == "c1" for p, b in seen[1:])
+    assert result.cohort_id == "c1" and result.name == "Churn"
+    assert result.totals == 25 and result.matched == 9 + 8 + 3
+    assert result.size == 20 and result.membership_skipped_ids == 4
+    assert result.invalid_ids_sample == ["bad"]
+    assert [(p.done, p.ids_sent) for p in progress] == [(1, 10), (2, 20), (3, 25)]
+    assert result.summary()["requests"][1] == {
+        "call": "membership ADD",
+        "ids": 10,
+        "cohort_id": "c1",
+        "skipped": 2,
+    }
+
+
+def test_failure_part_way_says_what_went_through() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == UPLOAD_PATH:
+            return httpx.Response(200, json={"cohortId": "c1", "metadata": {}})
+        return httpx.Response(400, json={"error": {"type": "bad", "message": "nope"}})
+
+    client = connect(
+        "https://a.test",
+        api_key=API_KEY,
+        secret_key=SECRET_KEY,
+        retry=RetryPolicy(retries=0),
+        transport=httpx.MockTransport(handler),
+    )
+    with pytest.raises(RequestFailed) as caught:
+        execute(client, plan_upload(ids(15), SPEC, chunk_size=10))
+    assert "HTTP 400 bad: nope" in caught.value.message
+    assert "--existing-cohort-id c1" in (caught.value.hint or "")
+    assert "first 10 of 15" in (caught.value.hint or "")
