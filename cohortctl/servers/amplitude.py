@@ -1,0 +1,891 @@
+"""An embedded fake of Amplitude's Behavioral Cohorts API (spec part A), strict on purpose.
+
+Routes (all under ``/api`` need HTTP Basic auth: username = API key, password = secret key):
+
+    POST /api/3/cohorts/upload                         A1: create or replace a cohort
+    POST /api/3/cohorts/membership                     A2: ADD / REMOVE members
+    GET  /api/3/cohorts[?includeSyncInfo=true]         A3: list cohorts
+    GET  /api/5/cohorts/request/{cohort_id}            A3: start an export (202)
+    GET  /api/5/cohorts/request-status/{request_id}    A3: 202 JOB INPROGRESS, then 200 COMPLETED
+    GET  /api/5/cohorts/request/{request_id}/file      A3: the CSV, or 302 to /signed/{token}
+    GET  /signed/{token}                               the "signed URL": no auth, valid 60 s
+
+Limits as documented: 100,000 ids per request, 2,000,000 members per cohort, 5 requests in
+flight per API key (the next answers 429 with ``Retry-After: 1``), 4 exports running at once,
+one membership change per cohort at a time (a second one answers 429). Every error answers
+``{"error": {"http_code", "type", "message", "metadata"}}``. Secrets are never echoed.
+
+Tests reach the state through ``app[STORE_KEY]`` (a thread-safe :class:`CohortStore`) and the
+traffic through ``app[TRAFFIC_KEY]`` (request log, in-flight high-water mark, a gate that
+holds handlers so concurrency tests are deterministic).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+import re
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+from aiohttp import web
+
+from cohortctl.servers.amplitude_store import (
+    MAX_AMPLITUDE_ID,
+    CohortStore,
+    CohortTooLarge,
+    MemberChange,
+    amplitude_id_for,
+)
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+MAX_IDS_PER_REQUEST = 100_000
+MAX_COHORT_SIZE = 2_000_000
+MAX_CONCURRENT = 5
+MAX_PARALLEL_EXPORTS = 4
+SIGNED_URL_TTL = 60.0
+INVALID_SAMPLE = 10
+CLIENT_MAX_SIZE = 64 * 1024 * 1024
+
+_DIGITS = re.compile(r"[0-9]+")
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+
+_ERROR_TYPES = {
+    400: "invalid_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "too_many_requests",
+    500: "internal_error",
+}
+
+
+class ApiError(Exception):
+    """An error answer in Amplitude's documented shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.metadata = dict(metadata or {})
+        self.headers = dict(headers or {})
+
+    def response(self) -> web.Response:
+        """The JSON error response."""
+        body = {
+            "error": {
+                "http_code": self.status,
+                "type": _ERROR_TYPES.get(self.status, "error"),
+                "message": self.message,
+                "metadata": self.metadata,
+            }
+        }
+        return web.json_response(body, status=self.status, headers=self.headers)
+
+
+def _bad(message: str, **metadata: Any) -> NoReturn:
+    raise ApiError(400, message, metadata=metadata)
+
+
+# -- traffic: concurrency accounting, request log, test gate -----------------------------
+
+
+@dataclass
+class RequestRecord:
+    """One request as the fake saw it (never its credentials)."""
+
+    method: str
+    path: str
+    status: int = 0
+    in_flight: int = 0  # requests in flight when it arrived, itself included
+    max_in_flight: int = 0  # the most in flight at any moment while it was
+    authorization_sent: bool = False
+
+
+@dataclass
+class Traffic:
+    """Thread-safe view of the requests the fake has handled, and a gate to hold them.
+
+    ``max_in_flight`` counts every authenticated /api request at the moment it arrived,
+    including those answered 429: a client that keeps within the limit never pushes it past
+    ``max_concurrent``.
+    """
+
+    log_size: int = 10_000
+    in_flight: int = 0
+    max_in_flight: int = 0
+    rejected: int = 0  # answered 429 for concurrency
+    log: deque[RequestRecord] = field(default_factory=deque)
+    _active: list[RequestRecord] = field(default_factory=list)
+    _cond: threading.Condition = field(default_factory=threading.Condition)
+    _open: threading.Event = field(default_factory=threading.Event)
+    _waiting: int = 0
+
+    def __post_init__(self) -> None:
+        self.log = deque(maxlen=self.log_size)
+        self._open.set()
+
+    # Called on the server's loop.
+    def record(self, record: RequestRecord) -> None:
+        """Add a finished request to the log."""
+        with self._cond:
+            self.log.append(record)
+            self._cond.notify_all()
+
+    def enter(self, record: RequestRecord) -> int:
+        """Count an arriving request; returns how many are now in flight, itself included."""
+        with self._cond:
+            self.in_flight += 1
+            self._active.append(record)
+            record.in_flight = self.in_flight
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+            for active in self._active:
+                active.max_in_flight = max(active.max_in_flight, self.in_flight)
+            self._cond.notify_all()
+            return self.in_flight
+
+    def leave(self, record: RequestRecord, *, rejected: bool = False) -> None:
+        """Count a request as finished."""
+        with self._cond:
+            self.in_flight -= 1
+            self._active.remove(record)
+            if rejected:
+                self.rejected += 1
+            self._cond.notify_all()
+
+    async def checkpoint(self) -> None:
+        """Where handlers wait while a test holds the gate."""
+        if self._open.is_set():
+            return
+        with self._cond:
+            self._waiting += 1
+            self._cond.notify_all()
+        try:
+            while not self._open.is_set():
+                await asyncio.sleep(0.005)
+        finally:
+            with self._cond:
+                self._waiting -= 1
+                self._cond.notify_all()
+
+    # Called from tests (any thread).
+    def hold(self) -> None:
+        """Make handlers stop at their checkpoint until :meth:`release`."""
+        self._open.clear()
+
+    def release(self) -> None:
+        """Let held handlers go on."""
+        self._open.set()
+
+    def wait_for_held(self, count: int, timeout: float = 10.0) -> bool:
+        """Block until ``count`` handlers wait at the gate; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._waiting >= count, timeout)
+
+    def requests(self) -> list[RequestRecord]:
+        """A copy of the request log, oldest first."""
+        with self._cond:
+            return list(self.log)
+
+
+STORE_KEY = web.AppKey("cohortctl.amplitude.store", CohortStore)
+TRAFFIC_KEY = web.AppKey("cohortctl.amplitude.traffic", Traffic)
+
+
+# -- request parsing and validation ------------------------------------------------------
+
+
+def _reject_constant(name: str) -> NoReturn:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    if request.content_type != "application/json":
+        raise ApiError(
+            415,
+            f"Content-Type must be application/json, got {request.content_type or 'none'}",
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise ApiError(
+            413, f"request body is larger than {CLIENT_MAX_SIZE} bytes", metadata={}
+        ) from None
+    try:
+        body = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_unique_keys,
+            parse_constant=_reject_constant,
+        )
+    except (UnicodeDecodeError, ValueError) as exc:
+        _bad(f"request body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        _bad(f"request body must be a JSON object, got {_json_type(body)}")
+    return body
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return "object"
+
+
+class _Fields:
+    """Collects every field error of one JSON object, then raises them together."""
+
+    def __init__(self, body: Mapping[str, Any], where: str = "") -> None:
+        self.body = body
+        self.where = where
+        self.errors: list[str] = []
+
+    def error(self, name: str, problem: str) -> None:
+        self.errors.append(f"{self.where}{name}: {problem}")
+
+    def unknown(self, allowed: set[str]) -> None:
+        for name in sorted(set(self.body) - allowed):
+            self.error(name, f"unknown field (allowed: {', '.join(sorted(allowed))})")
+
+    def raw(self, name: str, required: bool) -> tuple[bool, Any]:
+        if name not in self.body:
+            if required:
+                self.error(name, "is required")
+            return False, None
+        return True, self.body[name]
+
+    def string(self, name: str, *, required: bool, choices: tuple[str, ...] = ()) -> str | None:
+        present, value = self.raw(name, required)
+        if not present:
+            return None
+        if not isinstance(value, str):
+            self.error(name, f"must be a string, got {_json_type(value)}")
+        elif choices and value not in choices:
+            self.error(name, f"must be one of {', '.join(choices)}, got {value[:50]!r}")
+        elif not value.strip():
+            self.error(name, "must be a non-empty string")
+        else:
+            return value
+        return None
+
+    def boolean(self, name: str, *, required: bool, default: bool = False) -> bool:
+        present, value = self.raw(name, required)
+        if not present:
+            return default
+        if not isinstance(value, bool):
+            self.error(name, f"must be a boolean, got {_json_type(value)}")
+            return default
+        return value
+
+    def integer(self, name: str, *, required: bool) -> int | None:
+        present, value = self.raw(name, required)
+        if not present:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.error(name, f"must be an integer, got {_json_type(value)}")
+        elif not 0 < value <= MAX_AMPLITUDE_ID:
+            self.error(name, "must be a positive integer")
+        else:
+            return value
+        return None
+
+    def ids(self, name: str, *, limit: int) -> list[str] | None:
+        present, value = self.raw(name, True)
+        if not present:
+            return None
+        if not isinstance(value, list):
+            self.error(name, f"must be an array of strings, got {_json_type(value)}")
+            return None
+        if not value:
+            self.error(name, "must hold at least one id")
+            return None
+        if len(value) > limit:
+            self.error(name, f"has {len(value)} ids: at most {limit} ids per request")
+            return None
+        for index, item in enumerate(value):
+            if not isinstance(item, str):
+                self.error(f"{name}[{index}]", f"must be a string, got {_json_type(item)}")
+                return None
+        return value
+
+    def check(self) -> None:
+        if self.errors:
+            _bad("; ".join(self.errors), errors=self.errors)
+
+
+def _sample(ids: list[str]) -> list[str]:
+    return [i if len(i) <= 200 else i[:200] + "…" for i in ids[:INVALID_SAMPLE]]
+
+
+def _by_amplitude_id(ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
+    """Valid members and invalid ids for ids that must be Amplitude ids (ASCII digits)."""
+    valid: list[tuple[int, str]] = []
+    invalid: list[str] = []
+    for raw in ids:
+        if _DIGITS.fullmatch(raw) and int(raw) <= MAX_AMPLITUDE_ID:
+            valid.append((int(raw), ""))
+        else:
+            invalid.append(raw)
+    return valid, invalid
+
+
+def _by_user_id(ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
+    """Valid members and invalid ids for ids that are user ids (not blank)."""
+    valid: list[tuple[int, str]] = []
+    invalid: list[str] = []
+    for raw in ids:
+        if raw.strip():
+            valid.append((amplitude_id_for(raw), raw))
+        else:
+            invalid.append(raw)
+    return valid, invalid
+
+
+def _dedupe(members: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    return list(dict.fromkeys(members))
+
+
+def _invalid_ids(invalid: list[str], id_type: str) -> NoReturn:
+    what = "Amplitude ids (digits only)" if id_type in ("BY_AMP_ID", "BY_ID") else "user ids"
+    _bad(
+        f"{len(invalid)} invalid {what} and skip_invalid_ids is false: nothing was saved",
+        invalid_ids_sample=_sample(invalid),
+        invalid_ids_count=len(invalid),
+    )
+
+
+# -- the application ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _SignedUrl:
+    request_id: str
+    expires: float
+
+
+class FakeAmplitude:
+    """Handlers and the state they share; built by :func:`create_app`."""
+
+    UPLOAD_FIELDS = frozenset(
+        {
+            "name",
+            "app_id",
+            "id_type",
+            "ids",
+            "owner",
+            "published",
+            "existing_cohort_id",
+            "skip_invalid_ids",
+            "skip_save",
+            "cg",
+        }
+    )
+    MEMBERSHIP_FIELDS = frozenset({"cohort_id", "memberships", "count_group", "skip_invalid_ids"})
+    CHANGE_FIELDS = frozenset({"ids", "id_type", "operation"})
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        secret_key: str,
+        store: CohortStore,
+        export_polls: int,
+        export_redirect: bool,
+        max_concurrent: int,
+        max_ids_per_request: int,
+        app_id: int | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._api_key = api_key.encode("utf-8")
+        self._secret_key = secret_key.encode("utf-8")
+        self.store = store
+        self.traffic = Traffic()
+        self.export_polls = export_polls
+        self.export_redirect = export_redirect
+        self.max_concurrent = max_concurrent
+        self.max_ids_per_request = max_ids_per_request
+        self.app_id = app_id
+        self.clock = clock
+        self._busy_cohorts: set[str] = set()
+        self._signed: dict[str, _SignedUrl] = {}
+        # One worker: the store serialises on its lock anyway; this keeps the loop responsive.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-amplitude")
+
+    async def _run(self, fn: Callable[[], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def close(self, _app: web.Application) -> None:
+        """Stop the worker and close the database."""
+        self.traffic.release()
+        self._executor.shutdown(wait=True)
+        self.store.close()
+
+    async def open_gate(self, _app: web.Application) -> None:
+        """On shutdown never leave handlers held at the gate."""
+        self.traffic.release()
+
+    # -- middleware --------------------------------------------------------------------
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Errors in Amplitude's shape; auth and the concurrency limit on /api."""
+        record = RequestRecord(
+            request.method, request.path, authorization_sent="Authorization" in request.headers
+        )
+        try:
+            if request.path.startswith("/api/"):
+                self._authenticate(request)
+                response = await self._admitted(request, handler, record)
+            else:
+                response = await handler(request)
+        except ApiError as error:
+            response = error.response()
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            message = f"{request.method} {request.path}: {exc.reason}"
+            response = ApiError(exc.status, message, headers=_allow(exc)).response()
+        except Exception:
+            log.exception("fake Amplitude API failed on %s %s", request.method, request.path)
+            response = ApiError(500, "internal error in the fake Amplitude API").response()
+        record.status = response.status
+        self.traffic.record(record)
+        return response
+
+    async def _admitted(
+        self, request: web.Request, handler: Handler, record: RequestRecord
+    ) -> web.StreamResponse:
+        in_flight = self.traffic.enter(record)
+        rejected = in_flight > self.max_concurrent
+        try:
+            if rejected:
+                raise ApiError(
+                    429,
+                    f"too many concurrent requests: at most {self.max_concurrent} "
+                    "in flight per project",
+                    metadata={"limit": self.max_concurrent},
+                    headers={"Retry-After": "1"},
+                )
+            return await handler(request)
+        finally:
+            self.traffic.leave(record, rejected=rejected)
+
+    def _authenticate(self, request: web.Request) -> None:
+        challenge = {"WWW-Authenticate": 'Basic realm="Amplitude"'}
+        header = request.headers.get("Authorization", "")
+        scheme, _, encoded = header.partition(" ")
+        if scheme.lower() != "basic" or not encoded.strip():
+            raise ApiError(
+                401, "missing HTTP Basic credentials: api key and secret key", headers=challenge
+            )
+        try:
+            decoded = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise ApiError(401, "malformed HTTP Basic credentials", headers=challenge) from None
+        key, _, secret = decoded.partition(b":")
+        if not hmac.compare_digest(key, self._api_key):
+            raise ApiError(401, "invalid api key or secret key", headers=challenge)
+        if not secret:
+            raise ApiError(403, "missing secret key: send the project secret key as the password")
+        if not hmac.compare_digest(secret, self._secret_key):
+            raise ApiError(401, "invalid api key or secret key", headers=challenge)
+
+    # -- A1 upload ---------------------------------------------------------------------
+
+    async def upload(self, request: web.Request) -> web.Response:
+        """``POST /api/3/cohorts/upload``: create a cohort or replace one's members."""
+        body = await _json_object(request)
+        f = _Fields(body)
+        f.unknown(set(self.UPLOAD_FIELDS))
+        name = f.string("name", required=True)
+        app_id = f.integer("app_id", required=True)
+        id_type = f.string("id_type", required=True, choices=("BY_AMP_ID", "BY_USER_ID"))
+        ids = f.ids("ids", limit=self.max_ids_per_request)
+        owner = f.string("owner", required=True)
+        if owner is not None and not _EMAIL.fullmatch(owner):
+            f.error("owner", "must be the login email of the cohort's owner")
+        published = f.boolean("published", required=True)
+        existing = f.string("existing_cohort_id", required=False)
+        skip_invalid = f.boolean("skip_invalid_ids", required=False, default=True)
+        skip_save = f.boolean("skip_save", required=False, default=False)
+        count_group = f.string("cg", required=False) or "User"
+        if app_id is not None and self.app_id is not None and app_id != self.app_id:
+            f.error("app_id", f"{app_id} is not the project of this api key")
+        f.check()
+        assert name is not None and app_id is not None and id_type is not None
+        assert ids is not None and owner is not None
+
+        split = _by_amplitude_id if id_type == "BY_AMP_ID" else _by_user_id
+        valid, invalid = split(ids)
+        if invalid and not skip_invalid:
+            _invalid_ids(invalid, id_type)
+        members = _dedupe(valid)
+        if not members:
+            _bad(
+                "no valid ids to upload: every id is invalid",
+                invalid_ids_sample=_sample(invalid),
+                invalid_ids_count=len(invalid),
+            )
+        metadata = {
+            "matched": len(members),
+            "totals": len(ids),
+            "invalid_ids_sample": _sample(invalid),
+        }
+        if existing is not None:
+            cohort = await self._run(lambda: self.store.cohort(existing))
+            if cohort is None:
+                raise ApiError(
+                    404, f"cohort {existing!r} not found", metadata={"cohort_id": existing}
+                )
+        if len(members) > self.store.max_cohort_size:
+            raise ApiError(
+                400,
+                f"{len(members)} ids: at most {self.store.max_cohort_size} users per cohort",
+                metadata={"limit": self.store.max_cohort_size},
+            )
+        if skip_save:
+            return web.json_response(
+                {"cohortId": existing, "cohortsById": {}, "metadata": metadata}
+            )
+
+        def save() -> Any:
+            return self.store.save_upload(
+                name=name,
+                app_id=app_id,
+                owner=owner,
+                published=published,
+                count_group=count_group,
+                id_type=id_type,
+                members=members,
+                existing_cohort_id=existing,
+            )
+
+        if existing is not None:
+            async with self._cohort_change(existing):
+                saved = await self._store_write(save, existing)
+        else:
+            await self.traffic.checkpoint()
+            saved = await self._store_write(save, None)
+        return web.json_response(
+            {"cohortId": saved.id, "cohortsById": {saved.id: saved.as_api()}, "metadata": metadata}
+        )
+
+    async def _store_write(self, fn: Callable[[], T], cohort_id: str | None) -> T:
+        try:
+            return await self._run(fn)
+        except KeyError:
+            raise ApiError(
+                404, f"cohort {cohort_id!r} not found", metadata={"cohort_id": cohort_id}
+            ) from None
+        except CohortTooLarge as exc:
+            raise ApiError(
+                400,
+                f"{exc}: nothing was saved",
+                metadata={"limit": exc.limit, "size": exc.size},
+            ) from None
+
+    def _cohort_change(self, cohort_id: str) -> _CohortChange:
+        return _CohortChange(self, cohort_id)
+
+    # -- A2 membership -----------------------------------------------------------------
+
+    async def membership(self, request: web.Request) -> web.Response:
+        """``POST /api/3/cohorts/membership``: ADD or REMOVE members of an existing cohort."""
+        body = await _json_object(request)
+        f = _Fields(body)
+        f.unknown(set(self.MEMBERSHIP_FIELDS))
+        cohort_id = f.string("cohort_id", required=True)
+        count_group = f.string("count_group", required=False)
+        skip_invalid = f.boolean("skip_invalid_ids", required=False, default=True)
+        present, raw_changes = f.raw("memberships", True)
+        entries: list[tuple[str, str, list[str]]] = []
+        if present:
+            if not isinstance(raw_changes, list):
+                f.error("memberships", f"must be an array, got {_json_type(raw_changes)}")
+            elif not raw_changes:
+                f.error("memberships", "must hold at least one membership change")
+            else:
+                for index, raw in enumerate(raw_changes):
+                    where = f"memberships[{index}]."
+                    if not isinstance(raw, dict):
+                        f.error(
+                            f"memberships[{index}]", f"must be an object, got {_json_type(raw)}"
+                        )
+                        continue
+                    g = _Fields(raw, where)
+                    g.unknown(set(self.CHANGE_FIELDS))
+                    ids = g.ids("ids", limit=self.max_ids_per_request)
+                    id_type = g.string("id_type", required=True, choices=("BY_ID", "BY_NAME"))
+                    operation = g.string("operation", required=True, choices=("ADD", "REMOVE"))
+                    f.errors.extend(g.errors)
+                    if ids is not None and id_type is not None and operation is not None:
+                        entries.append((id_type, operation, ids))
+        total = sum(len(ids) for _, _, ids in entries)
+        if total > self.max_ids_per_request:
+            f.error(
+                "memberships",
+                f"has {total} ids in all: at most {self.max_ids_per_request} ids per request",
+            )
+        f.check()
+        assert cohort_id is not None
+
+        changes: list[MemberChange] = []
+        results: list[dict[str, Any]] = []
+        for id_type, operation, ids in entries:
+            split = _by_amplitude_id if id_type == "BY_ID" else _by_user_id
+            valid, invalid = split(ids)
+            if invalid and not skip_invalid:
+                _invalid_ids(invalid, id_type)
+            changes.append(MemberChange(operation, _dedupe(valid)))
+            results.append({"skipped_ids": invalid, "id_type": id_type, "operation": operation})
+
+        cohort = await self._run(lambda: self.store.cohort(cohort_id))
+        if cohort is None:
+            raise ApiError(
+                404, f"cohort {cohort_id!r} not found", metadata={"cohort_id": cohort_id}
+            )
+        wanted_group = count_group or "User"
+        if wanted_group != cohort.count_group:
+            _bad(
+                f"count_group {wanted_group!r} does not match the cohort's group "
+                f"{cohort.count_group!r}",
+                count_group=cohort.count_group,
+            )
+        async with self._cohort_change(cohort_id):
+            await self._store_write(
+                lambda: self.store.apply_membership(cohort_id, changes), cohort_id
+            )
+        return web.json_response({"cohort_id": cohort_id, "memberships_result": results})
+
+    # -- A3 read -----------------------------------------------------------------------
+
+    async def list_cohorts(self, request: web.Request) -> web.Response:
+        """``GET /api/3/cohorts``: every cohort; ``includeSyncInfo=true`` adds syncMetadata."""
+        raw = request.query.get("includeSyncInfo", "false").lower()
+        if raw not in ("true", "false"):
+            _bad(f"includeSyncInfo must be true or false, got {raw[:20]!r}")
+        await self.traffic.checkpoint()
+        cohorts = [c.as_api() for c in await self._run(self.store.cohorts)]
+        if raw == "true":
+            for cohort in cohorts:
+                cohort["syncMetadata"] = []
+        return web.json_response({"cohorts": cohorts})
+
+    async def export_request(self, request: web.Request) -> web.Response:
+        """``GET /api/5/cohorts/request/{id}``: start an export (202)."""
+        cohort_id = request.match_info["cohort_id"]
+        props = request.query.get("props", "0")
+        if props not in ("0", "1"):
+            _bad(f"props must be 0 or 1, got {props[:20]!r}")
+        prop_keys: list[str] | None = None
+        if props == "1":
+            prop_keys = [k for k in request.query.getall("propKeys", []) if k]
+        elif "propKeys" in request.query:
+            _bad("propKeys needs props=1")
+        await self.traffic.checkpoint()
+        if await self._run(lambda: self.store.cohort(cohort_id)) is None:
+            raise ApiError(
+                404, f"cohort {cohort_id!r} not found", metadata={"cohort_id": cohort_id}
+            )
+        running = await self._run(lambda: self.store.exports_polled_at_most(self.export_polls))
+        if running >= MAX_PARALLEL_EXPORTS:
+            raise ApiError(
+                429,
+                f"{running} exports are running: at most {MAX_PARALLEL_EXPORTS} in parallel "
+                "per project",
+                metadata={"limit": MAX_PARALLEL_EXPORTS},
+                headers={"Retry-After": "1"},
+            )
+        job = await self._run(lambda: self.store.create_export(cohort_id, prop_keys))
+        return web.json_response(
+            {"request_id": job.request_id, "cohort_id": job.cohort_id}, status=202
+        )
+
+    async def export_status(self, request: web.Request) -> web.Response:
+        """``GET /api/5/cohorts/request-status/{request_id}``: in progress, then completed."""
+        request_id = request.match_info["request_id"]
+        await self.traffic.checkpoint()
+        job = await self._run(lambda: self.store.poll_export(request_id))
+        if job is None:
+            raise ApiError(
+                404, f"export request {request_id!r} not found", metadata={"request_id": request_id}
+            )
+        done = job.polls > self.export_polls
+        return web.json_response(
+            {
+                "request_id": job.request_id,
+                "cohort_id": job.cohort_id,
+                "async_status": "JOB COMPLETED" if done else "JOB INPROGRESS",
+            },
+            status=200 if done else 202,
+        )
+
+    async def export_file(self, request: web.Request) -> web.StreamResponse:
+        """``GET /api/5/cohorts/request/{request_id}/file``: the CSV or a 302 to a signed URL."""
+        request_id = request.match_info["request_id"]
+        await self.traffic.checkpoint()
+        job = await self._run(lambda: self.store.export(request_id))
+        if job is None:
+            raise ApiError(
+                404, f"export request {request_id!r} not found", metadata={"request_id": request_id}
+            )
+        if job.polls <= self.export_polls:
+            _bad(
+                f"export {request_id} is not completed yet: poll "
+                f"/api/5/cohorts/request-status/{request_id} until JOB COMPLETED",
+                async_status="JOB INPROGRESS",
+            )
+        if self.export_redirect:
+            token = secrets.token_urlsafe(24)
+            self._signed[token] = _SignedUrl(request_id, self.clock() + SIGNED_URL_TTL)
+            location = f"{request.url.origin()}/signed/{token}"
+            return web.Response(status=302, headers={"Location": location})
+        return await self._csv_response(job.request_id)
+
+    async def signed_file(self, request: web.Request) -> web.StreamResponse:
+        """``GET /signed/{token}``: the export file behind a one-minute signed URL."""
+        signed = self._signed.get(request.match_info["token"])
+        if signed is None:
+            raise ApiError(403, "signed URL is not valid")
+        if self.clock() > signed.expires:
+            raise ApiError(403, "signed URL has expired: request the file again")
+        return await self._csv_response(signed.request_id)
+
+    async def _csv_response(self, request_id: str) -> web.Response:
+        def build() -> bytes | None:
+            job = self.store.export(request_id)
+            return None if job is None else self.store.export_csv(job)
+
+        data = await self._run(build)
+        if data is None:
+            raise ApiError(404, f"export request {request_id!r} not found")
+        return web.Response(
+            body=data,
+            content_type="text/csv",
+            charset="utf-8",
+            headers={"Content-Disposition": f'attachment; filename="{request_id}.csv"'},
+        )
+
+
+class _CohortChange:
+    """Marks a cohort as being changed; a second change meanwhile answers 429."""
+
+    def __init__(self, fake: FakeAmplitude, cohort_id: str) -> None:
+        self.fake = fake
+        self.cohort_id = cohort_id
+
+    async def __aenter__(self) -> None:
+        busy = self.fake._busy_cohorts
+        if self.cohort_id in busy:
+            raise ApiError(
+                429,
+                f"another membership change on cohort {self.cohort_id!r} is in progress: "
+                "send changes to one cohort one after the other",
+                metadata={"cohort_id": self.cohort_id},
+                headers={"Retry-After": "1"},
+            )
+        busy.add(self.cohort_id)
+        await self.fake.traffic.checkpoint()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.fake._busy_cohorts.discard(self.cohort_id)
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str]:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else {}
+
+
+def create_app(
+    *,
+    api_key: str,
+    secret_key: str,
+    db: str = ":memory:",
+    export_polls: int = 1,
+    export_redirect: bool = False,
+    max_concurrent: int = MAX_CONCURRENT,
+    max_ids_per_request: int = MAX_IDS_PER_REQUEST,
+    max_cohort_size: int = MAX_COHORT_SIZE,
+    app_id: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+) -> web.Application:
+    """The fake Amplitude cohort API as an aiohttp application.
+
+    ``db`` is a SQLite file (state survives restarts) or ``":memory:"``. ``export_polls`` is
+    how many status polls answer JOB INPROGRESS before JOB COMPLETED; ``export_redirect``
+    answers the file request with a 302 to a signed URL. ``app_id``, when given, is the only
+    project id uploads may name. ``clock`` (monotonic seconds) times signed-URL expiry.
+    """
+    if not api_key or not secret_key:
+        raise ValueError("the fake Amplitude API needs an api key and a secret key")
+    if export_polls < 0 or max_concurrent < 1 or max_ids_per_request < 1 or max_cohort_size < 1:
+        raise ValueError("export_polls must be >= 0 and every limit >= 1")
+    store = CohortStore(db, max_cohort_size=max_cohort_size)
+    fake = FakeAmplitude(
+        api_key=api_key,
+        secret_key=secret_key,
+        store=store,
+        export_polls=export_polls,
+        export_redirect=export_redirect,
+        max_concurrent=max_concurrent,
+        max_ids_per_request=max_ids_per_request,
+        app_id=app_id,
+        clock=clock,
+    )
+    app = web.Application(middlewares=[fake.middleware], client_max_size=CLIENT_MAX_SIZE)
+    app[STORE_KEY] = store
+    app[TRAFFIC_KEY] = fake.traffic
+    app.router.add_post("/api/3/cohorts/upload", fake.upload)
+    app.router.add_post("/api/3/cohorts/membership", fake.membership)
+    app.router.add_get("/api/3/cohorts", fake.list_cohorts, allow_head=False)
+    app.router.add_get("/api/5/cohorts/request/{cohort_id}", fake.export_request, allow_head=False)
+    app.router.add_get(
+        "/api/5/cohorts/request-status/{request_id}", fake.export_status, allow_head=False
+    )
+    app.router.add_get(
+        "/api/5/cohorts/request/{request_id}/file", fake.export_file, allow_head=False
+    )
+    app.router.add_get("/signed/{token}", fake.signed_file, allow_head=False)
+    app.on_shutdown.append(fake.open_gate)
+    app.on_cleanup.append(fake.close)
+    return app
