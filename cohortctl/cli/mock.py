@@ -1,7 +1,430 @@
-"""``cohortctl mock``: placeholder, filled in by its own change."""
+"""``cohortctl mock``: fire Amplitude's exact cohort-sync payloads at a partner endpoint."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
 
-app = typer.Typer(no_args_is_help=True)
+from cohortctl import mock, payloads
+from cohortctl.cli import destination_options as dest
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.config import Config
+from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client
+from cohortctl.errors import ExitCode
+from cohortctl.outcomes import Outcome
+from cohortctl.render import OutputFormat, body_excerpt, err, out, print_json, table
+from cohortctl.templates import Template, parse_vars
+
+app = typer.Typer(
+    help=(
+        "Fire the exact payloads Amplitude's cohort sync sends at a partner endpoint and show "
+        "what it answered, one row per request (each sent once, no retries).\n\n"
+        "Exit 0 when every request got a 2xx (or the --expect status), 1 otherwise, "
+        "2 for usage and input errors."
+    ),
+    no_args_is_help=True,
+)
+
+COHORT = "Cohort and users"
+SENDING = "Sending"
+DRY_RUN_KEEP = 10  # ids shown per array in a dry run before "… N more"
+
+CohortName = Annotated[
+    str,
+    typer.Option("--cohort-name", help="Cohort name in list names and trait keys.",
+                 rich_help_panel=COHORT),
+]  # fmt: skip
+CohortId = Annotated[
+    str, typer.Option("--cohort-id", help="Amplitude cohort id.", rich_help_panel=COHORT)
+]
+IdsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--ids",
+        help="File of user ids (CSV column, newline list, gzip; - for stdin).",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=COHORT,
+    ),
+]
+IdColumn = Annotated[
+    str | None,
+    typer.Option(
+        "--column", help="CSV column of --ids holding the ids.", show_default=False,
+        rich_help_panel=COHORT,
+    ),
+]  # fmt: skip
+Ids = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--id",
+        help=f"A user id, repeatable [default without --ids: {', '.join(mock.SAMPLE_IDS)}].",
+        show_default=False,
+        rich_help_panel=COHORT,
+    ),
+]
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        "--batch-size", help="Ids per request (Amplitude's default: 1000).", min=1,
+        rich_help_panel=COHORT,
+    ),
+]  # fmt: skip
+Member = Annotated[
+    bool,
+    typer.Option(
+        "--member/--not-member",
+        help="Trait value of identify calls: entered the cohort (true) or left it (false).",
+        rich_help_panel=COHORT,
+    ),
+]
+ListId = Annotated[
+    str | None,
+    typer.Option(
+        "--list-id", help="The partner's list id ($listId) for list-add and list-remove.",
+        show_default=False, rich_help_panel=COHORT,
+    ),
+]  # fmt: skip
+Var = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var", help="Custom template variable NAME=VALUE, repeatable.", show_default=False,
+        rich_help_panel=COHORT,
+    ),
+]  # fmt: skip
+Expect = Annotated[
+    int | None,
+    typer.Option(
+        "--expect",
+        help="Status every request must get (a matching non-2xx passes) [default: any 2xx].",
+        show_default=False,
+        rich_help_panel=SENDING,
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the exact requests (credentials redacted) and send nothing.",
+        rich_help_panel=SENDING,
+    ),
+]
+
+
+def _payload_option(flag: str, what: str) -> Any:
+    return typer.Option(
+        flag,
+        help=f"JSON template file for {what}, Integration-Portal style: $items, $listId, "
+        "$amplitude_cohort_name, $amplitude_cohort_id, $userId, $member, --var names.",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=SENDING,
+    )
+
+
+def _templates(files: dict[str, Path | None]) -> dict[str, Template]:
+    return {call: Template.from_file(path) for call, path in files.items() if path is not None}
+
+
+def _read_ids(ids_file: Path | None, column: str | None, ids: list[str] | None) -> tuple[str, ...]:
+    found: list[str] = []
+    if ids_file is not None:
+        from cohortctl.ids import read_ids
+
+        found += read_ids(str(ids_file), column=column).ids
+    found += [i.strip() for i in ids or [] if i.strip()]
+    if ids_file is None and not ids:
+        return mock.SAMPLE_IDS
+    return tuple(dict.fromkeys(found))
+
+
+def _call_label(outcome: Outcome) -> str:
+    member = outcome.extra.get("member")
+    return outcome.call if member is None else f"{outcome.call} ({str(member).lower()})"
+
+
+def _status_cell(outcome: Outcome) -> str:
+    if outcome.status is not None:
+        return str(outcome.status)
+    return outcome.error or "-"
+
+
+def _render_results(results: Sequence[Outcome], output: OutputFormat) -> bool:
+    ok = mock.passed(results)
+    list_ids = [o.extra["list_id"] for o in results if "list_id" in o.extra]
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "passed": ok,
+                "list_id": list_ids[-1] if list_ids else None,
+                "results": [o.to_dict() for o in results],
+            }
+        )
+    else:
+        rows = [
+            (
+                _call_label(o),
+                o.method,
+                o.url,
+                o.extra.get("ids", ""),
+                _status_cell(o),
+                o.meaning,
+                f"{o.latency_ms:.0f}" if not o.extra.get("skipped") else "",
+                body_excerpt(o.body, 80),
+            )
+            for o in results
+        ]
+        out.print(table(["call", "method", "url", "ids", "status", "meaning", "ms", "body"], rows))
+    sent = [o for o in results if not o.extra.get("skipped")]
+    good = sum(1 for o in sent if o.extra.get("passed"))
+    skipped = len(results) - len(sent)
+    summary = f"{len(results)} request(s): {good} passed, {len(sent) - good} failed"
+    if skipped:
+        summary += f", {skipped} skipped"
+    err.print(summary if ok else f"[red]{summary}[/]")
+    return ok
+
+
+def _render_dry_run(
+    destination: Destination, requests: Sequence[mock.PreparedRequest], output: OutputFormat
+) -> None:
+    if output is OutputFormat.json:
+        print_json({"dry_run": True, "requests": [r.shown(destination) for r in requests]})
+        return
+    import json
+
+    for number, request in enumerate(requests, 1):
+        shown = request.shown(destination, abbreviate=DRY_RUN_KEEP)
+        lines = [f"# {number}/{len(requests)} {request.call} ({request.ids} ids)"]
+        lines.append(f"{shown['method']} {shown['url']}")
+        lines += [f"{k}: {v}" for k, v in shown["headers"].items()]
+        lines += ["", json.dumps(shown["body"], indent=2, ensure_ascii=False), ""]
+        out.out("\n".join(lines), markup=False, highlight=False)
+    err.print(f"dry run: {len(requests)} request(s) shown, nothing sent")
+
+
+def _execute(
+    cfg: Config,
+    *,
+    steps_for: Callable[[mock.MockSpec], list[mock.Step]],
+    spec: mock.MockSpec,
+    destination_kwargs: dict[str, Any],
+    dry_run: bool,
+    output: OutputFormat,
+) -> None:
+    destination = dest.destination_from_options(
+        cfg, require_credentials=not dry_run, **destination_kwargs
+    )
+    steps = steps_for(spec)
+    if dry_run:
+        _render_dry_run(destination, mock.plan(destination, steps, spec), output)
+        return
+    with make_client(destination) as client:
+        results = mock.run(client, destination, steps, spec)
+    if not _render_results(results, output):
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _call_command(call: str) -> Callable[..., None]:
+    def command(
+        url: dest.Url = None,
+        path: str | None = None,  # annotated below: the help names the call's path
+        api_key: dest.ApiKey = None,
+        secret: dest.Secret = None,
+        auth: dest.Auth = None,
+        app_id: dest.AppId = None,
+        header: dest.Header = None,
+        list_id_path: dest.ListIdPath = None,
+        timeout: dest.Timeout = DEFAULT_TIMEOUT,
+        cohort_name: CohortName = mock.DEFAULT_COHORT_NAME,
+        cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
+        list_id: ListId = None,
+        ids_file: IdsFile = None,
+        column: IdColumn = None,
+        ids: Ids = None,
+        batch_size: BatchSize = mock.DEFAULT_BATCH_SIZE,
+        member: Member = True,
+        payload: Annotated[Path | None, _payload_option("--payload", "this call")] = None,
+        var: Var = None,
+        expect: Expect = None,
+        dry_run: DryRun = False,
+        output: Output = OutputFormat.table,
+        profile: Profile = None,
+        config: ConfigFile = None,
+        allow_insecure_http: AllowInsecureHttp = False,
+    ) -> None:
+        cfg = Config.load(profile, path=config)
+        spec = mock.MockSpec(
+            cohort_name=cohort_name,
+            cohort_id=cohort_id,
+            ids=_read_ids(ids_file, column, ids),
+            batch_size=batch_size,
+            member=member,
+            list_id=list_id,
+            templates=_templates({call: payload}),
+            variables=parse_vars(var or []),
+            expect=expect,
+        )
+        _execute(
+            cfg,
+            steps_for=lambda s: mock.call_steps(call, s),
+            spec=spec,
+            destination_kwargs={
+                "url": url,
+                "api_key": api_key,
+                "secret": secret,
+                "auth": auth,
+                "app_id": app_id,
+                "headers": header,
+                "list_id_path": list_id_path,
+                "timeout": timeout,
+                "paths": {call: path} if path is not None else {},
+                "allow_insecure_http": allow_insecure_http,
+            },
+            dry_run=dry_run,
+            output=output,
+        )
+
+    command.__annotations__["path"] = Annotated[
+        str | None,
+        typer.Option(
+            "--path",
+            help=f"Path (or full URL) of the call [default: {payloads.DEFAULT_PATHS[call]}]; "
+            "$listId and other template variables are filled in.",
+            show_default=False,
+            rich_help_panel=dest.PANEL,
+        ),
+    ]
+    return command
+
+
+_CALL_HELP = {
+    payloads.LIST_CREATE: (
+        'Create a list: POST /lists {"name": "[Amplitude] NAME: ID"}; shows the list id '
+        "read from the answer (--list-id-path)."
+    ),
+    payloads.LIST_ADD: 'Add users to a list: POST /lists/$listId/add {"userIds": [...]}.',
+    payloads.LIST_REMOVE: (
+        'Remove users from a list: POST /lists/$listId/remove {"userIds": [...]}.'
+    ),
+    payloads.IDENTIFY: (
+        "Set the cohort trait on each user, one request per user: POST /identify "
+        '{"type": "identify", "traits": {"[Amplitude] NAME: ID": true|false}, "userId": ...}.'
+    ),
+    payloads.IDENTIFY_BATCH: (
+        'Set the cohort trait on users in batches: POST /batch {"batch": [identify, ...]}.'
+    ),
+}
+
+for _call in payloads.CALLS:
+    _command = _call_command(_call)
+    _command.__doc__ = _CALL_HELP[_call]
+    _command.__name__ = _call.replace("-", "_")
+    app.command(_call)(_command)
+
+
+@app.command("flow")
+def flow(
+    mode: Annotated[
+        mock.FlowMode,
+        typer.Option(
+            "--mode",
+            help="list: create, add, remove; property: identify and identify-batch true/false; "
+            "both.",
+            case_sensitive=False,
+        ),
+    ] = mock.FlowMode.list,
+    url: dest.Url = None,
+    create_path: dest.CreatePath = None,
+    add_path: dest.AddPath = None,
+    remove_path: dest.RemovePath = None,
+    identify_path: dest.IdentifyPath = None,
+    batch_path: dest.BatchPath = None,
+    api_key: dest.ApiKey = None,
+    secret: dest.Secret = None,
+    auth: dest.Auth = None,
+    app_id: dest.AppId = None,
+    header: dest.Header = None,
+    list_id_path: dest.ListIdPath = None,
+    timeout: dest.Timeout = DEFAULT_TIMEOUT,
+    cohort_name: CohortName = mock.DEFAULT_COHORT_NAME,
+    cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
+    ids_file: IdsFile = None,
+    column: IdColumn = None,
+    ids: Ids = None,
+    batch_size: BatchSize = mock.DEFAULT_BATCH_SIZE,
+    create_payload: Annotated[Path | None, _payload_option("--create-payload", "list-create")] = (
+        None
+    ),
+    add_payload: Annotated[Path | None, _payload_option("--add-payload", "list-add")] = None,
+    remove_payload: Annotated[
+        Path | None, _payload_option("--remove-payload", "list-remove")
+    ] = None,
+    identify_payload: Annotated[
+        Path | None, _payload_option("--identify-payload", "identify")
+    ] = None,
+    batch_payload: Annotated[
+        Path | None, _payload_option("--batch-payload", "identify-batch")
+    ] = None,
+    var: Var = None,
+    expect: Expect = None,
+    dry_run: DryRun = False,
+    output: Output = OutputFormat.table,
+    profile: Profile = None,
+    config: ConfigFile = None,
+    allow_insecure_http: AllowInsecureHttp = False,
+) -> None:
+    """Run a whole sync as Amplitude would, the list id taken from the list-create answer.
+
+    list: list-create, list-add (every id), list-remove (the first id). property: identify
+    true then false (the first id), identify-batch true (every id) then false (the first id).
+    Either way every id ends in the cohort but the first. The flow stops after a list-create
+    that gives no list id; the rest is shown as skipped.
+    """
+    cfg = Config.load(profile, path=config)
+    spec = mock.MockSpec(
+        cohort_name=cohort_name,
+        cohort_id=cohort_id,
+        ids=_read_ids(ids_file, column, ids),
+        batch_size=batch_size,
+        templates=_templates(
+            {
+                payloads.LIST_CREATE: create_payload,
+                payloads.LIST_ADD: add_payload,
+                payloads.LIST_REMOVE: remove_payload,
+                payloads.IDENTIFY: identify_payload,
+                payloads.IDENTIFY_BATCH: batch_payload,
+            }
+        ),
+        variables=parse_vars(var or []),
+        expect=expect,
+    )
+    paths = dest.call_paths(
+        create=create_path,
+        add=add_path,
+        remove=remove_path,
+        identify=identify_path,
+        batch=batch_path,
+    )
+    _execute(
+        cfg,
+        steps_for=lambda s: mock.flow_steps(mode, s),
+        spec=spec,
+        destination_kwargs={
+            "url": url,
+            "api_key": api_key,
+            "secret": secret,
+            "auth": auth,
+            "app_id": app_id,
+            "headers": header,
+            "list_id_path": list_id_path,
+            "timeout": timeout,
+            "paths": paths,
+            "allow_insecure_http": allow_insecure_http,
+        },
+        dry_run=dry_run,
+        output=output,
+    )

@@ -1,0 +1,322 @@
+"""A partner destination: where Amplitude's cohort-sync calls go and how they authenticate.
+
+One :class:`Destination` holds the base URL, the auth mode and credentials, extra headers,
+the path of each call, where the list id sits in the list-create answer, and the timeout.
+It builds the headers and URLs of every request; ``mock``, ``sync`` and ``check`` share it.
+
+Secrets (the api key, the Basic secret, the value of any credential-looking header) live only
+here: ``repr`` hides them, :meth:`Destination.redacted_headers` and :func:`redact_url` are how
+requests are shown, and :meth:`Destination.scrub` removes them from text that came back.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import httpx
+
+from cohortctl import payloads, templates
+from cohortctl.config import ensure_safe_url, redact
+from cohortctl.errors import CheckFailed, ConfigError, InputError
+from cohortctl.render import body_excerpt
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_LIST_ID_PATH = "listId"
+# Spec part B: "default listId, falling back to id, list_id, data.id".
+LIST_ID_FALLBACKS = ("listId", "id", "list_id", "data.id")
+
+# Header names whose values are credentials, whoever set them (auth mode or --header).
+_SENSITIVE_HEADER = re.compile(r"auth|api[-_]?key|token|secret|password|cookie|session", re.I)
+# RFC 9110 token characters: what a header name may be made of.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_PATH_STEP = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+class AuthMode(str, Enum):
+    """How requests authenticate, as the Integration Portal offers it (spec part B)."""
+
+    basic = "basic"  # Authorization: Basic base64("{api_key}:{secret or ''}")
+    header = "header"  # api_key: KEY and app_id: APP headers (seed 001)
+    bearer = "bearer"  # Authorization: Bearer KEY
+    none = "none"
+
+
+def parse_auth_mode(value: str | AuthMode) -> AuthMode:
+    """An :class:`AuthMode` from a flag, env or profile value; ConfigError when unknown."""
+    if isinstance(value, AuthMode):
+        return value
+    try:
+        return AuthMode(str(value).strip().lower())
+    except ValueError:
+        known = ", ".join(m.value for m in AuthMode)
+        raise ConfigError(f"unknown partner auth {value!r}: use {known}") from None
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    """``"Name: value"`` (from ``--header``) as a pair; InputError when malformed."""
+    name, sep, value = text.partition(":")
+    name, value = name.strip(), value.strip()
+    if not sep or not name:
+        raise InputError(f"bad --header {_shown_header_arg(text)!r}: expected NAME:VALUE")
+    if not _HEADER_NAME.match(name):
+        raise InputError(f"bad --header name {name!r}: only letters, digits and !#$%&'*+-.^_`|~")
+    if any(c in value for c in "\r\n\0"):
+        raise InputError(f"bad --header {name!r}: the value contains a line break or NUL")
+    return name, value
+
+
+def _shown_header_arg(text: str) -> str:
+    name = text.partition(":")[0].strip()
+    return f"{name}: ***" if _SENSITIVE_HEADER.search(name) else text
+
+
+def is_sensitive_header(name: str) -> bool:
+    """True for headers whose value is a credential (Authorization, api_key, tokens...)."""
+    return bool(_SENSITIVE_HEADER.search(name))
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown: no password in it, credential-looking query values hidden."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{redact(user)}@{hostport}" if user else hostport
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(is_sensitive_header(k) for k, _ in pairs):
+            query = urlencode(
+                [(k, redact(v) if is_sensitive_header(k) else v) for k, v in pairs], safe="*"
+            )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def parse_list_id_path(path: str) -> tuple[str | int, ...]:
+    """``data.id``, ``$.data.id``, ``items[0].id`` or ``items.0.id`` as lookup steps."""
+    text = path.strip()
+    if text.startswith("$"):
+        text = text[1:].lstrip(".")
+    steps: list[str | int] = []
+    pos = 0
+    for match in _PATH_STEP.finditer(text):
+        gap = text[pos : match.start()]
+        if gap not in ("", "."):
+            break
+        pos = match.end()
+        index, key = match.groups()
+        steps.append(int(index) if index is not None else key)
+    if not steps or pos != len(text) or text.endswith("."):
+        raise InputError(f"bad --list-id-path {path!r}: use a dotted path such as data.id")
+    return tuple(steps)
+
+
+def _lookup(data: Any, steps: Sequence[str | int]) -> Any:
+    for step in steps:
+        if isinstance(data, dict):
+            key = str(step)
+            if key not in data:
+                return None
+            data = data[key]
+        elif isinstance(data, list) and (isinstance(step, int) or str(step).isdigit()):
+            i = int(step)
+            if i >= len(data):
+                return None
+            data = data[i]
+        else:
+            return None
+    return data
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A partner endpoint: base URL, auth, headers, call paths, list-id path and timeout."""
+
+    base_url: str
+    auth: AuthMode = AuthMode.basic
+    api_key: str | None = field(default=None, repr=False)
+    secret: str | None = field(default=None, repr=False)
+    app_id: str | None = None
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    paths: Mapping[str, str] = field(default_factory=lambda: dict(payloads.DEFAULT_PATHS))
+    list_id_path: str | None = None  # None: listId, then id, list_id, data.id
+    timeout: float = DEFAULT_TIMEOUT
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise InputError(f"--timeout must be more than 0 seconds, got {self.timeout}")
+        if self.list_id_path is not None:
+            parse_list_id_path(self.list_id_path)
+        unknown = sorted(set(self.paths) - set(payloads.CALLS))
+        if unknown:
+            raise InputError(f"unknown call(s) in paths: {', '.join(unknown)}")
+
+    # --- credentials -------------------------------------------------------------------------
+
+    @property
+    def sends_credentials(self) -> bool:
+        """True when requests carry an api key, a token or a credential-looking header."""
+        return self.auth is not AuthMode.none or any(
+            is_sensitive_header(name) for name, _ in self.headers
+        )
+
+    def require_credentials(self) -> None:
+        """ConfigError when the auth mode needs an api key and there is none."""
+        if self.auth is not AuthMode.none and not self.api_key:
+            raise ConfigError(
+                f"partner API key is not set (needed by --auth {self.auth.value}): use "
+                "env COHORTCTL_PARTNER_API_KEY, 'partner_api_key' in a config profile, "
+                "or --api-key",
+                hint="--auth none sends no credentials; --dry-run needs none",
+            )
+
+    def ensure_safe(self, *, allow_insecure_http: bool) -> None:
+        """Validate every URL and refuse credentials over plain http to non-loopback hosts.
+
+        Checks the base URL and every call path given as a full URL.
+        """
+        urls = [self.base_url] + [p for p in self.paths.values() if "://" in p]
+        for url in urls:
+            ensure_safe_url(
+                redact_url(url),
+                allow_insecure_http=allow_insecure_http or not self.sends_credentials,
+                what="partner credentials",
+            )
+
+    def secrets(self) -> list[str]:
+        """Every secret value this destination may send (for :meth:`scrub`)."""
+        values = [self.api_key, self.secret]
+        values += [value for name, value in self.headers if is_sensitive_header(name)]
+        if self.auth is AuthMode.basic and (self.api_key or self.secret):
+            values.append(self._basic_token())
+        return [v for v in values if v]
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every secret of this destination replaced by a redaction marker."""
+        for secret in sorted(self.secrets(), key=len, reverse=True):
+            text = text.replace(secret, redact(secret))
+        return text
+
+    # --- headers -----------------------------------------------------------------------------
+
+    def _basic_token(self) -> str:
+        raw = f"{self.api_key or ''}:{self.secret or ''}".encode()
+        return base64.b64encode(raw).decode("ascii")
+
+    def auth_headers(self) -> dict[str, str]:
+        """The headers of the auth mode (empty values when credentials are missing)."""
+        if self.auth is AuthMode.basic:
+            return {"Authorization": f"Basic {self._basic_token()}"}
+        if self.auth is AuthMode.bearer:
+            return {"Authorization": f"Bearer {self.api_key or ''}"}
+        if self.auth is AuthMode.header:
+            headers = {"api_key": self.api_key or ""}
+            if self.app_id:
+                headers["app_id"] = str(self.app_id)
+            return headers
+        return {}
+
+    def request_headers(self) -> dict[str, str]:
+        """Every header of a request: JSON content type, auth, then ``--header`` (wins)."""
+        headers = {"Content-Type": "application/json", **self.auth_headers()}
+        for name, value in self.headers:
+            for existing in [k for k in headers if k.lower() == name.lower()]:
+                del headers[existing]
+            headers[name] = value
+        return headers
+
+    def redacted_headers(self, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+        """``headers`` (default: :meth:`request_headers`) with credential values hidden."""
+        shown: dict[str, str] = {}
+        for name, value in (headers or self.request_headers()).items():
+            if not is_sensitive_header(name):
+                shown[name] = value
+            elif name.lower() == "authorization" and " " in value:
+                scheme, _, credential = value.partition(" ")
+                shown[name] = f"{scheme} {redact(credential.strip() or None)}"
+            else:
+                shown[name] = redact(value)
+        return shown
+
+    # --- URLs --------------------------------------------------------------------------------
+
+    def path_for(self, call: str) -> str:
+        """The path template of ``call`` (``$listId`` / ``{listId}`` not filled in)."""
+        if call not in payloads.CALLS:
+            raise InputError(f"unknown call {call!r}: use {', '.join(payloads.CALLS)}")
+        return self.paths.get(call, payloads.DEFAULT_PATHS[call])
+
+    def url_template(self, call: str) -> str:
+        """Base URL joined with the call's path; a path that is a full URL is used as is."""
+        path = self.path_for(call)
+        if "://" in path:
+            return path
+        parts = urlsplit(self.base_url)
+        if not path.startswith("/"):
+            path = "/" + path
+        path_part, _, query = path.partition("?")
+        joined = parts.path.rstrip("/") + path_part
+        query = "&".join(q for q in (parts.query, query) if q)
+        return urlunsplit((parts.scheme, parts.netloc, joined, query, ""))
+
+    def url(
+        self, call: str, list_id: str | None = None, values: Mapping[str, Any] | None = None
+    ) -> str:
+        """The URL of ``call``, its template variables (``$listId``...) filled in, URL-quoted.
+
+        ``values`` are template variables (:func:`cohortctl.templates.variables`); without a
+        list id, ``{listId}`` stays as written.
+        """
+        merged = dict(values or {})
+        if list_id is not None:
+            merged[templates.LIST_ID] = list_id
+        return templates.render_url(self.url_template(call), merged, source=f"{call} URL")
+
+    def needs_list_id(self, call: str) -> bool:
+        """True when the call's URL template refers to the list id."""
+        template = self.url_template(call)
+        return "{listId}" in template or "$listId" in template
+
+    # --- list-create answer ------------------------------------------------------------------
+
+    def list_id_paths(self) -> tuple[str, ...]:
+        """The JSON paths tried, in order, to find the new list id in the create answer."""
+        return (self.list_id_path,) if self.list_id_path else LIST_ID_FALLBACKS
+
+    def find_list_id(self, body: str) -> str:
+        """The list id in a list-create answer; CheckFailed (showing the body) when absent."""
+        tried = self.list_id_paths()
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        for path in tried:
+            value = _lookup(data, parse_list_id_path(path))
+            if isinstance(value, bool) or value is None:
+                continue
+            if isinstance(value, (str, int)) and str(value).strip():
+                return str(value)
+        where = " or ".join(tried)
+        shown = body_excerpt(self.scrub(body), 200) if body.strip() else "(empty)"
+        raise CheckFailed(
+            f"no list id in the list-create answer at {where}; body starts: {shown}",
+            hint="set --list-id-path to where your endpoint puts the new list's id",
+        )
+
+
+def build_headers(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """Parse repeated ``--header NAME:VALUE`` values, in order."""
+    return tuple(parse_header(text) for text in pairs)
+
+
+def make_client(destination: Destination) -> httpx.Client:
+    """An httpx client for ``destination``: its timeout, no redirects followed."""
+    return httpx.Client(timeout=httpx.Timeout(destination.timeout), follow_redirects=False)

@@ -1,0 +1,399 @@
+"""Fire Amplitude's exact cohort-sync calls at a partner destination and report each answer.
+
+``mock`` shows what an endpoint answers, so every request is sent once (no retries), and an
+answer of any kind, including no answer at all, is a result row (:class:`Outcome`), not an
+error. The bodies come from :mod:`cohortctl.payloads` unless a payload template is given.
+
+A flow is a list of :class:`Step` s; :func:`flow_steps` builds them:
+
+- ``list``: list-create, list-add (every id), list-remove (the first id);
+- ``property``: identify true then false (the first id), identify-batch true (every id) then
+  false (the first id);
+- ``both``: list, then property.
+
+Either way every id ends in the cohort except the first, which entered and left. A flow stops
+after a list-create that yields no list id and marks the remaining requests skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import ssl
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+import httpx
+
+from cohortctl import outcomes, payloads, templates
+from cohortctl.destination import Destination, redact_url
+from cohortctl.errors import CheckFailed, InputError
+from cohortctl.outcomes import Outcome, describe_status
+from cohortctl.templates import Template
+
+Clock = Callable[[], float]
+
+DEFAULT_COHORT_NAME = "cohortctl mock cohort"
+DEFAULT_COHORT_ID = "cohortctl_mock_1"
+SAMPLE_IDS = ("mock-user-1", "mock-user-2", "mock-user-3")
+DEFAULT_BATCH_SIZE = 1000  # Amplitude's default (seed 002)
+BODY_KEEP = 2000  # characters of each answer kept in an Outcome
+SKIPPED = "skipped"
+
+
+class FlowMode(str, Enum):
+    """``mock flow --mode``: list-based sync, property-based sync, or both."""
+
+    list = "list"
+    property = "property"
+    both = "both"
+
+
+@dataclass(frozen=True)
+class MockSpec:
+    """What to send: the cohort, the users, the trait value, templates and expectations."""
+
+    cohort_name: str = DEFAULT_COHORT_NAME
+    cohort_id: str = DEFAULT_COHORT_ID
+    ids: tuple[str, ...] = SAMPLE_IDS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    member: bool = True
+    list_id: str | None = None
+    templates: Mapping[str, Template] = field(default_factory=dict)
+    variables: Mapping[str, str] = field(default_factory=dict)
+    expect: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if not self.ids:
+            raise InputError("no user ids to send: give --id or --ids FILE")
+        if not self.cohort_name.strip() or not self.cohort_id.strip():
+            raise InputError("--cohort-name and --cohort-id must not be empty")
+        if self.expect is not None and not 100 <= self.expect <= 599:
+            raise InputError(f"--expect must be an HTTP status (100-599), got {self.expect}")
+        unknown = sorted(set(self.templates) - set(payloads.CALLS))
+        if unknown:
+            raise InputError(f"payload templates for unknown call(s): {', '.join(unknown)}")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One call of a flow: which users it carries and the trait value for identify calls."""
+
+    call: str
+    ids: tuple[str, ...] = ()
+    member: bool = True
+
+
+@dataclass(frozen=True)
+class PreparedRequest:
+    """One request, exactly as it goes on the wire (headers still holding credentials)."""
+
+    call: str
+    method: str
+    url: str
+    headers: dict[str, str] = field(repr=False)
+    content: bytes
+    body: Any
+    ids: int
+    member: bool | None = None
+
+    def shown(self, destination: Destination, *, abbreviate: int | None = None) -> dict[str, Any]:
+        """The request as it may be printed: credentials redacted, big id arrays abbreviated."""
+        body = self.body if abbreviate is None else abbreviate_json(self.body, abbreviate)
+        return {
+            "call": self.call,
+            "method": self.method,
+            "url": destination.scrub(redact_url(self.url)),
+            "headers": destination.redacted_headers(self.headers),
+            "body": json.loads(destination.scrub(json.dumps(body, ensure_ascii=False))),
+            "ids": self.ids,
+        }
+
+
+def abbreviate_json(data: Any, keep: int) -> Any:
+    """``data`` with every array longer than ``keep`` cut, ending in a ``"… N more"`` marker."""
+    if isinstance(data, list):
+        items = [abbreviate_json(v, keep) for v in data[:keep]]
+        if len(data) > keep:
+            items.append(f"… {len(data) - keep} more (of {len(data)})")
+        return items
+    if isinstance(data, dict):
+        return {k: abbreviate_json(v, keep) for k, v in data.items()}
+    return data
+
+
+def _chunks(ids: Sequence[str], size: int) -> Iterator[tuple[str, ...]]:
+    for start in range(0, len(ids), size):
+        yield tuple(ids[start : start + size])
+
+
+def call_steps(call: str, spec: MockSpec) -> list[Step]:
+    """The single step of ``mock CALL``: every id, the ``--member`` value."""
+    if call not in payloads.CALLS:
+        raise InputError(f"unknown call {call!r}: use {', '.join(payloads.CALLS)} or flow")
+    ids = () if call == payloads.LIST_CREATE else spec.ids
+    return [Step(call, ids, spec.member)]
+
+
+def flow_steps(mode: FlowMode, spec: MockSpec) -> list[Step]:
+    """The steps of ``mock flow`` (see the module docstring)."""
+    first = spec.ids[:1]
+    steps: list[Step] = []
+    if mode in (FlowMode.list, FlowMode.both):
+        steps += [
+            Step(payloads.LIST_CREATE),
+            Step(payloads.LIST_ADD, spec.ids),
+            Step(payloads.LIST_REMOVE, first),
+        ]
+    if mode in (FlowMode.property, FlowMode.both):
+        steps += [
+            Step(payloads.IDENTIFY, first, True),
+            Step(payloads.IDENTIFY, first, False),
+            Step(payloads.IDENTIFY_BATCH, spec.ids, True),
+            Step(payloads.IDENTIFY_BATCH, first, False),
+        ]
+    return steps
+
+
+def _builder_body(call: str, ids: tuple[str, ...], spec: MockSpec, member: bool) -> Any:
+    if call == payloads.LIST_CREATE:
+        return payloads.list_create(spec.cohort_name, spec.cohort_id)
+    if call in (payloads.LIST_ADD, payloads.LIST_REMOVE):
+        return payloads.list_members(ids)
+    if call == payloads.IDENTIFY:
+        return payloads.identify(ids[0], spec.cohort_name, spec.cohort_id, member=member)
+    return payloads.identify_batch(ids, spec.cohort_name, spec.cohort_id, member=member)
+
+
+def prepare(
+    destination: Destination, step: Step, spec: MockSpec, list_id: str | None
+) -> list[PreparedRequest]:
+    """The requests of one step: one per id for identify, batches of ids for the others."""
+    if step.call == payloads.LIST_CREATE:
+        groups: list[tuple[str, ...]] = [()]
+    elif step.call == payloads.IDENTIFY:
+        groups = [(uid,) for uid in step.ids]
+    else:
+        groups = list(_chunks(step.ids, spec.batch_size))
+    is_identify = step.call in (payloads.IDENTIFY, payloads.IDENTIFY_BATCH)
+    headers = destination.request_headers()
+    template = spec.templates.get(step.call)
+    requests = []
+    for ids in groups:
+        values = templates.variables(
+            ids=ids,
+            cohort_name=spec.cohort_name,
+            cohort_id=spec.cohort_id,
+            list_id=list_id,
+            member=step.member,
+            custom=spec.variables,
+        )
+        if template is not None:
+            text, body = template.render(values)
+            content = text.encode("utf-8")
+        else:
+            body = _builder_body(step.call, ids, spec, step.member)
+            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+        requests.append(
+            PreparedRequest(
+                call=step.call,
+                method="POST",
+                url=destination.url(step.call, values=values),
+                headers=headers,
+                content=content,
+                body=body,
+                ids=len(ids),
+                member=step.member if is_identify else None,
+            )
+        )
+    return requests
+
+
+def plan(destination: Destination, steps: Sequence[Step], spec: MockSpec) -> list[PreparedRequest]:
+    """Every request of ``steps`` without sending anything (``--dry-run``; checks templates).
+
+    A list id not known yet (a flow's, before list-create answers) shows as ``{listId}``.
+    """
+    _check_list_id(destination, steps, spec)
+    return [req for step in steps for req in prepare(destination, step, spec, spec.list_id)]
+
+
+def _check_list_id(destination: Destination, steps: Sequence[Step], spec: MockSpec) -> None:
+    creates = any(step.call == payloads.LIST_CREATE for step in steps)
+    if creates and spec.list_id is not None and len(steps) > 1:
+        raise InputError("a flow takes the list id from the list-create answer: drop --list-id")
+    if creates or spec.list_id is not None:
+        return
+    for step in steps:
+        uses = destination.needs_list_id(step.call) or (
+            step.call in spec.templates and templates.LIST_ID in spec.templates[step.call].names()
+        )
+        if uses:
+            raise InputError(
+                f"{step.call} needs a list id: give --list-id (or run `cohortctl mock flow`)"
+            )
+
+
+def classify_transport_error(exc: httpx.TransportError) -> str:
+    """What kind of "no answer" an httpx error is: refused, timeout, reset, TLS, network."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    if any(isinstance(e, ssl.SSLError) for e in chain) or any(
+        "SSL" in str(e) or "CERTIFICATE" in str(e) for e in chain
+    ):
+        return outcomes.TLS
+    if isinstance(exc, httpx.TimeoutException):
+        return outcomes.TIMEOUT
+    if isinstance(exc, httpx.ConnectError):
+        if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(exc):
+            return outcomes.REFUSED
+        return outcomes.NETWORK
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return outcomes.RESET
+    return outcomes.NETWORK
+
+
+def send(
+    client: httpx.Client,
+    destination: Destination,
+    request: PreparedRequest,
+    *,
+    expect: int | None = None,
+    clock: Clock = time.perf_counter,
+) -> Outcome:
+    """Send one request once and describe what came back (or why nothing did)."""
+    return _exchange(client, destination, request, expect=expect, clock=clock)[0]
+
+
+def _exchange(
+    client: httpx.Client,
+    destination: Destination,
+    request: PreparedRequest,
+    *,
+    expect: int | None,
+    clock: Clock,
+) -> tuple[Outcome, str]:
+    shown_url = destination.scrub(redact_url(request.url))
+    extra: dict[str, Any] = {"ids": request.ids}
+    if request.member is not None:
+        extra["member"] = request.member
+    if expect is not None:
+        extra["expected"] = expect
+    started = clock()
+    try:
+        response = client.request(
+            request.method,
+            request.url,
+            headers=request.headers,
+            content=request.content,
+            timeout=destination.timeout,
+        )
+    except httpx.TransportError as exc:
+        latency = (clock() - started) * 1000
+        kind = classify_transport_error(exc)
+        detail = destination.scrub(str(exc) or type(exc).__name__)
+        extra["passed"] = False
+        failed = Outcome(
+            call=request.call,
+            method=request.method,
+            url=shown_url,
+            status=None,
+            meaning=f"{kind}: {detail}" if detail and detail != kind else kind,
+            latency_ms=round(latency, 1),
+            error=kind,
+            extra=extra,
+        )
+        return failed, ""
+    latency = (clock() - started) * 1000
+    retry_after = response.headers.get("Retry-After")
+    status = response.status_code
+    passed = status == expect if expect is not None else 200 <= status < 300
+    extra["passed"] = passed
+    meaning = describe_status(status, retry_after)
+    if expect is not None and not passed:
+        meaning += f" (expected {expect})"
+    answered = Outcome(
+        call=request.call,
+        method=request.method,
+        url=shown_url,
+        status=status,
+        meaning=meaning,
+        latency_ms=round(latency, 1),
+        body=destination.scrub(response.text[:BODY_KEEP]),
+        retry_after=retry_after,
+        extra=extra,
+    )
+    return answered, response.text
+
+
+def skipped(destination: Destination, request: PreparedRequest, reason: str) -> Outcome:
+    """The row of a request a flow did not send."""
+    return Outcome(
+        call=request.call,
+        method=request.method,
+        url=destination.scrub(redact_url(request.url)),
+        status=None,
+        meaning=f"{SKIPPED}: {reason}",
+        latency_ms=0.0,
+        error=SKIPPED,
+        extra={"ids": request.ids, "passed": None, "skipped": True},
+    )
+
+
+def _capture_list_id(destination: Destination, outcome: Outcome, body: str) -> str | None:
+    try:
+        list_id = destination.find_list_id(body)
+    except CheckFailed as exc:
+        outcome.meaning = f"{outcome.meaning}; {exc.message}"
+        outcome.extra["passed"] = False
+        return None
+    outcome.extra["list_id"] = list_id
+    outcome.meaning = f"{outcome.meaning}; list id {list_id}"
+    return list_id
+
+
+def run(
+    client: httpx.Client,
+    destination: Destination,
+    steps: Sequence[Step],
+    spec: MockSpec,
+    *,
+    clock: Clock = time.perf_counter,
+) -> list[Outcome]:
+    """Send every request of ``steps`` once, in order; one :class:`Outcome` per request.
+
+    Every request is prepared first, so a bad template fails (exit 2) before anything is sent.
+    """
+    plan(destination, steps, spec)
+    list_id = spec.list_id
+    results: list[Outcome] = []
+    stop_reason: str | None = None
+    for step in steps:
+        for request in prepare(destination, step, spec, list_id):
+            if stop_reason is not None:
+                results.append(skipped(destination, request, stop_reason))
+                continue
+            outcome, text = _exchange(client, destination, request, expect=spec.expect, clock=clock)
+            results.append(outcome)
+            if step.call != payloads.LIST_CREATE:
+                continue
+            captured = None
+            if outcome.ok:
+                captured = _capture_list_id(destination, outcome, text)
+            if captured is None:
+                stop_reason = "list-create gave no list id"
+            list_id = captured
+    return results
+
+
+def passed(results: Sequence[Outcome]) -> bool:
+    """True when every request sent got a 2xx (or the ``--expect`` status) and was usable."""
+    sent = [o for o in results if not o.extra.get("skipped")]
+    return bool(sent) and all(o.extra.get("passed", o.ok) for o in sent)
