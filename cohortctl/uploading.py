@@ -214,6 +214,10 @@ def plan_upload(
 ) -> Plan:
     """Plan an upload of ``ids`` (unique, in file order); refuses empty and oversize lists."""
     _id_type(id_type)
+    if not spec.name.strip():
+        raise InputError("--name must not be empty")
+    if not spec.owner.strip():
+        raise InputError("the owner must not be empty")
     _check_size(ids, max_size, "upload")
     chunks = _chunks(len(ids), chunk_size)
     if spec.validate_only:

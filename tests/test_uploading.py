@@ -7,9 +7,10 @@ import json
 import httpx
 import pytest
 
-from cohortctl.amplitude import MEMBERSHIP_PATH, UPLOAD_PATH, connect
+from cohortctl.amplitude import MEMBERSHIP_PATH, UPLOAD_PATH, AmplitudeClient, connect
 from cohortctl.errors import InputError, RequestFailed
 from cohortctl.retry import RetryPolicy
+from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
 from cohortctl.uploading import (
     PENDING_COHORT_ID,
     CohortSpec,
@@ -176,3 +177,59 @@ def test_failure_part_way_says_what_went_through() -> None:
     assert "HTTP 400 bad: nope" in caught.value.message
     assert "--existing-cohort-id c1" in (caught.value.hint or "")
     assert "first 10 of 15" in (caught.value.hint or "")
+
+
+# -- against the embedded fake ------------------------------------------------------------
+
+
+def fake_client(server: object, **kwargs: object) -> AmplitudeClient:
+    return connect(
+        server.url,  # type: ignore[attr-defined]
+        api_key=API_KEY,
+        secret_key=SECRET_KEY,
+        retry=RetryPolicy(retries=3, base_delay=0.0, max_delay=0.0),
+        **kwargs,  # type: ignore[arg-type]
+    )
+
+
+def test_250k_ids_arrive_whole_via_upload_and_two_adds(amplitude_server) -> None:
+    all_ids = ids(250_000)
+    spec = CohortSpec(name="Big", app_id=42, owner="me@example.com")
+    client = fake_client(amplitude_server)
+    with client.http:
+        result = execute(client, plan_upload(all_ids, spec))
+    store = amplitude_server.app[STORE_KEY]
+    assert store.user_ids(result.cohort_id) == set(all_ids)
+    assert result.size == 250_000 and result.matched == result.totals == 250_000
+    traffic = amplitude_server.app[TRAFFIC_KEY]
+    assert [r.path for r in traffic.requests()] == [
+        UPLOAD_PATH,
+        MEMBERSHIP_PATH,
+        MEMBERSHIP_PATH,
+    ]
+    assert traffic.max_in_flight <= 5
+    assert [a.status for a in client.attempts] == [200, 200, 200]
+
+
+def test_membership_remove_against_fake(amplitude_server) -> None:
+    spec = CohortSpec(name="Small", app_id=42, owner="me@example.com")
+    client = fake_client(amplitude_server)
+    with client.http:
+        uploaded = execute(client, plan_upload(ids(30), spec))
+        plan = plan_membership(
+            ids(12), cohort_id=uploaded.cohort_id or "", operation="remove", chunk_size=5
+        )
+        removed = execute(client, plan)
+    assert removed.totals == 12 and removed.membership_skipped_ids == 0
+    assert len(removed.requests) == 3
+    store = amplitude_server.app[STORE_KEY]
+    assert store.user_ids(uploaded.cohort_id) == set(ids(30)[12:])
+
+
+def test_validate_only_saves_nothing_on_fake(amplitude_server) -> None:
+    spec = CohortSpec(name="V", app_id=42, owner="me@example.com", validate_only=True)
+    client = fake_client(amplitude_server)
+    with client.http:
+        result = execute(client, plan_upload(ids(25), spec, chunk_size=10))
+    assert result.totals == 25 and result.matched == 25
+    assert amplitude_server.app[STORE_KEY].cohorts() == []
