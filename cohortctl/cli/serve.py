@@ -2,9 +2,165 @@
 
 from __future__ import annotations
 
+import secrets
+import signal
+import sqlite3
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
 import typer
+from rich.markup import escape
+
+from cohortctl.config import is_loopback_host
+from cohortctl.errors import CohortctlError, ConfigError, InputError
+from cohortctl.render import err
 
 app = typer.Typer(
     help="Run an embedded server on 127.0.0.1: the fake Amplitude API or a partner receiver.",
     no_args_is_help=True,
 )
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str, bool]:
+    """The key pair to accept, and whether it was generated here."""
+    if api_key and secret_key:
+        return api_key, secret_key, False
+    if api_key or secret_key:
+        missing = (
+            "--secret-key / AMPLITUDE_SECRET_KEY" if api_key else "--api-key / AMPLITUDE_API_KEY"
+        )
+        raise ConfigError(
+            f"give both the api key and the secret key, or neither: {missing} is not set"
+        )
+    return f"fake-key-{secrets.token_hex(8)}", f"fake-secret-{secrets.token_hex(12)}", True
+
+
+@app.command("amplitude")
+def amplitude(
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind; anything but loopback warns.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")
+    ] = 0,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="SQLite file to keep cohorts in across restarts (default: in memory).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="AMPLITUDE_API_KEY",
+            help="API key clients must send (prefer the env var: flags show up in ps).",
+            show_default=False,
+        ),
+    ] = None,
+    secret_key: Annotated[
+        str | None,
+        typer.Option(
+            "--secret-key",
+            envvar="AMPLITUDE_SECRET_KEY",
+            help="Secret key clients must send (prefer the env var: flags show up in ps).",
+            show_default=False,
+        ),
+    ] = None,
+    app_id: Annotated[
+        int | None,
+        typer.Option(
+            "--app-id",
+            min=1,
+            help="Only accept uploads naming this project id (default: any).",
+            show_default=False,
+        ),
+    ] = None,
+    export_polls: Annotated[
+        int,
+        typer.Option(
+            "--export-polls", min=0, help="Status polls answering JOB INPROGRESS before COMPLETED."
+        ),
+    ] = 1,
+    export_redirect: Annotated[
+        bool,
+        typer.Option(
+            "--export-redirect",
+            help="Answer export file requests with a 302 to a one-minute signed URL.",
+        ),
+    ] = False,
+    max_concurrent: Annotated[
+        int,
+        typer.Option(
+            "--max-concurrent", min=1, help="Requests in flight before the next answers 429."
+        ),
+    ] = 5,
+) -> None:
+    """Run a fake of Amplitude's Behavioral Cohorts API, strict like the real one.
+
+    Prints the base URL on stdout (and nothing else), diagnostics on stderr, and serves until
+    Ctrl-C. Clients authenticate with HTTP Basic: the api key and secret key taken from
+    --api-key/--secret-key or AMPLITUDE_API_KEY/AMPLITUDE_SECRET_KEY, never printed. With
+    neither set, a throwaway pair is generated for this local fake and shown on stderr.
+
+    Example: URL=$(cohortctl serve amplitude --db fake.sqlite &) and point cohortctl at it
+    with AMPLITUDE_BASE_URL=$URL.
+    """
+    from cohortctl.servers.amplitude import create_app
+    from cohortctl.servers.runner import serve_forever
+
+    key, secret, generated = _credentials(api_key, secret_key)
+    db_shown = str(db) if db is not None else ":memory:"
+    if db is not None and not db.parent.exists():
+        raise InputError(f"--db {db}: directory {db.parent} does not exist")
+    try:
+        fake = create_app(
+            api_key=key,
+            secret_key=secret,
+            db=db_shown,
+            export_polls=export_polls,
+            export_redirect=export_redirect,
+            max_concurrent=max_concurrent,
+            app_id=app_id,
+        )
+    except (sqlite3.Error, RuntimeError) as exc:
+        raise InputError(f"--db {db_shown}: cannot use it as the fake's database: {exc}") from None
+
+    if not is_loopback_host(host):
+        err.print(
+            f"[yellow]warning:[/] listening on {escape(host)}: anyone who can reach it can "
+            "call this fake over plain http"
+        )
+    if generated:
+        err.print(
+            "no AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY given: generated a throwaway pair, "
+            "valid only for this local fake:"
+        )
+        err.print(f"  export AMPLITUDE_API_KEY={key} AMPLITUDE_SECRET_KEY={secret}", markup=False)
+
+    def ready(url: str) -> None:
+        err.print(f"fake Amplitude API listening on {escape(url)} (db: {escape(db_shown)})")
+        err.print("press Ctrl-C to stop")
+        sys.stdout.write(url + "\n")
+        sys.stdout.flush()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        serve_forever(fake, host=host, port=port, on_ready=ready)
+    except OSError as exc:
+        raise CohortctlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
