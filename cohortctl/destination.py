@@ -66,15 +66,19 @@ def parse_header(text: str) -> tuple[str, str]:
     if not sep or not name:
         raise InputError(f"bad --header {_shown_header_arg(text)!r}: expected NAME:VALUE")
     if not _HEADER_NAME.match(name):
-        raise InputError(f"bad --header name {name!r}: only letters, digits and !#$%&'*+-.^_`|~")
+        raise InputError(
+            f"bad --header name {_shown_header_arg(name)!r}: "
+            "only letters, digits and !#$%&'*+-.^_`|~"
+        )
     if any(c in value for c in "\r\n\0"):
         raise InputError(f"bad --header {name!r}: the value contains a line break or NUL")
     return name, value
 
 
 def _shown_header_arg(text: str) -> str:
-    name = text.partition(":")[0].strip()
-    return f"{name}: ***" if _SENSITIVE_HEADER.search(name) else text
+    # The value may be a credential: show only the first word of what came before the colon.
+    words = text.partition(":")[0].split()
+    return f"{words[0]}: …" if words else "…"
 
 
 def is_sensitive_header(name: str) -> bool:

@@ -241,11 +241,9 @@ class Template:
 
 def render_url(template: str, values: Mapping[str, Any], *, source: str = "--path") -> str:
     """A URL or path template with every variable URL-quoted (``$$`` is a literal ``$``)."""
-    unknown = [
-        m.group(1) or m.group(2)
-        for m in _URL_TOKEN.finditer(template)
-        if (m.group(1) or m.group(2)) and (m.group(1) or m.group(2)) not in values
-    ]
+    # Without a list id, $listId stays as written (a URL shown before the list exists).
+    names = {m.group(1) or m.group(2) for m in _URL_TOKEN.finditer(template)}
+    unknown = sorted(n for n in names if n and n != LIST_ID and n not in values)
     if unknown:
         raise _unknown_error(source, unknown, values)
 
