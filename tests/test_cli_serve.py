@@ -1,0 +1,171 @@
+"""``cohortctl serve amplitude`` as a user runs it: a subprocess printing its URL on stdout."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from tests.conftest import RunCli, assert_no_secrets
+from tests.credentials import API_KEY, SECRET_KEY
+
+REPO = Path(__file__).resolve().parents[1]
+START_TIMEOUT = 30
+
+
+class Served:
+    """A running ``cohortctl serve`` subprocess and what it printed."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self.process = process
+        self.url = ""
+        self._stdout: list[str] = []
+        self._stderr: list[str] = []
+        self._first_line: queue.Queue[str] = queue.Queue()
+        self._printed = threading.Condition()
+        assert process.stdout is not None and process.stderr is not None
+        self._readers = [
+            threading.Thread(target=self._read, args=(process.stdout, self._stdout), daemon=True),
+            threading.Thread(target=self._read, args=(process.stderr, self._stderr), daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, stream: IO[str], into: list[str]) -> None:
+        for line in stream:
+            with self._printed:
+                into.append(line)
+                self._printed.notify_all()
+            if into is self._stdout and len(into) == 1:
+                self._first_line.put(line)
+
+    def wait_for_url(self) -> str:
+        try:
+            line = self._first_line.get(timeout=START_TIMEOUT)
+        except queue.Empty:
+            raise AssertionError(f"no URL in time; stderr: {self.stderr}") from None
+        assert line.endswith("\n"), line
+        self.url = line.strip()
+        return self.url
+
+    def wait_for_stderr(self, text: str) -> str:
+        """All of stderr so far, once ``text`` is in it (the pipe is read by another thread)."""
+        with self._printed:
+            found = self._printed.wait_for(lambda: text in self.stderr, timeout=START_TIMEOUT)
+        assert found, f"{text!r} not on stderr: {self.stderr}"
+        return self.stderr
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=START_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=START_TIMEOUT)
+        for reader in self._readers:
+            reader.join(timeout=START_TIMEOUT)
+
+    @property
+    def stdout(self) -> str:
+        return "".join(self._stdout)
+
+    @property
+    def stderr(self) -> str:
+        return "".join(self._stderr)
+
+
+@contextmanager
+def serve(*args: str, env: Mapping[str, str]) -> Iterator[Served]:
+    """Start ``python -m cohortctl serve ARGS``, yield once it printed its URL, then SIGTERM it."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("AMPLITUDE_")}
+    full_env.update(env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cohortctl", "serve", *args],
+        cwd=REPO,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    served = Served(process)
+    try:
+        served.wait_for_url()
+        yield served
+    finally:
+        served.stop()
+        assert process.stdout is not None and process.stderr is not None
+        process.stdout.close()
+        process.stderr.close()
+
+
+def test_serve_amplitude_prints_its_url_and_answers() -> None:
+    env = {"AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY}
+    with serve("amplitude", "--port", "0", env=env) as served:
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+", served.url), served.url
+        with httpx.Client(base_url=served.url, timeout=10) as client:
+            response = client.get("/api/3/cohorts", auth=(API_KEY, SECRET_KEY))
+            assert response.status_code == 200
+            assert response.json() == {"cohorts": []}
+            assert client.get("/api/3/cohorts", auth=(API_KEY, "wrong")).status_code == 401
+    assert served.process.returncode == 130
+    assert served.stdout == served.url + "\n"  # the URL line and nothing else
+    assert f"fake Amplitude API listening on {served.url} (db: :memory:)" in served.stderr
+    assert "Traceback" not in served.stderr
+    assert_no_secrets(served.url, served.stderr)
+
+
+def test_serve_amplitude_generates_throwaway_credentials(tmp_path: Path) -> None:
+    db = tmp_path / "fake.sqlite"
+    with serve("amplitude", "--db", str(db), env={}) as served:
+        # The generated pair is printed before the URL.
+        stderr = served.wait_for_stderr("listening on")
+        match = re.search(r"AMPLITUDE_API_KEY=(\S+) AMPLITUDE_SECRET_KEY=(\S+)", stderr)
+        assert match, stderr
+        assert "generated a throwaway pair" in served.stderr
+        with httpx.Client(base_url=served.url, timeout=10) as client:
+            assert client.get("/api/3/cohorts").status_code == 401
+            response = client.get("/api/3/cohorts", auth=(match[1], match[2]))
+            assert response.status_code == 200
+    assert f"(db: {db})" in served.stderr
+    assert db.exists()
+
+
+def test_serve_amplitude_needs_both_keys_or_neither(cli: RunCli) -> None:
+    result = cli("serve", "amplitude", "--api-key", API_KEY, credentials=False)
+    assert result.exit_code == 2
+    assert "--secret-key / AMPLITUDE_SECRET_KEY is not set" in result.stderr
+
+
+def test_serve_amplitude_db_directory_must_exist(cli: RunCli, tmp_path: Path) -> None:
+    result = cli("serve", "amplitude", "--db", str(tmp_path / "missing" / "fake.sqlite"))
+    assert result.exit_code == 2
+    assert "does not exist" in result.stderr
+
+
+def test_serve_amplitude_rejects_a_file_that_is_not_its_database(
+    cli: RunCli, tmp_path: Path
+) -> None:
+    db = tmp_path / "notes.txt"
+    db.write_text("not a database\n" * 100, encoding="utf-8")
+    result = cli("serve", "amplitude", "--db", str(db))
+    assert result.exit_code == 2
+    assert "cannot use it as the fake's database" in result.stderr
+
+
+def test_serve_amplitude_help_documents_credentials(cli: RunCli) -> None:
+    result = cli("serve", "amplitude", "--help")
+    assert result.exit_code == 0
+    for text in ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "--export-redirect", "--db"):
+        assert text in result.stdout
