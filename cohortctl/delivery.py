@@ -1,0 +1,553 @@
+"""Send prepared batches the way Amplitude's cohort sync does: N workers, retries, Retry-After.
+
+Defaults are Amplitude's (spec part B, "How Amplitude runs a sync"): 4 workers, 8 retries
+backing off 1, 2, 4 … 128 s, ``Retry-After`` honoured (capped at the policy's ``max_delay``);
+retried: 429, 5xx and requests with no answer (refused, reset, timeout). Other 4xx are
+final and reported per batch with the start of the answer and the batch's user ids.
+
+The hot path uses aiohttp's client directly behind :class:`Transport` (a small interface):
+the issue's measurements put raw aiohttp at ~2.5x httpx-over-aiohttp and ~8x httpx's own
+async transport on this workload.
+
+``on_done(batch, result)`` runs in the worker right after the batch's final result and
+before that worker takes another batch; a caller confirms its state there on a 2xx. A batch
+whose request is in flight when the delivery is cancelled (Ctrl-C) gets no ``on_done``, so
+it stays unconfirmed and the next run sends it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import time
+from array import array
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import aiohttp
+from yarl import URL
+
+from cohortctl import outcomes
+from cohortctl.errors import CohortctlError, ExitCode, InputError
+from cohortctl.retry import (
+    AMPLITUDE_SYNC_POLICY,
+    RetryPolicy,
+    is_retryable_status,
+    parse_retry_after,
+)
+
+DEFAULT_WORKERS = 4
+DEFAULT_BATCH_SIZE = 1000
+DEFAULT_TIMEOUT = 30.0
+EXCERPT_CHARS = 300
+
+Sleep = Callable[[float], Awaitable[Any]]
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One prepared request: the users it carries and the exact bytes to send."""
+
+    key: str
+    method: str
+    url: str
+    body: bytes
+    user_ids: Sequence[str]
+    kind: str
+
+
+class BatchResult:
+    """The final result of one batch (after any retries)."""
+
+    __slots__ = ("attempts", "body", "error", "status")
+
+    def __init__(self, status: int | None, error: str | None, attempts: int, body: bytes) -> None:
+        self.status = status
+        self.error = error  # an outcomes kind (REFUSED, TIMEOUT, RESET, ...) when no answer
+        self.attempts = attempts
+        self.body = body  # the whole answer on 2xx (list creation needs it), else an excerpt
+
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx answer."""
+        return self.status is not None and 200 <= self.status < 300
+
+    @property
+    def reason(self) -> str:
+        """The status code or the kind of network failure, as a short label."""
+        return str(self.status) if self.status is not None else (self.error or "unknown")
+
+    def __repr__(self) -> str:
+        return f"BatchResult(status={self.status}, error={self.error}, attempts={self.attempts})"
+
+
+@dataclass(frozen=True)
+class BatchFailure:
+    """A batch that did not get a 2xx: enough to explain it and to retry its users."""
+
+    key: str
+    kind: str
+    reason: str
+    meaning: str
+    attempts: int
+    body: str
+    user_ids: Sequence[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (user ids included, for a retry file)."""
+        return {
+            "key": self.key,
+            "kind": self.kind,
+            "reason": self.reason,
+            "meaning": self.meaning,
+            "attempts": self.attempts,
+            "body": self.body,
+            "user_ids": list(self.user_ids),
+        }
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot of a running delivery, for a progress bar."""
+
+    users_done: int
+    users_failed: int
+    batches_done: int
+    requests: int
+    retries: int
+    elapsed: float
+
+    @property
+    def users_per_second(self) -> float:
+        """Users delivered (2xx) per second so far."""
+        return self.users_done / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def requests_per_second(self) -> float:
+        """Requests sent per second so far (retries included)."""
+        return self.requests / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass
+class DeliveryReport:
+    """What a delivery did: counts, failures, retry delays, latency percentiles, throughput."""
+
+    batches_ok: int = 0
+    batches_failed: int = 0
+    users_ok: int = 0
+    users_failed: int = 0
+    requests: int = 0
+    retries: int = 0
+    duration: float = 0.0
+    interrupted: bool = False
+    attempt_failures: Counter[str] = field(default_factory=Counter)
+    """Every non-2xx attempt by status or network failure kind (retried ones included)."""
+    failed_by: Counter[str] = field(default_factory=Counter)
+    """Final batch failures by status or network failure kind."""
+    retry_delays: list[float] = field(default_factory=list)
+    failures: list[BatchFailure] = field(default_factory=list)
+    latencies: array[float] = field(default_factory=lambda: array("d"))
+    """Seconds per request attempt (8 bytes each)."""
+
+    @property
+    def ok(self) -> bool:
+        """True when every batch got a 2xx and the delivery was not interrupted."""
+        return self.batches_failed == 0 and not self.interrupted
+
+    def latency_ms(self, quantile: float) -> float:
+        """Latency at ``quantile`` (0..1) in milliseconds, nearest rank; 0 with no requests."""
+        if not self.latencies:
+            return 0.0
+        ordered = sorted(self.latencies)
+        index = min(len(ordered) - 1, max(0, round(quantile * len(ordered)) - 1))
+        return ordered[index] * 1000.0
+
+    @property
+    def requests_per_second(self) -> float:
+        """Requests sent per second (retries included)."""
+        return self.requests / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def batches_per_second(self) -> float:
+        """Batches finished (ok or failed) per second."""
+        done = self.batches_ok + self.batches_failed
+        return done / self.duration if self.duration > 0 else 0.0
+
+    @property
+    def users_per_second(self) -> float:
+        """Users delivered (2xx) per second."""
+        return self.users_ok / self.duration if self.duration > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary; failures carry their user ids for a retry file."""
+        ordered = sorted(self.latencies)
+
+        def pct(q: float) -> float:
+            if not ordered:
+                return 0.0
+            return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
+
+        return {
+            "ok": self.ok,
+            "interrupted": self.interrupted,
+            "batches_ok": self.batches_ok,
+            "batches_failed": self.batches_failed,
+            "users_ok": self.users_ok,
+            "users_failed": self.users_failed,
+            "requests": self.requests,
+            "retries": self.retries,
+            "retry_delays": self.retry_delays,
+            "attempt_failures": dict(self.attempt_failures),
+            "failed_by": dict(self.failed_by),
+            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)},
+            "duration_s": self.duration,
+            "requests_per_s": self.requests_per_second,
+            "users_per_s": self.users_per_second,
+            "failures": [f.to_dict() for f in self.failures],
+        }
+
+
+class DeliveryInterrupted(CohortctlError):
+    """Ctrl-C during a delivery; carries the report of what was done before it."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+    def __init__(self, report: DeliveryReport) -> None:
+        super().__init__(
+            f"interrupted after {report.batches_ok} batches ({report.users_ok} users) confirmed;"
+            " run the same command again to send the rest"
+        )
+        self.report = report
+
+
+# -- transport --------------------------------------------------------------------------------
+
+
+class Answer:
+    """What a transport got back for one request attempt."""
+
+    __slots__ = ("body", "error", "retry_after", "status")
+
+    def __init__(
+        self,
+        status: int | None,
+        body: bytes = b"",
+        retry_after: str | None = None,
+        error: str | None = None,
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+        self.error = error
+
+
+class Transport(Protocol):
+    """Sends one request; never raises for HTTP or network failures (they are answers)."""
+
+    async def send(self, method: str, url: str, body: bytes) -> Answer:
+        """Send one request and return its :class:`Answer`."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def _network_kind(exc: BaseException) -> str:
+    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
+        return outcomes.TIMEOUT
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return outcomes.TLS
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        if isinstance(exc.os_error, ConnectionRefusedError):
+            return outcomes.REFUSED
+        return outcomes.NETWORK
+    if isinstance(
+        exc,
+        (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError),
+    ):
+        return outcomes.RESET
+    if isinstance(exc, aiohttp.ClientOSError) and isinstance(exc.__cause__, ConnectionError):
+        return outcomes.RESET
+    return outcomes.NETWORK
+
+
+class AiohttpTransport:
+    """aiohttp client session sized to the workers: keep-alive, headers set once."""
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        headers: Mapping[str, str],
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=workers, limit_per_host=workers, keepalive_timeout=30.0
+        )
+        merged = {"Content-Type": "application/json", **headers}
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=merged,
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            auto_decompress=True,
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+        )
+        self._urls: dict[str, URL] = {}
+
+    def _url(self, url: str) -> URL:
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = URL(url)
+            if len(self._urls) < 1024:
+                self._urls[url] = parsed
+        return parsed
+
+    async def send(self, method: str, url: str, body: bytes) -> Answer:
+        """POST (or ``method``) ``body`` to ``url``; network failures become an Answer."""
+        try:
+            async with self._session.request(method, self._url(url), data=body) as resp:
+                data = await resp.read()
+                status = resp.status
+                if 200 <= status < 300:
+                    return Answer(status, data)
+                return Answer(status, data[: EXCERPT_CHARS * 4], resp.headers.get("Retry-After"))
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            return Answer(None, error=_network_kind(exc))
+
+    async def close(self) -> None:
+        """Close the session and its connections."""
+        await self._session.close()
+
+
+# -- the delivery -----------------------------------------------------------------------------
+
+OnDone = Callable[[Batch, BatchResult], object]
+OnProgress = Callable[[Progress], object]
+OnRetry = Callable[[Batch, int, float, str], object]
+
+
+class Delivery:
+    """One delivery run: workers, retries, report. Most callers use :func:`deliver`."""
+
+    def __init__(
+        self,
+        batches: Iterable[Batch],
+        *,
+        headers: Mapping[str, str] | None = None,
+        workers: int = DEFAULT_WORKERS,
+        policy: RetryPolicy = AMPLITUDE_SYNC_POLICY,
+        timeout: float = DEFAULT_TIMEOUT,
+        max_batch_size: int | None = None,
+        on_done: OnDone | None = None,
+        on_retry: OnRetry | None = None,
+        on_progress: OnProgress | None = None,
+        progress_every: float = 0.25,
+        sleep: Sleep = asyncio.sleep,
+        clock: Clock = time.perf_counter,
+        transport: Transport | None = None,
+    ) -> None:
+        if workers < 1:
+            raise InputError("workers must be at least 1")
+        self._batches: Iterator[Batch] = iter(batches)
+        self._headers = dict(headers or {})
+        self._timeout = timeout
+        self._given_transport = transport
+        self._transport: Transport | None = None
+        self._workers = workers
+        self._policy = policy
+        self._max = max_batch_size
+        self._on_done = on_done
+        self._on_retry = on_retry
+        self._on_progress = on_progress
+        self._progress_every = progress_every
+        self._sleep = sleep
+        self._clock = clock
+        self.report = DeliveryReport()
+        self._started = 0.0
+        self._next_progress = 0.0
+
+    def progress(self) -> Progress:
+        """Where the delivery stands now."""
+        r = self.report
+        return Progress(
+            users_done=r.users_ok,
+            users_failed=r.users_failed,
+            batches_done=r.batches_ok + r.batches_failed,
+            requests=r.requests,
+            retries=r.retries,
+            elapsed=self._clock() - self._started,
+        )
+
+    async def run(self) -> DeliveryReport:
+        """Deliver every batch; on cancellation mark the report interrupted and re-raise.
+
+        Builds an :class:`AiohttpTransport` (closed at the end) unless one was passed.
+        """
+        transport = self._given_transport
+        if transport is None:
+            transport = AiohttpTransport(
+                workers=self._workers, headers=self._headers, timeout=self._timeout
+            )
+        self._transport = transport
+        self._started = self._clock()
+        self._next_progress = self._started + self._progress_every
+        tasks = [asyncio.ensure_future(self._worker()) for _ in range(self._workers)]
+        try:
+            await asyncio.gather(*tasks)
+        except BaseException as exc:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if isinstance(exc, asyncio.CancelledError):
+                self.report.interrupted = True
+            raise
+        finally:
+            self.report.duration = self._clock() - self._started
+            if self._given_transport is None:
+                await transport.close()
+        if self._on_progress is not None:
+            self._on_progress(self.progress())
+        return self.report
+
+    async def _worker(self) -> None:
+        batches = self._batches
+        report = self.report
+        on_done = self._on_done
+        on_progress = self._on_progress
+        limit = self._max
+        for batch in batches:
+            if limit is not None and len(batch.user_ids) > limit:
+                raise InputError(
+                    f"batch {batch.key} has {len(batch.user_ids)} users, over the batch size"
+                    f" of {limit}"
+                )
+            result = await self._send(batch)
+            users = len(batch.user_ids)
+            if result.ok:
+                report.batches_ok += 1
+                report.users_ok += users
+            else:
+                report.batches_failed += 1
+                report.users_failed += users
+                report.failed_by[result.reason] += 1
+                report.failures.append(_failure(batch, result))
+            if on_done is not None:
+                done = on_done(batch, result)
+                if inspect.isawaitable(done):
+                    await done
+            if on_progress is not None:
+                now = self._clock()
+                if now >= self._next_progress:
+                    self._next_progress = now + self._progress_every
+                    on_progress(self.progress())
+
+    async def _send(self, batch: Batch) -> BatchResult:
+        transport = self._transport
+        assert transport is not None
+        report = self.report
+        clock = self._clock
+        policy = self._policy
+        attempt = 0
+        while True:
+            attempt += 1
+            started = clock()
+            answer = await transport.send(batch.method, batch.url, batch.body)
+            report.latencies.append(clock() - started)
+            report.requests += 1
+            status = answer.status
+            if status is not None and 200 <= status < 300:
+                return BatchResult(status, None, attempt, answer.body)
+            reason = str(status) if status is not None else (answer.error or outcomes.NETWORK)
+            report.attempt_failures[reason] += 1
+            retryable = status is None or is_retryable_status(status)
+            if not retryable or attempt > policy.retries:
+                return BatchResult(status, answer.error, attempt, answer.body)
+            delay = policy.delay(attempt, parse_retry_after(answer.retry_after))
+            report.retries += 1
+            report.retry_delays.append(delay)
+            if self._on_retry is not None:
+                self._on_retry(batch, attempt, delay, reason)
+            await self._sleep(delay)
+
+
+def _failure(batch: Batch, result: BatchResult) -> BatchFailure:
+    excerpt = result.body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
+    meaning = (
+        outcomes.describe_status(result.status) if result.status is not None else result.reason
+    )
+    return BatchFailure(
+        key=batch.key,
+        kind=batch.kind,
+        reason=result.reason,
+        meaning=meaning,
+        attempts=result.attempts,
+        body=excerpt,
+        user_ids=batch.user_ids,
+    )
+
+
+async def deliver_async(batches: Iterable[Batch], **options: Any) -> DeliveryReport:
+    """Deliver ``batches`` and return the report; ``options`` are :class:`Delivery`'s.
+
+    ``headers`` are sent with every request (auth already built by the caller); an aiohttp
+    transport is built unless ``transport`` is passed. Cancellation propagates as usual;
+    use :class:`Delivery` directly to read the partial report afterwards.
+    """
+    return await Delivery(batches, **options).run()
+
+
+def deliver(batches: Iterable[Batch], **options: Any) -> DeliveryReport:
+    """Run a :class:`Delivery` on a fresh event loop (for the CLI).
+
+    Ctrl-C stops the workers; batches in flight stay unconfirmed and the partial report is
+    raised inside :class:`DeliveryInterrupted` (exit code 130).
+    """
+    delivery = Delivery(batches, **options)
+    try:
+        return asyncio.run(delivery.run())
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        delivery.report.interrupted = True
+        raise DeliveryInterrupted(delivery.report) from None
+
+
+# -- building batches -------------------------------------------------------------------------
+
+
+def chunked(user_ids: Sequence[str], size: int) -> Iterator[Sequence[str]]:
+    """Consecutive slices of at most ``size`` ids."""
+    if size < 1:
+        raise InputError("batch size must be at least 1")
+    for start in range(0, len(user_ids), size):
+        yield user_ids[start : start + size]
+
+
+def iter_batches(
+    user_ids: Sequence[str],
+    *,
+    kind: str,
+    url: str,
+    body: Callable[[Sequence[str]], Any],
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    method: str = "POST",
+) -> Iterator[Batch]:
+    """Lazily build one :class:`Batch` per ``batch_size`` ids; ``body`` makes the JSON object.
+
+    Bodies are encoded only when a worker asks for the next batch, so millions of users
+    never sit in memory as request bodies. Keys are ``{kind}:{index}``.
+    """
+    dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    for index, chunk in enumerate(chunked(user_ids, batch_size)):
+        yield Batch(
+            key=f"{kind}:{index}",
+            method=method,
+            url=url,
+            body=dumps(body(chunk)).encode(),
+            user_ids=chunk,
+            kind=kind,
+        )

@@ -1,0 +1,306 @@
+"""Batch delivery against real HTTP on 127.0.0.1: retries, Retry-After, failures, limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+
+from cohortctl import outcomes, payloads
+from cohortctl.delivery import (
+    Batch,
+    BatchResult,
+    Delivery,
+    DeliveryReport,
+    Progress,
+    deliver,
+    iter_batches,
+)
+from cohortctl.errors import InputError
+from cohortctl.retry import RetryPolicy
+from cohortctl.servers.runner import BackgroundServer
+from cohortctl.syncstate import SyncState, destination_key, plan_diff
+
+DROP = "drop"
+
+
+@dataclass
+class Partner:
+    """A scripted partner: answers from ``script`` in order, then 200; records what it got."""
+
+    script: deque[tuple[int, dict[str, str]] | str] = field(default_factory=deque)
+    reject_user: str | None = None  # 404 for any batch holding this user
+    hold: float = 0.0  # seconds each answer waits, so requests overlap
+    batch_sizes: list[int] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    requests: int = 0
+    auth_headers: list[str | None] = field(default_factory=list)
+
+    def app(self) -> web.Application:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", self.handle)
+        return app
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        self.requests += 1
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            body = await request.json()
+            self.auth_headers.append(request.headers.get("Authorization"))
+            if self.hold:
+                await asyncio.sleep(self.hold)
+            if self.script:
+                step = self.script.popleft()
+                if step == DROP:
+                    assert request.transport is not None
+                    request.transport.close()
+                    raise ConnectionResetError("dropped on purpose")
+                status, headers = step  # type: ignore[misc]
+                return web.json_response(
+                    {"error": f"scripted {status}"}, status=status, headers=headers
+                )
+            ids = body["userIds"]
+            self.batch_sizes.append(len(ids))
+            if self.reject_user is not None and self.reject_user in ids:
+                return web.json_response({"error": "invalid user id"}, status=404)
+            return web.json_response({"ok": True})
+        finally:
+            self.in_flight -= 1
+
+
+@pytest.fixture
+def partner() -> Iterator[tuple[Partner, str]]:
+    state = Partner()
+    with BackgroundServer(state.app) as server:
+        yield state, server.url
+
+
+def users(n: int, start: int = 0) -> list[str]:
+    return [f"u{i:05d}" for i in range(start, start + n)]
+
+
+def add_batches(url: str, ids: Sequence[str], size: int = 1000) -> Iterator[Batch]:
+    return iter_batches(
+        ids,
+        kind=payloads.LIST_ADD,
+        url=url + payloads.call_path(payloads.LIST_ADD, "L1"),
+        body=payloads.list_members,
+        batch_size=size,
+    )
+
+
+class FakeSleep:
+    """Records each wait instead of waiting."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.delays.append(seconds)
+
+
+def run(batches: Iterator[Batch], **options: object) -> DeliveryReport:
+    options.setdefault("headers", {"Authorization": "Basic dGVzdDo="})
+    return deliver(batches, **options)
+
+
+def test_delivers_everything_in_batches_no_larger_than_asked(partner: tuple[Partner, str]) -> None:
+    state, url = partner
+    done: list[tuple[str, int | None]] = []
+    progress: list[Progress] = []
+    report = run(
+        add_batches(url, users(50), size=7),
+        workers=3,
+        max_batch_size=7,
+        on_done=lambda b, r: done.append((b.key, r.status)),
+        on_progress=progress.append,
+    )
+    assert report.ok
+    assert (report.batches_ok, report.users_ok, report.requests, report.retries) == (8, 50, 8, 0)
+    assert sorted(state.batch_sizes) == [1, 7, 7, 7, 7, 7, 7, 7]
+    assert sorted(done) == sorted((f"list-add:{i}", 200) for i in range(8))
+    assert state.auth_headers == ["Basic dGVzdDo="] * 8
+    assert progress[-1].users_done == 50
+    summary = report.to_dict()
+    assert summary["latency_ms"]["p50"] > 0
+    assert summary["users_per_s"] > 0
+    json.dumps(summary)
+
+
+def test_a_batch_over_the_size_is_refused_before_sending(partner: tuple[Partner, str]) -> None:
+    state, url = partner
+    with pytest.raises(InputError, match="over the batch size"):
+        run(add_batches(url, users(8), size=8), max_batch_size=7)
+    assert state.requests == 0
+
+
+def test_429_honours_retry_after_capped_by_the_policy(partner: tuple[Partner, str]) -> None:
+    state, url = partner
+    state.script.extend([(429, {"Retry-After": "3"}), (429, {"Retry-After": "1000"}), (429, {})])
+    sleep = FakeSleep()
+    retries: list[tuple[int, float, str]] = []
+    report = run(
+        add_batches(url, users(3)),
+        sleep=sleep,
+        on_retry=lambda b, n, d, why: retries.append((n, d, why)),
+    )
+    assert report.ok
+    assert sleep.delays == [3.0, 128.0, 4.0] == report.retry_delays
+    assert retries == [(1, 3.0, "429"), (2, 128.0, "429"), (3, 4.0, "429")]
+    assert report.attempt_failures == {"429": 3}
+    assert report.requests == 4
+
+
+def test_5xx_backs_off_exponentially(partner: tuple[Partner, str]) -> None:
+    state, url = partner
+    state.script.extend([(503, {}), (500, {}), (502, {})])
+    sleep = FakeSleep()
+    report = run(add_batches(url, users(3)), sleep=sleep)
+    assert report.ok and report.users_ok == 3
+    assert sleep.delays == [1.0, 2.0, 4.0]
+    assert report.attempt_failures == {"503": 1, "500": 1, "502": 1}
+
+
+def test_dropped_connection_is_retried(partner: tuple[Partner, str]) -> None:
+    state, url = partner
+    state.script.append(DROP)
+    sleep = FakeSleep()
+    report = run(add_batches(url, users(3)), sleep=sleep)
+    assert report.ok
+    assert report.attempt_failures == {outcomes.RESET: 1}
+    assert sleep.delays == [1.0]
+
+
+def test_refused_connection_is_retried_then_reported() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    sleep = FakeSleep()
+    report = run(
+        add_batches(f"http://127.0.0.1:{port}", users(2)),
+        sleep=sleep,
+        policy=RetryPolicy(retries=2),
+    )
+    assert report.batches_failed == 1
+    assert report.failed_by == {outcomes.REFUSED: 1}
+    assert sleep.delays == [1.0, 2.0]
+    (failure,) = report.failures
+    assert failure.user_ids == users(2)
+    assert failure.attempts == 3
+
+
+def test_exhausted_retries_report_the_batch_and_its_users(partner: tuple[Partner, str]) -> None:
+    state, url = partner
+    state.script.extend([(503, {})] * 4)
+    sleep = FakeSleep()
+    results: list[BatchResult] = []
+    report = run(
+        add_batches(url, users(5)),
+        sleep=sleep,
+        policy=RetryPolicy(retries=3),
+        on_done=lambda b, r: results.append(r),
+    )
+    assert not report.ok
+    assert sleep.delays == [1.0, 2.0, 4.0]
+    assert (report.requests, report.batches_failed, report.users_failed) == (4, 1, 5)
+    (failure,) = report.failures
+    assert (failure.key, failure.reason, failure.attempts) == ("list-add:0", "503", 4)
+    assert failure.user_ids == users(5)
+    assert "scripted 503" in failure.body
+    assert [r.ok for r in results] == [False]
+
+
+def test_amplitude_schedule_is_the_default(partner: tuple[Partner, str]) -> None:
+    state, url = partner
+    state.script.extend([(500, {})] * 9)
+    sleep = FakeSleep()
+    report = run(add_batches(url, users(1)), sleep=sleep)
+    assert sleep.delays == [1, 2, 4, 8, 16, 32, 64, 128]
+    assert report.requests == 9 and report.batches_failed == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 404])
+def test_other_4xx_are_final(partner: tuple[Partner, str], status: int) -> None:
+    state, url = partner
+    state.script.append((status, {}))
+    sleep = FakeSleep()
+    report = run(add_batches(url, users(4)), sleep=sleep)
+    assert sleep.delays == []
+    assert report.requests == 1
+    (failure,) = report.failures
+    assert failure.reason == str(status)
+    assert failure.meaning == outcomes.describe_status(status)
+    assert failure.user_ids == users(4)
+    assert f"scripted {status}" in failure.body
+
+
+def test_concurrency_never_exceeds_workers(partner: tuple[Partner, str]) -> None:
+    state, url = partner
+    state.hold = 0.005
+    report = run(add_batches(url, users(40), size=2), workers=3)
+    assert report.batches_ok == 20
+    assert 1 <= state.max_in_flight <= 3
+
+
+def test_state_confirms_only_2xx_and_next_run_sends_the_rest(
+    partner: tuple[Partner, str], tmp_path: Path
+) -> None:
+    state_srv, url = partner
+    state_srv.reject_user = "u00012"
+    snapshot = users(30)
+    key = destination_key(url, "list", "c1")
+    with SyncState.open(tmp_path / "s.sqlite", key) as state:
+
+        def confirm(batch: Batch, result: BatchResult) -> None:
+            if result.ok:
+                state.confirm_added(batch.user_ids)
+
+        report = run(add_batches(url, plan_diff(snapshot, state).entered, size=5), on_done=confirm)
+        assert report.batches_failed == 1
+        assert report.failures[0].reason == "404"
+        assert report.failures[0].user_ids == users(5, start=10)
+        assert plan_diff(snapshot, state).entered == users(5, start=10)
+
+        state_srv.reject_user = None
+        with state.confirmer() as confirmer:
+            report = run(
+                add_batches(url, plan_diff(snapshot, state).entered, size=5),
+                on_done=lambda b, r: confirmer.added(b.user_ids) if r.ok else None,
+            )
+        assert report.ok and report.users_ok == 5
+        assert plan_diff(snapshot, state).entered == []
+
+
+def test_cancellation_leaves_in_flight_batches_unconfirmed(partner: tuple[Partner, str]) -> None:
+    _, url = partner
+    confirmed: list[str] = []
+
+    async def main() -> DeliveryReport:
+        tasks: list[asyncio.Future[DeliveryReport]] = []
+
+        def on_done(batch: Batch, result: BatchResult) -> None:
+            confirmed.extend(batch.user_ids)
+            if len(confirmed) == 6:
+                tasks[0].cancel()
+
+        batches = add_batches(url, users(20), size=2)
+        delivery = Delivery(batches, headers={}, workers=1, on_done=on_done)
+        task = asyncio.ensure_future(delivery.run())
+        tasks.append(task)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return delivery.report
+
+    report = asyncio.run(main())
+    assert report.interrupted and not report.ok
+    assert confirmed == users(6)
+    assert report.batches_ok == 3
