@@ -36,6 +36,7 @@ LIST_ID_FALLBACKS = ("listId", "id", "list_id", "data.id")
 _SENSITIVE_HEADER = re.compile(r"auth|api[-_]?key|token|secret|password|cookie|session", re.I)
 # RFC 9110 token characters: what a header name may be made of.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_SCRUB_MIN = 4
 _PATH_STEP = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
 
@@ -205,8 +206,10 @@ class Destination:
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret of this destination replaced by a redaction marker."""
+        # Shorter values would mangle ordinary words ("ok") and are no real credential.
         for secret in sorted(self.secrets(), key=len, reverse=True):
-            text = text.replace(secret, redact(secret))
+            if len(secret) >= _SCRUB_MIN:
+                text = text.replace(secret, redact(secret))
         return text
 
     # --- headers -----------------------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from cohortctl import mock, payloads
 from cohortctl.cli import destination_options as dest
@@ -164,16 +167,20 @@ def _render_results(results: Sequence[Outcome], output: OutputFormat) -> bool:
             }
         )
     else:
+        # Cells are escaped: bodies and list names hold "[...]", which rich reads as markup.
         rows = [
-            (
-                _call_label(o),
-                o.method,
-                o.url,
-                o.extra.get("ids", ""),
-                _status_cell(o),
-                o.meaning,
-                f"{o.latency_ms:.0f}" if not o.extra.get("skipped") else "",
-                body_excerpt(o.body, 80),
+            tuple(
+                escape(str(cell))
+                for cell in (
+                    _call_label(o),
+                    o.method,
+                    o.url,
+                    o.extra.get("ids") or "",
+                    _status_cell(o),
+                    o.meaning,
+                    f"{o.latency_ms:.0f}" if not o.extra.get("skipped") else "",
+                    body_excerpt(o.body, 80),
+                )
             )
             for o in results
         ]
@@ -194,15 +201,14 @@ def _render_dry_run(
     if output is OutputFormat.json:
         print_json({"dry_run": True, "requests": [r.shown(destination) for r in requests]})
         return
-    import json
-
     for number, request in enumerate(requests, 1):
         shown = request.shown(destination, abbreviate=DRY_RUN_KEEP)
         lines = [f"# {number}/{len(requests)} {request.call} ({request.ids} ids)"]
         lines.append(f"{shown['method']} {shown['url']}")
         lines += [f"{k}: {v}" for k, v in shown["headers"].items()]
         lines += ["", json.dumps(shown["body"], indent=2, ensure_ascii=False), ""]
-        out.out("\n".join(lines), markup=False, highlight=False)
+        sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
     err.print(f"dry run: {len(requests)} request(s) shown, nothing sent")
 
 
