@@ -36,6 +36,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 from aiohttp import web
@@ -381,8 +382,11 @@ def _by_user_id(ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
     return valid, invalid
 
 
-def _dedupe(members: list[tuple[int, str]]) -> list[tuple[int, str]]:
-    return list(dict.fromkeys(members))
+def _classify(id_type: str, ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
+    """Distinct valid members and the invalid ids, for any of the four id types."""
+    split = _by_amplitude_id if id_type in ("BY_AMP_ID", "BY_ID") else _by_user_id
+    valid, invalid = split(ids)
+    return list(dict.fromkeys(valid)), invalid
 
 
 def _invalid_ids(invalid: list[str], id_type: str) -> NoReturn:
@@ -555,11 +559,9 @@ class FakeAmplitude:
         assert name is not None and app_id is not None and id_type is not None
         assert ids is not None and owner is not None
 
-        split = _by_amplitude_id if id_type == "BY_AMP_ID" else _by_user_id
-        valid, invalid = split(ids)
+        members, invalid = await self._run(partial(_classify, id_type, ids))
         if invalid and not skip_invalid:
             _invalid_ids(invalid, id_type)
-        members = _dedupe(valid)
         if not members:
             _bad(
                 "no valid ids to upload: every id is invalid",
@@ -672,11 +674,10 @@ class FakeAmplitude:
         changes: list[MemberChange] = []
         results: list[dict[str, Any]] = []
         for id_type, operation, ids in entries:
-            split = _by_amplitude_id if id_type == "BY_ID" else _by_user_id
-            valid, invalid = split(ids)
+            members, invalid = await self._run(partial(_classify, id_type, ids))
             if invalid and not skip_invalid:
                 _invalid_ids(invalid, id_type)
-            changes.append(MemberChange(operation, _dedupe(valid)))
+            changes.append(MemberChange(operation, members))
             results.append({"skipped_ids": invalid, "id_type": id_type, "operation": operation})
 
         cohort = await self._run(lambda: self.store.cohort(cohort_id))
