@@ -777,8 +777,10 @@ class FakeAmplitude:
                 async_status="JOB INPROGRESS",
             )
         if self.export_redirect:
+            now = self.clock()
+            self._signed = {t: s for t, s in self._signed.items() if s.expires >= now}
             token = secrets.token_urlsafe(24)
-            self._signed[token] = _SignedUrl(request_id, self.clock() + SIGNED_URL_TTL)
+            self._signed[token] = _SignedUrl(request_id, now + SIGNED_URL_TTL)
             location = f"{request.url.origin()}/signed/{token}"
             return web.Response(status=302, headers={"Location": location})
         return await self._csv_response(job.request_id)
