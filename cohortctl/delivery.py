@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import os
 import time
 from array import array
 from collections import Counter
@@ -514,6 +515,21 @@ def deliver(batches: Iterable[Batch], **options: Any) -> DeliveryReport:
     except (KeyboardInterrupt, asyncio.CancelledError):
         delivery.report.interrupted = True
         raise DeliveryInterrupted(delivery.report) from None
+
+
+def write_retry_file(report: DeliveryReport, path: str | os.PathLike[str]) -> int:
+    """Write the user ids of every failed batch to ``path``, one per line; return the count.
+
+    The file is a plain ID file: feed it back as the snapshot of a retry.
+    """
+    count = 0
+    with open(path, "w", encoding="utf-8") as out:
+        for failure in report.failures:
+            for user_id in failure.user_ids:
+                out.write(user_id)
+                out.write("\n")
+                count += 1
+    return count
 
 
 # -- building batches -------------------------------------------------------------------------

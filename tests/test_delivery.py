@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import socket
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -18,12 +19,14 @@ from cohortctl.delivery import (
     Batch,
     BatchResult,
     Delivery,
+    DeliveryInterrupted,
     DeliveryReport,
     Progress,
     deliver,
     iter_batches,
+    write_retry_file,
 )
-from cohortctl.errors import InputError
+from cohortctl.errors import ExitCode, InputError
 from cohortctl.retry import RetryPolicy
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.syncstate import SyncState, destination_key, plan_diff
@@ -219,6 +222,17 @@ def test_exhausted_retries_report_the_batch_and_its_users(partner: tuple[Partner
     assert [r.ok for r in results] == [False]
 
 
+def test_retry_file_lists_the_users_of_failed_batches(
+    partner: tuple[Partner, str], tmp_path: Path
+) -> None:
+    state, url = partner
+    state.reject_user = "u00003"
+    report = run(add_batches(url, users(9), size=3))
+    retry = tmp_path / "retry.txt"
+    assert write_retry_file(report, retry) == 3
+    assert retry.read_text().splitlines() == users(3, start=3)
+
+
 def test_amplitude_schedule_is_the_default(partner: tuple[Partner, str]) -> None:
     state, url = partner
     state.script.extend([(500, {})] * 9)
@@ -304,3 +318,20 @@ def test_cancellation_leaves_in_flight_batches_unconfirmed(partner: tuple[Partne
     assert report.interrupted and not report.ok
     assert confirmed == users(6)
     assert report.batches_ok == 3
+
+
+def test_ctrl_c_raises_interrupted_with_the_partial_report(partner: tuple[Partner, str]) -> None:
+    _, url = partner
+    confirmed: list[str] = []
+
+    def on_done(batch: Batch, result: BatchResult) -> None:
+        confirmed.extend(batch.user_ids)
+        if len(confirmed) == 4:
+            signal.raise_signal(signal.SIGINT)
+
+    with pytest.raises(DeliveryInterrupted) as caught:
+        run(add_batches(url, users(40), size=2), workers=1, on_done=on_done)
+    report = caught.value.report
+    assert caught.value.exit_code == ExitCode.INTERRUPTED
+    assert report.interrupted
+    assert report.users_ok == len(confirmed) < 40
