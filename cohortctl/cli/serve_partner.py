@@ -1,7 +1,254 @@
-"""``cohortctl serve partner``: placeholder, filled in by its own change."""
+"""``cohortctl serve partner``: the reference partner endpoint for Amplitude's cohort sync."""
 
 from __future__ import annotations
 
+import re
+import signal
+import sqlite3
+import sys
+import threading
+from enum import Enum
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
 
-def partner() -> None:
-    """Run the reference partner endpoint."""
+import typer
+from rich.markup import escape
+
+from cohortctl.config import is_loopback_host
+from cohortctl.errors import CohortctlError, InputError
+from cohortctl.render import err
+
+
+class ReceiverAuth(str, Enum):
+    """``--auth``: the credentials the receiver accepts."""
+
+    basic = "basic"
+    header = "header"
+    bearer = "bearer"
+    any = "any"
+    none = "none"
+
+
+_RATE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*/\s*(s|sec|second|m|min|minute)\s*", re.I)
+
+
+def parse_rate(text: str) -> float:
+    """Requests per second from ``N/s`` or ``N/m`` (``10/s``, ``120/m``, ``0.5/s``)."""
+    match = _RATE.fullmatch(text)
+    if match is None:
+        raise InputError(
+            f"--rate-limit {text!r}: expected a number of requests per second or minute, "
+            "like 10/s or 120/m"
+        )
+    count = float(match.group(1))
+    if count <= 0:
+        raise InputError(f"--rate-limit {text!r}: must be more than zero")
+    per_minute = match.group(2).lower().startswith("m")
+    return count / 60 if per_minute else count
+
+
+def _interrupt(_signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
+def partner(
+    host: Annotated[
+        str, typer.Option("--host", help="Interface to bind; anything but loopback warns.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")
+    ] = 0,
+    api_key: Annotated[
+        str | None,
+        typer.Option(
+            "--api-key",
+            envvar="COHORTCTL_PARTNER_API_KEY",
+            help="Key senders must present (prefer the env var: flags show up in ps). "
+            "Without one, any credentials are accepted.",
+            show_default=False,
+        ),
+    ] = None,
+    secret: Annotated[
+        str | None,
+        typer.Option(
+            "--secret",
+            envvar="COHORTCTL_PARTNER_SECRET",
+            help="Basic-auth password senders must present (default: empty, as Amplitude).",
+            show_default=False,
+        ),
+    ] = None,
+    auth: Annotated[
+        ReceiverAuth,
+        typer.Option(
+            "--auth",
+            help="Credentials accepted: basic (Amplitude's), header (api_key: KEY), "
+            "bearer, any of those, or none.",
+            case_sensitive=False,
+        ),
+    ] = ReceiverAuth.basic,
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            help="SQLite file keeping lists, traits and the journal across restarts "
+            "(default: in memory).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    known_users: Annotated[
+        Path | None,
+        typer.Option(
+            "--known-users",
+            help="ID file of the only user ids accepted; any other answers 404.",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-limit",
+            help="Requests allowed, like 10/s or 120/m; more answer 429 with Retry-After.",
+            show_default=False,
+        ),
+    ] = None,
+    fail_rate: Annotated[
+        float,
+        typer.Option(
+            "--fail-rate",
+            min=0.0,
+            max=1.0,
+            help="Share of requests answered --fail-status (0 to 1).",
+        ),
+    ] = 0.0,
+    fail_status: Annotated[
+        int,
+        typer.Option("--fail-status", min=100, max=599, help="Status of injected failures."),
+    ] = 503,
+    delay_ms: Annotated[
+        int, typer.Option("--delay-ms", min=0, help="Milliseconds to wait before answering.")
+    ] = 0,
+    reset_rate: Annotated[
+        float,
+        typer.Option(
+            "--reset-rate",
+            min=0.0,
+            max=1.0,
+            help="Share of connections dropped without an answer (0 to 1).",
+        ),
+    ] = 0.0,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed", help="Seed of the injected faults, for repeatable runs.", show_default=False
+        ),
+    ] = None,
+    journal_limit: Annotated[
+        int,
+        typer.Option("--journal-limit", min=1, help="Requests kept in the journal."),
+    ] = 10_000,
+    accept_any_key: Annotated[
+        bool,
+        typer.Option("--accept-any-key", hidden=True, help="Break the contract: never 401."),
+    ] = False,
+    accept_bad_bodies: Annotated[
+        bool,
+        typer.Option("--accept-bad-bodies", hidden=True, help="Break the contract: never 400."),
+    ] = False,
+    never_404: Annotated[
+        bool,
+        typer.Option("--never-404", hidden=True, help="Break the contract: never 404."),
+    ] = False,
+) -> None:
+    """Run the reference partner endpoint that receives Amplitude's cohort sync.
+
+    Both sync modes on the default paths: POST /lists, /lists/{listId}/add and /remove
+    (list-based) and POST /identify and /batch (property-based). Every payload is checked
+    strictly against what Amplitude sends; a bad one answers 400 naming the field. State
+    (lists, memberships, traits) lives in SQLite; GET /_cohortctl/state, /lists/{id},
+    /traits?key=K and /journal show it without auth (a local test receiver).
+
+    Prints the base URL on stdout (and nothing else), diagnostics on stderr, and serves
+    until Ctrl-C. Faults for testing senders: --fail-rate, --reset-rate, --delay-ms,
+    --rate-limit.
+
+    Example: URL=$(cohortctl serve partner --port 8080 &) then cohortctl mock flow --url $URL
+    """
+    from cohortctl.servers.partner import ReceiverSettings, create_app
+    from cohortctl.servers.partner_store import PartnerStore
+    from cohortctl.servers.runner import serve_forever
+
+    rate = parse_rate(rate_limit) if rate_limit is not None else None
+    db_shown = str(db) if db is not None else ":memory:"
+    if db is not None:
+        if not db.parent.exists():
+            raise InputError(f"--db {db}: directory {db.parent} does not exist")
+        try:
+            PartnerStore(db_shown).close()
+        except sqlite3.Error as exc:
+            raise InputError(
+                f"--db {db}: cannot use it as the receiver's database: {exc}"
+            ) from None
+    known: frozenset[str] | None = None
+    if known_users is not None:
+        from cohortctl.ids import read_ids
+
+        known = frozenset(read_ids(known_users).ids)
+    settings = ReceiverSettings(
+        api_key=api_key or None,
+        secret=secret or None,
+        auth=auth.value,
+        db=db_shown,
+        known_users=known,
+        rate_limit=rate,
+        fail_rate=fail_rate,
+        fail_status=fail_status,
+        delay_ms=delay_ms,
+        reset_rate=reset_rate,
+        seed=seed,
+        journal_limit=journal_limit,
+        accept_any_key=accept_any_key,
+        accept_bad_bodies=accept_bad_bodies,
+        never_404=never_404,
+    )
+    receiver = create_app(settings)
+
+    if not is_loopback_host(host):
+        err.print(
+            f"[yellow]warning:[/] listening on {escape(host)}: anyone who can reach it can "
+            "call this receiver over plain http and read its state without auth"
+        )
+    if settings.api_key is None and auth is not ReceiverAuth.none:
+        err.print("no --api-key / COHORTCTL_PARTNER_API_KEY given: accepting any credentials")
+    broken = [
+        flag
+        for flag, on in (
+            ("--accept-any-key", accept_any_key),
+            ("--accept-bad-bodies", accept_bad_bodies),
+            ("--never-404", never_404),
+        )
+        if on
+    ]
+    if broken:
+        err.print(f"[yellow]warning:[/] breaking the contract on purpose: {', '.join(broken)}")
+    if known is not None:
+        err.print(f"accepting only the {len(known)} user id(s) of {escape(str(known_users))}")
+
+    def ready(url: str) -> None:
+        err.print(f"partner receiver listening on {escape(url)} ({escape(settings.describe())})")
+        err.print("press Ctrl-C to stop")
+        sys.stdout.write(url + "\n")
+        sys.stdout.flush()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        serve_forever(receiver, host=host, port=port, on_ready=ready)
+    except OSError as exc:
+        raise CohortctlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
