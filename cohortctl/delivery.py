@@ -551,16 +551,19 @@ def iter_batches(
     body: Callable[[Sequence[str]], Any],
     batch_size: int = DEFAULT_BATCH_SIZE,
     method: str = "POST",
+    key_prefix: str | None = None,
 ) -> Iterator[Batch]:
     """Lazily build one :class:`Batch` per ``batch_size`` ids; ``body`` makes the JSON object.
 
     Bodies are encoded only when a worker asks for the next batch, so millions of users
-    never sit in memory as request bodies. Keys are ``{kind}:{index}``.
+    never sit in memory as request bodies. Keys are ``{key_prefix or kind}:{index}`` (give a
+    prefix such as ``enter`` / ``leave`` when both directions share one kind, as identify
+    batches do).
     """
     dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
     for index, chunk in enumerate(chunked(user_ids, batch_size)):
         yield Batch(
-            key=f"{kind}:{index}",
+            key=f"{key_prefix or kind}:{index}",
             method=method,
             url=url,
             body=dumps(body(chunk)).encode(),
