@@ -1,7 +1,190 @@
-"""``cohortctl cohorts``: placeholder, filled in by its own change."""
+"""``cohortctl cohorts``: list a project's cohorts and download a cohort's members."""
 
 from __future__ import annotations
 
-import typer
+import datetime as dt
+from pathlib import Path
+from typing import Annotated, Any
 
-app = typer.Typer(no_args_is_help=True)
+import typer
+from rich.markup import escape
+
+from cohortctl.amplitude import download_cohort
+from cohortctl.cli.amplitude_options import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_TEXT,
+    BaseUrl,
+    IdTypeOption,
+    Region,
+    Retries,
+    Timeout,
+    escaped,
+    export_progress,
+    load_target,
+    open_client,
+)
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.durations import parse_duration
+from cohortctl.ids import IdType
+from cohortctl.render import OutputFormat, key_values, out, print_json, table
+
+app = typer.Typer(help="Read cohorts: list them, download their members.", no_args_is_help=True)
+
+# ``-o`` names the file written by ``download``, so its format option is long-form only.
+OutputLong = Annotated[
+    OutputFormat,
+    typer.Option("--output", help="table for people, json for machines.", case_sensitive=False),
+]
+
+
+@app.command("list")
+def list_cohorts(
+    include_sync_info: Annotated[
+        bool,
+        typer.Option("--include-sync-info", help="Include each cohort's syncMetadata."),
+    ] = False,
+    output: Output = OutputFormat.table,
+    region: Region = None,
+    base_url: BaseUrl = None,
+    profile: Profile = None,
+    config: ConfigFile = None,
+    allow_insecure_http: AllowInsecureHttp = False,
+    timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
+    retries: Retries = DEFAULT_RETRIES,
+) -> None:
+    """List the project's cohorts: id, name, size, owners, published, last modified."""
+    cfg, url = load_target(
+        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
+    )
+    with open_client(cfg, url, timeout=timeout, retries=retries) as client:
+        cohorts = client.list_cohorts(include_sync_info=include_sync_info)
+    if output is OutputFormat.json:
+        print_json({"cohorts": cohorts})
+        return
+    columns = ["id", "name", "size", "owners", "published", "lastMod"]
+    if include_sync_info:
+        columns.append("syncs")
+    out.print(table(columns, [_row(c, include_sync_info) for c in cohorts]))
+    out.print(f"{len(cohorts)} cohort{'s' if len(cohorts) != 1 else ''}", markup=False)
+
+
+def _row(cohort: dict[str, Any], include_sync_info: bool) -> list[Any]:
+    owners = cohort.get("owners")
+    row = [
+        escape(str(cohort.get("id", ""))),
+        escape(str(cohort.get("name", ""))),
+        cohort.get("size"),
+        escape(", ".join(map(str, owners))) if isinstance(owners, list) else owners,
+        "yes" if cohort.get("published") else "no",
+        _timestamp(cohort.get("lastMod")),
+    ]
+    if include_sync_info:
+        sync = cohort.get("syncMetadata")
+        row.append(len(sync) if isinstance(sync, list) else "")
+    return row
+
+
+def _timestamp(value: Any) -> str:
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        when = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+        return when.strftime("%Y-%m-%d %H:%M:%SZ")
+    return "" if value is None else str(value)
+
+
+@app.command("download")
+def download(
+    cohort_id: Annotated[str, typer.Argument(help="The cohort to export.", show_default=False)],
+    out_file: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="File to write the members to (replaced when the download completes).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ],
+    ids_only: Annotated[
+        bool,
+        typer.Option(
+            "--ids-only",
+            help="Write one id per line (user ids; amplitude ids with --id-type amplitude) "
+            "instead of Amplitude's CSV.",
+        ),
+    ] = False,
+    id_type: IdTypeOption = IdType.user,
+    props: Annotated[
+        bool, typer.Option("--props", help="Ask for user properties in the export (props=1).")
+    ] = False,
+    prop_keys: Annotated[
+        list[str] | None,
+        typer.Option("--prop-key", help="Only this user property (repeatable; implies --props)."),
+    ] = None,
+    wait: Annotated[
+        str,
+        typer.Option("--timeout", help="Give up if the export is not ready after this long."),
+    ] = "15m",
+    request_timeout: Annotated[
+        str,
+        typer.Option("--request-timeout", help="Give up on one HTTP request after this long."),
+    ] = DEFAULT_TIMEOUT_TEXT,
+    output: OutputLong = OutputFormat.table,
+    region: Region = None,
+    base_url: BaseUrl = None,
+    profile: Profile = None,
+    config: ConfigFile = None,
+    allow_insecure_http: AllowInsecureHttp = False,
+    retries: Retries = DEFAULT_RETRIES,
+) -> None:
+    """Export a cohort and write its members to --out: Amplitude's CSV, or ids only.
+
+    Starts an export, polls its status with growing waits until it is ready (at most
+    --timeout), then downloads the file; a signed-URL redirect is followed without sending
+    the credentials there.
+    """
+    cfg, url = load_target(
+        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
+    )
+    deadline = parse_duration(wait, option="--timeout")
+    with (
+        open_client(cfg, url, timeout=request_timeout, retries=retries) as client,
+        export_progress(cohort_id) as on_poll,
+    ):
+        result = download_cohort(
+            client,
+            cohort_id,
+            out_file,
+            ids_only=ids_only,
+            amplitude_ids=id_type is IdType.amplitude,
+            props=props,
+            prop_keys=prop_keys or (),
+            timeout=deadline,
+            on_poll=on_poll,
+        )
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "cohort_id": result.cohort_id,
+                "request_id": result.request_id,
+                "file": result.path,
+                "bytes": result.bytes,
+                "rows": result.rows,
+                "members_written": result.members_written,
+                "skipped_without_id": result.skipped_without_id,
+                "ids_only": result.ids_only,
+                "id_column": result.id_column,
+                "polls": result.polls,
+                "answers": result.answers,
+            }
+        )
+        return
+    rows: list[tuple[str, Any]] = [
+        ("cohort id", result.cohort_id),
+        ("file", result.path),
+        ("members", f"{result.rows:,}"),
+    ]
+    if result.ids_only:
+        rows.append((f"{result.id_column} written", f"{result.members_written:,}"))
+        rows.append((f"without {result.id_column}", f"{result.skipped_without_id:,}"))
+    rows += [("bytes downloaded", f"{result.bytes:,}"), ("status polls", result.polls)]
+    out.print(key_values(escaped(rows)))

@@ -1,7 +1,124 @@
-"""``cohortctl upload``: placeholder."""
+"""``cohortctl upload``: an ID file into an Amplitude cohort, whatever its size."""
 
 from __future__ import annotations
 
+from typing import Annotated
 
-def upload() -> None:
-    """Upload an ID file into an Amplitude cohort."""
+import typer
+
+from cohortctl.cli.amplitude_options import (
+    DEFAULT_RETRIES,
+    DEFAULT_TIMEOUT_TEXT,
+    BaseUrl,
+    Column,
+    DryRun,
+    GroupType,
+    IdTypeOption,
+    Region,
+    Retries,
+    StrictIds,
+    Timeout,
+    app_id_of,
+    load_ids,
+    load_target,
+    open_client,
+    print_dry_run,
+    print_run_result,
+    progress_reporter,
+)
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.ids import IdType
+from cohortctl.render import OutputFormat
+from cohortctl.uploading import CohortSpec, execute, plan_upload
+
+
+def upload(
+    file: Annotated[
+        str,
+        typer.Argument(
+            help="ID file: one id per line, or CSV/TSV (see --column); .gz ok; - for stdin.",
+            show_default=False,
+        ),
+    ],
+    name: Annotated[str, typer.Option("--name", help="Cohort name.", show_default=False)],
+    app_id: Annotated[
+        int | None,
+        typer.Option(
+            "--app-id",
+            help="Amplitude project id, an integer (env AMPLITUDE_APP_ID).",
+            show_default=False,
+        ),
+    ] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="Login email of the cohort owner (env AMPLITUDE_OWNER).",
+            show_default=False,
+        ),
+    ] = None,
+    id_type: IdTypeOption = IdType.user,
+    published: Annotated[
+        bool,
+        typer.Option("--published/--hidden", help="Discoverable in Amplitude, or hidden."),
+    ] = True,
+    existing_cohort_id: Annotated[
+        str | None,
+        typer.Option(
+            "--existing-cohort-id",
+            help="Replace the contents of this cohort instead of creating a new one.",
+            show_default=False,
+        ),
+    ] = None,
+    validate_only: Annotated[
+        bool,
+        typer.Option(
+            "--validate-only",
+            help="Ask Amplitude to validate the ids and save nothing (skip_save). Over "
+            "100,000 ids every chunk is sent as its own validate-only upload.",
+        ),
+    ] = False,
+    strict_ids: StrictIds = False,
+    group_type: GroupType = None,
+    column: Column = None,
+    dry_run: DryRun = False,
+    output: Output = OutputFormat.table,
+    region: Region = None,
+    base_url: BaseUrl = None,
+    profile: Profile = None,
+    config: ConfigFile = None,
+    allow_insecure_http: AllowInsecureHttp = False,
+    timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
+    retries: Retries = DEFAULT_RETRIES,
+) -> None:
+    """Upload an ID file into an Amplitude cohort (new, or replacing --existing-cohort-id).
+
+    Up to 100,000 ids go in one upload; a larger file is uploaded as its first 100,000 ids
+    and then added 100,000 at a time through the membership API, one request after the
+    other. More than 2,000,000 ids (Amplitude's cohort limit) are refused before anything
+    is sent. Credentials: AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY or a config profile.
+    """
+    cfg, url = load_target(
+        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
+    )
+    spec = CohortSpec(
+        name=name,
+        app_id=app_id_of(cfg, app_id),
+        owner=str(cfg.require("owner", owner, flag_name="--owner")),
+        published=published,
+        existing_cohort_id=existing_cohort_id,
+        strict_ids=strict_ids,
+        validate_only=validate_only,
+        group_type=group_type,
+    )
+    ids = load_ids(file, column=column, id_type=id_type)
+    plan = plan_upload(ids.ids, spec, id_type=id_type, stats=ids.stats)
+    if dry_run:
+        print_dry_run(plan, url, ids, output)
+        return
+    with (
+        open_client(cfg, url, timeout=timeout, retries=retries) as client,
+        progress_reporter("upload", len(ids.ids)) as on_progress,
+    ):
+        result = execute(client, plan, on_progress=on_progress)
+    print_run_result(result, ids, output)

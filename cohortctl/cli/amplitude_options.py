@@ -1,0 +1,328 @@
+"""Options and set-up shared by the customer-side commands: upload, membership, cohorts.
+
+Credentials come from ``AMPLITUDE_API_KEY`` / ``AMPLITUDE_SECRET_KEY`` or a config profile,
+never from a flag. ``COHORTCTL_BACKOFF_BASE`` (seconds, hidden, default 1) scales every wait
+between retries and export polls, ``Retry-After`` included: tests set it to 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from cohortctl.amplitude import (
+    DEFAULT_RETRY,
+    DEFAULT_TIMEOUT,
+    AmplitudeClient,
+    ExportPoll,
+    connect,
+)
+from cohortctl.config import Config, amplitude_base_url, ensure_safe_url
+from cohortctl.durations import parse_duration
+from cohortctl.errors import InputError
+from cohortctl.ids import IdList, IdType, read_ids
+from cohortctl.render import OutputFormat, err, key_values, out, print_json
+from cohortctl.retry import RetryPolicy
+from cohortctl.uploading import Plan, RunResult
+from cohortctl.uploading import Progress as RunProgress
+
+BACKOFF_ENV = "COHORTCTL_BACKOFF_BASE"
+# How the commands wait between retries and polls; tests replace it to record the waits.
+sleep: Callable[[float], None] = time.sleep
+
+Region = Annotated[
+    str | None,
+    typer.Option(
+        "--region",
+        help="Amplitude data region: us or eu (env AMPLITUDE_REGION; default us).",
+        show_default=False,
+    ),
+]
+BaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="Amplitude host to call instead of the region's, e.g. the embedded fake "
+        "(env AMPLITUDE_BASE_URL).",
+        show_default=False,
+    ),
+]
+Timeout = Annotated[
+    str,
+    typer.Option("--timeout", help="Give up on one HTTP request after this long: 30s, 2m."),
+]
+Retries = Annotated[
+    int,
+    typer.Option(
+        "--retries",
+        min=0,
+        help="Retries of a request answered 429 or 5xx, or not answered; waits double from "
+        "1 s (Retry-After wins).",
+    ),
+]
+IdTypeOption = Annotated[
+    IdType,
+    typer.Option(
+        "--id-type",
+        help="What the file holds: user ids, or amplitude ids (integers).",
+        case_sensitive=False,
+    ),
+]
+Column = Annotated[
+    str | None,
+    typer.Option(
+        "--column",
+        help="CSV/TSV column holding the ids (default: the only column, or a column named "
+        "like user_id / amplitude_id).",
+        show_default=False,
+    ),
+]
+DryRun = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run",
+        help="Print the exact request(s) (Authorization redacted) and send nothing; "
+        "needs no credentials.",
+    ),
+]
+StrictIds = Annotated[
+    bool,
+    typer.Option(
+        "--strict-ids",
+        help="Fail the whole request if any id is invalid (skip_invalid_ids=false) instead "
+        "of skipping invalid ids.",
+    ),
+]
+GroupType = Annotated[
+    str | None,
+    typer.Option(
+        "--group-type",
+        help="Group type, for a group cohort instead of a user cohort (cg / count_group).",
+        show_default=False,
+    ),
+]
+
+DEFAULT_TIMEOUT_TEXT = f"{DEFAULT_TIMEOUT:.0f}s"
+DEFAULT_RETRIES = DEFAULT_RETRY.retries
+
+
+def backoff_base(env: dict[str, str] | None = None) -> float:
+    """Seconds of the first wait between retries and polls (hidden ``COHORTCTL_BACKOFF_BASE``)."""
+    value = (env if env is not None else os.environ).get(BACKOFF_ENV, "").strip()
+    if not value:
+        return DEFAULT_RETRY.base_delay
+    try:
+        base = float(value)
+    except ValueError:
+        raise InputError(f"{BACKOFF_ENV} must be a number of seconds, got {value!r}") from None
+    if base < 0 or base != base:
+        raise InputError(f"{BACKOFF_ENV} must not be negative, got {value!r}")
+    return base
+
+
+def retry_policy(retries: int) -> RetryPolicy:
+    """The retry policy for ``--retries``, every wait scaled by the backoff base."""
+    scale = backoff_base() / DEFAULT_RETRY.base_delay
+    return RetryPolicy(
+        retries=retries,
+        base_delay=DEFAULT_RETRY.base_delay * scale,
+        max_delay=DEFAULT_RETRY.max_delay * scale,
+    )
+
+
+def load_target(
+    profile: str | None,
+    config: Path | None,
+    *,
+    region: str | None,
+    base_url: str | None,
+    allow_insecure_http: bool,
+) -> tuple[Config, str]:
+    """The settings and the Amplitude host (flag > env > profile > default), http checked."""
+    cfg = Config.load(profile, path=config)
+    url = amplitude_base_url(
+        str(cfg.get("region", region) or "us"), cfg.get("base_url", base_url) or None
+    )
+    ensure_safe_url(url, allow_insecure_http=allow_insecure_http, what="Amplitude credentials")
+    return cfg, url
+
+
+def app_id_of(cfg: Config, flag: int | None) -> int:
+    """The project id as an integer, from ``--app-id``, env or profile."""
+    value = cfg.require("app_id", flag, flag_name="--app-id")
+    if isinstance(value, bool):
+        raise InputError(f"app id must be an integer (the project id), got {value!r}")
+    try:
+        return int(str(value).strip())
+    except ValueError:
+        raise InputError(
+            f"app id must be an integer (the project id, not the API key), got {value!r}"
+        ) from None
+
+
+@contextlib.contextmanager
+def open_client(
+    cfg: Config, base_url: str, *, timeout: str, retries: int
+) -> Iterator[AmplitudeClient]:
+    """A client with credentials from env or profile; closed when the block ends."""
+    api_key = str(cfg.require("api_key"))
+    secret_key = str(cfg.require("secret_key"))
+    base = backoff_base()
+    client = connect(
+        base_url,
+        api_key=api_key,
+        secret_key=secret_key,
+        timeout=request_timeout(timeout),
+        retry=retry_policy(retries),
+        sleep=lambda seconds: sleep(seconds),
+        poll_delay=base,
+        poll_max_delay=30.0 * base,
+    )
+    try:
+        yield client
+    finally:
+        client.http.close()
+
+
+def request_timeout(text: str) -> float:
+    """Seconds of ``--timeout``; must be positive."""
+    seconds = parse_duration(text, option="--timeout")
+    if seconds <= 0:
+        raise InputError(f"--timeout must be positive, got {text!r}")
+    return seconds
+
+
+def load_ids(source: str, *, column: str | None, id_type: IdType) -> IdList:
+    """Read the ids of FILE (``-`` for stdin): unique, in file order."""
+    stdin = sys.stdin.buffer if source == "-" else None
+    return read_ids(source, column=column, id_type=id_type, stdin=stdin)
+
+
+def file_rows(ids: IdList) -> list[tuple[str, Any]]:
+    """What the reader saw in the file, as table rows."""
+    stats = ids.stats
+    rows: list[tuple[str, Any]] = [
+        ("file", stats.source),
+        ("rows", f"{stats.rows:,}"),
+        ("unique ids", f"{stats.unique:,}"),
+        ("duplicates dropped", f"{stats.duplicates:,}"),
+        ("blank lines", f"{stats.blank:,}"),
+    ]
+    if stats.column:
+        rows.append(("column", stats.column))
+    return rows
+
+
+@contextlib.contextmanager
+def progress_reporter(description: str, total: int) -> Iterator[Callable[[RunProgress], None]]:
+    """A progress callback: a bar on stderr when it is a terminal, plain lines otherwise."""
+    if not err.is_terminal:
+
+        def plain(progress: RunProgress) -> None:
+            err.print(
+                f"{progress.call} {progress.done}/{progress.steps}: "
+                f"{progress.ids_sent:,} of {progress.ids_total:,} ids sent"
+            )
+
+        yield plain
+        return
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    ) as bar:
+        task = bar.add_task(description, total=total)
+
+        def update(progress: RunProgress) -> None:
+            bar.update(task, completed=progress.ids_sent, description=progress.call)
+
+        yield update
+
+
+def print_dry_run(plan: Plan, base_url: str, ids: IdList, output: OutputFormat) -> None:
+    """Show the exact requests a plan would send (Authorization redacted); send nothing."""
+    described = plan.describe(base_url)
+    if output is OutputFormat.json:
+        print_json({"dry_run": True, "file": dataclasses.asdict(ids.stats), "requests": described})
+        return
+    out.print(key_values(escaped(file_rows(ids)), title="ID file"))
+    for request in described:
+        out.print()
+        out.print(
+            f"request {request['request']}/{len(described)} ({request['call']}): "
+            f"{request['method']} {request['url']}",
+            markup=False,
+        )
+        for name, value in request["headers"].items():
+            out.print(f"  {name}: {value}", markup=False)
+        out.print(f"  body: {json.dumps(request['body'], ensure_ascii=False)}", markup=False)
+    err.print("dry run: nothing was sent")
+
+
+def print_run_result(result: RunResult, ids: IdList, output: OutputFormat) -> None:
+    """Show what a run did: Amplitude's answers in JSON, or a summary table."""
+    if output is OutputFormat.json:
+        print_json({"summary": result.summary(), "answers": result.answers})
+        return
+    rows: list[tuple[str, Any]] = [("cohort id", result.cohort_id)]
+    if result.name is not None:
+        rows.append(("name", result.name))
+    if result.operation:
+        rows.append(("operation", result.operation))
+    if result.size is not None:
+        rows.append(("size", f"{result.size:,}"))
+    rows.append(("matched / totals", f"{result.matched:,} / {result.totals:,}"))
+    if result.invalid_ids_sample:
+        rows.append(("invalid ids (sample)", ", ".join(result.invalid_ids_sample)))
+    if result.membership_skipped_ids or result.kind == "membership":
+        rows.append(("skipped ids", f"{result.membership_skipped_ids:,}"))
+    if result.skipped_ids_sample:
+        rows.append(("skipped ids (sample)", ", ".join(result.skipped_ids_sample)))
+    rows.append(("requests", ", ".join(f"{r['call']} ({r['ids']:,} ids)" for r in result.requests)))
+    if result.validate_only:
+        rows.append(("validate only", "yes: Amplitude saved nothing"))
+    out.print(key_values(escaped([*rows, *file_rows(ids)])))
+
+
+def escaped(rows: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Rows whose values are safe to print: ids and names may contain rich markup."""
+    return [(key, escape(value) if isinstance(value, str) else value) for key, value in rows]
+
+
+@contextlib.contextmanager
+def export_progress(cohort_id: str) -> Iterator[Callable[[ExportPoll], None]]:
+    """A poll callback: a spinner on stderr when it is a terminal, plain lines otherwise."""
+    if not err.is_terminal:
+
+        def plain(poll: ExportPoll) -> None:
+            following = f", next poll in {poll.next_delay:.0f}s" if poll.next_delay else ""
+            err.print(
+                f"export of {escape(cohort_id)}: {escape(poll.async_status or 'no status')} "
+                f"(poll {poll.polls}, {poll.elapsed:.0f}s{following})"
+            )
+
+        yield plain
+        return
+    with err.status(f"exporting cohort {escape(cohort_id)}") as spinner:
+
+        def update(poll: ExportPoll) -> None:
+            spinner.update(
+                f"exporting cohort {escape(cohort_id)}: {escape(poll.async_status or '...')} "
+                f"(poll {poll.polls}, {poll.elapsed:.0f}s)"
+            )
+
+        yield update

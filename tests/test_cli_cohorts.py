@@ -1,0 +1,111 @@
+"""``cohortctl cohorts list|download`` against the embedded fake Amplitude API."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cohortctl.cli import amplitude_options
+from cohortctl.servers.amplitude_store import amplitude_id_for
+
+NO_WAIT = {"COHORTCTL_BACKOFF_BASE": "0"}
+
+
+def make_cohort(cli: Any, server: Any, tmp_path: Path, ids: list[str], name: str = "Seed") -> str:
+    path = tmp_path / f"{name}.txt"
+    path.write_text("\n".join(ids) + "\n", encoding="utf-8")
+    result = cli(
+        "upload", str(path), "--name", name, "--app-id", "1", "--owner", "me@example.com",
+        "--base-url", server.url, "--output", "json",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return str(json.loads(result.stdout)["summary"]["cohort_id"])
+
+
+def test_list_table_and_json(cli, amplitude_server, tmp_path: Path) -> None:
+    first = make_cohort(cli, amplitude_server, tmp_path, ["a", "b"], "First [bold]")
+    make_cohort(cli, amplitude_server, tmp_path, ["c"], "Second")
+    table = cli("cohorts", "list", "--base-url", amplitude_server.url)
+    assert table.exit_code == 0, table.output
+    assert first in table.stdout and "First [bold]" in table.stdout
+    assert "me@example.com" in table.stdout and "2 cohorts" in table.stdout
+    as_json = cli("cohorts", "list", "--base-url", amplitude_server.url, "--output", "json")
+    cohorts = json.loads(as_json.stdout)["cohorts"]
+    assert {c["name"] for c in cohorts} == {"First [bold]", "Second"}
+    assert all("syncMetadata" not in c for c in cohorts)
+    synced = cli(
+        "cohorts", "list", "--base-url", amplitude_server.url, "--output", "json",
+        "--include-sync-info",
+    )  # fmt: skip
+    assert all("syncMetadata" in c for c in json.loads(synced.stdout)["cohorts"])
+
+
+def test_download_polls_then_writes_csv(
+    cli, amplitude_server_factory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = amplitude_server_factory(export_polls=3)
+    cohort_id = make_cohort(cli, server, tmp_path, ["alice", "bob"])
+    waits: list[float] = []
+    monkeypatch.setattr(amplitude_options, "sleep", waits.append)
+    dest = tmp_path / "members.csv"
+    result = cli("cohorts", "download", cohort_id, "-o", str(dest), "--base-url", server.url)
+    assert result.exit_code == 0, result.output
+    rows = list(csv.DictReader(dest.read_text(encoding="utf-8").splitlines()))
+    assert {r["user_id"] for r in rows} == {"alice", "bob"}
+    assert waits == [1.0, 2.0, 4.0]  # exponential backoff between polls
+    assert "JOB INPROGRESS" in result.stderr
+    assert "members" in result.stdout
+
+
+def test_download_redirect_ids_only(cli, amplitude_server_factory, tmp_path: Path) -> None:
+    server = amplitude_server_factory(export_redirect=True)
+    cohort_id = make_cohort(cli, server, tmp_path, ["alice", "bob"])
+    dest = tmp_path / "ids.txt"
+    result = cli(
+        "cohorts", "download", cohort_id, "--out", str(dest), "--ids-only", "--output", "json",
+        "--base-url", server.url, env=NO_WAIT,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(dest.read_text().split()) == ["alice", "bob"]
+    data = json.loads(result.stdout)
+    assert data["members_written"] == 2 and data["id_column"] == "user_id"
+
+
+def test_download_amplitude_ids(cli, amplitude_server, tmp_path: Path) -> None:
+    cohort_id = make_cohort(cli, amplitude_server, tmp_path, ["alice"])
+    dest = tmp_path / "amp.txt"
+    result = cli(
+        "cohorts", "download", cohort_id, "-o", str(dest), "--ids-only", "--id-type",
+        "amplitude", "--base-url", amplitude_server.url, env=NO_WAIT,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert dest.read_text() == f"{amplitude_id_for('alice')}\n"
+
+
+def test_download_unknown_cohort(cli, amplitude_server, tmp_path: Path) -> None:
+    result = cli(
+        "cohorts", "download", "zzzzzzz", "-o", str(tmp_path / "x.csv"),
+        "--base-url", amplitude_server.url,
+    )  # fmt: skip
+    assert result.exit_code == 1 and "HTTP 404" in result.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_download_gives_up_after_timeout(cli, amplitude_server_factory, tmp_path: Path) -> None:
+    server = amplitude_server_factory(export_polls=1000)
+    cohort_id = make_cohort(cli, server, tmp_path, ["alice"])
+    result = cli(
+        "cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv"), "--timeout", "0",
+        "--base-url", server.url, env=NO_WAIT,
+    )  # fmt: skip
+    assert result.exit_code == 1 and "not ready" in result.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_list_insecure_http_refused(cli) -> None:
+    result = cli("cohorts", "list", "--base-url", "http://amplitude.example.com")
+    assert result.exit_code == 2 and "plain http" in result.stderr
