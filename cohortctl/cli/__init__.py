@@ -10,6 +10,7 @@ from typer.core import TyperGroup
 
 from cohortctl import __version__
 from cohortctl.cli import (
+    check,
     cohorts,
     config_cmd,
     demo,
@@ -17,6 +18,7 @@ from cohortctl.cli import (
     mock,
     serve,
     serve_partner,
+    sync,
     upload,
     wait,
 )
@@ -77,6 +79,8 @@ app.add_typer(serve.app, name="serve")
 app.add_typer(config_cmd.app, name="config")
 app.add_typer(mock.app, name="mock")
 app.command("demo")(demo.demo)
+app.command("sync")(sync.sync)
+app.command("check")(check.check)
 app.command("wait")(wait.wait)
 
 
