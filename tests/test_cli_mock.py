@@ -34,7 +34,7 @@ def state(server: BackgroundServer, path: str, **params: Any) -> Any:
 
 def journal(server: BackgroundServer) -> list[Any]:
     data = state(server, "journal", limit=1000)
-    return data["entries"] if isinstance(data, dict) else data
+    return list(data["requests"])
 
 
 @pytest.fixture
