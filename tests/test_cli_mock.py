@@ -121,6 +121,21 @@ def test_flow_both_and_ids_file(cli: RunCli, receiver: BackgroundServer, tmp_pat
     assert sorted(state(receiver, f"lists/{data['list_id']}")["members"]) == ["a2", "a3"]
 
 
+def test_ids_from_a_csv_column_on_stdin_and_bad_ids_files(
+    cli: RunCli, capture: tuple[Capture, BackgroundServer], tmp_path: Path
+) -> None:
+    recorder, server = capture
+    result = cli("mock", "list-add", "--url", server.url, "--list-id", "L", "--ids", "-",
+                 "--column", "email", "--id", "extra", input="email,n\na@x,1\nb@x,2\na@x,3\n",
+                 env=KEY_ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert recorder.requests[0]["body"]["userIds"] == ["a@x", "b@x", "extra"]
+    missing = cli("mock", "list-add", "--url", server.url, "--list-id", "L",
+                  "--ids", str(tmp_path / "nope.csv"), env=KEY_ENV)  # fmt: skip
+    assert missing.exit_code == 2 and "nope.csv" in missing.stderr
+    assert len(recorder.requests) == 1
+
+
 def test_url_and_key_from_a_config_profile(
     cli: RunCli, receiver: BackgroundServer, isolated_env: Path
 ) -> None:
@@ -206,8 +221,8 @@ def test_refused_port(cli: RunCli) -> None:
 
 
 def test_timeout(cli: RunCli, partner_server_factory: Any) -> None:
-    server = partner_server_factory(api_key=PARTNER_KEY, delay_ms=1000)
-    code, data = mock_json(cli, "identify", "--url", server.url, "--id", "u1", "--timeout", "0.1")
+    server = partner_server_factory(api_key=PARTNER_KEY, delay_ms=300)
+    code, data = mock_json(cli, "identify", "--url", server.url, "--id", "u1", "--timeout", "0.05")
     assert code == 1
     assert data["results"][0]["error"] == "timeout"
 

@@ -17,6 +17,7 @@ from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client
 from cohortctl.errors import ExitCode
+from cohortctl.ids import read_ids
 from cohortctl.outcomes import Outcome
 from cohortctl.render import OutputFormat, body_excerpt, err, out, print_json, table
 from cohortctl.templates import Template, parse_vars
@@ -135,8 +136,6 @@ def _templates(files: dict[str, Path | None]) -> dict[str, Template]:
 def _read_ids(ids_file: Path | None, column: str | None, ids: list[str] | None) -> tuple[str, ...]:
     found: list[str] = []
     if ids_file is not None:
-        from cohortctl.ids import read_ids
-
         found += read_ids(str(ids_file), column=column).ids
     found += [i.strip() for i in ids or [] if i.strip()]
     if ids_file is None and not ids:
