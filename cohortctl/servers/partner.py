@@ -64,6 +64,14 @@ UNKNOWN_USERS_SHOWN = 5
 _NOT_FOUND = ("unknown list", "unknown users")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# Strict JSON: NaN and Infinity are Python extensions that SQLite (and most senders) reject.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 @dataclass(frozen=True)
 class ReceiverSettings:
     """How the receiver behaves: credentials, storage, limits and injected faults.
@@ -214,6 +222,22 @@ def _reset_connection(request: web.Request) -> None:
     transport.abort()
 
 
+def _sqlite_reads_the_same(raw: str) -> bool:
+    """True when SQLite reading ``$.userIds`` from ``raw`` finds what Python validated.
+
+    Python keeps the last of duplicate keys and decodes ``\\u`` escapes in keys; SQLite's
+    path lookup may not. With exactly one literal ``"userIds"`` and no ``\\u`` escape
+    anywhere, both read the same array, and the body can go to SQLite as it came.
+    """
+    return raw.count('"userIds"') == 1 and "\\u" not in raw
+
+
+def _body_size(request: web.Request, text: str) -> int:
+    """Bytes of the body as sent (its length in characters when it came chunked)."""
+    length = request.content_length
+    return length if length is not None else len(text)
+
+
 def _list_id(request: web.Request) -> int | None:
     text = request.match_info["list_id"]
     return int(text) if text.isdigit() and len(text) < 19 else None
@@ -322,15 +346,21 @@ class Receiver:
             return _Answer(200, {"ok": True}, f"accepted anyway: {answer.reason}")
         return None
 
-    async def _json_body(self, request: web.Request) -> tuple[Any, int]:
+    async def _json_body(self, request: web.Request) -> tuple[Any, str]:
         content_type = request.content_type
         if content_type != "application/json":
             raise _invalid("Content-Type", f"must be application/json, got {content_type!r}")
         raw = await request.read()
         try:
-            return json.loads(raw), len(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _invalid("(body)", "not valid UTF-8") from None
+        try:
+            return _DECODER.decode(text), text
+        except (json.JSONDecodeError, ValueError) as exc:
             raise _invalid("(body)", f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise _invalid("(body)", "not valid JSON: nested too deeply") from None
 
     def _unknown_users(self, user_ids: list[str], count: int) -> _Answer | None:
         """The 404 naming the first few users not in ``known_users``, if there are any."""
@@ -346,12 +376,12 @@ class Receiver:
 
     async def create_list(self, request: web.Request) -> web.StreamResponse:
         """``POST /lists``: the id of a new list (or of the existing list of that name)."""
-        body, size = await self._json_body(request)
+        body, raw = await self._json_body(request)
         try:
             name = validate_list_create(body)
         except InvalidPayload as exc:
             raise _invalid(exc.field, exc.reason) from None
-        entry = Entry(request.method, request.path, 0, size, time.time())
+        entry = Entry(request.method, request.path, 0, _body_size(request, raw), time.time())
         list_id, _ = await self.run(self._store().create_list, name, entry)
         return web.json_response({"listId": str(list_id)})
 
@@ -364,7 +394,7 @@ class Receiver:
         return await self._change_members(request, add=False)
 
     async def _change_members(self, request: web.Request, *, add: bool) -> web.StreamResponse:
-        body, size = await self._json_body(request)
+        body, raw = await self._json_body(request)
         try:
             user_ids = validate_list_members(body)
         except InvalidPayload as exc:
@@ -380,8 +410,14 @@ class Receiver:
         if unknown_users is not None:
             exists = await self.run(self._store().list_exists, list_id)
             raise unknown_users if exists else unknown_list
+        size = _body_size(request, raw)
         entry = Entry(request.method, request.path, len(user_ids), size, time.time())
-        result = await self.run(self._store().change_members, list_id, user_ids, entry, add=add)
+        ids: list[str] | str = user_ids
+        path = "$"
+        if _sqlite_reads_the_same(raw):
+            ids, path = raw, "$.userIds"
+        store = self._store()
+        result = await self.run(store.change_members, list_id, ids, entry, add=add, path=path)
         if result is None:
             raise unknown_list
         changed, list_size = result
@@ -390,7 +426,7 @@ class Receiver:
 
     async def identify(self, request: web.Request) -> web.StreamResponse:
         """``POST /identify`` and ``POST /batch``: a single identify or a batch of them."""
-        body, size = await self._json_body(request)
+        body, raw = await self._json_body(request)
         try:
             updates = validate_identify(body)
         except InvalidPayload as exc:
@@ -399,7 +435,7 @@ class Receiver:
         unknown_users = self._unknown_users([u.user_id for u in updates], users)
         if unknown_users is not None:
             raise unknown_users
-        entry = Entry(request.method, request.path, users, size, time.time())
+        entry = Entry(request.method, request.path, users, _body_size(request, raw), time.time())
         count = await self.run(self._store().set_traits, updates, entry)
         return web.json_response({"updated": count})
 

@@ -60,8 +60,8 @@ CREATE TABLE IF NOT EXISTS counters (
 ) WITHOUT ROWID;
 """
 
-_ADD = "INSERT OR IGNORE INTO members(list_id, user_id) SELECT ?, value FROM json_each(?)"
-_REMOVE = "DELETE FROM members WHERE list_id = ? AND user_id IN (SELECT value FROM json_each(?))"
+_ADD = "INSERT OR IGNORE INTO members(list_id, user_id) SELECT ?, value FROM json_each(?, ?)"
+_REMOVE = "DELETE FROM members WHERE list_id = ? AND user_id IN (SELECT value FROM json_each(?, ?))"
 _COUNT = (
     "INSERT INTO counters(name, value) VALUES (?, ?) "
     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
@@ -166,20 +166,30 @@ class PartnerStore:
         return list_id, created
 
     def change_members(
-        self, list_id: int, user_ids: list[str], entry: Entry, *, add: bool
+        self,
+        list_id: int,
+        user_ids: list[str] | str,
+        entry: Entry,
+        *,
+        add: bool,
+        path: str = "$",
     ) -> tuple[int, int] | None:
-        """Add (or remove) ``user_ids``: ``(changed, size)``, or None for an unknown list.
+        """Add (or remove) users: ``(changed, size)``, or None for an unknown list.
 
-        Adding a member twice, or removing a non-member, changes nothing and is no error.
-        Nothing is journaled for an unknown list: the caller decides what to answer.
+        ``user_ids`` is a list, or JSON text holding the array of (validated) ids at the
+        JSON ``path``: the request body itself can be handed over, and SQLite extracts the
+        ids in C. Adding a member twice, or removing a non-member, changes nothing and is
+        no error. Nothing is journaled for an unknown list: the caller decides the answer.
         """
-        ids_json = json.dumps(user_ids)
+        ids_json = user_ids if isinstance(user_ids, str) else json.dumps(user_ids)
         self._conn.execute("BEGIN")
         try:
             row = self._conn.execute("SELECT size FROM lists WHERE id = ?", (list_id,)).fetchone()
             if row is None:
                 return None
-            changed = self._conn.execute(_ADD if add else _REMOVE, (list_id, ids_json)).rowcount
+            changed = self._conn.execute(
+                _ADD if add else _REMOVE, (list_id, ids_json, path)
+            ).rowcount
             size = int(row[0]) + (changed if add else -changed)
             self._conn.execute("UPDATE lists SET size = ? WHERE id = ?", (size, list_id))
             verb = "added" if add else "removed"
