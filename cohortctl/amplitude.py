@@ -26,10 +26,9 @@ from typing import Any
 import httpx
 
 from cohortctl.errors import CheckFailed, InputError, RequestFailed, TransportFailed
-from cohortctl.outcomes import REFUSED, TLS
+from cohortctl.outcomes import REFUSED, TLS, classify_transport_error
 from cohortctl.render import body_excerpt
 from cohortctl.retry import RetryPolicy, is_retryable_status, parse_retry_after
-from cohortctl.waiting import classify_transport_error
 
 UPLOAD_PATH = "/api/3/cohorts/upload"
 MEMBERSHIP_PATH = "/api/3/cohorts/membership"

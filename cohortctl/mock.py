@@ -18,7 +18,6 @@ after a list-create that yields no list id and marks the remaining requests skip
 from __future__ import annotations
 
 import json
-import ssl
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,10 +26,10 @@ from typing import Any
 
 import httpx
 
-from cohortctl import outcomes, payloads, templates
+from cohortctl import payloads, templates
 from cohortctl.destination import Destination, redact_url
 from cohortctl.errors import CheckFailed, InputError
-from cohortctl.outcomes import Outcome, describe_status
+from cohortctl.outcomes import Outcome, classify_transport_error, describe_status
 from cohortctl.templates import Template
 
 Clock = Callable[[], float]
@@ -236,28 +235,6 @@ def _check_list_id(destination: Destination, steps: Sequence[Step], spec: MockSp
             raise InputError(
                 f"{step.call} needs a list id: give --list-id (or run `cohortctl mock flow`)"
             )
-
-
-def classify_transport_error(exc: httpx.TransportError) -> str:
-    """What kind of "no answer" an httpx error is: refused, timeout, reset, TLS, network."""
-    chain: list[BaseException] = []
-    current: BaseException | None = exc
-    while current is not None and current not in chain:
-        chain.append(current)
-        current = current.__cause__ or current.__context__
-    if any(isinstance(e, ssl.SSLError) for e in chain) or any(
-        "SSL" in str(e) or "CERTIFICATE" in str(e) for e in chain
-    ):
-        return outcomes.TLS
-    if isinstance(exc, httpx.TimeoutException):
-        return outcomes.TIMEOUT
-    if isinstance(exc, httpx.ConnectError):
-        if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(exc):
-            return outcomes.REFUSED
-        return outcomes.NETWORK
-    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        return outcomes.RESET
-    return outcomes.NETWORK
 
 
 def send(

@@ -5,8 +5,11 @@ Used by ``mock``, ``sync`` and ``check`` alike, so one status reads the same eve
 
 from __future__ import annotations
 
+import ssl
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import httpx
 
 # Spec part B, "What the partner answers".
 PARTNER_STATUS_MEANINGS: dict[int, str] = {
@@ -23,6 +26,28 @@ TIMEOUT = "timeout"
 RESET = "connection reset"
 TLS = "TLS error"
 NETWORK = "network error"
+
+
+def classify_transport_error(exc: httpx.TransportError) -> str:
+    """What kind of "no answer" an httpx error is: refused, timeout, reset, TLS, network."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    if any(isinstance(e, ssl.SSLError) for e in chain) or any(
+        "SSL" in str(e) or "CERTIFICATE" in str(e) for e in chain
+    ):
+        return TLS
+    if isinstance(exc, httpx.TimeoutException):
+        return TIMEOUT
+    if isinstance(exc, httpx.ConnectError):
+        if any(isinstance(e, ConnectionRefusedError) for e in chain) or "refused" in str(exc):
+            return REFUSED
+        return NETWORK
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return RESET
+    return NETWORK
 
 
 def describe_status(status: int, retry_after: str | None = None) -> str:

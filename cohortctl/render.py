@@ -43,7 +43,7 @@ def table(
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
-        t.add_row(*("" if v is None else str(v) for v in row))
+        t.add_row(*("" if v is None else escape(str(v)) for v in row))
     return t
 
 
@@ -53,7 +53,7 @@ def key_values(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) ->
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for key, value in pairs:
-        t.add_row(key, "" if value is None else str(value))
+        t.add_row(escape(key), "" if value is None else escape(str(value)))
     return t
 
 

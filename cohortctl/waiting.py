@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from cohortctl.outcomes import NETWORK, REFUSED, RESET, TIMEOUT, TLS
+from cohortctl.outcomes import classify_transport_error
 
 
 @dataclass(frozen=True)
@@ -20,20 +20,6 @@ class WaitResult:
     attempts: int
     waited_s: float
     last_error: str | None
-
-
-def classify_transport_error(exc: httpx.TransportError) -> str:
-    """Name a failed request's cause as a person would: refused, timeout, reset, TLS."""
-    if isinstance(exc, httpx.TimeoutException):
-        return TIMEOUT
-    text = str(exc).lower()
-    if "ssl" in text or "certificate" in text or "tls" in text:
-        return TLS
-    if isinstance(exc, httpx.ConnectError):
-        return REFUSED
-    if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
-        return RESET
-    return NETWORK
 
 
 def wait_for(

@@ -18,13 +18,13 @@ from cohortctl.mock import (
     PreparedRequest,
     abbreviate_json,
     call_steps,
-    classify_transport_error,
     flow_steps,
     passed,
     plan,
     run,
     send,
 )
+from cohortctl.outcomes import classify_transport_error
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.templates import Template
 from tests.credentials import PARTNER_KEY

@@ -259,7 +259,7 @@ def print_dry_run(plan: Plan, base_url: str, ids: IdList, output: OutputFormat) 
     if output is OutputFormat.json:
         print_json({"dry_run": True, "file": dataclasses.asdict(ids.stats), "requests": described})
         return
-    out.print(key_values(escaped(file_rows(ids)), title="ID file"))
+    out.print(key_values(file_rows(ids), title="ID file"))
     for request in described:
         out.print()
         out.print(
@@ -295,12 +295,7 @@ def print_run_result(result: RunResult, ids: IdList, output: OutputFormat) -> No
     rows.append(("requests", ", ".join(f"{r['call']} ({r['ids']:,} ids)" for r in result.requests)))
     if result.validate_only:
         rows.append(("validate only", "yes: Amplitude saved nothing"))
-    out.print(key_values(escaped([*rows, *file_rows(ids)])))
-
-
-def escaped(rows: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """Rows whose values are safe to print: ids and names may contain rich markup."""
-    return [(key, escape(value) if isinstance(value, str) else value) for key, value in rows]
+    out.print(key_values([*rows, *file_rows(ids)]))
 
 
 @contextlib.contextmanager

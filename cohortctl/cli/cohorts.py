@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from cohortctl.amplitude import download_cohort
 from cohortctl.cli.amplitude_options import (
@@ -18,7 +17,6 @@ from cohortctl.cli.amplitude_options import (
     Region,
     Retries,
     Timeout,
-    escaped,
     export_progress,
     load_target,
     open_client,
@@ -71,10 +69,10 @@ def list_cohorts(
 def _row(cohort: dict[str, Any], include_sync_info: bool) -> list[Any]:
     owners = cohort.get("owners")
     row = [
-        escape(str(cohort.get("id", ""))),
-        escape(str(cohort.get("name", ""))),
+        cohort.get("id", ""),
+        cohort.get("name", ""),
         cohort.get("size"),
-        escape(", ".join(map(str, owners))) if isinstance(owners, list) else owners,
+        ", ".join(map(str, owners)) if isinstance(owners, list) else owners,
         "yes" if cohort.get("published") else "no",
         _timestamp(cohort.get("lastMod")),
     ]
@@ -187,4 +185,4 @@ def download(
         rows.append((f"{result.id_column} written", f"{result.members_written:,}"))
         rows.append((f"without {result.id_column}", f"{result.skipped_without_id:,}"))
     rows += [("bytes downloaded", f"{result.bytes:,}"), ("status polls", result.polls)]
-    out.print(key_values(escaped(rows)))
+    out.print(key_values(rows))

@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.markup import escape
 
 from cohortctl import mock, payloads
 from cohortctl.cli import destination_options as dest
@@ -166,10 +165,9 @@ def _render_results(results: Sequence[Outcome], output: OutputFormat) -> bool:
             }
         )
     else:
-        # Cells are escaped: bodies and list names hold "[...]", which rich reads as markup.
         rows = [
             tuple(
-                escape(str(cell))
+                str(cell)
                 for cell in (
                     _call_label(o),
                     o.method,
