@@ -1,7 +1,277 @@
-"""``cohortctl check``: placeholder, filled in by its own change."""
+"""``cohortctl check``: the conformance suite against a partner endpoint, with CI reports."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Annotated, Any
 
-def check() -> None:
-    """Run the conformance suite against a partner endpoint."""
+import typer
+from rich.markup import escape
+
+from cohortctl import checks, reports
+from cohortctl.cli import destination_options as dest
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.config import Config
+from cohortctl.destination import DEFAULT_TIMEOUT, make_client
+from cohortctl.errors import ExitCode
+from cohortctl.ids import read_ids
+from cohortctl.mock import FlowMode
+from cohortctl.render import OutputFormat, err, out, print_json, table
+from cohortctl.templates import Template, parse_vars
+
+SUITE_PANEL = "Suite"
+REPORTS = "Reports"
+SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
+
+Mode = Annotated[
+    FlowMode,
+    typer.Option(
+        "--mode",
+        help="list: list-create/add/remove; property: identify and identify-batch; both.",
+        case_sensitive=False,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        "--batch-size",
+        help="Test users generated (cohortctl-check-RUN-N), all sent in one list-add and one "
+        "identify-batch (Amplitude's default batch: 1000).",
+        min=1,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]
+Ids = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--id",
+        help="Use this existing user instead of generated ones (repeatable), for endpoints "
+        "that answer 404 to users they do not know.",
+        show_default=False,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]
+IdsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--ids",
+        help="File of existing users to use (CSV column, newline list, gzip; - for stdin).",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]
+IdColumn = Annotated[
+    str | None,
+    typer.Option(
+        "--column", help="CSV column of --ids holding the ids.", show_default=False,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]  # fmt: skip
+UnknownUser = Annotated[
+    str | None,
+    typer.Option(
+        "--unknown-user",
+        help="A user id the endpoint does not know: runs the 'rejects an unknown user' "
+        "cases (404 expected).",
+        show_default=False,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]
+Burst = Annotated[
+    int | None,
+    typer.Option(
+        "--burst",
+        help=f"Send N requests at once (list-add; identify in property mode; at most "
+        f"{checks.MAX_BURST}): every 429 must carry a usable Retry-After.",
+        show_default=False,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]
+ExpectThrottle = Annotated[
+    bool,
+    typer.Option(
+        "--expect-throttle",
+        help="With --burst: pass only when at least one 429 (with a usable Retry-After) comes.",
+        rich_help_panel=SUITE_PANEL,
+    ),
+]
+MaxLatency = Annotated[
+    float | None,
+    typer.Option(
+        "--max-latency-ms",
+        help="Fail when any accepted call takes longer than this (names the slowest).",
+        show_default=False,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]
+Var = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var", help="Custom template variable NAME=VALUE, repeatable.", show_default=False,
+        rich_help_panel=SUITE_PANEL,
+    ),
+]  # fmt: skip
+Junit = Annotated[
+    Path | None,
+    typer.Option(
+        "--junit",
+        help="Write a JUnit XML report here (GitHub, GitLab and Jenkins read it).",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=REPORTS,
+    ),
+]
+
+
+def _payload_option(flag: str, what: str) -> Any:
+    return typer.Option(
+        flag,
+        help=f"JSON template file for {what}, Integration-Portal style (as in cohortctl mock).",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=SUITE_PANEL,
+    )
+
+
+CreatePayload = Annotated[Path | None, _payload_option("--create-payload", "list-create")]
+AddPayload = Annotated[Path | None, _payload_option("--add-payload", "list-add")]
+RemovePayload = Annotated[Path | None, _payload_option("--remove-payload", "list-remove")]
+IdentifyPayload = Annotated[Path | None, _payload_option("--identify-payload", "identify")]
+BatchPayload = Annotated[Path | None, _payload_option("--batch-payload", "identify-batch")]
+
+
+def _ids(ids_file: Path | None, column: str | None, ids: list[str] | None) -> tuple[str, ...]:
+    found: list[str] = []
+    if ids_file is not None:
+        found += read_ids(str(ids_file), column=column).ids
+    found += [i.strip() for i in ids or [] if i.strip()]
+    return tuple(dict.fromkeys(found))
+
+
+def _render(run: checks.CheckRun, output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        print_json(run.to_dict())
+    else:
+        title = f"cohortctl check · run {run.run_id} · {run.target} · mode {run.mode}"
+        # Cells are escaped: list names and bodies hold "[...]", which rich reads as markup.
+        rows = [tuple(escape(cell) for cell in row) for row in checks.case_rows(run.cases)]
+        out.print(table(["case", "result", "expected", "actual"], rows, title=escape(title)))
+    counts = reports.totals(run.cases)
+    summary = (
+        f"run {run.run_id}: {counts.passed} passed, {counts.failed} failed, "
+        f"{counts.skipped} skipped"
+    )
+    err.print(escape(summary) if run.passed else f"[red]{escape(summary)}[/]")
+    err.print(escape(run.test_data_note()))
+
+
+def check(
+    url: dest.Url = None,
+    mode: Mode = FlowMode.list,
+    create_path: dest.CreatePath = None,
+    add_path: dest.AddPath = None,
+    remove_path: dest.RemovePath = None,
+    identify_path: dest.IdentifyPath = None,
+    batch_path: dest.BatchPath = None,
+    api_key: dest.ApiKey = None,
+    secret: dest.Secret = None,
+    auth: dest.Auth = None,
+    app_id: dest.AppId = None,
+    header: dest.Header = None,
+    list_id_path: dest.ListIdPath = None,
+    timeout: dest.Timeout = DEFAULT_TIMEOUT,
+    batch_size: BatchSize = checks.DEFAULT_BATCH_SIZE,
+    ids: Ids = None,
+    ids_file: IdsFile = None,
+    column: IdColumn = None,
+    unknown_user: UnknownUser = None,
+    burst: Burst = None,
+    expect_throttle: ExpectThrottle = False,
+    max_latency_ms: MaxLatency = None,
+    create_payload: CreatePayload = None,
+    add_payload: AddPayload = None,
+    remove_payload: RemovePayload = None,
+    identify_payload: IdentifyPayload = None,
+    batch_payload: BatchPayload = None,
+    var: Var = None,
+    junit: Junit = None,
+    output: Output = OutputFormat.table,
+    profile: Profile = None,
+    config: ConfigFile = None,
+    allow_insecure_http: AllowInsecureHttp = False,
+) -> None:
+    """Check that a partner endpoint handles every call Amplitude's cohort sync makes.
+
+    Runs named cases and reports each as pass, fail or skip, with what was expected and what
+    came back: the calls of the mode are accepted (list-create gives a list id); a wrong api
+    key and missing credentials get 401, malformed JSON and a missing field 400, an unknown
+    list 404; opt-in: an unknown user 404 (--unknown-user), throttling (--burst), a latency
+    budget (--max-latency-ms).
+
+    Test data is named "[Amplitude] cohortctl-check: RUN" (users cohortctl-check-RUN-N) and
+    removed at the end; the empty list remains (Amplitude's protocol cannot delete a list).
+
+    Reports: --junit FILE, --output json, and a Markdown summary appended to
+    $GITHUB_STEP_SUMMARY when set. Exit 0 when every case passed (skips do not fail), 1 when
+    any failed, 2 for usage errors.
+    """
+    cfg = Config.load(profile, path=config)
+    options = checks.CheckOptions(
+        mode=mode,
+        ids=_ids(ids_file, column, ids),
+        batch_size=batch_size,
+        unknown_user=unknown_user,
+        burst=burst,
+        expect_throttle=expect_throttle,
+        max_latency_ms=max_latency_ms,
+        templates={
+            call: Template.from_file(path)
+            for call, path in {
+                "list-create": create_payload,
+                "list-add": add_payload,
+                "list-remove": remove_payload,
+                "identify": identify_payload,
+                "identify-batch": batch_payload,
+            }.items()
+            if path is not None
+        },
+        variables=parse_vars(var or []),
+    )
+    destination = dest.destination_from_options(
+        cfg,
+        url=url,
+        api_key=api_key,
+        secret=secret,
+        auth=auth,
+        app_id=app_id,
+        headers=header,
+        list_id_path=list_id_path,
+        timeout=timeout,
+        paths=dest.call_paths(
+            create=create_path,
+            add=add_path,
+            remove=remove_path,
+            identify=identify_path,
+            batch=batch_path,
+        ),
+        allow_insecure_http=allow_insecure_http,
+    )
+    summary_path = os.environ.get(SUMMARY_ENV) or None
+    if junit is not None:
+        checks.check_writable(junit, "--junit")
+    if summary_path is not None:
+        checks.check_writable(Path(summary_path), SUMMARY_ENV)
+    with make_client(destination) as client:
+        run = checks.run_check(client, destination, options)
+    if junit is not None:
+        checks.write_text(junit, checks.junit_report(run), what="JUnit report")
+    if summary_path is not None:
+        checks.write_text(
+            Path(summary_path), checks.markdown_report(run), append=True, what=SUMMARY_ENV
+        )
+    _render(run, output)
+    if not run.passed:
+        raise typer.Exit(int(ExitCode.FAILED))
