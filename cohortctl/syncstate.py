@@ -17,6 +17,13 @@ newline-joined id blobs:
 A confirmation is one small append, committed before it is acknowledged; :meth:`SyncState.fold`
 replays the journal into the segments in one transaction. A kill at any moment therefore
 leaves either the journal row (the batch counts as confirmed) or nothing (it is resent).
+
+The hot path (``cohortctl sync``) does not even write the ids of a confirmed batch: before
+sending, :meth:`SyncState.plan_batches` stores the run's entered / left ids once, in
+``planned`` parts aligned to the batch size, and a confirmation is then a journal row that
+only names its part and batch index (:class:`BatchRef`). The writer thread does no per-id
+work at all; the fold resolves the references. Planned parts are dropped only after a fold
+resolved every reference to them (:meth:`SyncState.discard_plans`).
 """
 
 from __future__ import annotations
@@ -59,9 +66,20 @@ CREATE TABLE IF NOT EXISTS journal (
     dest INTEGER NOT NULL REFERENCES destinations(id),
     op INTEGER NOT NULL,
     n INTEGER NOT NULL,
-    ids TEXT NOT NULL
+    ids TEXT NOT NULL,
+    planned INTEGER,
+    batch INTEGER
 );
 CREATE INDEX IF NOT EXISTS journal_dest ON journal(dest, seq);
+CREATE TABLE IF NOT EXISTS planned (
+    id INTEGER PRIMARY KEY,
+    dest INTEGER NOT NULL REFERENCES destinations(id),
+    op INTEGER NOT NULL,
+    batch_size INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    ids TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS planned_dest ON planned(dest);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     dest INTEGER NOT NULL REFERENCES destinations(id),
@@ -123,6 +141,14 @@ def _join_ids(ids: Sequence[str]) -> str:
     return text
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring a state file written before planned batches existed up to date."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
+    for name in ("planned", "batch"):
+        if name not in columns:
+            conn.execute(f"ALTER TABLE journal ADD COLUMN {name} INTEGER")
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
@@ -141,6 +167,39 @@ class Diff:
     entered: list[str]
     left: list[str]
     unchanged: int = 0
+
+
+BatchRef = tuple[int, int, int, str, int, int]
+"""A planned batch as the journal row that confirms it: ``(dest, op, n, "", part, index)``.
+
+Built once per batch when the run is planned, so confirming it allocates nothing.
+"""
+
+
+@dataclass(frozen=True)
+class PlannedBatches:
+    """One direction of a run (entered or left), stored before sending; see :meth:`batches`."""
+
+    dest: int
+    op: int
+    batch_size: int
+    parts: list[tuple[int, int, int]]  # (part id, first id index, id count)
+    user_ids: Sequence[str]
+
+    def batches(self) -> Iterator[tuple[Sequence[str], BatchRef]]:
+        """Each batch's user ids (a slice of the plan) and the reference that confirms it."""
+        size, ids, dest, op = self.batch_size, self.user_ids, self.dest, self.op
+        for part_id, start, count in self.parts:
+            end = start + count
+            for index, offset in enumerate(range(start, end, size)):
+                chunk = ids[offset : min(offset + size, end)]
+                yield chunk, (dest, op, len(chunk), "", part_id, index)
+
+    @property
+    def count(self) -> int:
+        """How many batches the plan holds."""
+        size = self.batch_size
+        return sum(-(-count // size) for _, _, count in self.parts)
 
 
 @dataclass(frozen=True)
@@ -178,6 +237,7 @@ class SyncState:
         db_path = Path(path) if path is not None else default_state_path()
         conn = _connect(db_path)
         conn.executescript(_SCHEMA)
+        _migrate(conn)
         conn.execute(
             "INSERT OR IGNORE INTO destinations(key, created_at) VALUES (?, ?)",
             (destination, time.time()),
@@ -230,9 +290,43 @@ class SyncState:
                 "INSERT INTO journal(dest, op, n, ids) VALUES (?, ?, ?, ?)", rows
             )
 
+    def confirm_planned(self, refs: Iterable[BatchRef]) -> None:
+        """Record planned batches as confirmed (after their 2xx); committed before returning."""
+        with _transaction(self._conn):
+            self._conn.executemany(
+                "INSERT INTO journal(dest, op, n, ids, planned, batch) VALUES (?, ?, ?, ?, ?, ?)",
+                list(refs),
+            )
+
     def confirmer(self, *, group: int = 256, interval: float = 0.05) -> Confirmer:
         """A background writer that groups confirmations into transactions (hot path)."""
         return Confirmer(self.path, self._dest, group=group, interval=interval)
+
+    def plan_batches(self, op: int, user_ids: Sequence[str], batch_size: int) -> PlannedBatches:
+        """Store ``user_ids`` (to add: ``ADD``, to remove: ``REMOVE``) as batches to confirm.
+
+        Committed before returning, in parts of about :data:`SEGMENT_SIZE` ids aligned to
+        ``batch_size``; confirm each batch with :meth:`Confirmer.confirm` and its
+        :data:`BatchRef`. Call :meth:`discard_plans` only after the confirmations were folded.
+        """
+        if batch_size < 1:
+            raise InputError("batch size must be at least 1")
+        per_part = max(1, SEGMENT_SIZE // batch_size) * batch_size
+        parts: list[tuple[int, int, int]] = []
+        with _transaction(self._conn):
+            for start in range(0, len(user_ids), per_part):
+                chunk = user_ids[start : start + per_part]
+                cur = self._conn.execute(
+                    "INSERT INTO planned(dest, op, batch_size, n, ids) VALUES (?, ?, ?, ?, ?)",
+                    (self._dest, op, batch_size, len(chunk), _join_ids(chunk)),
+                )
+                parts.append((int(cur.lastrowid or 0), start, len(chunk)))
+        return PlannedBatches(self._dest, op, batch_size, parts, user_ids)
+
+    def discard_plans(self) -> None:
+        """Fold, then drop every planned part of this destination (their batches are settled)."""
+        self.fold()
+        self._conn.execute("DELETE FROM planned WHERE dest = ?", (self._dest,))
 
     # -- reading ---------------------------------------------------------------------------
     def fold(self) -> None:
@@ -244,15 +338,24 @@ class SyncState:
         conn = self._conn
         with _transaction(conn, immediate=True):
             rows = conn.execute(
-                "SELECT seq, op, ids FROM journal WHERE dest = ? ORDER BY seq", (self._dest,)
+                "SELECT seq, op, ids, planned, batch FROM journal WHERE dest = ? ORDER BY seq",
+                (self._dest,),
             ).fetchall()
             if not rows:
                 return
             last_seq = rows[-1][0]
             net: dict[str, bool] = {}
-            for _, op, text in rows:
-                net.update(dict.fromkeys(text.split("\n"), op == ADD))
-            del rows
+            parts: dict[int, tuple[int, list[str]]] = {}
+            for _, op, text, part, index in rows:
+                if part is None:
+                    net.update(dict.fromkeys(text.split("\n"), op == ADD))
+                    continue
+                if part not in parts:
+                    parts[part] = self._planned_part(part)
+                size, part_ids = parts[part]
+                chunk = part_ids[index * size : (index + 1) * size]
+                net.update(dict.fromkeys(chunk, op == ADD))
+            del rows, parts
             touched = net.keys()
             segs = conn.execute(
                 "SELECT id, ids FROM segments WHERE dest = ?", (self._dest,)
@@ -282,6 +385,14 @@ class SyncState:
             )
             conn.execute("DELETE FROM journal WHERE dest = ? AND seq <= ?", (self._dest, last_seq))
 
+    def _planned_part(self, part: int) -> tuple[int, list[str]]:
+        row = self._conn.execute(
+            "SELECT batch_size, ids FROM planned WHERE id = ? AND dest = ?", (part, self._dest)
+        ).fetchone()
+        if row is None:  # only if discard_plans ran before a fold: refuse to guess
+            raise InputError(f"state file {self.path}: confirmed batch of a discarded plan")
+        return int(row[0]), row[1].split("\n")
+
     def _segments(self) -> Iterator[list[str]]:
         cur = self._conn.execute("SELECT ids FROM segments WHERE dest = ?", (self._dest,))
         for (text,) in cur:
@@ -304,7 +415,7 @@ class SyncState:
     def forget(self) -> None:
         """Drop everything known about this destination (members, journal, list id)."""
         with _transaction(self._conn, immediate=True):
-            for table in ("segments", "journal"):
+            for table in ("segments", "journal", "planned"):
                 self._conn.execute(f"DELETE FROM {table} WHERE dest = ?", (self._dest,))
             self._conn.execute("UPDATE destinations SET list_id = NULL WHERE id = ?", (self._dest,))
 
@@ -373,7 +484,7 @@ class Confirmer:
         self._dest = dest_id
         self._group = group
         self._interval = interval
-        self._pending: deque[tuple[int, Sequence[str]]] = deque()
+        self._pending: deque[BatchRef | tuple[int, Sequence[str]]] = deque()
         self._wake = threading.Event()
         self._stopping = False
         self.confirmed_batches = 0
@@ -396,25 +507,40 @@ class Confirmer:
             if len(self._pending) >= self._group:
                 self._wake.set()
 
+    def confirm(self, ref: BatchRef) -> None:
+        """Queue the confirmation of a planned batch (after a 2xx); allocation-free."""
+        pending = self._pending
+        pending.append(ref)
+        if len(pending) >= self._group:
+            self._wake.set()
+
+    def _row(self, item: BatchRef | tuple[int, Sequence[str]]) -> BatchRef | tuple[object, ...]:
+        if len(item) == 6:
+            return item  # type: ignore[return-value]
+        op, ids = item  # type: ignore[misc]
+        return (self._dest, op, len(ids), _join_ids(ids), None, None)
+
     def _run(self) -> None:
         conn = _connect(self._path)
         pending = self._pending
+        row = self._row
+        popleft = pending.popleft
         try:
             while True:
                 self._wake.wait(self._interval)
                 self._wake.clear()
                 stopping = self._stopping  # read before draining: nothing is added after it
                 while pending:
-                    rows = []
-                    while pending and len(rows) < self._group:
-                        op, ids = pending.popleft()
-                        rows.append((self._dest, op, len(ids), _join_ids(ids)))
+                    count = min(len(pending), self._group)
+                    rows = [row(popleft()) for _ in range(count)]
                     with _transaction(conn):
                         conn.executemany(
-                            "INSERT INTO journal(dest, op, n, ids) VALUES (?, ?, ?, ?)", rows
+                            "INSERT INTO journal(dest, op, n, ids, planned, batch)"
+                            " VALUES (?, ?, ?, ?, ?, ?)",
+                            rows,
                         )
                     self.confirmed_batches += len(rows)
-                    self.confirmed_users += sum(r[2] for r in rows)
+                    self.confirmed_users += sum(r[2] for r in rows)  # type: ignore[misc]
                 if stopping:
                     break
         except BaseException as exc:  # reported by close()
