@@ -29,8 +29,7 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import Enum
-from itertools import chain, compress, repeat
-from operator import contains, not_
+from itertools import chain, filterfalse
 from pathlib import PurePath
 from typing import BinaryIO
 
@@ -45,7 +44,7 @@ __all__ = [
     "read_ids",
 ]
 
-CHUNK_SIZE = 8 << 20
+CHUNK_SIZE = 1 << 20
 """Bytes read (and decompressed) at a time."""
 
 MAX_LINE_BYTES = 1 << 20
@@ -59,9 +58,9 @@ STDIN_NAME = "<stdin>"
 _BOM = b"\xef\xbb\xbf"
 _GZIP_MAGIC = b"\x1f\x8b"
 _UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-# Ids per dedupe batch: small enough that the set slots probed by the membership test are
-# still in cache when the same ids are inserted right after.
-_DEDUPE_BATCH = 4096
+# Ids per dedupe batch: small enough that the set slots probed by the lookup are still in
+# cache when the same ids are inserted right after.
+_DEDUPE_BATCH = 256
 _CSV_BATCH = 65536
 
 # Control characters other than tab, LF and CR (those three are whitespace to trim).
@@ -160,7 +159,13 @@ class _Prefixed:
 
 
 class _Deduper:
-    """Unique ids in first-seen order; a set answers "seen?" (faster than a dict at scale)."""
+    """Unique ids in first-seen order.
+
+    A set answers "seen before?": at millions of ids it is much faster than a dict, whose
+    probes dereference every colliding key. Each batch is looked up with one C-level
+    ``intersection`` and inserted with one ``update`` (tight loops, so the cache misses of
+    the big table overlap); only the rare repeats need a per-id pass, over a tiny set.
+    """
 
     def __init__(self) -> None:
         # "" is what a blank line becomes: never an id.
@@ -173,13 +178,16 @@ class _Deduper:
         ids = self.ids
         for start in range(0, len(values), _DEDUPE_BATCH):
             batch = values[start : start + _DEDUPE_BATCH]
-            fresh = list(compress(batch, map(not_, map(contains, repeat(seen), batch))))
+            repeated = seen.intersection(batch)
             before = len(seen)
-            seen.update(fresh)
-            if len(seen) - before == len(fresh):
-                ids += fresh
-            else:  # the batch repeats an id of its own: keep its first occurrence
-                ids += dict.fromkeys(fresh)
+            seen.update(batch)
+            added = len(seen) - before
+            if repeated:
+                batch = list(filterfalse(repeated.__contains__, batch))
+            if added == len(batch):
+                ids += batch
+            else:  # the batch repeats a new id of its own: keep its first occurrence
+                ids += dict.fromkeys(batch)
 
 
 class _Reader:
@@ -294,7 +302,10 @@ class _Reader:
         if suffix in (".csv", ".tsv") or "," in text or "\t" in text:
             tabs = suffix == ".tsv" or ("\t" in text and "," not in text)
             delimiter = "\t" if tabs else ","
-            header = _parse_header(text, delimiter)
+            try:
+                header = _parse_header(text, delimiter)
+            except csv.Error as exc:
+                raise self.error(f"invalid CSV header: {exc}", line_no) from None
             index = self._pick_column(header, line_no)
             column_name = header[index]
             rest = self._line_blocks(buf[end + 1 :], blocks, line_no + 1)
