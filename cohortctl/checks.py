@@ -16,6 +16,10 @@ Cases, in the order they run (``--mode list``, ``property`` or ``both``)::
                identify-batch false accepted (un-sets every trait the run set)
     endpoint   throttling (opt-in, ``burst``), latency budget (opt-in, ``max_latency_ms``)
 
+A case's request answered 429 is sent again after its ``Retry-After`` (at most
+:data:`THROTTLE_RETRIES` times, each wait capped), as Amplitude would: a rate limit is not a
+broken contract, and both attempts are in the case's requests.
+
 Test data is recognisable: the list name and the trait key are
 ``[Amplitude] cohortctl-check: <run id>`` and generated users are ``cohortctl-check-<run id>-N``.
 Whatever a case left behind (a case failed half-way, the burst added users, a broken endpoint
@@ -56,8 +60,9 @@ DEFAULT_BATCH_SIZE = mock.DEFAULT_BATCH_SIZE
 MAX_BURST = 1000
 BURST_CONCURRENCY = 32
 BURST_BUDGET_S = 30.0  # no request of a burst starts later than this after the first
-CLEANUP_ATTEMPTS = 4
-CLEANUP_MAX_WAIT_S = 10.0  # the longest Retry-After the cleanup honours
+THROTTLE_RETRIES = 3  # a case's request is sent again after a 429, as Amplitude would
+CLEANUP_ATTEMPTS = 3  # cleanup requests are also sent again after a 5xx or no answer
+MAX_RETRY_WAIT_S = 10.0  # the longest Retry-After honoured
 BODY_SHOWN = 200
 
 LIST, PROPERTY, ENDPOINT = "list", "property", "endpoint"
@@ -244,6 +249,18 @@ class _Sent:
     outcome: Outcome
     ids: tuple[str, ...]
     tracked: bool  # False: sent to a list that is not the run's (unknown list)
+    throttled: list[Outcome] = field(default_factory=list)  # 429s before ``outcome``
+
+    def records(self) -> list[dict[str, Any]]:
+        """Every attempt, the throttled ones first."""
+        return [request_record(o) for o in (*self.throttled, self.outcome)]
+
+    def actual(self) -> str:
+        """What came back in the end, and how often the endpoint throttled before."""
+        text = _actual(self.outcome)
+        if self.throttled:
+            text += f" (after {len(self.throttled)} × 429)"
+        return text
 
 
 class Suite:
@@ -293,8 +310,15 @@ class Suite:
         return mock.prepare(destination or self.destination, step, self.spec, target_list)
 
     def _send(self, request: PreparedRequest, ids: Sequence[str], *, tracked: bool = True) -> _Sent:
-        outcome = mock.send(self.client, self.destination, request, clock=self.clock)
-        sent = _Sent(request, outcome, tuple(ids), tracked)
+        """Send once, and again after a 429 as Amplitude would (Retry-After, bounded)."""
+        throttled: list[Outcome] = []
+        while True:
+            outcome = mock.send(self.client, self.destination, request, clock=self.clock)
+            if outcome.status != 429 or len(throttled) >= THROTTLE_RETRIES:
+                break
+            throttled.append(outcome)
+            self.sleep(_retry_wait(outcome.retry_after, len(throttled)))
+        sent = _Sent(request, outcome, tuple(ids), tracked, throttled)
         self._track(sent)
         return sent
 
@@ -334,14 +358,15 @@ class Suite:
         bad = next((s.outcome for s in sent if not s.outcome.ok), None)
         if bad is None:
             status: Status = "pass"
-            first = sent[0].outcome
-            actual = _actual(first)
+            actual = sent[0].actual()
             if len(sent) > 1:
                 actual += f" ({len(sent)} requests)"
             detail = ""
         else:
             status, actual = "fail", _actual(bad)
             detail = f"{_why(bad)}; the endpoint must accept every call Amplitude sends"
+            if bad.status == 429:
+                detail += f" (still 429 after {THROTTLE_RETRIES} retries)"
         case = CaseResult(
             name,
             group,
@@ -350,7 +375,7 @@ class Suite:
             actual,
             detail,
             self.clock() - started,
-            [request_record(s.outcome) for s in sent],
+            [r for s in sent for r in s.records()],
         )
         return self._add(case), sent
 
@@ -371,7 +396,7 @@ class Suite:
         bad = next((s.outcome for s in sent if s.outcome.status != status), None)
         if bad is None:
             result: Status = "pass"
-            actual, detail = _actual(sent[0].outcome), ""
+            actual, detail = sent[0].actual(), ""
         else:
             result, actual = "fail", _actual(bad)
             detail = _why(bad)
@@ -385,7 +410,7 @@ class Suite:
             actual,
             detail,
             self.clock() - started,
-            [request_record(s.outcome) for s in sent],
+            [r for s in sent for r in s.records()],
         )
         return self._add(case)
 
@@ -499,7 +524,7 @@ class Suite:
         outcome = sent.outcome
         self.accepted_outcomes.append(outcome)
         status: Status = "fail"
-        actual, detail = _actual(outcome), ""
+        actual, detail = sent.actual(), ""
         if not outcome.ok:
             detail = f"{_why(outcome)}; without a list id the list cases cannot run"
         else:
@@ -511,12 +536,12 @@ class Suite:
                 status = "pass"
                 actual += f", list id {self.list_id}"
                 self.run.list_id = self.list_id
-        record = request_record(outcome)
+        records = sent.records()
         if self.list_id is not None:
-            record["list_id"] = self.list_id
+            records[-1]["list_id"] = self.list_id
         self._add(
             CaseResult(
-                name, LIST, status, expected, actual, detail, self.clock() - started, [record]
+                name, LIST, status, expected, actual, detail, self.clock() - started, records
             )
         )
 
@@ -655,16 +680,14 @@ class Suite:
         for request, chunk in zip(requests, _chunks(ids, self.spec.batch_size, call), strict=True):
             for attempt in range(1, CLEANUP_ATTEMPTS + 1):
                 sent = self._send(request, chunk)
-                record = request_record(sent.outcome)
-                record["attempt"] = attempt
-                self.run.cleanup.append(record)
+                self.run.cleanup += sent.records()
                 if sent.outcome.ok:
                     break
-                retryable = sent.outcome.status is None or sent.outcome.status in (429, 503)
+                retryable = sent.outcome.status is None or sent.outcome.status >= 500
                 if not retryable or attempt == CLEANUP_ATTEMPTS:
                     all_ok = False
                     break
-                self.sleep(_cleanup_wait(sent.outcome.retry_after, attempt))
+                self.sleep(_retry_wait(sent.outcome.retry_after, attempt))
         return all_ok
 
     # --- the whole run --------------------------------------------------------------------------
@@ -693,10 +716,11 @@ def _chunks(ids: Sequence[str], size: int, call: str) -> list[tuple[str, ...]]:
     return [tuple(ids[i : i + size]) for i in range(0, len(ids), size)]
 
 
-def _cleanup_wait(retry_after: str | None, attempt: int) -> float:
+def _retry_wait(retry_after: str | None, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt``: Retry-After (capped), else 1, 2, 4 s."""
     if retry_after is not None and retry_after.strip().isdigit():
-        return min(float(retry_after.strip()), CLEANUP_MAX_WAIT_S)
-    return min(float(2 ** (attempt - 1)), CLEANUP_MAX_WAIT_S)
+        return min(float(retry_after.strip()), MAX_RETRY_WAIT_S)
+    return min(float(2 ** (attempt - 1)), MAX_RETRY_WAIT_S)
 
 
 def _wrong_key(destination: Destination) -> Destination:

@@ -343,3 +343,36 @@ def test_junit_and_markdown_reports(partner_server_factory: PartnerFactory) -> N
 def test_bad_options_are_input_errors(options: dict[str, Any], message: str) -> None:
     with pytest.raises(InputError, match=message):
         CheckOptions(**options)
+
+
+def test_cases_retry_after_a_429_as_amplitude_would() -> None:
+    from cohortctl.servers.partner import ReceiverSettings, create_app
+
+    seen = 0
+
+    @web.middleware
+    async def every_other_throttled(request: web.Request, handler: Any) -> web.StreamResponse:
+        nonlocal seen
+        if request.path.startswith("/_cohortctl/"):
+            return await handler(request)
+        seen += 1
+        if seen % 2:
+            return web.json_response({}, status=429, headers={"Retry-After": "0"})
+        return await handler(request)
+
+    def app() -> web.Application:
+        application = create_app(ReceiverSettings(api_key=PARTNER_KEY))
+        application.middlewares.append(every_other_throttled)
+        return application
+
+    waits: list[float] = []
+    with BackgroundServer(app) as server, httpx.Client() as client:
+        destination = Destination(server.url, api_key=PARTNER_KEY)
+        run = run_check(client, destination, CheckOptions(ids=USERS), sleep=waits.append)
+        members = state(server, f"lists/{run.list_id}")["members"]
+    assert [c.name for c in run.cases if c.status == "fail"] == []
+    add = by_name(run)["list-add accepted"]
+    assert add.actual == "200 success (after 1 × 429)"
+    assert [r["status"] for r in add.requests] == [429, 200]
+    assert waits and set(waits) == {0.0}
+    assert members == []
