@@ -12,7 +12,12 @@ import pytest
 
 from cohortctl import payloads
 from cohortctl.servers.partner import ReceiverSettings, TokenBucket
-from cohortctl.servers.partner_validation import InvalidPayload, check_user_ids
+from cohortctl.servers.partner_validation import (
+    InvalidPayload,
+    check_user_ids,
+    plain_json,
+    validate_list_members,
+)
 from cohortctl.servers.runner import BackgroundServer
 from tests.conftest import assert_no_secrets
 from tests.credentials import PARTNER_KEY, PARTNER_SECRET
@@ -232,6 +237,18 @@ def test_validation_fast_path_and_slow_path_agree() -> None:
         with pytest.raises(InvalidPayload) as caught:
             check_user_ids(bad)
         assert caught.value.field == f"userIds[{index}]"
+
+
+@pytest.mark.parametrize("ensure_ascii", [True, False])
+@pytest.mark.parametrize("bad", ["a\x7f", "a\x00", "\x85", "tab\there"])
+def test_plain_json_never_hides_a_bad_character(ensure_ascii: bool, bad: str) -> None:
+    text = json.dumps(payloads.list_members(["ok", bad]), ensure_ascii=ensure_ascii)
+    plain = plain_json(text)
+    assert not plain
+    with pytest.raises(InvalidPayload) as caught:
+        validate_list_members(json.loads(text), plain=plain)
+    assert caught.value.field == "userIds[1]"
+    assert plain_json(json.dumps(payloads.list_members(["user-1", "x y"])))
 
 
 # --- 401: auth -------------------------------------------------------------------------------

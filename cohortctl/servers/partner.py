@@ -48,6 +48,7 @@ from aiohttp import web
 from cohortctl.servers.partner_store import DEFAULT_JOURNAL_LIMIT, Entry, PartnerStore
 from cohortctl.servers.partner_validation import (
     InvalidPayload,
+    plain_json,
     validate_identify,
     validate_list_create,
     validate_list_members,
@@ -222,16 +223,6 @@ def _reset_connection(request: web.Request) -> None:
     transport.abort()
 
 
-def _sqlite_reads_the_same(raw: str) -> bool:
-    """True when SQLite reading ``$.userIds`` from ``raw`` finds what Python validated.
-
-    Python keeps the last of duplicate keys and decodes ``\\u`` escapes in keys; SQLite's
-    path lookup may not. With exactly one literal ``"userIds"`` and no ``\\u`` escape
-    anywhere, both read the same array, and the body can go to SQLite as it came.
-    """
-    return raw.count('"userIds"') == 1 and "\\u" not in raw
-
-
 def _body_size(request: web.Request, text: str) -> int:
     """Bytes of the body as sent (its length in characters when it came chunked)."""
     length = request.content_length
@@ -395,8 +386,9 @@ class Receiver:
 
     async def _change_members(self, request: web.Request, *, add: bool) -> web.StreamResponse:
         body, raw = await self._json_body(request)
+        plain = plain_json(raw)
         try:
-            user_ids = validate_list_members(body)
+            user_ids = validate_list_members(body, plain=plain)
         except InvalidPayload as exc:
             raise _invalid(exc.field, exc.reason) from None
         raw_id = request.match_info["list_id"]
@@ -412,9 +404,12 @@ class Receiver:
             raise unknown_users if exists else unknown_list
         size = _body_size(request, raw)
         entry = Entry(request.method, request.path, len(user_ids), size, time.time())
+        # Python keeps the last of duplicate keys, SQLite's path lookup may find the first:
+        # with one literal "userIds" and no escapes (so no escaped key), both read the same
+        # array, and the body goes to SQLite as it came, to be read there in C.
         ids: list[str] | str = user_ids
         path = "$"
-        if _sqlite_reads_the_same(raw):
+        if plain and raw.count('"userIds"') == 1:
             ids, path = raw, "$.userIds"
         store = self._store()
         result = await self.run(store.change_members, list_id, ids, entry, add=add, path=path)

@@ -89,8 +89,22 @@ def check_user_id(value: Any, where: str) -> str:
     return value  # type: ignore[no-any-return]
 
 
-def check_user_ids(value: Any, where: str = "userIds") -> list[str]:
-    """``value`` if it is a non-empty list of valid user ids, else InvalidPayload."""
+def plain_json(text: str) -> bool:
+    """True when no string decoded from JSON ``text`` can hold a character ids must not have.
+
+    Strict JSON has no raw control characters inside strings, so a text without any
+    backslash escape, without DEL and without non-ASCII characters decodes only to strings
+    of printable ASCII. Three C-level scans, no per-character work in Python.
+    """
+    return "\\" not in text and "\x7f" not in text and text.isascii()
+
+
+def check_user_ids(value: Any, where: str = "userIds", *, plain: bool = False) -> list[str]:
+    """``value`` if it is a non-empty list of valid user ids, else InvalidPayload.
+
+    ``plain``: the JSON text ``value`` was decoded from passed :func:`plain_json`, so the
+    characters need no check (only the types and emptiness do).
+    """
     if not isinstance(value, list):
         raise InvalidPayload(where, "must be a list of user ids")
     if not value:
@@ -99,12 +113,9 @@ def check_user_ids(value: Any, where: str = "userIds") -> list[str]:
         joined = "".join(value)  # TypeError when any item is not a str
     except TypeError:
         joined = None
-    if joined is not None and "" not in value:
-        if joined.isascii():
-            if joined.isprintable():
-                return value
-        elif _BAD_CHARS.search(joined) is None:
-            return value
+    # all(): no empty string; _BAD_CHARS scans the ids at C speed unless ``plain``
+    if joined is not None and all(value) and (plain or _BAD_CHARS.search(joined) is None):
+        return value
     for index, item in enumerate(value):
         problem = _user_id_problem(item)
         if problem:
@@ -125,12 +136,15 @@ def validate_list_create(body: Any) -> str:
     return name
 
 
-def validate_list_members(body: Any) -> list[str]:
-    """The user ids of a ``POST /lists/{id}/add`` or ``/remove`` body."""
+def validate_list_members(body: Any, *, plain: bool = False) -> list[str]:
+    """The user ids of a ``POST /lists/{id}/add`` or ``/remove`` body.
+
+    ``plain``: the body's JSON text passed :func:`plain_json` (skips the character scan).
+    """
     obj = _object(body, "")
     _fields(obj, LIST_MEMBERS_FIELDS, "")
     _context(obj["context"], "context")
-    return check_user_ids(obj["userIds"])
+    return check_user_ids(obj["userIds"], plain=plain)
 
 
 def _identify(obj: Any, prefix: str) -> list[TraitUpdate]:
