@@ -647,8 +647,9 @@ class _JoinedBody:
 def list_members_encoder() -> Callable[[Sequence[str]], bytes]:
     """Bytes of :func:`cohortctl.payloads.list_members` for ids without control characters."""
     context = _DUMPS(payloads.context())
-    return _JoinedBody('{"userIds":["', '","', '"],"context":' + context + "}",
-                       payloads.list_members)  # fmt: skip
+    return _JoinedBody(
+        '{"userIds":["', '","', '"],"context":' + context + "}", payloads.list_members
+    )
 
 
 def identify_encoder(

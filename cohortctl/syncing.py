@@ -240,8 +240,10 @@ class Requests:
     def url_names_users(self, call: str) -> bool:
         """True when the call's URL template holds ``$userId`` or ``$items``."""
         template = self.destination.url_template(call)
-        return any(f"${name}" in template or f"${{{name}}}" in template
-                   for name in (templates.USER_ID, templates.ITEMS))  # fmt: skip
+        return any(
+            f"${name}" in template or f"${{{name}}}" in template
+            for name in (templates.USER_ID, templates.ITEMS)
+        )
 
     def encoder(self, call: str, list_id: str | None, member: bool) -> Encoder:
         """Bytes of the body of ``call`` for a batch of ids."""
@@ -408,8 +410,10 @@ def sync_cohort(
         diff = plan_diff(snapshot, state, full=settings.full)
         del snapshot
         result.entered, result.left, result.unchanged = (
-            len(diff.entered), len(diff.left), diff.unchanged
-        )  # fmt: skip
+            len(diff.entered),
+            len(diff.left),
+            diff.unchanged,
+        )
         list_id = state.list_id if settings.mode is SyncMode.list else None
         requests.check_templates(list_id)
         if settings.mode is SyncMode.list and list_id is None:
@@ -489,9 +493,12 @@ def _deliver_diff(
         status = FAILED
     result.status = status
     state.finish_run(
-        run_id, status=status, added=result.added, removed=result.removed,
+        run_id,
+        status=status,
+        added=result.added,
+        removed=result.removed,
         failed=report.users_failed,
-    )  # fmt: skip
+    )
     if status == INTERRUPTED:
         return  # the plans stay: the next run folds their confirmations first
     hooks.phase("recording what the destination now has")

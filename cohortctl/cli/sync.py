@@ -1,7 +1,625 @@
-"""``cohortctl sync``: placeholder, filled in by its own change."""
+"""``cohortctl sync``: replay Amplitude's whole cohort sync against a partner endpoint."""
 
 from __future__ import annotations
 
+import json
+import sys
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
 
-def sync() -> None:
-    """Replay a whole Amplitude cohort sync against a partner endpoint."""
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from cohortctl import payloads, syncing
+from cohortctl.cli import destination_options as dest
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.config import Config
+from cohortctl.delivery import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, Batch
+from cohortctl.delivery import Progress as DeliveryProgress
+from cohortctl.destination import DEFAULT_TIMEOUT, Destination
+from cohortctl.durations import format_duration, parse_duration
+from cohortctl.errors import ExitCode, InputError
+from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
+from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
+from cohortctl.syncplan import CohortSpec, load_plan
+from cohortctl.templates import Template, parse_vars
+
+COHORT = "Cohort"
+SYNC = "Sync (Amplitude's defaults)"
+STATE = "State and output"
+TEMPLATES = "Payload templates"
+FAILURES_SHOWN = 20
+PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+
+
+def _template_option(flag: str, what: str) -> Any:
+    return typer.Option(
+        flag,
+        help=f"JSON template file for {what}: $items, $listId, $amplitude_cohort_name, "
+        "$amplitude_cohort_id, $userId, $member, --var names.",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=TEMPLATES,
+    )
+
+
+def _policy(retries: int, base: float, maximum: float) -> RetryPolicy:
+    if retries < 0:
+        raise InputError(f"--retries must not be negative, got {retries}")
+    if base < 0 or maximum < 0:
+        raise InputError("--backoff-base and --backoff-max must not be negative")
+    return RetryPolicy(retries=retries, base_delay=base, max_delay=maximum)
+
+
+def _pick(flag: Any, plan: dict[str, Any], key: str, default: Any) -> Any:
+    if flag is not None:
+        return flag
+    return plan.get(key, default)
+
+
+def sync(
+    snapshot: Annotated[
+        Path | None,
+        typer.Argument(
+            help="ID file of the cohort's members now (CSV column, newline list, gzip; - for "
+            "stdin). Omit with --plan.",
+            show_default=False,
+            dir_okay=False,
+        ),
+    ] = None,
+    url: dest.Url = None,
+    mode: Annotated[
+        syncing.SyncMode | None,
+        typer.Option(
+            "--mode",
+            help="list: create a list, then add / remove user ids; property: set the cohort "
+            "trait true / false with identify calls. [default: list]",
+            case_sensitive=False,
+            show_default=False,
+            rich_help_panel=COHORT,
+        ),
+    ] = None,
+    cohort_name: Annotated[
+        str | None,
+        typer.Option(
+            "--cohort-name",
+            help="Cohort name, as in list names and trait keys.",
+            show_default=False,
+            rich_help_panel=COHORT,
+        ),
+    ] = None,
+    cohort_id: Annotated[
+        str | None,
+        typer.Option(
+            "--cohort-id", help="Amplitude cohort id.", show_default=False, rich_help_panel=COHORT
+        ),
+    ] = None,
+    column: Annotated[
+        str | None,
+        typer.Option(
+            "--column",
+            help="CSV column of SNAPSHOT holding the ids.",
+            show_default=False,
+            rich_help_panel=COHORT,
+        ),
+    ] = None,
+    plan: Annotated[
+        Path | None,
+        typer.Option(
+            "--plan",
+            help="YAML plan: several cohorts (name, id, snapshot) for one destination; "
+            "each is synced with its own requests. Flags override its destination keys.",
+            show_default=False,
+            dir_okay=False,
+            rich_help_panel=COHORT,
+        ),
+    ] = None,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Resend every member, not only who entered (those who left are still removed).",
+            rich_help_panel=SYNC,
+        ),
+    ] = False,
+    batch_size: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-size",
+            help=f"Users per request [default: {DEFAULT_BATCH_SIZE}].",
+            min=1,
+            show_default=False,
+            rich_help_panel=SYNC,
+        ),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help=f"Requests in flight at once [default: {DEFAULT_WORKERS}]; raise it to load-test.",
+            min=1,
+            show_default=False,
+            rich_help_panel=SYNC,
+        ),
+    ] = None,
+    batch: Annotated[
+        bool,
+        typer.Option(
+            "--batch/--no-batch",
+            help="Property mode: batch identify calls to --path "
+            "(default /batch), or one identify call per user (/identify).",
+            rich_help_panel=SYNC,
+        ),
+    ] = True,
+    retries: Annotated[
+        int,
+        typer.Option(
+            "--retries",
+            help="Retries of a failed request (429, 5xx, no answer).",
+            min=0,
+            rich_help_panel=SYNC,
+        ),
+    ] = AMPLITUDE_SYNC_POLICY.retries,
+    backoff_base: Annotated[
+        float,
+        typer.Option(
+            "--backoff-base",
+            help="Seconds before the first retry; doubles each time.",
+            min=0.0,
+            rich_help_panel=SYNC,
+        ),
+    ] = AMPLITUDE_SYNC_POLICY.base_delay,
+    backoff_max: Annotated[
+        float,
+        typer.Option(
+            "--backoff-max",
+            help="Longest wait between retries, Retry-After included.",
+            min=0.0,
+            rich_help_panel=SYNC,
+        ),
+    ] = AMPLITUDE_SYNC_POLICY.max_delay,
+    every: Annotated[
+        str | None,
+        typer.Option(
+            "--every",
+            help="Sync again on this schedule until Ctrl-C: 1h (hourly), "
+            "1d (daily), any duration. [default: one-time]",
+            show_default=False,
+            rich_help_panel=SYNC,
+        ),
+    ] = None,
+    max_runs: Annotated[
+        int | None, typer.Option("--max-runs", hidden=True, min=1, help="Stop --every after N.")
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            "--path",
+            help="Property mode: path of the identify call "
+            "[default: /batch, or /identify with --no-batch].",
+            show_default=False,
+            rich_help_panel=dest.PANEL,
+        ),
+    ] = None,
+    create_path: dest.CreatePath = None,
+    add_path: dest.AddPath = None,
+    remove_path: dest.RemovePath = None,
+    api_key: dest.ApiKey = None,
+    secret: dest.Secret = None,
+    auth: dest.Auth = None,
+    app_id: dest.AppId = None,
+    header: dest.Header = None,
+    list_id_path: dest.ListIdPath = None,
+    timeout: dest.Timeout = DEFAULT_TIMEOUT,
+    payload: Annotated[
+        Path | None,
+        _template_option("--payload", "the calls carrying users (add and remove, or identify)"),
+    ] = None,
+    create_payload: Annotated[Path | None, _template_option("--create-payload", "list-create")] = (
+        None
+    ),
+    add_payload: Annotated[Path | None, _template_option("--add-payload", "list-add")] = None,
+    remove_payload: Annotated[
+        Path | None, _template_option("--remove-payload", "list-remove")
+    ] = None,
+    var: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--var",
+            help="Custom template variable NAME=VALUE, repeatable.",
+            show_default=False,
+            rich_help_panel=TEMPLATES,
+        ),
+    ] = None,
+    state: Annotated[
+        Path | None,
+        typer.Option(
+            "--state",
+            help="SQLite state file: list ids and the members each "
+            "destination has [default: state.sqlite in the user data dir].",
+            show_default=False,
+            dir_okay=False,
+            rich_help_panel=STATE,
+        ),
+    ] = None,
+    retry_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--retry-file",
+            help="Where the users of failed batches go, one per line "
+            "[default: next to the state file].",
+            show_default=False,
+            dir_okay=False,
+            rich_help_panel=STATE,
+        ),
+    ] = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Print the plan (calls of each kind, first payloads) and send nothing.",
+            rich_help_panel=STATE,
+        ),
+    ] = False,
+    verbose: Annotated[
+        bool,
+        typer.Option(
+            "--verbose",
+            "-v",
+            help="Show each step and every retry with its delay.",
+            rich_help_panel=STATE,
+        ),
+    ] = False,
+    output: Output = OutputFormat.table,
+    profile: Profile = None,
+    config: ConfigFile = None,
+    allow_insecure_http: AllowInsecureHttp = False,
+) -> None:
+    """Replay Amplitude's cohort sync against a partner endpoint, request for request.
+
+    The first sync sends the whole cohort (list mode: creates the list first); later syncs send
+    only who entered (list-add / trait true) and who left (list-remove / trait false) since
+    the last one, from the state file. The state advances batch by batch, only after a 2xx:
+    re-running the same command after a failure, a Ctrl-C or a kill sends exactly what the
+    destination is still missing.
+
+    Retried: 429, every 5xx, and requests with no answer (refused, reset, timeout), up to
+    --retries times (default 8), waiting 1, 2, 4, 8, 16, 32, 64, 128 s (--backoff-base,
+    doubling, capped at --backoff-max), or the Retry-After the partner sent (also capped).
+    Not retried: 400, 401, 404 and every other answer. Failed batches are reported one by
+    one and their users written to the retry file (for you to inspect; not a snapshot).
+
+    Exit codes: 0 every user delivered, 1 a batch failed, 2 usage or input error,
+    130 interrupted.
+    """
+    cfg = Config.load(profile, path=config)
+    sync_plan = load_plan(plan) if plan is not None else None
+    cohorts = _cohorts(snapshot, sync_plan, cohort_name, cohort_id, column)
+    plan_dest = dict(sync_plan.destination) if sync_plan is not None else {}
+    resolved_mode = syncing.SyncMode(_pick(mode, plan_dest, "mode", syncing.SyncMode.list.value))
+    property_call = payloads.IDENTIFY_BATCH if batch else payloads.IDENTIFY
+    if path is not None and resolved_mode is syncing.SyncMode.list:
+        raise InputError(
+            "--path is the identify path of property mode; in list mode use "
+            "--create-path, --add-path and --remove-path"
+        )
+    paths = dest.call_paths(
+        create=_pick(create_path, plan_dest, "create_path", None),
+        add=_pick(add_path, plan_dest, "add_path", None),
+        remove=_pick(remove_path, plan_dest, "remove_path", None),
+        identify=plan_dest.get("identify_path"),
+        batch=plan_dest.get("batch_path"),
+    )
+    chosen_path = _pick(path, plan_dest, "path", None)
+    if chosen_path is not None:
+        paths[property_call] = chosen_path
+    settings = syncing.SyncSettings(
+        mode=resolved_mode,
+        batch_size=int(_pick(batch_size, plan_dest, "batch_size", DEFAULT_BATCH_SIZE)),
+        workers=int(_pick(workers, plan_dest, "workers", DEFAULT_WORKERS)),
+        policy=_policy(retries, backoff_base, backoff_max),
+        full=full,
+        batch=batch,
+        templates=_templates(
+            resolved_mode, property_call, payload, create_payload, add_payload, remove_payload
+        ),
+        variables=parse_vars(var or []),
+        state_path=state,
+        retry_file=retry_file,
+    )
+    period = parse_duration(every, option="--every") if every is not None else None
+    if period is not None and period <= 0:
+        raise InputError("--every must be longer than 0 seconds")
+    destination = dest.destination_from_options(
+        cfg,
+        url=_pick(url, plan_dest, "url", None),
+        api_key=api_key,
+        secret=secret,
+        auth=_pick(auth, plan_dest, "auth", None),
+        app_id=app_id,
+        headers=header,
+        list_id_path=_pick(list_id_path, plan_dest, "list_id_path", None),
+        timeout=timeout,
+        paths=paths,
+        require_credentials=not dry_run,
+        allow_insecure_http=allow_insecure_http,
+    )
+    if dry_run:
+        plans = [syncing.plan_cohort(destination, c, settings) for c in cohorts]
+        _render_dry_run(plans, output)
+        return
+    runs = syncing.run_schedule(
+        lambda number: _one_run(
+            destination,
+            cohorts,
+            settings,
+            number,
+            period is not None,
+            verbose=verbose,
+            output=output,
+        ),
+        every=period,
+        max_runs=max_runs,
+        on_wait=_announce_next,
+    )
+    if runs[-1].interrupted:
+        err.print("interrupted: what was confirmed is kept; run the same command to send the rest")
+        raise typer.Exit(int(ExitCode.INTERRUPTED))
+    if not all(run.ok for run in runs):
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+def _cohorts(
+    snapshot: Path | None,
+    sync_plan: Any,
+    cohort_name: str | None,
+    cohort_id: str | None,
+    column: str | None,
+) -> list[CohortSpec]:
+    if sync_plan is not None:
+        if snapshot is not None or cohort_name or cohort_id:
+            raise InputError("give either --plan or SNAPSHOT with --cohort-name and --cohort-id")
+        return list(sync_plan.cohorts)
+    if snapshot is None:
+        raise InputError("give the SNAPSHOT ID file (or --plan FILE)")
+    if not cohort_name or not cohort_name.strip() or not cohort_id or not cohort_id.strip():
+        raise InputError(
+            "--cohort-name and --cohort-id are required (they name the list and "
+            "the trait, as Amplitude does)"
+        )
+    return [CohortSpec(cohort_name, cohort_id.strip(), str(snapshot), column)]
+
+
+def _templates(
+    mode: syncing.SyncMode,
+    property_call: str,
+    payload: Path | None,
+    create: Path | None,
+    add: Path | None,
+    remove: Path | None,
+) -> dict[str, Template]:
+    found: dict[str, Template] = {}
+    if payload is not None:
+        shared = Template.from_file(payload)
+        if mode is syncing.SyncMode.list:
+            found[payloads.LIST_ADD] = found[payloads.LIST_REMOVE] = shared
+        else:
+            found[property_call] = shared
+    for call, file in (
+        (payloads.LIST_CREATE, create),
+        (payloads.LIST_ADD, add),
+        (payloads.LIST_REMOVE, remove),
+    ):
+        if file is not None:
+            found[call] = Template.from_file(file)
+    return found
+
+
+# -- a run --------------------------------------------------------------------------------------
+
+
+def _one_run(
+    destination: Destination,
+    cohorts: Sequence[CohortSpec],
+    settings: syncing.SyncSettings,
+    number: int,
+    scheduled: bool,
+    *,
+    verbose: bool,
+    output: OutputFormat,
+) -> syncing.SyncRun:
+    if scheduled:
+        err.print(f"sync run {number} at {datetime.now().isoformat(timespec='seconds')}")
+    results: list[syncing.CohortSync] = []
+    for cohort in cohorts:
+        with _ProgressView(cohort, verbose=verbose) as view:
+            hooks = syncing.SyncHooks(
+                on_progress=view.update,
+                on_retry=view.retry if verbose else None,
+                on_phase=view.phase,
+            )
+            result = syncing.sync_cohort(
+                destination, cohort, settings, hooks, many=len(cohorts) > 1
+            )
+        results.append(result)
+        if result.status == syncing.INTERRUPTED:
+            break
+    run = syncing.SyncRun(
+        cohorts=results, interrupted=any(c.status == syncing.INTERRUPTED for c in results)
+    )
+    _render_run(destination, run, output)
+    return run
+
+
+class _ProgressView:
+    """A progress bar on a terminal, plain lines every few seconds otherwise (stderr)."""
+
+    def __init__(self, cohort: CohortSpec, *, verbose: bool) -> None:
+        self.cohort = cohort
+        self.verbose = verbose
+        self.tty = err.is_terminal
+        self.total = 0
+        self._bar: Progress | None = None
+        self._task: Any = None
+        self._last_line = time.monotonic()
+
+    def __enter__(self) -> _ProgressView:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def phase(self, message: str) -> None:
+        if message.startswith("sending "):
+            self.total = int(message.split()[1].replace(",", ""))
+            if self.tty and self.total:
+                self._bar = Progress(
+                    TextColumn(escape(f"{self.cohort.name}")),
+                    BarColumn(),
+                    MofNCompleteColumn(),
+                    TextColumn("{task.fields[stats]}"),
+                    TimeElapsedColumn(),
+                    console=err,
+                    transient=True,
+                )
+                self._task = self._bar.add_task("users", total=self.total, stats="")
+                self._bar.start()
+        if self.verbose or message.startswith("sending "):
+            err.print(escape(f"{self.cohort.name} ({self.cohort.id}): {message}"))
+
+    def update(self, p: DeliveryProgress) -> None:
+        stats = (
+            f"{p.requests:,} requests, {p.retries:,} retries, "
+            f"{p.users_per_second:,.0f} users/s, {p.requests_per_second:,.0f} req/s"
+        )
+        if self._bar is not None:
+            self._bar.update(self._task, completed=p.users_done + p.users_failed, stats=stats)
+            return
+        now = time.monotonic()
+        if now - self._last_line >= PLAIN_PROGRESS_EVERY:
+            self._last_line = now
+            done = p.users_done + p.users_failed
+            err.print(f"  {done:,}/{self.total:,} users, {stats}")
+
+    def retry(self, batch: Batch, attempt: int, delay: float, reason: str) -> None:
+        err.print(escape(f"  retry {attempt} of {batch.key} in {_seconds(delay)} after {reason}"))
+
+
+def _seconds(delay: float) -> str:
+    return f"{delay:g}s"
+
+
+def _announce_next(when: float) -> None:
+    at = datetime.fromtimestamp(when).isoformat(timespec="seconds")
+    err.print(
+        f"next sync at {at} (in {format_duration(max(0.0, when - time.time()))}); Ctrl-C to stop"
+    )
+
+
+# -- rendering ----------------------------------------------------------------------------------
+
+
+def _render_run(destination: Destination, run: syncing.SyncRun, output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        print_json(
+            {
+                "ok": run.ok,
+                "interrupted": run.interrupted,
+                "cohorts": [c.to_dict(destination.scrub) for c in run.cohorts],
+            }
+        )
+        return
+    for result in run.cohorts:
+        _render_cohort(destination, result)
+
+
+def _render_cohort(destination: Destination, result: syncing.CohortSync) -> None:
+    r = result.report
+    failures = ", ".join(f"{k}: {v}" for k, v in sorted(r.failed_by.items())) or "none"
+    attempts = ", ".join(f"{k}: {v}" for k, v in sorted(r.attempt_failures.items())) or "none"
+    rows: list[tuple[str, Any]] = [
+        ("status", result.status + (f": {result.error}" if result.error else "")),
+        ("mode", result.mode.value),
+        ("list id", result.list_id or "-"),
+        ("snapshot", f"{result.snapshot_users:,} users"),
+        (
+            "to send",
+            f"{result.entered:,} entered, {result.left:,} left, {result.unchanged:,} unchanged",
+        ),
+        ("added", f"{result.added:,}"),
+        ("removed", f"{result.removed:,}"),
+        ("requests", f"{r.requests:,} ({r.batches_ok:,} batches ok, {r.batches_failed:,} failed)"),
+        ("retries", f"{r.retries:,}"),
+        ("failed batches by status", failures),
+        ("failed attempts by status", attempts),
+        (
+            "latency p50/p95/p99",
+            f"{r.latency_ms(0.5):.1f} / {r.latency_ms(0.95):.1f} / {r.latency_ms(0.99):.1f} ms",
+        ),
+        ("duration", format_duration(result.duration)),
+        ("throughput", f"{r.users_per_second:,.0f} users/s, {r.requests_per_second:,.0f} req/s"),
+    ]
+    if result.retry_file:
+        rows.append(("retry file", f"{result.retry_file} ({result.retry_users:,} users)"))
+    title = f"{result.cohort.name} ({result.cohort.id})"
+    out.print(key_values([(k, escape(str(v))) for k, v in rows], title=escape(title)))
+    if r.failures:
+        shown = r.failures[:FAILURES_SHOWN]
+        out.print(
+            table(
+                ["batch", "call", "status", "meaning", "attempts", "users", "answer"],
+                [
+                    tuple(
+                        escape(str(c))
+                        for c in (
+                            f.key,
+                            f.kind,
+                            f.reason,
+                            f.meaning,
+                            f.attempts,
+                            len(f.user_ids),
+                            destination.scrub(f.body)[:120],
+                        )
+                    )
+                    for f in shown
+                ],
+                title="failed batches",
+            )
+        )
+        if len(r.failures) > len(shown):
+            out.print(f"… {len(r.failures) - len(shown)} more failed batches (see --output json)")
+
+
+def _render_dry_run(plans: Sequence[syncing.DryRun], output: OutputFormat) -> None:
+    if output is OutputFormat.json:
+        print_json({"dry_run": True, "cohorts": [p.to_dict() for p in plans]})
+        return
+    lines: list[str] = []
+    for plan in plans:
+        calls = ", ".join(f"{n:,} {call}" for call, n in plan.calls.items()) or "no requests"
+        lines += [
+            f"# {plan.cohort.name} ({plan.cohort.id}), {plan.mode.value} mode: "
+            f"{plan.snapshot_users:,} in the snapshot, {plan.entered:,} entered, "
+            f"{plan.left:,} left, {plan.unchanged:,} unchanged",
+            f"# would send: {calls}",
+            "",
+        ]
+        for request in plan.first_requests:
+            lines.append(f"## first {request['call']} ({request['users']} users)")
+            lines.append(f"{request['method']} {request['url']}")
+            lines += [f"{k}: {v}" for k, v in request["headers"].items()]
+            lines += ["", json.dumps(request["body"], indent=2, ensure_ascii=False), ""]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+    err.print("dry run: nothing sent")
