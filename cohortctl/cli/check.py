@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from cohortctl import checks, reports
 from cohortctl.cli import destination_options as dest
+from cohortctl.cli.mock import IdColumn, Var
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client
@@ -63,13 +64,6 @@ IdsFile = Annotated[
         rich_help_panel=SUITE_PANEL,
     ),
 ]
-IdColumn = Annotated[
-    str | None,
-    typer.Option(
-        "--column", help="CSV column of --ids holding the ids.", show_default=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]  # fmt: skip
 UnknownUser = Annotated[
     str | None,
     typer.Option(
@@ -107,13 +101,6 @@ MaxLatency = Annotated[
         rich_help_panel=SUITE_PANEL,
     ),
 ]
-Var = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--var", help="Custom template variable NAME=VALUE, repeatable.", show_default=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]  # fmt: skip
 Junit = Annotated[
     Path | None,
     typer.Option(
