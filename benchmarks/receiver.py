@@ -312,9 +312,7 @@ def run_client(
         sys.executable, __file__, "--client", url + path, auth, kind,
         str(seconds), str(requests), str(connections),
     ]  # fmt: skip
-    done = subprocess.run(
-        command, capture_output=True, text=True, timeout=seconds + 60, check=True
-    )
+    done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True)
     return Load(**json.loads(done.stdout.strip().splitlines()[-1]))
 
 
@@ -403,6 +401,8 @@ def main() -> None:
     )
     if baseline is not None and baseline.rate:
         print(f"ratio receiver / baseline: {result.rate / baseline.rate:.2f}")
+    if not use_wrk:
+        print("note: the Python load generator may be the limit here; install wrk to measure")
     complete = size == server_ok * BATCH and result.requests <= server_ok
     print(
         f"stored: {size:,} memberships for {server_ok:,} acknowledged adds "
