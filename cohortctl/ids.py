@@ -311,19 +311,22 @@ class _Reader:
             rest = self._line_blocks(buf[end + 1 :], blocks, line_no + 1)
             self._read_csv(rest, line_no, len(header), index, delimiter)
         else:
-            is_header = stripped.lower() in KNOWN_COLUMNS or (
-                self.column is not None and stripped.lower() == self.column.strip().lower()
-            )
-            if is_header:
-                column_name = stripped
-                rest = self._line_blocks(buf[end + 1 :], blocks, line_no + 1)
-                self._read_lines(rest, line_no + 1)
-            elif self.column is not None:
+            known = stripped.lower() in KNOWN_COLUMNS
+            if self.column is not None and stripped.lower() != self.column.strip().lower():
+                if known:
+                    raise self.error(
+                        f"column {self.column.strip()!r} not found; the header has: {stripped!r}",
+                        line_no,
+                    )
                 raise self.error(
-                    f"column {self.column!r} not found: the file has no header "
+                    f"column {self.column.strip()!r} not found: the file has no header "
                     f"(its first line {_shown(stripped)} looks like an id); drop --column",
                     line_no,
                 )
+            if known or self.column is not None:
+                column_name = stripped
+                rest = self._line_blocks(buf[end + 1 :], blocks, line_no + 1)
+                self._read_lines(rest, line_no + 1)
             else:
                 rest = self._line_blocks(buf[start:], blocks, line_no)
                 self._read_lines(rest, line_no)

@@ -123,6 +123,13 @@ def test_column_option_names_a_one_column_header(tmp_path: Path) -> None:
     assert result.stats.column == "email"
 
 
+def test_column_option_that_differs_from_a_known_header(tmp_path: Path) -> None:
+    error = read_error(write(tmp_path, "ids.txt", "user_id\nu1\n"), column="email")
+    assert error.line == 1
+    assert "'email' not found" in error.reason
+    assert "'user_id'" in error.reason
+
+
 def test_column_option_on_a_list_without_header(tmp_path: Path) -> None:
     error = read_error(write(tmp_path, "ids.txt", "u1\nu2\n"), column="email")
     assert error.line == 1
@@ -415,3 +422,28 @@ def test_pathlike_and_str_sources(tmp_path: Path) -> None:
     path = write(tmp_path, "ids.txt", "u1\n")
     assert read_ids(str(path)).ids == read_ids(path).ids == ["u1"]
     assert isinstance(read_ids(path), IdList)
+
+
+# -- agreement with the benchmark's baseline ----------------------------------------------
+
+
+@pytest.mark.parametrize("variant", ["lf", "crlf", "padded"])
+def test_agrees_with_a_naive_loop_on_benchmark_data(tmp_path: Path, variant: str) -> None:
+    pytest.importorskip("numpy")
+    from benchmarks.ingest import generate
+
+    path = tmp_path / "ids.txt"
+    generate(path, 20_000, variant)
+    expected: dict[str, None] = {}
+    rows = 0
+    with open(path, encoding="utf-8-sig") as lines:
+        for line in lines:
+            value = line.strip()
+            if value:
+                rows += 1
+                expected.setdefault(value)
+    result = read_ids(path, chunk_size=4096)
+    assert result.ids == list(expected)
+    assert result.stats.rows == rows
+    assert result.stats.duplicates == rows - len(expected) > 0
+    assert result.stats.blank > 0
