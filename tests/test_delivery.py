@@ -23,7 +23,10 @@ from cohortctl.delivery import (
     DeliveryReport,
     Progress,
     deliver,
+    identify_encoder,
+    ids_are_plain,
     iter_batches,
+    list_members_encoder,
     write_retry_file,
 )
 from cohortctl.errors import ExitCode, InputError
@@ -335,3 +338,44 @@ def test_ctrl_c_raises_interrupted_with_the_partial_report(partner: tuple[Partne
     assert caught.value.exit_code == ExitCode.INTERRUPTED
     assert report.interrupted
     assert report.users_ok == len(confirmed) < 40
+
+
+# -- fast body encoders -----------------------------------------------------------------------
+
+ODD_IDS = [
+    ["plain-1", "plain-2"],
+    ['q"uote', "x"],
+    ["back\\slash", "y"],
+    ['","', 'a"', '\\"', "\\"],
+    ["é日本", "🙂", "\u2028"],
+    ["one"],
+    [],
+]
+
+
+def _dumps(payload: object) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+@pytest.mark.parametrize("ids", ODD_IDS)
+def test_list_members_encoder_matches_json_dumps_byte_for_byte(ids: list[str]) -> None:
+    assert list_members_encoder()(ids) == _dumps(payloads.list_members(ids))
+
+
+@pytest.mark.parametrize("ids", ODD_IDS)
+@pytest.mark.parametrize("name", ["Power Users", 'Q"uoted \\ é'])
+@pytest.mark.parametrize("member", [True, False])
+def test_identify_encoders_match_json_dumps_byte_for_byte(
+    ids: list[str], name: str, member: bool
+) -> None:
+    batch = identify_encoder(name, "c1", member=member)
+    assert batch(ids) == _dumps(payloads.identify_batch(ids, name, "c1", member=member))
+    if len(ids) == 1:
+        single = identify_encoder(name, "c1", member=member, batch=False)
+        assert single(ids) == _dumps(payloads.identify(ids[0], name, "c1", member=member))
+
+
+def test_ids_are_plain_finds_control_characters() -> None:
+    assert ids_are_plain([f"u{i}" for i in range(10)] + ["é"])
+    assert not ids_are_plain(["ok", "tab\there"])
+    assert not ids_are_plain(["x"] * 70_000 + ["\x00"])

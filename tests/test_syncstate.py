@@ -201,3 +201,50 @@ def test_forget(tmp_path: Path) -> None:
         state.forget()
         assert state.list_id is None
         assert state.member_count() == 0
+
+
+def test_planned_batches_confirmed_by_reference(tmp_path: Path) -> None:
+    from cohortctl.syncstate import ADD, REMOVE
+
+    with open_state(tmp_path) as state:
+        state.confirm_added(ids(0, 1000))
+        state.fold()
+        diff = plan_diff(ids(500, 2500), state)
+        enter = state.plan_batches(ADD, diff.entered, 300)
+        leave = state.plan_batches(REMOVE, diff.left, 300)
+        assert enter.count == 5 and leave.count == 2
+        batches = list(enter.batches()) + list(leave.batches())
+        assert [len(chunk) for chunk, _ in batches] == [300, 300, 300, 300, 300, 300, 200]
+        with state.confirmer(group=2) as confirmer:
+            for _chunk, ref in batches[:2] + batches[5:]:  # two adds fail
+                confirmer.confirm(ref)
+        assert confirmer.confirmed_users == 600 + 500
+        state.discard_plans()
+        rest = plan_diff(ids(500, 2500), state)
+        assert rest.entered == ids(1600, 2500) and rest.left == []
+
+
+def test_plans_span_parts_and_survive_a_kill(tmp_path: Path) -> None:
+    from cohortctl import syncstate
+
+    snapshot = ids(0, 250_000)
+    child = f"""
+import os
+from cohortctl.syncstate import ADD, SyncState, plan_diff
+state = SyncState.open({str(tmp_path / "state.sqlite")!r}, {KEY!r})
+snapshot = [f"u{{i:06d}}" for i in range(250_000)]
+plan = state.plan_batches(ADD, plan_diff(snapshot, state).entered, 1000)
+assert len(plan.parts) == 3
+refs = [ref for i, (_, ref) in enumerate(plan.batches()) if i % 2 == 0]
+state.confirm_planned(refs)
+os._exit(9)
+"""
+    proc = subprocess.run([sys.executable, "-c", child], check=False)
+    assert proc.returncode == 9
+    assert syncstate.SEGMENT_SIZE == 100_000
+    with open_state(tmp_path) as state:
+        rest = plan_diff(snapshot, state)
+        expected = [u for i in range(0, 250, 2) for u in snapshot[(i + 1) * 1000 : (i + 2) * 1000]]
+        assert rest.entered == expected
+        state.discard_plans()
+        assert state.member_count() == 125_000
