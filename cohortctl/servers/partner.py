@@ -241,7 +241,7 @@ class Receiver:
     settings: ReceiverSettings
     store: PartnerStore | None = None
     bucket: TokenBucket | None = None
-    rng: random.Random = field(default_factory=random.Random)
+    rng: random.Random = field(init=False)
     _executor: ThreadPoolExecutor = field(
         default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="partner-store")
     )
