@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.markup import escape
 
 from cohortctl import checks, reports
 from cohortctl.cli import destination_options as dest
-from cohortctl.cli.mock import IdColumn, Var
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client
 from cohortctl.errors import ExitCode
-from cohortctl.ids import read_ids
 from cohortctl.mock import FlowMode
 from cohortctl.render import OutputFormat, err, out, print_json, table
-from cohortctl.templates import Template, parse_vars
+from cohortctl.templates import parse_vars
 
 SUITE_PANEL = "Suite"
 REPORTS = "Reports"
@@ -113,38 +111,12 @@ Junit = Annotated[
 ]
 
 
-def _payload_option(flag: str, what: str) -> Any:
-    return typer.Option(
-        flag,
-        help=f"JSON template file for {what}, Integration-Portal style (as in cohortctl mock).",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=SUITE_PANEL,
-    )
-
-
-CreatePayload = Annotated[Path | None, _payload_option("--create-payload", "list-create")]
-AddPayload = Annotated[Path | None, _payload_option("--add-payload", "list-add")]
-RemovePayload = Annotated[Path | None, _payload_option("--remove-payload", "list-remove")]
-IdentifyPayload = Annotated[Path | None, _payload_option("--identify-payload", "identify")]
-BatchPayload = Annotated[Path | None, _payload_option("--batch-payload", "identify-batch")]
-
-
-def _ids(ids_file: Path | None, column: str | None, ids: list[str] | None) -> tuple[str, ...]:
-    found: list[str] = []
-    if ids_file is not None:
-        found += read_ids(str(ids_file), column=column).ids
-    found += [i.strip() for i in ids or [] if i.strip()]
-    return tuple(dict.fromkeys(found))
-
-
 def _render(run: checks.CheckRun, output: OutputFormat) -> None:
     if output is OutputFormat.json:
         print_json(run.to_dict())
     else:
         title = f"cohortctl check · run {run.run_id} · {run.target} · mode {run.mode}"
-        # Cells are escaped: list names and bodies hold "[...]", which rich reads as markup.
-        rows = [tuple(escape(cell) for cell in row) for row in checks.case_rows(run.cases)]
+        rows = checks.case_rows(run.cases)
         out.print(table(["case", "result", "expected", "actual"], rows, title=escape(title)))
     counts = reports.totals(run.cases)
     summary = (
@@ -173,17 +145,17 @@ def check(
     batch_size: BatchSize = checks.DEFAULT_BATCH_SIZE,
     ids: Ids = None,
     ids_file: IdsFile = None,
-    column: IdColumn = None,
+    column: dest.IdColumn = None,
     unknown_user: UnknownUser = None,
     burst: Burst = None,
     expect_throttle: ExpectThrottle = False,
     max_latency_ms: MaxLatency = None,
-    create_payload: CreatePayload = None,
-    add_payload: AddPayload = None,
-    remove_payload: RemovePayload = None,
-    identify_payload: IdentifyPayload = None,
-    batch_payload: BatchPayload = None,
-    var: Var = None,
+    create_payload: dest.CreatePayload = None,
+    add_payload: dest.AddPayload = None,
+    remove_payload: dest.RemovePayload = None,
+    identify_payload: dest.IdentifyPayload = None,
+    batch_payload: dest.BatchPayload = None,
+    var: dest.Var = None,
     junit: Junit = None,
     output: Output = OutputFormat.table,
     profile: Profile = None,
@@ -208,23 +180,19 @@ def check(
     cfg = Config.load(profile, path=config)
     options = checks.CheckOptions(
         mode=mode,
-        ids=_ids(ids_file, column, ids),
+        ids=dest.read_user_ids(ids_file, column, ids),
         batch_size=batch_size,
         unknown_user=unknown_user,
         burst=burst,
         expect_throttle=expect_throttle,
         max_latency_ms=max_latency_ms,
-        templates={
-            call: Template.from_file(path)
-            for call, path in {
-                "list-create": create_payload,
-                "list-add": add_payload,
-                "list-remove": remove_payload,
-                "identify": identify_payload,
-                "identify-batch": batch_payload,
-            }.items()
-            if path is not None
-        },
+        templates=dest.load_templates(
+            create=create_payload,
+            add=add_payload,
+            remove=remove_payload,
+            identify=identify_payload,
+            batch=batch_payload,
+        ),
         variables=parse_vars(var or []),
     )
     destination = dest.destination_from_options(

@@ -7,7 +7,8 @@ way: flag > environment > config profile > default (see :mod:`cohortctl.config`)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,6 +23,8 @@ from cohortctl.destination import (
     parse_auth_mode,
 )
 from cohortctl.errors import ConfigError
+from cohortctl.ids import read_ids
+from cohortctl.templates import Template
 
 PANEL = "Destination"
 
@@ -191,3 +194,77 @@ def _text(value: object) -> str | None:
     if not isinstance(value, (str, int)):
         raise ConfigError("partner credentials in the config profile must be strings")
     return str(value)
+
+
+# -- users and payload templates, shared by mock, sync and check ------------------------------
+
+USERS_PANEL = "Cohort and users"
+TEMPLATES_PANEL = "Payload templates"
+
+IdColumn = Annotated[
+    str | None,
+    typer.Option(
+        "--column", help="CSV column of --ids holding the ids.", show_default=False,
+        rich_help_panel=USERS_PANEL,
+    ),
+]  # fmt: skip
+Var = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--var", help="Custom template variable NAME=VALUE, repeatable.", show_default=False,
+        rich_help_panel=TEMPLATES_PANEL,
+    ),
+]  # fmt: skip
+
+
+def _payload_option(flag: str, call: str) -> typer.models.OptionInfo:
+    return typer.Option(
+        flag,
+        help=f"JSON template file for {call}, Integration-Portal style: $items, $listId, "
+        "$amplitude_cohort_name, $amplitude_cohort_id, $userId, $member, --var names.",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=TEMPLATES_PANEL,
+    )
+
+
+CreatePayload = Annotated[Path | None, _payload_option("--create-payload", payloads.LIST_CREATE)]
+AddPayload = Annotated[Path | None, _payload_option("--add-payload", payloads.LIST_ADD)]
+RemovePayload = Annotated[Path | None, _payload_option("--remove-payload", payloads.LIST_REMOVE)]
+IdentifyPayload = Annotated[Path | None, _payload_option("--identify-payload", payloads.IDENTIFY)]
+BatchPayload = Annotated[Path | None, _payload_option("--batch-payload", payloads.IDENTIFY_BATCH)]
+
+
+def payload_option(flag: str, call: str) -> typer.models.OptionInfo:
+    """A ``--payload``-style option for one call (mock's single-call commands)."""
+    return _payload_option(flag, call)
+
+
+def load_templates(
+    *,
+    create: Path | None = None,
+    add: Path | None = None,
+    remove: Path | None = None,
+    identify: Path | None = None,
+    batch: Path | None = None,
+) -> dict[str, Template]:
+    """The payload templates given on the command line, keyed by call; bad ones exit 2."""
+    files = {
+        payloads.LIST_CREATE: create,
+        payloads.LIST_ADD: add,
+        payloads.LIST_REMOVE: remove,
+        payloads.IDENTIFY: identify,
+        payloads.IDENTIFY_BATCH: batch,
+    }
+    return {call: Template.from_file(path) for call, path in files.items() if path is not None}
+
+
+def read_user_ids(
+    ids_file: Path | None, column: str | None, ids: Sequence[str] | None
+) -> tuple[str, ...]:
+    """User ids from ``--ids FILE`` then ``--id`` flags, trimmed, deduplicated, in order."""
+    found: list[str] = []
+    if ids_file is not None:
+        found += read_ids(str(ids_file), column=column).ids
+    found += [i.strip() for i in ids or [] if i.strip()]
+    return tuple(dict.fromkeys(found))

@@ -16,7 +16,6 @@ from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client
 from cohortctl.errors import ExitCode
-from cohortctl.ids import read_ids
 from cohortctl.outcomes import Outcome
 from cohortctl.render import OutputFormat, body_excerpt, err, out, print_json, table
 from cohortctl.templates import Template, parse_vars
@@ -53,13 +52,6 @@ IdsFile = Annotated[
         rich_help_panel=COHORT,
     ),
 ]
-IdColumn = Annotated[
-    str | None,
-    typer.Option(
-        "--column", help="CSV column of --ids holding the ids.", show_default=False,
-        rich_help_panel=COHORT,
-    ),
-]  # fmt: skip
 Ids = Annotated[
     list[str] | None,
     typer.Option(
@@ -91,13 +83,6 @@ ListId = Annotated[
         show_default=False, rich_help_panel=COHORT,
     ),
 ]  # fmt: skip
-Var = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--var", help="Custom template variable NAME=VALUE, repeatable.", show_default=False,
-        rich_help_panel=COHORT,
-    ),
-]  # fmt: skip
 Expect = Annotated[
     int | None,
     typer.Option(
@@ -117,29 +102,8 @@ DryRun = Annotated[
 ]
 
 
-def _payload_option(flag: str, what: str) -> Any:
-    return typer.Option(
-        flag,
-        help=f"JSON template file for {what}, Integration-Portal style: $items, $listId, "
-        "$amplitude_cohort_name, $amplitude_cohort_id, $userId, $member, --var names.",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=SENDING,
-    )
-
-
-def _templates(files: dict[str, Path | None]) -> dict[str, Template]:
-    return {call: Template.from_file(path) for call, path in files.items() if path is not None}
-
-
 def _read_ids(ids_file: Path | None, column: str | None, ids: list[str] | None) -> tuple[str, ...]:
-    found: list[str] = []
-    if ids_file is not None:
-        found += read_ids(str(ids_file), column=column).ids
-    found += [i.strip() for i in ids or [] if i.strip()]
-    if ids_file is None and not ids:
-        return mock.SAMPLE_IDS
-    return tuple(dict.fromkeys(found))
+    return dest.read_user_ids(ids_file, column, ids) or mock.SAMPLE_IDS
 
 
 def _call_label(outcome: Outcome) -> str:
@@ -246,12 +210,12 @@ def _call_command(call: str) -> Callable[..., None]:
         cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
         list_id: ListId = None,
         ids_file: IdsFile = None,
-        column: IdColumn = None,
+        column: dest.IdColumn = None,
         ids: Ids = None,
         batch_size: BatchSize = mock.DEFAULT_BATCH_SIZE,
         member: Member = True,
-        payload: Annotated[Path | None, _payload_option("--payload", "this call")] = None,
-        var: Var = None,
+        payload: Annotated[Path | None, dest.payload_option("--payload", "this call")] = None,
+        var: dest.Var = None,
         expect: Expect = None,
         dry_run: DryRun = False,
         output: Output = OutputFormat.table,
@@ -267,7 +231,7 @@ def _call_command(call: str) -> Callable[..., None]:
             batch_size=batch_size,
             member=member,
             list_id=list_id,
-            templates=_templates({call: payload}),
+            templates={call: Template.from_file(payload)} if payload is not None else {},
             variables=parse_vars(var or []),
             expect=expect,
         )
@@ -356,23 +320,15 @@ def flow(
     cohort_name: CohortName = mock.DEFAULT_COHORT_NAME,
     cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
     ids_file: IdsFile = None,
-    column: IdColumn = None,
+    column: dest.IdColumn = None,
     ids: Ids = None,
     batch_size: BatchSize = mock.DEFAULT_BATCH_SIZE,
-    create_payload: Annotated[Path | None, _payload_option("--create-payload", "list-create")] = (
-        None
-    ),
-    add_payload: Annotated[Path | None, _payload_option("--add-payload", "list-add")] = None,
-    remove_payload: Annotated[
-        Path | None, _payload_option("--remove-payload", "list-remove")
-    ] = None,
-    identify_payload: Annotated[
-        Path | None, _payload_option("--identify-payload", "identify")
-    ] = None,
-    batch_payload: Annotated[
-        Path | None, _payload_option("--batch-payload", "identify-batch")
-    ] = None,
-    var: Var = None,
+    create_payload: dest.CreatePayload = None,
+    add_payload: dest.AddPayload = None,
+    remove_payload: dest.RemovePayload = None,
+    identify_payload: dest.IdentifyPayload = None,
+    batch_payload: dest.BatchPayload = None,
+    var: dest.Var = None,
     expect: Expect = None,
     dry_run: DryRun = False,
     output: Output = OutputFormat.table,
@@ -393,14 +349,12 @@ def flow(
         cohort_id=cohort_id,
         ids=_read_ids(ids_file, column, ids),
         batch_size=batch_size,
-        templates=_templates(
-            {
-                payloads.LIST_CREATE: create_payload,
-                payloads.LIST_ADD: add_payload,
-                payloads.LIST_REMOVE: remove_payload,
-                payloads.IDENTIFY: identify_payload,
-                payloads.IDENTIFY_BATCH: batch_payload,
-            }
+        templates=dest.load_templates(
+            create=create_payload,
+            add=add_payload,
+            remove=remove_payload,
+            identify=identify_payload,
+            batch=batch_payload,
         ),
         variables=parse_vars(var or []),
         expect=expect,
