@@ -275,7 +275,11 @@ class Receiver:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """Faults, rate limit and auth before any handler; early answers are journaled."""
+        """Faults, rate limit and auth before any handler; every early answer is journaled.
+
+        Handlers raise :class:`_Answer` (or ``InvalidPayload``, a 400) for anything but
+        success; the answer is written here, after the journal entry is committed.
+        """
         if request.path.startswith(ADMIN_PREFIX):
             return await handler(request)
         settings = self.settings
@@ -319,6 +323,8 @@ class Receiver:
             body = {"error": exc.reason.lower(), "path": request.path}
             headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
             answer = _Answer(exc.status, body, exc.reason.lower(), headers=headers)
+        except InvalidPayload as exc:
+            answer = _invalid(exc.field, exc.reason)
         except _Answer as early:
             answer = early
         accepted = self._accepted_anyway(answer)
@@ -368,10 +374,7 @@ class Receiver:
     async def create_list(self, request: web.Request) -> web.StreamResponse:
         """``POST /lists``: the id of a new list (or of the existing list of that name)."""
         body, raw = await self._json_body(request)
-        try:
-            name = validate_list_create(body)
-        except InvalidPayload as exc:
-            raise _invalid(exc.field, exc.reason) from None
+        name = validate_list_create(body)
         entry = Entry(request.method, request.path, 0, _body_size(request, raw), time.time())
         list_id, _ = await self.run(self._store().create_list, name, entry)
         return web.json_response({"listId": str(list_id)})
@@ -387,10 +390,7 @@ class Receiver:
     async def _change_members(self, request: web.Request, *, add: bool) -> web.StreamResponse:
         body, raw = await self._json_body(request)
         plain = plain_json(raw)
-        try:
-            user_ids = validate_list_members(body, plain=plain)
-        except InvalidPayload as exc:
-            raise _invalid(exc.field, exc.reason) from None
+        user_ids = validate_list_members(body, plain=plain)
         raw_id = request.match_info["list_id"]
         unknown_list = _Answer(
             404, {"error": "unknown list", "listId": raw_id}, "unknown list", users=len(user_ids)
@@ -422,10 +422,7 @@ class Receiver:
     async def identify(self, request: web.Request) -> web.StreamResponse:
         """``POST /identify`` and ``POST /batch``: a single identify or a batch of them."""
         body, raw = await self._json_body(request)
-        try:
-            updates = validate_identify(body)
-        except InvalidPayload as exc:
-            raise _invalid(exc.field, exc.reason) from None
+        updates = validate_identify(body)
         users = len({u.user_id for u in updates})
         unknown_users = self._unknown_users([u.user_id for u in updates], users)
         if unknown_users is not None:
