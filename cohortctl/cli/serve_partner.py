@@ -174,7 +174,8 @@ def partner(
     until Ctrl-C. Faults for testing senders: --fail-rate, --reset-rate, --delay-ms,
     --rate-limit.
 
-    Example: URL=$(cohortctl serve partner --port 8080 &) then cohortctl mock flow --url $URL
+    Example: cohortctl serve partner --port 8080 & then
+    cohortctl mock flow --url http://127.0.0.1:8080
     """
     from cohortctl.servers.partner import ReceiverSettings, create_app
     from cohortctl.servers.partner_store import PartnerStore
