@@ -49,7 +49,7 @@ def serve() -> None:
     """Answer every request with 200 and a small JSON body; print the port when ready."""
     from aiohttp import web, web_server
 
-    answer = b'{"ok":true}'
+    answer = b'{"ok":true,"listId":"L1"}'
 
     async def handle(request: web.BaseRequest) -> web.Response:
         await request.read()
