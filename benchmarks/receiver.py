@@ -112,6 +112,15 @@ def start(command: list[str], env: dict[str, str]) -> tuple[subprocess.Popen[str
     return process, line.strip()
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds used so far by process ``pid`` (Linux), else None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop(process: subprocess.Popen[str]) -> None:
     """Terminate a server subprocess and wait for it (kill after 10 s)."""
     process.terminate()
@@ -366,12 +375,17 @@ def main() -> None:
     if not args.skip_baseline:
         process, url = start([sys.executable, __file__, "--serve-bare"], env)
         try:
+            cpu_before = cpu_seconds(process.pid)
             baseline = load(url, "/lists/1/add")
+            baseline_cpu = cpu_seconds(process.pid)
         finally:
             stop(process)
+        cpu_note = ""
+        if cpu_before is not None and baseline_cpu is not None and baseline.requests:
+            cpu_note = f", {(baseline_cpu - cpu_before) / baseline.requests * 1e6:,.0f} us CPU/req"
         print(
             f"baseline (bare aiohttp, body read, no checks, no state): {baseline.rate:,.0f} req/s"
-            f"  p50 {baseline.p50_ms:.1f} ms  p99 {baseline.p99_ms:.1f} ms",
+            f"  p50 {baseline.p50_ms:.1f} ms  p99 {baseline.p99_ms:.1f} ms{cpu_note}",
             flush=True,
         )
 
@@ -385,7 +399,9 @@ def main() -> None:
                 created = client.post("/lists", json=payloads.list_create("Bench", "b1"))
                 created.raise_for_status()
                 list_id = created.json()["listId"]
+                cpu_before = cpu_seconds(process.pid)
                 result = load(url, f"/lists/{list_id}/add")
+                cpu_after = cpu_seconds(process.pid)
                 state = client.get("/_cohortctl/state").json()
         finally:
             stop(process)
@@ -399,6 +415,12 @@ def main() -> None:
         f"p99 {result.p99_ms:.1f} ms  ({result.requests} ok, {result.failed} failed, "
         f"{result.seconds:.1f} s)"
     )
+    if cpu_before is not None and cpu_after is not None and server_ok:
+        per_request = (cpu_after - cpu_before) / server_ok
+        print(
+            f"receiver CPU: {per_request * 1e6:,.0f} us per request (event loop + writer "
+            f"thread), {per_request * result.rate:.2f} cores busy at that rate"
+        )
     if baseline is not None and baseline.rate:
         print(f"ratio receiver / baseline: {result.rate / baseline.rate:.2f}")
     if not use_wrk:
