@@ -348,6 +348,7 @@ ODD_IDS = [
     ["back\\slash", "y"],
     ['","', 'a"', '\\"', "\\"],
     ["é日本", "🙂", "\u2028"],
+    ["tab\there", "nul\x00", "\x1f"],
     ["one"],
     [],
 ]
@@ -359,7 +360,10 @@ def _dumps(payload: object) -> bytes:
 
 @pytest.mark.parametrize("ids", ODD_IDS)
 def test_list_members_encoder_matches_json_dumps_byte_for_byte(ids: list[str]) -> None:
-    assert list_members_encoder()(ids) == _dumps(payloads.list_members(ids))
+    expected = _dumps(payloads.list_members(ids))
+    assert list_members_encoder()(ids) == expected
+    if ids_are_plain(ids):
+        assert list_members_encoder(plain=True)(ids) == expected
 
 
 @pytest.mark.parametrize("ids", ODD_IDS)
@@ -369,13 +373,17 @@ def test_identify_encoders_match_json_dumps_byte_for_byte(
     ids: list[str], name: str, member: bool
 ) -> None:
     batch = identify_encoder(name, "c1", member=member)
-    assert batch(ids) == _dumps(payloads.identify_batch(ids, name, "c1", member=member))
+    expected = _dumps(payloads.identify_batch(ids, name, "c1", member=member))
+    assert batch(ids) == expected
+    if ids_are_plain(ids):
+        assert identify_encoder(name, "c1", member=member, plain=True)(ids) == expected
     if len(ids) == 1:
         single = identify_encoder(name, "c1", member=member, batch=False)
         assert single(ids) == _dumps(payloads.identify(ids[0], name, "c1", member=member))
 
 
-def test_ids_are_plain_finds_control_characters() -> None:
-    assert ids_are_plain([f"u{i}" for i in range(10)] + ["é"])
-    assert not ids_are_plain(["ok", "tab\there"])
+def test_ids_are_plain_finds_what_json_escapes() -> None:
+    assert ids_are_plain([f"u{i}" for i in range(10)] + ["é", "🙂"])
+    for odd in ("tab\there", 'q"uote', "back\\slash"):
+        assert not ids_are_plain(["ok", odd])
     assert not ids_are_plain(["x"] * 70_000 + ["\x00"])
