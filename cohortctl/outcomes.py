@@ -57,11 +57,14 @@ def describe_status(status: int, retry_after: str | None = None) -> str:
         if 200 <= status < 300:
             meaning = "success"
         elif 300 <= status < 400:
-            meaning = f"redirect ({status}): not followed, unclassified by Amplitude"
+            meaning = f"redirect ({status}): not followed; Amplitude reports it as unclassified"
         elif 500 <= status < 600:
-            meaning = f"server error ({status}): unclassified by Amplitude, retried"
+            meaning = (
+                f"server error ({status}): Amplitude reports it as unclassified "
+                "and its sync retries it"
+            )
         else:
-            meaning = f"unexpected status {status}: unclassified by Amplitude"
+            meaning = f"unexpected status {status}: Amplitude reports it as unclassified"
     if status == 429:
         meaning += f", Retry-After: {retry_after}" if retry_after else ", no Retry-After header"
     return meaning
