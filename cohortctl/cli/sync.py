@@ -37,7 +37,6 @@ from cohortctl.templates import Template, parse_vars
 COHORT = "Cohort"
 SYNC = "Sync (Amplitude's defaults)"
 STATE = "State and output"
-TEMPLATES = "Payload templates"
 FAILURES_SHOWN = 20
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
@@ -49,7 +48,7 @@ def _template_option(flag: str, what: str) -> Any:
         "$amplitude_cohort_id, $userId, $member, --var names.",
         show_default=False,
         dir_okay=False,
-        rich_help_panel=TEMPLATES,
+        rich_help_panel=dest.TEMPLATES_PANEL,
     )
 
 
@@ -225,22 +224,12 @@ def sync(
         Path | None,
         _template_option("--payload", "the calls carrying users (add and remove, or identify)"),
     ] = None,
-    create_payload: Annotated[Path | None, _template_option("--create-payload", "list-create")] = (
-        None
-    ),
-    add_payload: Annotated[Path | None, _template_option("--add-payload", "list-add")] = None,
-    remove_payload: Annotated[
-        Path | None, _template_option("--remove-payload", "list-remove")
-    ] = None,
-    var: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--var",
-            help="Custom template variable NAME=VALUE, repeatable.",
-            show_default=False,
-            rich_help_panel=TEMPLATES,
-        ),
-    ] = None,
+    create_payload: dest.CreatePayload = None,
+    add_payload: dest.AddPayload = None,
+    remove_payload: dest.RemovePayload = None,
+    identify_payload: dest.IdentifyPayload = None,
+    batch_payload: dest.BatchPayload = None,
+    var: dest.Var = None,
     state: Annotated[
         Path | None,
         typer.Option(
@@ -331,7 +320,16 @@ def sync(
         full=full,
         batch=batch,
         templates=_templates(
-            resolved_mode, property_call, payload, create_payload, add_payload, remove_payload
+            resolved_mode,
+            property_call,
+            payload,
+            dest.load_templates(
+                create=create_payload,
+                add=add_payload,
+                remove=remove_payload,
+                identify=identify_payload,
+                batch=batch_payload,
+            ),
         ),
         variables=parse_vars(var or []),
         state_path=state,
@@ -404,10 +402,9 @@ def _templates(
     mode: syncing.SyncMode,
     property_call: str,
     payload: Path | None,
-    create: Path | None,
-    add: Path | None,
-    remove: Path | None,
+    per_call: dict[str, Template],
 ) -> dict[str, Template]:
+    """``--payload`` for the calls carrying users, then the per-call templates (they win)."""
     found: dict[str, Template] = {}
     if payload is not None:
         shared = Template.from_file(payload)
@@ -415,13 +412,7 @@ def _templates(
             found[payloads.LIST_ADD] = found[payloads.LIST_REMOVE] = shared
         else:
             found[property_call] = shared
-    for call, file in (
-        (payloads.LIST_CREATE, create),
-        (payloads.LIST_ADD, add),
-        (payloads.LIST_REMOVE, remove),
-    ):
-        if file is not None:
-            found[call] = Template.from_file(file)
+    found.update(per_call)
     return found
 
 
