@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import json
 import os
+import ssl
 import time
 from array import array
 from collections import Counter
@@ -346,6 +347,9 @@ class AiohttpTransport:
         await self._session.close()
 
 
+MALFORMED = outcomes.MALFORMED
+
+
 class _Exchange(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection: write a request, parse one answer at a time."""
 
@@ -364,7 +368,10 @@ class _Exchange(asyncio.Protocol):
         self.closed = True
         waiter = self._waiter
         if waiter is not None and not waiter.done():
-            answer = _parse_answer(self._buffer, eof=True) if exc is None else None
+            try:
+                answer = _parse_answer(self._buffer, eof=True) if exc is None else None
+            except ValueError:
+                answer = (Answer(None, error=MALFORMED), True)
             waiter.set_result(answer[0] if answer else Answer(None, error=outcomes.RESET))
 
     def request(self, data: bytes) -> asyncio.Future[Answer]:
@@ -379,7 +386,10 @@ class _Exchange(asyncio.Protocol):
         self.received += len(data)
         buffer = self._buffer
         buffer += data
-        answer = _parse_answer(buffer)
+        try:
+            answer = _parse_answer(buffer)
+        except ValueError:  # not HTTP/1.x: give up on this connection
+            answer = (Answer(None, error=MALFORMED), True)
         if answer is not None and self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(answer[0])
             if answer[1] and self.transport is not None:
@@ -397,6 +407,8 @@ def _parse_answer(buffer: bytearray, *, eof: bool = False) -> tuple[Answer, bool
         return None
     head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
     parts = head[0].split(" ", 2)
+    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
+        raise ValueError(f"not an HTTP/1.x status line: {head[0][:80]!r}")
     status = int(parts[1])
     if 100 <= status < 200:  # an interim answer: drop it, wait for the real one
         del buffer[: end + 4]
@@ -467,7 +479,7 @@ class StreamTransport:
         merged = {"Content-Type": "application/json", **headers}
         self._header_lines = "".join(f"{k}: {v}\r\n" for k, v in merged.items())
         self._timeout = timeout
-        self._idle: list[_Exchange] = []
+        self._idle: dict[tuple[str, int, bool], list[_Exchange]] = {}
         self._all: set[_Exchange] = set()
         self._heads: dict[tuple[str, str], tuple[str, str, int, bool, bytes]] = {}
 
@@ -490,8 +502,6 @@ class StreamTransport:
         loop = asyncio.get_running_loop()
         ssl_context: Any = None
         if secure:
-            import ssl
-
             ssl_context = ssl.create_default_context()
         _, protocol = await loop.create_connection(
             lambda: _Exchange(loop), host, port, ssl=ssl_context
@@ -503,40 +513,35 @@ class StreamTransport:
         """Send one request; every failure is an :class:`Answer`, never an exception."""
         host, _, port, secure, head = self._target(method, url)
         data = head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        for _ in range(2):
-            reused = bool(self._idle)
+        idle = self._idle.setdefault((host, port, secure), [])
+        while idle and idle[-1].closed:  # closed by the server while idle
+            self._all.discard(idle.pop())
+        if idle:
+            conn = idle.pop()
+        else:
             try:
-                conn = (
-                    self._idle.pop()
-                    if reused
-                    else await asyncio.wait_for(self._connect(host, port, secure), self._timeout)
-                )
+                conn = await asyncio.wait_for(self._connect(host, port, secure), self._timeout)
             except asyncio.TimeoutError:
                 return Answer(None, error=outcomes.TIMEOUT)
             except ConnectionRefusedError:
                 return Answer(None, error=outcomes.REFUSED)
-            except OSError as exc:
-                import ssl
-
-                kind = outcomes.TLS if isinstance(exc, ssl.SSLError) else outcomes.NETWORK
-                return Answer(None, error=kind)
-            if conn.closed:
-                self._all.discard(conn)
-                continue
-            try:
-                answer = await asyncio.wait_for(conn.request(data), self._timeout)
-            except asyncio.TimeoutError:
-                conn.closed = True
-                if conn.transport is not None:
-                    conn.transport.abort()
-                self._all.discard(conn)
-                return Answer(None, error=outcomes.TIMEOUT)
-            if conn.closed:
-                self._all.discard(conn)
-            else:
-                self._idle.append(conn)
-            return answer
-        return Answer(None, error=outcomes.RESET)
+            except ssl.SSLError:
+                return Answer(None, error=outcomes.TLS)
+            except OSError:
+                return Answer(None, error=outcomes.NETWORK)
+        try:
+            answer = await asyncio.wait_for(conn.request(data), self._timeout)
+        except asyncio.TimeoutError:
+            conn.closed = True
+            if conn.transport is not None:
+                conn.transport.abort()
+            self._all.discard(conn)
+            return Answer(None, error=outcomes.TIMEOUT)
+        if conn.closed:
+            self._all.discard(conn)
+        else:
+            idle.append(conn)
+        return answer
 
     async def close(self) -> None:
         """Close every connection."""

@@ -26,6 +26,7 @@ TIMEOUT = "timeout"
 RESET = "connection reset"
 TLS = "TLS error"
 NETWORK = "network error"
+MALFORMED = "malformed HTTP answer"
 
 
 def classify_transport_error(exc: httpx.TransportError) -> str:

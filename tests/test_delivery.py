@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import socket
+import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp import web
@@ -22,6 +25,7 @@ from cohortctl.delivery import (
     DeliveryInterrupted,
     DeliveryReport,
     Progress,
+    StreamTransport,
     deliver,
     identify_encoder,
     ids_are_plain,
@@ -387,3 +391,112 @@ def test_ids_are_plain_finds_what_json_escapes() -> None:
     for odd in ("tab\there", 'q"uote', "back\\slash"):
         assert not ids_are_plain(["ok", odd])
     assert not ids_are_plain(["x"] * 70_000 + ["\x00"])
+
+
+# -- the hot-path transport against raw sockets ------------------------------------------------
+
+
+class RawServer:
+    """A socket server on 127.0.0.1 answering each request with ``reply(n)`` bytes."""
+
+    def __init__(self, reply: Callable[[int], bytes], *, close_after: bool = False) -> None:
+        self.reply = reply
+        self.close_after = close_after
+        self.requests = 0
+        self.connections = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = int(self.sock.getsockname()[1])
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            buffer = b""
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))  # type: ignore[union-attr]
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                buffer = rest[length:]
+                self.requests += 1
+                conn.sendall(self.reply(self.requests))
+                if self.close_after:
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+
+def _send_all(transport: StreamTransport, urls: Sequence[str]) -> list[Any]:
+    async def run() -> list[Any]:
+        try:
+            return [await transport.send("POST", url, b"{}") for url in urls]
+        finally:
+            await transport.close()
+
+    return asyncio.run(run())
+
+
+def test_stream_transport_names_a_malformed_answer_instead_of_hanging() -> None:
+    server = RawServer(lambda n: b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+    try:
+        transport = StreamTransport(workers=1, headers={}, timeout=5)
+        [answer] = _send_all(transport, [f"http://127.0.0.1:{server.port}/lists/1/add"])
+    finally:
+        server.close()
+    assert answer.status is None and answer.error == outcomes.MALFORMED
+
+
+def test_stream_transport_keeps_connections_per_host() -> None:
+    one = RawServer(lambda n: OK_ANSWER)
+    two = RawServer(lambda n: OK_ANSWER)
+    try:
+        transport = StreamTransport(workers=1, headers={}, timeout=5)
+        urls = [f"http://127.0.0.1:{one.port}/a", f"http://127.0.0.1:{two.port}/b"] * 3
+        answers = _send_all(transport, urls)
+    finally:
+        one.close()
+        two.close()
+    assert [a.status for a in answers] == [200] * 6
+    assert (one.requests, two.requests) == (3, 3)
+    assert (one.connections, two.connections) == (1, 1)
+
+
+def test_stream_transport_replaces_a_connection_the_server_closed_while_idle() -> None:
+    server = RawServer(lambda n: OK_ANSWER, close_after=True)
+    try:
+        transport = StreamTransport(workers=1, headers={}, timeout=5)
+
+        async def run() -> list[Any]:
+            url = f"http://127.0.0.1:{server.port}/x"
+            try:
+                first = await transport.send("POST", url, b"{}")
+                await asyncio.sleep(0.05)  # the server's close reaches the idle connection
+                return [first, await transport.send("POST", url, b"{}")]
+            finally:
+                await transport.close()
+
+        answers = asyncio.run(run())
+    finally:
+        server.close()
+    assert [a.status for a in answers] == [200, 200]
+    assert server.connections == 2
