@@ -7,9 +7,10 @@ import signal
 import sqlite3
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -17,6 +18,16 @@ from rich.markup import escape
 from cohortctl.config import is_loopback_host
 from cohortctl.errors import CohortctlError, ConfigError, InputError
 from cohortctl.render import err
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+HostOption = Annotated[
+    str, typer.Option("--host", help="Interface to bind; anything but loopback warns.")
+]
+PortOption = Annotated[
+    int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")
+]
 
 app = typer.Typer(
     help="Run an embedded server on 127.0.0.1: the fake Amplitude API or a partner receiver.",
@@ -26,6 +37,43 @@ app = typer.Typer(
 
 def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
+
+
+def warn_if_exposed(host: str, consequence: str) -> None:
+    """Unless ``host`` is loopback, warn that anyone who can reach it can ``consequence``."""
+    if not is_loopback_host(host):
+        err.print(
+            f"[yellow]warning:[/] listening on {escape(host)}: anyone who can reach it can "
+            f"{consequence}"
+        )
+
+
+def serve_in_foreground(
+    app: web.Application, host: str, port: int, describe: Callable[[str], str]
+) -> None:
+    """Serve ``app`` until Ctrl-C or SIGTERM (both raise KeyboardInterrupt: exit 130).
+
+    Once listening, prints ``describe(url)`` and how to stop on stderr, then the URL alone on
+    stdout. A port that cannot be bound is a :class:`CohortctlError`.
+    """
+    from cohortctl.servers.runner import serve_forever
+
+    def ready(url: str) -> None:
+        err.print(describe(url), markup=False)
+        err.print("press Ctrl-C to stop")
+        sys.stdout.write(url + "\n")
+        sys.stdout.flush()
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        serve_forever(app, host=host, port=port, on_ready=ready)
+    except OSError as exc:
+        raise CohortctlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str, bool]:
@@ -44,12 +92,8 @@ def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str,
 
 @app.command("amplitude")
 def amplitude(
-    host: Annotated[
-        str, typer.Option("--host", help="Interface to bind; anything but loopback warns.")
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")
-    ] = 0,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 0,
     db: Annotated[
         Path | None,
         typer.Option(
@@ -117,7 +161,6 @@ def amplitude(
     with AMPLITUDE_BASE_URL=$URL.
     """
     from cohortctl.servers.amplitude import create_app
-    from cohortctl.servers.runner import serve_forever
 
     key, secret, generated = _credentials(api_key, secret_key)
     db_shown = str(db) if db is not None else ":memory:"
@@ -136,11 +179,7 @@ def amplitude(
     except (sqlite3.Error, RuntimeError) as exc:
         raise InputError(f"--db {db_shown}: cannot use it as the fake's database: {exc}") from None
 
-    if not is_loopback_host(host):
-        err.print(
-            f"[yellow]warning:[/] listening on {escape(host)}: anyone who can reach it can "
-            "call this fake over plain http"
-        )
+    warn_if_exposed(host, "call this fake over plain http")
     if generated:
         err.print(
             "no AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY given: generated a throwaway pair, "
@@ -148,19 +187,6 @@ def amplitude(
         )
         err.print(f"  export AMPLITUDE_API_KEY={key} AMPLITUDE_SECRET_KEY={secret}", markup=False)
 
-    def ready(url: str) -> None:
-        err.print(f"fake Amplitude API listening on {escape(url)} (db: {escape(db_shown)})")
-        err.print("press Ctrl-C to stop")
-        sys.stdout.write(url + "\n")
-        sys.stdout.flush()
-
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        serve_forever(fake, host=host, port=port, on_ready=ready)
-    except OSError as exc:
-        raise CohortctlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    serve_in_foreground(
+        fake, host, port, lambda url: f"fake Amplitude API listening on {url} (db: {db_shown})"
+    )

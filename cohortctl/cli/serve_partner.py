@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import re
-import signal
 import sqlite3
-import sys
-import threading
 from enum import Enum
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 from rich.markup import escape
 
-from cohortctl.config import is_loopback_host
-from cohortctl.errors import CohortctlError, InputError
+from cohortctl.cli.serve import HostOption, PortOption, serve_in_foreground, warn_if_exposed
+from cohortctl.errors import InputError
 from cohortctl.render import err
 
 
@@ -48,17 +44,9 @@ def parse_rate(text: str) -> float:
     return count / 60 if per_minute else count
 
 
-def _interrupt(_signum: int, _frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def partner(
-    host: Annotated[
-        str, typer.Option("--host", help="Interface to bind; anything but loopback warns.")
-    ] = "127.0.0.1",
-    port: Annotated[
-        int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")
-    ] = 0,
+    host: HostOption = "127.0.0.1",
+    port: PortOption = 0,
     api_key: Annotated[
         str | None,
         typer.Option(
@@ -167,8 +155,9 @@ def partner(
     Both sync modes on the default paths: POST /lists, /lists/{listId}/add and /remove
     (list-based) and POST /identify and /batch (property-based). Every payload is checked
     strictly against what Amplitude sends; a bad one answers 400 naming the field. State
-    (lists, memberships, traits) lives in SQLite; GET /_cohortctl/state, /lists/{id},
-    /traits?key=K and /journal show it without auth (a local test receiver).
+    (lists, memberships, traits) is kept in memory and logged to SQLite before each answer;
+    GET /_cohortctl/state, /lists/{id}, /traits?key=K and /journal show it without auth (a
+    local test receiver).
 
     Prints the base URL on stdout (and nothing else), diagnostics on stderr, and serves
     until Ctrl-C. Faults for testing senders: --fail-rate, --reset-rate, --delay-ms,
@@ -178,8 +167,7 @@ def partner(
     cohortctl mock flow --url http://127.0.0.1:8080
     """
     from cohortctl.servers.partner import ReceiverSettings, create_app
-    from cohortctl.servers.partner_store import PartnerStore
-    from cohortctl.servers.runner import serve_forever
+    from cohortctl.servers.partner_store import PartnerLog
 
     rate = parse_rate(rate_limit) if rate_limit is not None else None
     db_shown = str(db) if db is not None else ":memory:"
@@ -187,7 +175,7 @@ def partner(
         if not db.parent.exists():
             raise InputError(f"--db {db}: directory {db.parent} does not exist")
         try:
-            PartnerStore(db_shown).close()
+            PartnerLog(db_shown).close()
         except sqlite3.Error as exc:
             raise InputError(
                 f"--db {db}: cannot use it as the receiver's database: {exc}"
@@ -216,11 +204,7 @@ def partner(
     )
     receiver = create_app(settings)
 
-    if not is_loopback_host(host):
-        err.print(
-            f"[yellow]warning:[/] listening on {escape(host)}: anyone who can reach it can "
-            "call this receiver over plain http and read its state without auth"
-        )
+    warn_if_exposed(host, "call this receiver over plain http and read its state without auth")
     if settings.api_key is None and auth is not ReceiverAuth.none:
         err.print("no --api-key / COHORTCTL_PARTNER_API_KEY given: accepting any credentials")
     broken = [
@@ -237,19 +221,9 @@ def partner(
     if known is not None:
         err.print(f"accepting only the {len(known)} user id(s) of {escape(str(known_users))}")
 
-    def ready(url: str) -> None:
-        err.print(f"partner receiver listening on {escape(url)} ({escape(settings.describe())})")
-        err.print("press Ctrl-C to stop")
-        sys.stdout.write(url + "\n")
-        sys.stdout.flush()
-
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        serve_forever(receiver, host=host, port=port, on_ready=ready)
-    except OSError as exc:
-        raise CohortctlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    serve_in_foreground(
+        receiver,
+        host,
+        port,
+        lambda url: f"partner receiver listening on {url} ({settings.describe()})",
+    )

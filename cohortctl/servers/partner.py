@@ -12,7 +12,8 @@ leaves no orphan). Every request goes through, in this order: injected delay, in
 reset (the connection is dropped without an answer), injected failure (``fail_status``),
 the rate limit (429 with ``Retry-After``), auth (401), JSON and payload validation (400
 naming the field), unknown list or unknown users (404, nothing applied), then the state
-change, committed before the 2xx is sent.
+change, committed before the 2xx is sent (a change that cannot be committed answers 500 and
+is undone). The state is held in memory and logged to SQLite (see ``partner_store``).
 
 Read-only views for tests and people, without auth (this is a local test receiver)::
 
@@ -38,14 +39,17 @@ import socket
 import struct
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from aiohttp import web
 
-from cohortctl.servers.partner_store import DEFAULT_JOURNAL_LIMIT, Entry, PartnerStore
+from cohortctl.servers.partner_store import (
+    DEFAULT_JOURNAL_LIMIT,
+    Entry,
+    PartnerStore,
+    StoreError,
+)
 from cohortctl.servers.partner_validation import (
     InvalidPayload,
     plain_json,
@@ -54,7 +58,6 @@ from cohortctl.servers.partner_validation import (
     validate_list_members,
 )
 
-T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AuthMode = Literal["basic", "header", "bearer", "any", "none"]
 AUTH_MODES: tuple[str, ...] = ("basic", "header", "bearer", "any", "none")
@@ -211,6 +214,10 @@ def _auth_problem(request: web.Request, settings: ReceiverSettings) -> str | Non
     return "wrong credentials"
 
 
+def _storage_failure(exc: StoreError) -> _Answer:
+    return _Answer(500, {"error": "storage failure", "reason": str(exc)}, f"storage failure: {exc}")
+
+
 def _reset_connection(request: web.Request) -> None:
     """Drop the connection without an answer; SO_LINGER 0 makes the client see a reset."""
     transport = request.transport
@@ -236,36 +243,27 @@ def _list_id(request: web.Request) -> int | None:
 
 @dataclass
 class Receiver:
-    """The receiver's handlers, its store and the writer thread that owns the store."""
+    """The receiver's handlers and its store (state in memory, logged by a writer thread)."""
 
     settings: ReceiverSettings
     store: PartnerStore | None = None
     bucket: TokenBucket | None = None
     rng: random.Random = field(init=False)
-    _executor: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="partner-store")
-    )
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.settings.seed)
         if self.settings.rate_limit is not None:
             self.bucket = TokenBucket(self.settings.rate_limit)
 
-    async def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn`` on the writer thread (the only thread that touches SQLite)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, partial(fn, *args, **kwargs))
-
     async def open(self, app: web.Application) -> None:
-        """Open the database on the writer thread (aiohttp ``on_startup``)."""
+        """Open the database and load its state (aiohttp ``on_startup``)."""
         settings = self.settings
-        self.store = await self.run(PartnerStore, settings.db, journal_limit=settings.journal_limit)
+        self.store = await PartnerStore.open(settings.db, journal_limit=settings.journal_limit)
 
     async def close(self, app: web.Application) -> None:
-        """Close the database and stop the writer thread (aiohttp ``on_cleanup``)."""
+        """Finish the commits under way and close the database (aiohttp ``on_cleanup``)."""
         if self.store is not None:
-            await self.run(self.store.close)
-        self._executor.shutdown(wait=True)
+            await self.store.close()
 
     def _store(self) -> PartnerStore:
         assert self.store is not None, "receiver used before startup"
@@ -288,7 +286,7 @@ class Receiver:
             if settings.delay_ms:
                 await asyncio.sleep(settings.delay_ms / 1000)
             if settings.reset_rate and self.rng.random() < settings.reset_rate:
-                await self.run(self._store().record, entry, None, "connection reset (injected)")
+                await self._store().record(entry, None, "connection reset (injected)")
                 _reset_connection(request)
                 return web.Response(status=599)  # never sent: the transport is gone
             if settings.fail_rate and self.rng.random() < settings.fail_rate:
@@ -327,11 +325,16 @@ class Receiver:
             answer = _invalid(exc.field, exc.reason)
         except _Answer as early:
             answer = early
+        except StoreError as exc:
+            answer = _storage_failure(exc)
         accepted = self._accepted_anyway(answer)
         if accepted is not None:
             answer = accepted
         entry = Entry(entry.method, entry.path, answer.users, request.content_length or 0, entry.at)
-        await self.run(self._store().record, entry, answer.status, answer.reason)
+        try:
+            await self._store().record(entry, answer.status, answer.reason)
+        except StoreError as exc:
+            answer = _storage_failure(exc)
         return web.json_response(answer.body, status=answer.status, headers=answer.headers)
 
     def _accepted_anyway(self, answer: _Answer) -> _Answer | None:
@@ -376,7 +379,7 @@ class Receiver:
         body, raw = await self._json_body(request)
         name = validate_list_create(body)
         entry = Entry(request.method, request.path, 0, _body_size(request, raw), time.time())
-        list_id, _ = await self.run(self._store().create_list, name, entry)
+        list_id, _ = await self._store().create_list(name, entry)
         return web.json_response({"listId": str(list_id)})
 
     async def add_members(self, request: web.Request) -> web.StreamResponse:
@@ -389,8 +392,7 @@ class Receiver:
 
     async def _change_members(self, request: web.Request, *, add: bool) -> web.StreamResponse:
         body, raw = await self._json_body(request)
-        plain = plain_json(raw)
-        user_ids = validate_list_members(body, plain=plain)
+        user_ids = validate_list_members(body, plain=plain_json(raw))
         raw_id = request.match_info["list_id"]
         unknown_list = _Answer(
             404, {"error": "unknown list", "listId": raw_id}, "unknown list", users=len(user_ids)
@@ -398,21 +400,14 @@ class Receiver:
         list_id = _list_id(request)
         if list_id is None:
             raise unknown_list
+        store = self._store()
         unknown_users = self._unknown_users(user_ids, len(user_ids))
         if unknown_users is not None:
-            exists = await self.run(self._store().list_exists, list_id)
-            raise unknown_users if exists else unknown_list
+            await store.committed()
+            raise unknown_users if store.list_exists(list_id) else unknown_list
         size = _body_size(request, raw)
         entry = Entry(request.method, request.path, len(user_ids), size, time.time())
-        # Python keeps the last of duplicate keys, SQLite's path lookup may find the first:
-        # with one literal "userIds" and no escapes (so no escaped key), both read the same
-        # array, and the body goes to SQLite as it came, to be read there in C.
-        ids: list[str] | str = user_ids
-        path = "$"
-        if plain and raw.count('"userIds"') == 1:
-            ids, path = raw, "$.userIds"
-        store = self._store()
-        result = await self.run(store.change_members, list_id, ids, entry, add=add, path=path)
+        result = await store.change_members(list_id, user_ids, entry, add=add)
         if result is None:
             raise unknown_list
         changed, list_size = result
@@ -428,7 +423,7 @@ class Receiver:
         if unknown_users is not None:
             raise unknown_users
         entry = Entry(request.method, request.path, users, _body_size(request, raw), time.time())
-        count = await self.run(self._store().set_traits, updates, entry)
+        count = await self._store().set_traits(updates, entry)
         return web.json_response({"updated": count})
 
     # --- read-only views (no auth: a local test receiver) ---------------------------------------
@@ -439,12 +434,16 @@ class Receiver:
 
     async def state(self, request: web.Request) -> web.StreamResponse:
         """``GET /_cohortctl/state``."""
-        return web.json_response(await self.run(self._store().state))
+        store = self._store()
+        await store.committed()
+        return web.json_response(store.state())
 
     async def list_view(self, request: web.Request) -> web.StreamResponse:
         """``GET /_cohortctl/lists/{listId}``."""
         list_id = _list_id(request)
-        data = None if list_id is None else await self.run(self._store().members, list_id)
+        store = self._store()
+        await store.committed()
+        data = None if list_id is None else store.members(list_id)
         if data is None:
             body = {"error": "unknown list", "listId": request.match_info["list_id"]}
             return web.json_response(body, status=404)
@@ -455,19 +454,23 @@ class Receiver:
         key = request.query.get("key")
         if not key:
             return web.json_response({"error": "the key query parameter is required"}, status=400)
-        return web.json_response(await self.run(self._store().traits, key))
+        store = self._store()
+        await store.committed()
+        return web.json_response(store.traits(key))
 
     async def journal(self, request: web.Request) -> web.StreamResponse:
         """``GET /_cohortctl/journal?limit=N``: the last N requests, newest last."""
         text = request.query.get("limit", "100")
         if not text.isdigit():
             return web.json_response({"error": "limit must be a whole number"}, status=400)
-        rows = await self.run(self._store().journal, int(text))
+        store = self._store()
+        await store.committed()
+        rows = store.journal(int(text))
         return web.json_response({"requests": rows})
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
         """``POST /_cohortctl/reset``: forget every list, trait, journal entry and counter."""
-        await self.run(self._store().clear)
+        await self._store().clear()
         return web.json_response({"ok": True})
 
 
