@@ -3,15 +3,17 @@
 Starts the receiver in a subprocess (``python -m cohortctl serve partner``, in-memory db
 unless ``--db-file``), creates a list, then fires ``POST /lists/{id}/add`` batches of 1,000
 unique user ids, each body exactly as ``cohortctl.payloads.list_members`` builds it, with
-Basic auth, for at most ``--seconds`` or ``--requests`` (whichever comes first). The load
-generator is ``wrk`` with a Lua script when installed (C, cheap on a 2-core machine), else an
-aiohttp client in its own process. Then it checks through ``/_cohortctl/state`` that every
-acknowledged membership is stored, and runs the same load against a baseline in the same
-run: a bare aiohttp app on the same runner that reads the body and answers 200 (no
-validation, no auth, no state), printing the ratio. Loopback only; stops by itself.
+Basic auth, for at most ``--seconds`` or ``--requests`` (whichever comes first). The ids come
+in random order (as real syncs send them), then in increasing order, each against a fresh
+receiver (``--ids`` picks one). The load generator is ``wrk`` with a Lua script when
+installed (C, cheap on a 2-core machine), else an aiohttp client in its own process. After
+each run it checks through ``/_cohortctl/state`` that every acknowledged membership is
+stored. The same load runs first against a baseline: a bare aiohttp app on the same runner
+that reads the body and answers 200 (no validation, no auth, no state), and the ratio is
+printed. Loopback only; stops by itself.
 
-    .venv/bin/python benchmarks/receiver.py                 # 10 s or 20,000 requests each
-    .venv/bin/python benchmarks/receiver.py --ids random    # ids in random order
+    .venv/bin/python benchmarks/receiver.py                  # 10 s or 20,000 requests per run
+    .venv/bin/python benchmarks/receiver.py --ids random     # only random-order ids
     .venv/bin/python benchmarks/receiver.py --seconds 3 --db-file
 """
 
@@ -29,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -328,8 +331,77 @@ def run_client(
 # --- the run ---------------------------------------------------------------------------------
 
 
+@dataclass
+class ReceiverRun:
+    """One load run against the receiver and what its state says afterwards."""
+
+    kind: str
+    load: Load
+    size: int  # memberships stored in the benchmark's list
+    acknowledged: int  # 2xx adds the receiver counted (its own counters)
+    cpu_per_request: float | None  # seconds of receiver CPU (both threads) per request
+
+    @property
+    def complete(self) -> bool:
+        """Every acknowledged membership is stored, and no more were acknowledged than counted."""
+        return self.size == self.acknowledged * BATCH and self.load.requests <= self.acknowledged
+
+
+def run_receiver(
+    kind: str, env: dict[str, str], key: str, db_file: bool, load: Callable[[str, str, str], Load]
+) -> ReceiverRun:
+    """Start ``cohortctl serve partner``, create a list, load it, read its state, stop it."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "cohortctl", "serve", "partner", "--port", "0"]
+        if db_file:
+            command += ["--db", str(Path(tmp) / "receiver.sqlite")]
+        process, url = start(command, env)
+        try:
+            with httpx.Client(base_url=url, auth=(key, ""), timeout=60) as client:
+                created = client.post("/lists", json=payloads.list_create("Bench", "b1"))
+                created.raise_for_status()
+                list_id = created.json()["listId"]
+                cpu_before = cpu_seconds(process.pid)
+                result = load(url, f"/lists/{list_id}/add", kind)
+                cpu_after = cpu_seconds(process.pid)
+                state = client.get("/_cohortctl/state").json()
+        finally:
+            stop(process)
+    size = next(item["size"] for item in state["lists"] if item["listId"] == list_id)
+    acknowledged = state["counters"]["by_status"].get("200", 0) - 1  # minus the list creation
+    cpu = None
+    if cpu_before is not None and cpu_after is not None and acknowledged:
+        cpu = (cpu_after - cpu_before) / acknowledged
+    return ReceiverRun(kind, result, size, acknowledged, cpu)
+
+
+def report(run: ReceiverRun, where: str, baseline: Load | None) -> None:
+    """Print one receiver run: rate, latency, CPU, ratio to the baseline, verification."""
+    result = run.load
+    print(
+        f"receiver, {run.kind} ids (auth + strict validation + state, SQLite {where}): "
+        f"{result.rate:,.0f} req/s = {result.rate * BATCH:,.0f} memberships/s  "
+        f"p50 {result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  ({result.requests} ok, "
+        f"{result.failed} failed, {result.seconds:.1f} s)"
+    )
+    if run.cpu_per_request is not None:
+        print(
+            f"  CPU: {run.cpu_per_request * 1e6:,.0f} us per request (event loop + writer "
+            f"thread), {run.cpu_per_request * result.rate:.2f} cores busy at that rate"
+        )
+    if baseline is not None and baseline.rate:
+        print(f"  ratio receiver / baseline: {result.rate / baseline.rate:.2f}")
+    verdict = "every acknowledged membership stored" if run.complete else "MISMATCH"
+    print(
+        f"  stored: {run.size:,} memberships for {run.acknowledged:,} acknowledged adds "
+        f"({result.requests:,} seen by the load generator; the rest were in flight at the "
+        f"cut-off): {verdict}",
+        flush=True,
+    )
+
+
 def main() -> None:
-    """Run baseline and receiver under the same load and print the figures."""
+    """Run baseline and receiver (random ids, then sequential) under the same load."""
     if len(sys.argv) > 1 and sys.argv[1] == "--serve-bare":
         serve_bare()
         return
@@ -338,8 +410,13 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="at most this long per run")
-    parser.add_argument("--requests", type=int, default=20_000, help="at most this many")
-    parser.add_argument("--ids", choices=("sequential", "random"), default="sequential")
+    parser.add_argument("--requests", type=int, default=20_000, help="at most this many per run")
+    parser.add_argument(
+        "--ids",
+        choices=("both", "random", "sequential"),
+        default="both",
+        help="order of the user ids: random (as real syncs send them), sequential, or both",
+    )
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads")
     parser.add_argument("--db-file", action="store_true", help="SQLite file instead of memory")
@@ -347,27 +424,29 @@ def main() -> None:
                         help="use the aiohttp client even when wrk is installed")  # fmt: skip
     parser.add_argument("--skip-baseline", action="store_true")
     args = parser.parse_args()
+    kinds = ["random", "sequential"] if args.ids == "both" else [args.ids]
 
     key = f"bench-{secrets.token_hex(8)}"
     auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
     use_wrk = shutil.which("wrk") is not None and not args.force_client
     generator = "wrk" if use_wrk else "aiohttp client"
 
-    def load(url: str, path: str) -> Load:
+    def load(url: str, path: str, kind: str) -> Load:
         if use_wrk:
             return run_wrk(
-                url, path, auth, kind=args.ids, seconds=args.seconds, requests=args.requests,
+                url, path, auth, kind=kind, seconds=args.seconds, requests=args.requests,
                 threads=args.threads, connections=args.connections,
             )  # fmt: skip
         return run_client(
-            url, path, auth, kind=args.ids, seconds=args.seconds, requests=args.requests,
+            url, path, auth, kind=kind, seconds=args.seconds, requests=args.requests,
             connections=args.connections,
         )  # fmt: skip
 
     env = {**os.environ, "COHORTCTL_PARTNER_API_KEY": key, "PYTHONPATH": str(ROOT)}
     print(
-        f"load: {generator}, {args.connections} connections, {BATCH} {args.ids} user ids "
-        f"per request, at most {args.seconds:g} s or {args.requests} requests per run",
+        f"load: {generator}, {args.connections} connections, {BATCH} user ids per request "
+        f"({' then '.join(kinds)} order), at most {args.seconds:g} s or {args.requests} "
+        "requests per run",
         flush=True,
     )
 
@@ -376,7 +455,7 @@ def main() -> None:
         process, url = start([sys.executable, __file__, "--serve-bare"], env)
         try:
             cpu_before = cpu_seconds(process.pid)
-            baseline = load(url, "/lists/1/add")
+            baseline = load(url, "/lists/1/add", kinds[0])
             baseline_cpu = cpu_seconds(process.pid)
         finally:
             stop(process)
@@ -384,54 +463,21 @@ def main() -> None:
         if cpu_before is not None and baseline_cpu is not None and baseline.requests:
             cpu_note = f", {(baseline_cpu - cpu_before) / baseline.requests * 1e6:,.0f} us CPU/req"
         print(
-            f"baseline (bare aiohttp, body read, no checks, no state): {baseline.rate:,.0f} req/s"
-            f"  p50 {baseline.p50_ms:.1f} ms  p99 {baseline.p99_ms:.1f} ms{cpu_note}",
+            f"baseline (bare aiohttp, body read, no checks, no state, {kinds[0]} ids): "
+            f"{baseline.rate:,.0f} req/s  p50 {baseline.p50_ms:.1f} ms  "
+            f"p99 {baseline.p99_ms:.1f} ms{cpu_note}",
             flush=True,
         )
 
-    with tempfile.TemporaryDirectory() as tmp:
-        command = [sys.executable, "-m", "cohortctl", "serve", "partner", "--port", "0"]
-        if args.db_file:
-            command += ["--db", str(Path(tmp) / "receiver.sqlite")]
-        process, url = start(command, env)
-        try:
-            with httpx.Client(base_url=url, auth=(key, ""), timeout=30) as client:
-                created = client.post("/lists", json=payloads.list_create("Bench", "b1"))
-                created.raise_for_status()
-                list_id = created.json()["listId"]
-                cpu_before = cpu_seconds(process.pid)
-                result = load(url, f"/lists/{list_id}/add")
-                cpu_after = cpu_seconds(process.pid)
-                state = client.get("/_cohortctl/state").json()
-        finally:
-            stop(process)
-
-    size = next(item["size"] for item in state["lists"] if item["listId"] == list_id)
-    server_ok = state["counters"]["by_status"].get("200", 0) - 1  # minus the list creation
     where = "file db" if args.db_file else ":memory:"
-    print(
-        f"receiver (auth + strict validation + SQLite {where}): {result.rate:,.0f} req/s = "
-        f"{result.rate * BATCH:,.0f} memberships/s  p50 {result.p50_ms:.1f} ms  "
-        f"p99 {result.p99_ms:.1f} ms  ({result.requests} ok, {result.failed} failed, "
-        f"{result.seconds:.1f} s)"
-    )
-    if cpu_before is not None and cpu_after is not None and server_ok:
-        per_request = (cpu_after - cpu_before) / server_ok
-        print(
-            f"receiver CPU: {per_request * 1e6:,.0f} us per request (event loop + writer "
-            f"thread), {per_request * result.rate:.2f} cores busy at that rate"
-        )
-    if baseline is not None and baseline.rate:
-        print(f"ratio receiver / baseline: {result.rate / baseline.rate:.2f}")
+    runs = []
+    for kind in kinds:
+        run = run_receiver(kind, env, key, args.db_file, load)
+        report(run, where, baseline)
+        runs.append(run)
     if not use_wrk:
         print("note: the Python load generator may be the limit here; install wrk to measure")
-    complete = size == server_ok * BATCH and result.requests <= server_ok
-    print(
-        f"stored: {size:,} memberships for {server_ok:,} acknowledged adds "
-        f"({result.requests:,} seen by the load generator; the rest were in flight at the "
-        f"cut-off): {'every acknowledged membership stored' if complete else 'MISMATCH'}"
-    )
-    if not complete or result.failed:
+    if any(not run.complete or run.load.failed for run in runs):
         raise SystemExit(1)
 
 
