@@ -6,6 +6,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import IO
 
 import httpx
+import pytest
 
 from tests.conftest import RunCli, assert_no_secrets
 from tests.credentials import API_KEY, SECRET_KEY
@@ -169,3 +171,25 @@ def test_serve_amplitude_help_documents_credentials(cli: RunCli) -> None:
     assert result.exit_code == 0
     for text in ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY", "--export-redirect", "--db"):
         assert text in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("command", "warning"),
+    [
+        ("amplitude", "can call this fake over plain http"),
+        ("partner", "can call this receiver over plain http and read its state without auth"),
+    ],
+)
+def test_serve_warns_off_loopback_and_reports_a_busy_port(
+    cli: RunCli, command: str, warning: str
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("serve", command, "--host", "0.0.0.0", "--port", str(port))
+    assert result.exit_code == 1
+    assert "warning: listening on 0.0.0.0" in result.stderr
+    assert warning in " ".join(result.stderr.split())
+    assert f"cannot listen on 0.0.0.0:{port}" in result.stderr
+    assert result.stdout == ""

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import base64
 import json
+import sqlite3
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,9 @@ import httpx
 import pytest
 
 from cohortctl import payloads
-from cohortctl.servers.partner import ReceiverSettings, TokenBucket
+from cohortctl.servers import partner_store
+from cohortctl.servers.partner import RECEIVER_KEY, ReceiverSettings, TokenBucket
+from cohortctl.servers.partner_store import PartnerLog, PartnerStore
 from cohortctl.servers.partner_validation import (
     InvalidPayload,
     check_user_ids,
@@ -483,6 +489,204 @@ def test_a_file_db_survives_a_restart(
     with client(second) as c:
         assert new_list(c) == list_id
         assert new_list(c, "Another") != list_id
+
+
+def everything(server: BackgroundServer, list_ids: list[str], keys: list[str]) -> Any:
+    """Every read-only view of a receiver, to compare two of them."""
+    return {
+        "state": view(server, "state"),
+        "lists": [view(server, f"lists/{list_id}") for list_id in list_ids],
+        "traits": [view(server, "traits", key=key) for key in keys],
+        "journal": view(server, "journal", limit=100),
+    }
+
+
+def fill(server: BackgroundServer) -> tuple[list[str], list[str]]:
+    """Lists, adds, removes, repeated adds and traits set then flipped: (list ids, keys)."""
+    other_key = payloads.cohort_label("Whales", "c7")
+    with client(server) as c:
+        first, second = new_list(c), new_list(c, "Second")
+        for ids in (["u1", "u2", "u3"], ["u3", "u4"], ["u2", "u2", "u5"]):
+            assert c.post(f"/lists/{first}/add", json=payloads.list_members(ids)).is_success
+        assert c.post(f"/lists/{first}/remove", json=payloads.list_members(["u1", "x"])).is_success
+        assert c.post(f"/lists/{second}/add", json=payloads.list_members(["v1"])).is_success
+        c.post("/batch", json=payloads.identify_batch(["u1", "u2"], NAME, COHORT, member=True))
+        c.post("/identify", json=payloads.identify("u1", NAME, COHORT, member=False))
+        c.post("/identify", json=payloads.identify("u9", "Whales", "c7", member=True))
+        c.post("/lists/77/add", json=payloads.list_members(["u1"]))  # 404, journaled only
+    return [first, second], [KEY, other_key]
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_a_restart_reproduces_lists_members_and_traits(
+    partner_server_factory: PartnerFactory,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    compact: bool,
+) -> None:
+    if compact:
+        monkeypatch.setattr(partner_store, "COMPACT_AFTER", 1)
+    db = str(tmp_path / "receiver.sqlite")
+    first = partner_server_factory(api_key=PARTNER_KEY, db=db)
+    list_ids, keys = fill(first)
+    before = everything(first, list_ids, keys)
+    assert before["lists"][0]["members"] == ["u2", "u3", "u4", "u5"]
+    assert before["traits"][0] == {"key": KEY, "true": ["u2"], "false": ["u1"]}
+    first.stop()
+    second = partner_server_factory(api_key=PARTNER_KEY, db=db)
+    assert everything(second, list_ids, keys) == before
+    with sqlite3.connect(db) as conn:
+        (ops,) = conn.execute("SELECT count(*) FROM ops").fetchone()
+        (chunks,) = conn.execute("SELECT count(*) FROM snapshot_members").fetchone()
+    assert (ops, chunks > 0) == ((0, True) if compact else (8, False))
+    with client(second) as c:
+        body = payloads.list_members(["u6"])
+        assert c.post(f"/lists/{list_ids[0]}/add", json=body).json()["size"] == 5
+    after = everything(second, list_ids, keys)
+    second.stop()
+    third = partner_server_factory(api_key=PARTNER_KEY, db=db)
+    assert everything(third, list_ids, keys) == after
+    with client(third) as c:
+        assert new_list(c, "Third") not in list_ids
+
+
+def test_a_reset_is_stored_too(partner_server_factory: PartnerFactory, tmp_path: Path) -> None:
+    db = str(tmp_path / "receiver.sqlite")
+    first = partner_server_factory(api_key=PARTNER_KEY, db=db)
+    list_ids, _ = fill(first)
+    assert httpx.post(f"{first.url}/_cohortctl/reset").json() == {"ok": True}
+    first.stop()
+    second = partner_server_factory(api_key=PARTNER_KEY, db=db)
+    assert view(second, "state")["lists"] == []
+    assert view(second, "journal")["requests"] == []
+    with client(second) as c:
+        assert new_list(c) not in list_ids  # list ids are never reused
+
+
+def test_a_database_of_the_earlier_layout_is_migrated(
+    partner_server_factory: PartnerFactory, tmp_path: Path
+) -> None:
+    db = tmp_path / "old.sqlite"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            """
+            CREATE TABLE lists (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+                                created_at REAL NOT NULL, size INTEGER NOT NULL DEFAULT 0);
+            CREATE TABLE members (list_id INTEGER NOT NULL, user_id TEXT NOT NULL,
+                                  PRIMARY KEY (list_id, user_id)) WITHOUT ROWID;
+            CREATE TABLE traits (key TEXT NOT NULL, user_id TEXT NOT NULL,
+                                 value INTEGER NOT NULL, updated_at REAL NOT NULL,
+                                 PRIMARY KEY (key, user_id)) WITHOUT ROWID;
+            """
+        )
+        conn.execute("INSERT INTO lists(name, created_at, size) VALUES (?, 0, 2)", (KEY,))
+        conn.executemany("INSERT INTO members VALUES (1, ?)", [("a",), ("b",)])
+        conn.execute("INSERT INTO traits VALUES (?, 'a', 0, 0)", (KEY,))
+    server = partner_server_factory(api_key=PARTNER_KEY, db=str(db))
+    assert view(server, "lists/1") == {"listId": "1", "name": KEY, "members": ["a", "b"]}
+    assert view(server, "traits", key=KEY) == {"key": KEY, "true": [], "false": ["a"]}
+    with client(server) as c:
+        assert c.post("/lists/1/add", json=payloads.list_members(["c"])).json()["size"] == 3
+    server.stop()
+    again = partner_server_factory(api_key=PARTNER_KEY, db=str(db))
+    assert view(again, "lists/1")["members"] == ["a", "b", "c"]
+
+
+class CommitHook:
+    """Wraps a receiver's log writes (on its writer thread): hold them, or make SQLite fail."""
+
+    def __init__(self, store: PartnerStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.log: PartnerLog = store.log
+        self.write = self.log.write
+        self.hold = threading.Event()
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.failures = 0
+        monkeypatch.setattr(self.log, "write", self._write)
+
+    def _write(self, group: Any) -> None:
+        failing = self.failures > 0
+        self.failures -= failing
+        if self.hold.is_set():
+            self.hold.clear()
+            self.held.set()
+            assert self.release.wait(timeout=30)
+        if not failing:
+            return self.write(group)
+        conn = self.log._conn
+        conn.execute("PRAGMA query_only = ON")  # SQLite itself refuses the writes
+        try:
+            return self.write(group)
+        finally:
+            conn.execute("PRAGMA query_only = OFF")
+
+
+def receiver_store(server: BackgroundServer) -> PartnerStore:
+    assert server.app is not None
+    store = server.app[RECEIVER_KEY].store
+    assert store is not None
+    return store
+
+
+def test_a_failed_commit_answers_5xx_and_keeps_nothing(
+    partner_server_factory: PartnerFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "receiver.sqlite")
+    server = partner_server_factory(api_key=PARTNER_KEY, db=db)
+    hook = CommitHook(receiver_store(server), monkeypatch)
+    with client(server) as c:
+        list_id = new_list(c)
+        assert c.post(f"/lists/{list_id}/add", json=payloads.list_members(["a"])).is_success
+        hook.failures = 1
+        failed = c.post(f"/lists/{list_id}/add", json=payloads.list_members(["b", "c"]))
+        assert failed.status_code == 500
+        assert failed.json()["error"] == "storage failure"
+        hook.failures = 1
+        assert c.post("/identify", json=GOOD_IDENTIFY).status_code == 500
+        hook.failures = 1
+        assert c.post("/lists", json=payloads.list_create("New", "c9")).status_code == 500
+    assert view(server, f"lists/{list_id}")["members"] == ["a"]
+    state = view(server, "state")
+    assert [item["name"] for item in state["lists"]] == [KEY]
+    assert state["traits"] == {"users": 0, "keys": []}
+    assert state["counters"]["by_status"] == {"200": 2, "500": 3}
+    with client(server) as c:  # the next commits work, and the next list gets the next id
+        assert c.post(f"/lists/{list_id}/add", json=payloads.list_members(["c"])).is_success
+        assert new_list(c, "New") == str(int(list_id) + 1)
+    before = everything(server, [list_id], [KEY])
+    server.stop()
+    assert everything(partner_server_factory(db=db), [list_id], [KEY]) == before
+
+
+def test_a_group_commit_acknowledges_nothing_it_could_not_commit(
+    partner_server_factory: PartnerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = partner_server_factory(api_key=PARTNER_KEY)
+    store = receiver_store(server)
+    hook = CommitHook(store, monkeypatch)
+    with client(server) as c:
+        list_id = new_list(c)
+    add = f"/lists/{list_id}/add"
+
+    def post(ids: list[str]) -> int:
+        with client(server) as c:
+            return c.post(add, json=payloads.list_members(ids)).status_code
+
+    hook.hold.set()
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(post, ["a"])
+        assert hook.held.wait(timeout=30)  # the first add's commit is under way, held
+        others = [pool.submit(post, [f"b{n}", "a"]) for n in range(3)]
+        deadline = time.monotonic() + 30
+        while store.pending < 3 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert store.pending == 3  # queued behind the held commit: one group
+        hook.failures = 1
+        hook.release.set()
+        statuses = [first.result(timeout=30)] + [f.result(timeout=30) for f in others]
+    assert statuses == [200, 500, 500, 500]
+    assert view(server, f"lists/{list_id}")["members"] == ["a"]
+    assert view(server, "state")["lists"][0]["size"] == 1
 
 
 def test_reset_forgets_everything(partner_server: BackgroundServer) -> None:
