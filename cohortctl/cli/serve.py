@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import signal
 import sqlite3
 import sys
@@ -76,18 +75,25 @@ def serve_in_foreground(
             signal.signal(signal.SIGTERM, previous)
 
 
-def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str, bool]:
-    """The key pair to accept, and whether it was generated here."""
-    if api_key and secret_key:
-        return api_key, secret_key, False
-    if api_key or secret_key:
-        missing = (
-            "--secret-key / AMPLITUDE_SECRET_KEY" if api_key else "--api-key / AMPLITUDE_API_KEY"
+def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str]:
+    """The key pair the fake accepts; both are required so none is ever made up and printed."""
+    missing = [
+        name
+        for name, value in (
+            ("--api-key / AMPLITUDE_API_KEY", api_key),
+            ("--secret-key / AMPLITUDE_SECRET_KEY", secret_key),
         )
+        if not value
+    ]
+    if missing:
         raise ConfigError(
-            f"give both the api key and the secret key, or neither: {missing} is not set"
+            f"the fake needs the key pair its clients will use: {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not set",
+            hint="any values will do, e.g. export AMPLITUDE_API_KEY=local-key "
+            "AMPLITUDE_SECRET_KEY=local-secret (cohortctl reads the same variables)",
         )
-    return f"fake-key-{secrets.token_hex(8)}", f"fake-secret-{secrets.token_hex(12)}", True
+    assert api_key is not None and secret_key is not None
+    return api_key, secret_key
 
 
 @app.command("amplitude")
@@ -154,15 +160,15 @@ def amplitude(
 
     Prints the base URL on stdout (and nothing else), diagnostics on stderr, and serves until
     Ctrl-C. Clients authenticate with HTTP Basic: the api key and secret key taken from
-    --api-key/--secret-key or AMPLITUDE_API_KEY/AMPLITUDE_SECRET_KEY, never printed. With
-    neither set, a throwaway pair is generated for this local fake and shown on stderr.
+    --api-key/--secret-key or AMPLITUDE_API_KEY/AMPLITUDE_SECRET_KEY (both required, any
+    values; the same variables cohortctl's client reads), never printed.
 
     Example: URL=$(cohortctl serve amplitude --db fake.sqlite &) and point cohortctl at it
     with AMPLITUDE_BASE_URL=$URL.
     """
     from cohortctl.servers.amplitude import create_app
 
-    key, secret, generated = _credentials(api_key, secret_key)
+    key, secret = _credentials(api_key, secret_key)
     db_shown = str(db) if db is not None else ":memory:"
     if db is not None and not db.parent.exists():
         raise InputError(f"--db {db}: directory {db.parent} does not exist")
@@ -180,12 +186,6 @@ def amplitude(
         raise InputError(f"--db {db_shown}: cannot use it as the fake's database: {exc}") from None
 
     warn_if_exposed(host, "call this fake over plain http")
-    if generated:
-        err.print(
-            "no AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY given: generated a throwaway pair, "
-            "valid only for this local fake:"
-        )
-        err.print(f"  export AMPLITUDE_API_KEY={key} AMPLITUDE_SECRET_KEY={secret}", markup=False)
 
     serve_in_foreground(
         fake, host, port, lambda url: f"fake Amplitude API listening on {url} (db: {db_shown})"
