@@ -99,7 +99,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a small run (seconds)")
     parser.add_argument("--users", type=int, help="snapshot size [default: 5M, quick 500k]")
-    parser.add_argument("--high-workers", type=int, default=64)
+    parser.add_argument(
+        "--high-workers", type=int, nargs="+", default=[32, 64], help="[default: 32 64]"
+    )
     parser.add_argument("--diff-ids", type=int, help="[default: 10M, quick 200k; 0 skips]")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args()
@@ -115,11 +117,12 @@ def main() -> None:
         snapshot = tmp / "snapshot.txt"
         write_snapshot(snapshot, count)
         rows.append(run_sync(server.url, snapshot, 4, tmp))
-        rows.append(run_sync(server.url, snapshot, args.high_workers, tmp))
+        for workers in args.high_workers:
+            rows.append(run_sync(server.url, snapshot, workers, tmp))
         baseline = run_requests(server.url, 100_000, seconds)
         if baseline:
             rows.append(baseline)
-        wrk = run_wrk(server.url, int(seconds), args.high_workers)
+        wrk = run_wrk(server.url, int(seconds), max(args.high_workers))
         if wrk:
             rows.append(wrk)
     diff = run_diff(diff_size) if diff_size else None
