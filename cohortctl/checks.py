@@ -854,7 +854,7 @@ def write_text(path: Path, text: str, *, append: bool = False, what: str = "repo
 
 def case_rows(cases: Iterable[CaseResult]) -> list[tuple[str, str, str, str]]:
     """Table rows for people: case, result, expected, actual (with why)."""
-    rows = []
+    rows: list[tuple[str, str, str, str]] = []
     for case in cases:
         actual = case.actual if not case.detail else f"{case.actual} — {case.detail}"
         rows.append((case.name, case.status, case.expected, actual))

@@ -243,7 +243,7 @@ class _Reader:
         head = self._read_at_least(stream, 2)
         if head.startswith(_GZIP_MAGIC):
             self.gzip = True
-            stream = gzip.GzipFile(fileobj=_Prefixed(head, stream), mode="rb")  # type: ignore[arg-type]
+            stream = gzip.GzipFile(fileobj=_Prefixed(head, stream), mode="rb")  # type: ignore[call-overload]
             head = self._read_at_least(stream, 3)
         else:
             more = self._read_at_least(stream, 1) if len(head) < 3 else b""

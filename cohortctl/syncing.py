@@ -349,9 +349,9 @@ def _create_list(
         result.status = FAILED
         result.error = "the list-create request failed: nothing else was sent"
         return None
-    body = answers[0].body.decode("utf-8", "replace")
+    answer_text = answers[0].body.decode("utf-8", "replace")
     try:
-        return destination.find_list_id(body)
+        return destination.find_list_id(answer_text)
     except CheckFailed as exc:
         result.status = FAILED
         result.error = exc.message

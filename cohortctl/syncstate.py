@@ -516,8 +516,8 @@ class Confirmer:
 
     def _row(self, item: BatchRef | tuple[int, Sequence[str]]) -> BatchRef | tuple[object, ...]:
         if len(item) == 6:
-            return item  # type: ignore[return-value]
-        op, ids = item  # type: ignore[misc]
+            return item
+        op, ids = item
         return (self._dest, op, len(ids), _join_ids(ids), None, None)
 
     def _run(self) -> None:

@@ -86,7 +86,7 @@ def check_user_id(value: Any, where: str) -> str:
     problem = _user_id_problem(value)
     if problem:
         raise InvalidPayload(where, problem)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def plain_json(text: str) -> bool:

@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
 AppFactory = Callable[[], web.Application]
+T = TypeVar("T")
 
 
 def _bound_port(site: web.TCPSite) -> int:
-    server = site._server  # aiohttp exposes the bound socket only here
+    server = cast(asyncio.Server | None, site._server)  # the bound socket is only here
     assert server is not None and server.sockets
     return int(server.sockets[0].getsockname()[1])
 
@@ -81,7 +83,7 @@ class BackgroundServer:
         loop.run_until_complete(self._runner.cleanup())
         loop.close()
 
-    def call(self, fn: Callable[[], Awaitable[object]]) -> object:
+    def call(self, fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
         """Run a coroutine on the server's loop from another thread and return its result."""
         assert self._loop is not None
         return asyncio.run_coroutine_threadsafe(fn(), self._loop).result(timeout=30)
