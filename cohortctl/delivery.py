@@ -23,6 +23,7 @@ import json
 import os
 import ssl
 import time
+import urllib.request
 from array import array
 from collections import Counter
 from collections.abc import (
@@ -36,11 +37,13 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from yarl import URL
 
 from cohortctl import outcomes, payloads
+from cohortctl.config import is_loopback_host
 from cohortctl.errors import CohortctlError, ExitCode, InputError
 from cohortctl.retry import (
     AMPLITUDE_SYNC_POLICY,
@@ -317,7 +320,9 @@ class AiohttpTransport:
         workers: int,
         headers: Mapping[str, str],
         timeout: float = DEFAULT_TIMEOUT,
+        proxy: str | None = None,
     ) -> None:
+        self._proxy = proxy
         connector = aiohttp.TCPConnector(
             limit=workers, limit_per_host=workers, keepalive_timeout=30.0
         )
@@ -343,7 +348,9 @@ class AiohttpTransport:
     async def send(self, method: str, url: str, body: bytes) -> Answer:
         """POST (or ``method``) ``body`` to ``url``; network failures become an Answer."""
         try:
-            async with self._session.request(method, self._url(url), data=body) as resp:
+            async with self._session.request(
+                method, self._url(url), data=body, proxy=self._proxy
+            ) as resp:
                 data = await resp.read()
                 status = resp.status
                 if 200 <= status < 300:
@@ -588,6 +595,7 @@ class Delivery:
         sleep: Sleep = asyncio.sleep,
         clock: Clock = time.perf_counter,
         transport: Transport | None = None,
+        proxy: str | None = None,
     ) -> None:
         if workers < 1:
             raise InputError("workers must be at least 1")
@@ -595,6 +603,7 @@ class Delivery:
         self._headers = dict(headers or {})
         self._timeout = timeout
         self._given_transport = transport
+        self._proxy = proxy
         self._transport: Transport | None = None
         self._workers = workers
         self._policy = policy
@@ -624,10 +633,19 @@ class Delivery:
     async def run(self) -> DeliveryReport:
         """Deliver every batch; on cancellation mark the report interrupted and re-raise.
 
-        Builds an :class:`AiohttpTransport` (closed at the end) unless one was passed.
+        Builds the transport (closed at the end) unless one was passed: the fast
+        :class:`StreamTransport`, or :class:`AiohttpTransport` when ``proxy`` is set (the
+        fast one cannot tunnel through a proxy).
         """
         transport = self._given_transport
-        if transport is None:
+        if transport is None and self._proxy:
+            transport = AiohttpTransport(
+                workers=self._workers,
+                headers=self._headers,
+                timeout=self._timeout,
+                proxy=self._proxy,
+            )
+        elif transport is None:
             transport = StreamTransport(
                 workers=self._workers, headers=self._headers, timeout=self._timeout
             )
@@ -737,6 +755,38 @@ async def deliver_async(batches: Iterable[Batch], **options: Any) -> DeliveryRep
     use :class:`Delivery` directly to read the partial report afterwards.
     """
     return await Delivery(batches, **options).run()
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment sets for ``url``: ``HTTPS_PROXY``/``HTTP_PROXY`` (either case)
+    unless ``NO_PROXY`` exempts the host; loopback is never proxied (no proxy can reach it).
+    """
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if is_loopback_host(host):
+        return None
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(parts.scheme)
+    if not proxy or _no_proxy_matches(host, parts.port, proxies.get("no", "")):
+        return None
+    return proxy
+
+
+def _no_proxy_matches(host: str, port: int | None, no_proxy: str) -> bool:
+    """``NO_PROXY`` as curl reads it: ``*``, or hosts and domain suffixes, optional ``:port``."""
+    host = host.lower()
+    for entry in (e.strip().lower() for e in no_proxy.split(",")):
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.partition(":")
+        if entry_port and port is not None and entry_port != str(port):
+            continue
+        name = name.lstrip(".")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:

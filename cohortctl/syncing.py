@@ -47,6 +47,7 @@ from cohortctl.delivery import (
     identify_encoder,
     ids_are_plain,
     list_members_encoder,
+    proxy_for,
     write_retry_file,
 )
 from cohortctl.destination import Destination, redact_url
@@ -321,6 +322,7 @@ def _delivery_options(
         "timeout": destination.timeout,
         "on_retry": hooks.on_retry,
         "transport": hooks.transport,
+        "proxy": proxy_for(destination.base_url),
     }
     if hooks.sleep is not None:
         options["sleep"] = hooks.sleep

@@ -31,6 +31,7 @@ from cohortctl.delivery import (
     ids_are_plain,
     iter_batches,
     list_members_encoder,
+    proxy_for,
     write_retry_file,
 )
 from cohortctl.errors import ExitCode, InputError
@@ -500,3 +501,58 @@ def test_stream_transport_replaces_a_connection_the_server_closed_while_idle() -
         server.close()
     assert [a.status for a in answers] == [200, 200]
     assert server.connections == 2
+
+
+# -- proxies ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("env", "url", "expected"),
+    [
+        ({}, "https://partner.example/lists", None),
+        ({"HTTPS_PROXY": "http://proxy:3128"}, "https://partner.example/x", "http://proxy:3128"),
+        ({"https_proxy": "http://proxy:3128"}, "http://partner.example/x", None),
+        ({"HTTP_PROXY": "http://proxy:3128"}, "http://partner.example/x", "http://proxy:3128"),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "example"}, "https://partner.example/x", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": ".example"}, "https://a.b.example/x", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "other.io, *"}, "https://x.example/", None),
+        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "ample"}, "https://example/x", "http://p:1"),
+        ({"HTTPS_PROXY": "http://p:1"}, "https://127.0.0.1:8443/x", None),
+        ({"HTTPS_PROXY": "http://p:1"}, "https://localhost/x", None),
+    ],
+)
+def test_proxy_for_follows_the_environment(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], url: str, expected: str | None
+) -> None:
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert proxy_for(url) == expected
+
+
+def test_delivery_goes_through_a_proxy_when_one_is_given() -> None:
+    seen: list[str] = []
+
+    def proxy_app() -> web.Application:
+        app = web.Application()
+
+        async def forward(request: web.Request) -> web.Response:
+            seen.append(str(request.url))
+            return web.json_response({"ok": True})
+
+        app.router.add_route("*", "/{tail:.*}", forward)
+        return app
+
+    with BackgroundServer(proxy_app) as proxy:
+        ids = [f"u{i}" for i in range(25)]
+        batches = iter_batches(
+            ids,
+            kind=payloads.LIST_ADD,
+            url="http://partner.invalid/lists/7/add",
+            body=payloads.list_members,
+            batch_size=10,
+        )
+        report = deliver(batches, workers=2, proxy=proxy.url)
+    assert report.ok and report.users_ok == 25
+    assert seen == ["http://partner.invalid/lists/7/add"] * 3
