@@ -21,6 +21,7 @@ import asyncio
 import inspect
 import json
 import os
+import signal
 import ssl
 import time
 import urllib.request
@@ -653,6 +654,7 @@ class Delivery:
         self._started = self._clock()
         self._next_progress = self._started + self._progress_every
         tasks = [asyncio.ensure_future(self._worker()) for _ in range(self._workers)]
+        stop_on_sigterm = _cancel_on_sigterm()
         try:
             await asyncio.gather(*tasks)
         except BaseException as exc:
@@ -663,6 +665,7 @@ class Delivery:
                 self.report.interrupted = True
             raise
         finally:
+            stop_on_sigterm()
             self.report.duration = self._clock() - self._started
             if self._given_transport is None:
                 await transport.close()
@@ -755,6 +758,28 @@ async def deliver_async(batches: Iterable[Batch], **options: Any) -> DeliveryRep
     use :class:`Delivery` directly to read the partial report afterwards.
     """
     return await Delivery(batches, **options).run()
+
+
+def _cancel_on_sigterm() -> Callable[[], None]:
+    """Make SIGTERM cancel the running task, as Ctrl-C does; returns the undo.
+
+    So ``kill PID`` (a CI timeout, a container stop) ends a delivery the orderly way: batches in
+    flight stay unconfirmed and the run is recorded as interrupted. Only possible on the main
+    thread of a Unix event loop; elsewhere SIGTERM keeps its default action.
+    """
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    if task is None:
+        return lambda: None
+    try:
+        loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    except (NotImplementedError, RuntimeError, ValueError):
+        return lambda: None
+
+    def undo() -> None:
+        loop.remove_signal_handler(signal.SIGTERM)
+
+    return undo
 
 
 def proxy_for(url: str) -> str | None:

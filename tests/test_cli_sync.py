@@ -234,6 +234,20 @@ def test_interrupted_and_killed_syncs_converge(
     assert 0 < len(confirmed) < len(ids)
     assert confirmed <= list_members(server.url)
 
+    # SIGTERM (a CI timeout, a container stop) is an interruption too.
+    before = len(journal(server.url))
+    proc = _start_sync(snapshot, server.url, state_file)
+    _wait_for_requests(server.url, before + 20)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    with SyncState.open(state_file, key) as state:
+        assert state.runs()[-1].status == "interrupted"
+        confirmed_after_term = set(state.members())
+    assert confirmed <= confirmed_after_term < set(ids)
+    assert confirmed_after_term <= list_members(server.url)
+    confirmed = confirmed_after_term
+
     # A kill: no chance to clean up; whatever the state confirmed is at the receiver.
     before = len(journal(server.url))
     proc = _start_sync(snapshot, server.url, state_file)
