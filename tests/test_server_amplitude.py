@@ -829,3 +829,25 @@ def test_state_survives_a_restart_with_a_file_db(
         assert len(rows) == 4
         assert upload(client, name="Another") != cohort_id
     assert store_of(second).user_ids(cohort_id) == {"alice", "bob"}
+
+
+def test_at_most_60_export_requests_per_10_minutes(start: Callable[..., BackgroundServer]) -> None:
+    now = [5000.0]
+    server = start(export_polls=0, clock=lambda: now[0])
+    with client_for(server) as client:
+        cohort_id = upload(client, ids=["alice"])
+
+        def request_export() -> httpx.Response:
+            response = client.get(f"/api/5/cohorts/request/{cohort_id}")
+            if response.status_code == 202:  # finish it, so the 4-in-parallel limit stays out
+                client.get(f"/api/5/cohorts/request-status/{response.json()['request_id']}")
+            return response
+
+        for minute in range(60):
+            now[0] = 5000.0 + minute * 9
+            assert request_export().status_code == 202
+        refused = request_export()
+        assert_error(refused, 429, "at most 60 per project")
+        assert int(refused.headers["Retry-After"]) >= 1
+        now[0] = 5000.0 + 600.5  # the first request leaves the window
+        assert request_export().status_code == 202

@@ -57,6 +57,8 @@ MAX_IDS_PER_REQUEST = 100_000
 MAX_COHORT_SIZE = 2_000_000
 MAX_CONCURRENT = 5
 MAX_PARALLEL_EXPORTS = 4
+EXPORTS_PER_WINDOW = 60  # export requests per project per EXPORT_WINDOW seconds
+EXPORT_WINDOW = 600.0
 SIGNED_URL_TTL = 60.0
 INVALID_SAMPLE = 10
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
@@ -452,6 +454,7 @@ class FakeAmplitude:
         self.clock = clock
         self._busy_cohorts: set[str] = set()
         self._signed: dict[str, _SignedUrl] = {}
+        self._export_times: deque[float] = deque()
         # One worker: the store serialises on its lock anyway; this keeps the loop responsive.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fake-amplitude")
 
@@ -728,6 +731,7 @@ class FakeAmplitude:
             raise ApiError(
                 404, f"cohort {cohort_id!r} not found", metadata={"cohort_id": cohort_id}
             )
+        self._check_export_window()
         running = await self._run(lambda: self.store.exports_polled_at_most(self.export_polls))
         if running >= MAX_PARALLEL_EXPORTS:
             raise ApiError(
@@ -738,9 +742,26 @@ class FakeAmplitude:
                 headers={"Retry-After": "1"},
             )
         job = await self._run(lambda: self.store.create_export(cohort_id, prop_keys))
+        self._export_times.append(self.clock())
         return web.json_response(
             {"request_id": job.request_id, "cohort_id": job.cohort_id}, status=202
         )
+
+    def _check_export_window(self) -> None:
+        """Amplitude's 60 export requests per 10 minutes per project: 429 past that."""
+        now = self.clock()
+        times = self._export_times
+        while times and times[0] <= now - EXPORT_WINDOW:
+            times.popleft()
+        if len(times) >= EXPORTS_PER_WINDOW:
+            wait = max(1, int(times[0] + EXPORT_WINDOW - now) + 1)
+            raise ApiError(
+                429,
+                f"{len(times)} export requests in the last {EXPORT_WINDOW / 60:.0f} minutes: "
+                f"at most {EXPORTS_PER_WINDOW} per project",
+                metadata={"limit": EXPORTS_PER_WINDOW, "window_s": EXPORT_WINDOW},
+                headers={"Retry-After": str(wait)},
+            )
 
     async def export_status(self, request: web.Request) -> web.Response:
         """``GET /api/5/cohorts/request-status/{request_id}``: in progress, then completed."""
