@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,6 +138,7 @@ class Config:
         profiles = data.get("profiles") or {}
         if not isinstance(profiles, dict):
             raise ConfigError(f"{path}: 'profiles' must be a mapping of profile names")
+        _warn_if_readable_by_others(path, profiles)
         name = profile or env.get(PROFILE_ENV) or data.get("default_profile")
         if name is None and "default" in profiles:
             name = "default"
@@ -187,6 +189,24 @@ class Config:
     def all(self) -> list[Resolved]:
         """Every known setting, resolved without flags (for ``config show``)."""
         return [self.resolve(key) for key in SETTINGS]
+
+
+SECRET_KEYS = frozenset(key for key, setting in SETTINGS.items() if setting.secret)
+
+
+def _warn_if_readable_by_others(path: Path, profiles: Mapping[str, Any]) -> None:
+    """Keys in a file other users can read are not secret: say so once, on stderr."""
+    holds_secrets = any(
+        isinstance(profile, dict) and SECRET_KEYS & set(profile) for profile in profiles.values()
+    )
+    if not holds_secrets or os.name != "posix":
+        return
+    mode = path.stat().st_mode
+    if mode & 0o077:
+        print(
+            f"warning: {path} holds keys and is readable by other users: chmod 600 {path}",
+            file=sys.stderr,
+        )
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:

@@ -80,3 +80,14 @@ def test_config_show_unknown_profile_exits_2(cli) -> None:
     result = cli("config", "show", "--profile", "nope")
     assert result.exit_code == 2
     assert "profile 'nope' not found" in result.stderr
+
+
+def test_config_with_keys_readable_by_others_warns(cli, isolated_env: Path) -> None:
+    write_config(isolated_env, f"profiles:\n  default:\n    secret_key: {SECRET_KEY}\n")
+    isolated_env.chmod(0o644)
+    shared = cli("config", "show", credentials=False)
+    assert shared.exit_code == 0
+    assert f"chmod 600 {isolated_env}" in shared.stderr
+    isolated_env.chmod(0o600)
+    private = cli("config", "show", credentials=False)
+    assert "chmod 600" not in private.stderr
