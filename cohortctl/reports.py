@@ -63,26 +63,16 @@ def junit_xml(
     counts = totals(cases)
     when = (timestamp or datetime.now(timezone.utc)).replace(microsecond=0)
     elapsed = f"{sum(c.duration_s for c in cases):.3f}"
-    root = ET.Element(
-        "testsuites",
-        name=suite,
-        tests=str(counts.tests),
-        failures=str(counts.failed),
-        errors="0",
-        skipped=str(counts.skipped),
-        time=elapsed,
-    )
-    node = ET.SubElement(
-        root,
-        "testsuite",
-        name=suite,
-        tests=str(counts.tests),
-        failures=str(counts.failed),
-        errors="0",
-        skipped=str(counts.skipped),
-        time=elapsed,
-        timestamp=when.isoformat(),
-    )
+    summary = {
+        "name": suite,
+        "tests": str(counts.tests),
+        "failures": str(counts.failed),
+        "errors": "0",
+        "skipped": str(counts.skipped),
+        "time": elapsed,
+    }
+    root = ET.Element("testsuites", summary)
+    node = ET.SubElement(root, "testsuite", summary, timestamp=when.isoformat())
     if properties:
         props = ET.SubElement(node, "properties")
         for key, value in properties.items():
