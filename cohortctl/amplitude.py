@@ -378,11 +378,12 @@ class AmplitudeClient:
         self, cohort_id: str, *, props: bool = False, prop_keys: Sequence[str] = ()
     ) -> ExportRequest:
         """``GET /api/5/cohorts/request/{id}``: start an export; returns its request id."""
-        params: dict[str, str] = {}
+        # One propKeys parameter per key, as Amplitude documents it.
+        params: dict[str, Any] = {}
         if props or prop_keys:
             params["props"] = "1"
         if prop_keys:
-            params["propKeys"] = ",".join(prop_keys)
+            params["propKeys"] = list(prop_keys)
         path = EXPORT_REQUEST_PATH.format(cohort_id=_path_part(cohort_id, "cohort id"))
         response = self._request("request export", "GET", path, params=params or None)
         data = _json_object("request export", response)

@@ -109,3 +109,21 @@ def test_download_gives_up_after_timeout(cli, amplitude_server_factory, tmp_path
 def test_list_insecure_http_refused(cli) -> None:
     result = cli("cohorts", "list", "--base-url", "http://amplitude.example.com")
     assert result.exit_code == 2 and "plain http" in result.stderr
+
+
+def test_download_prop_keys_each_sent_as_a_parameter(cli, amplitude_server, tmp_path: Path) -> None:
+    from cohortctl.servers.amplitude import STORE_KEY
+
+    cohort_id = make_cohort(cli, amplitude_server, tmp_path, ["alice"])
+    amplitude_server.app[STORE_KEY].set_user_properties(
+        {"plan": "pro", "seats": 2, "country": "FR"}, user_id="alice"
+    )
+    dest = tmp_path / "props.csv"
+    result = cli(
+        "cohorts", "download", cohort_id, "-o", str(dest), "--prop-key", "plan",
+        "--prop-key", "seats", "--base-url", amplitude_server.url, env=NO_WAIT,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    rows = list(csv.reader(dest.read_text(encoding="utf-8").splitlines()))
+    assert rows[0] == ["amplitude_id", "user_id", "plan", "seats"]
+    assert rows[1][1:] == ["alice", "pro", "2"]

@@ -184,3 +184,58 @@ def test_serve_warns_off_loopback_and_reports_a_busy_port(
     assert warning in " ".join(result.stderr.split())
     assert f"cannot listen on 0.0.0.0:{port}" in result.stderr
     assert result.stdout == ""
+
+
+def test_serve_amplitude_users_file_feeds_search_and_export_properties(tmp_path: Path) -> None:
+    users = tmp_path / "users.jsonl"
+    users.write_text(
+        '{"user_id": "alice", "user_properties": {"plan": "pro"}}\n\n'
+        '{"amplitude_id": 42, "user_id": "bob"}\n',
+        encoding="utf-8",
+    )
+    env = {"AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY}
+    with (
+        serve("amplitude", "--users", str(users), "--export-polls", "0", env=env) as served,
+        httpx.Client(base_url=served.url, timeout=10, auth=(API_KEY, SECRET_KEY)) as client,
+    ):
+        matches = client.get("/api/2/usersearch", params={"user": "b"}).json()["matches"]
+        assert matches == [{"user_id": "bob", "amplitude_id": 42}]
+        cohort_id = client.post(
+            "/api/3/cohorts/upload",
+            json={
+                "name": "c",
+                "app_id": "1",
+                "id_type": "BY_USER_ID",
+                "ids": ["alice"],
+                "owner": "o@example.com",
+                "published": True,
+            },
+        ).json()["cohortId"]
+        request_id = client.get(f"/api/5/cohorts/request/{cohort_id}?props=1").json()["request_id"]
+        client.get(f"/api/5/cohorts/request-status/{request_id}")
+        lines = client.get(f"/api/5/cohorts/request/{request_id}/file").text.splitlines()
+        assert lines[0] == '"amplitude_id","user_id","plan"'
+        assert lines[1].endswith('"alice","pro"')
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ('{"user_id": "a"}\nnot json\n', "users.jsonl:2: not a JSON object"),
+        ('["a"]\n', "users.jsonl:1: each line must be a JSON object"),
+        ('{"email": "a"}\n', "users.jsonl:1: unknown field 'email'"),
+        ('{"user_properties": {}}\n', "users.jsonl:1: needs a user_id or an amplitude_id"),
+        ('{"amplitude_id": "5"}\n', "users.jsonl:1: amplitude_id must be a positive integer"),
+        ('{"user_id": "a", "user_properties": []}\n', "user_properties must be an object"),
+    ],
+)
+def test_serve_amplitude_bad_users_file(
+    cli: RunCli, tmp_path: Path, content: str, fragment: str
+) -> None:
+    users = tmp_path / "users.jsonl"
+    users.write_text(content, encoding="utf-8")
+    result = cli("serve", "amplitude", "--users", str(users))
+    assert result.exit_code == 2
+    assert fragment in result.stderr
+    missing = cli("serve", "amplitude", "--users", str(tmp_path / "none.jsonl"))
+    assert missing.exit_code == 2 and "none.jsonl: file not found" in missing.stderr

@@ -208,7 +208,13 @@ def test_each_upload_creates_its_own_cohort(api: httpx.Client) -> None:
         ("name", 5, "name: must be a string"),
         ("name", None, "name: must be a string"),
         ("app_id", _MISSING, "app_id: is required"),
-        ("app_id", "153957", "app_id: must be an integer"),
+        ("app_id", "153957x", "app_id: must be an integer or a string of digits"),
+        ("app_id", " 153957", "app_id: must be an integer or a string of digits"),
+        ("app_id", "-5", "app_id: must be an integer or a string of digits"),
+        ("app_id", "", "app_id: must be an integer or a string of digits"),
+        ("app_id", "0", "app_id: must be a positive integer"),
+        ("app_id", "9" * 40, "app_id: must be a positive integer"),
+        ("app_id", ["153957"], "app_id: must be an integer"),
         ("app_id", 1.5, "app_id: must be an integer"),
         ("app_id", 153957.0, "app_id: must be an integer"),
         ("app_id", True, "app_id: must be an integer"),
@@ -249,7 +255,7 @@ def test_upload_validation(
 
 
 def test_upload_reports_every_bad_field_at_once(api: httpx.Client) -> None:
-    response = api.post(UPLOAD, json={"name": "", "app_id": "1", "extra": 1})
+    response = api.post(UPLOAD, json={"name": "", "app_id": "1x", "extra": 1})
     error = assert_error(response, 400, "name:", "app_id:", "extra:", "ids: is required")
     assert len(error["metadata"]["errors"]) >= 6
 

@@ -155,6 +155,16 @@ def amplitude(
             "--max-concurrent", min=1, help="Requests in flight before the next answers 429."
         ),
     ] = 5,
+    users: Annotated[
+        Path | None,
+        typer.Option(
+            "--users",
+            help="JSON Lines of users the fake knows besides its cohorts' members: "
+            '{"user_id", "amplitude_id", "user_properties"} per line (user search, props=1).',
+            dir_okay=False,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run a fake of Amplitude's Behavioral Cohorts API, strict like the real one.
 
@@ -166,9 +176,11 @@ def amplitude(
     Example: URL=$(cohortctl serve amplitude --db fake.sqlite &) and point cohortctl at it
     with AMPLITUDE_BASE_URL=$URL.
     """
-    from cohortctl.servers.amplitude import create_app
+    from cohortctl.servers.amplitude import STORE_KEY, create_app
+    from cohortctl.servers.amplitude_users import add_users, read_users
 
     key, secret = _credentials(api_key, secret_key)
+    known = read_users(users) if users is not None else []
     db_shown = str(db) if db is not None else ":memory:"
     if db is not None and not db.parent.exists():
         raise InputError(f"--db {db}: directory {db.parent} does not exist")
@@ -184,6 +196,7 @@ def amplitude(
         )
     except (sqlite3.Error, RuntimeError) as exc:
         raise InputError(f"--db {db_shown}: cannot use it as the fake's database: {exc}") from None
+    add_users(fake[STORE_KEY], known)
 
     warn_if_exposed(host, "call this fake over plain http")
 

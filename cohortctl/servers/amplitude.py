@@ -5,6 +5,7 @@ Routes (all under ``/api`` need HTTP Basic auth: username = API key, password = 
     POST /api/3/cohorts/upload                         A1: create or replace a cohort
     POST /api/3/cohorts/membership                     A2: ADD / REMOVE members
     GET  /api/3/cohorts[?includeSyncInfo=true]         A3: list cohorts
+    GET  /api/2/usersearch?user=X                      find users by id or user id prefix
     GET  /api/5/cohorts/request/{cohort_id}            A3: start an export (202)
     GET  /api/5/cohorts/request-status/{request_id}    A3: 202 JOB INPROGRESS, then 200 COMPLETED
     GET  /api/5/cohorts/request/{request_id}/file      A3: the CSV, or 302 to /signed/{token}
@@ -60,6 +61,10 @@ MAX_PARALLEL_EXPORTS = 4
 EXPORTS_PER_WINDOW = 60  # export requests per project per EXPORT_WINDOW seconds
 EXPORT_WINDOW = 600.0
 SIGNED_URL_TTL = 60.0
+# An export nobody polls stops counting against the 4 in parallel after this long ("4 parallel
+# requests per minute"); Segment's cohort look-up starts an export it never polls.
+EXPORT_RUNS_FOR = 60.0
+USER_SEARCH_LIMIT = 100
 INVALID_SAMPLE = 10
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
 
@@ -320,10 +325,23 @@ class _Fields:
             return default
         return value
 
-    def integer(self, name: str, *, required: bool) -> int | None:
+    def project_id(self, name: str, *, required: bool) -> int | None:
+        """An integer, or a string of ASCII digits: Segment's production destination sends
+        ``app_id`` as a string and Amplitude accepts it."""
         present, value = self.raw(name, required)
         if not present:
             return None
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            if len(value) > len(str(MAX_AMPLITUDE_ID)):
+                self.error(name, "must be a positive integer")
+                return None
+            value = int(value)
+        elif isinstance(value, str):
+            self.error(name, f"must be an integer or a string of digits, got {value[:50]!r}")
+            return None
+        return self._positive(name, value)
+
+    def _positive(self, name: str, value: Any) -> int | None:
         if isinstance(value, bool) or not isinstance(value, int):
             self.error(name, f"must be an integer, got {_json_type(value)}")
         elif not 0 < value <= MAX_AMPLITUDE_ID:
@@ -545,7 +563,7 @@ class FakeAmplitude:
         f = _Fields(body)
         f.unknown(set(self.UPLOAD_FIELDS))
         name = f.string("name", required=True)
-        app_id = f.integer("app_id", required=True)
+        app_id = f.project_id("app_id", required=True)
         id_type = f.string("id_type", required=True, choices=("BY_AMP_ID", "BY_USER_ID"))
         ids = f.ids("ids", limit=self.max_ids_per_request)
         owner = f.string("owner", required=True)
@@ -711,9 +729,24 @@ class FakeAmplitude:
         await self.traffic.checkpoint()
         cohorts = [c.as_api() for c in await self._run(self.store.cohorts)]
         if raw == "true":
+            syncs = await self._run(self.store.sync_metadata)
             for cohort in cohorts:
-                cohort["syncMetadata"] = []
+                cohort["syncMetadata"] = syncs.get(cohort["id"], [])
         return web.json_response({"cohorts": cohorts})
+
+    async def user_search(self, request: web.Request) -> web.Response:
+        """``GET /api/2/usersearch?user=X``: users matching an Amplitude id, a user id or a
+        user id prefix, among the users the fake knows (its cohorts' members, users with
+        properties); ``{"matches": []}`` when none."""
+        query = request.query.get("user")
+        if query is None or not query.strip():
+            _bad("user is required: an Amplitude id, a user id or the start of a user id")
+        await self.traffic.checkpoint()
+        found = await self._run(partial(self.store.search_users, query, limit=USER_SEARCH_LIMIT))
+        exact = any(query in (user, str(amp)) for user, amp in found)
+        matches = [{"user_id": user or None, "amplitude_id": amp} for user, amp in found]
+        kind = "match_user_or_device_id" if exact or not matches else "match_user_prefix"
+        return web.json_response({"matches": matches, "type": kind})
 
     async def export_request(self, request: web.Request) -> web.Response:
         """``GET /api/5/cohorts/request/{id}``: start an export (202)."""
@@ -732,7 +765,9 @@ class FakeAmplitude:
                 404, f"cohort {cohort_id!r} not found", metadata={"cohort_id": cohort_id}
             )
         self._check_export_window()
-        running = await self._run(lambda: self.store.exports_polled_at_most(self.export_polls))
+        running = await self._run(
+            lambda: self.store.exports_polled_at_most(self.export_polls, within=EXPORT_RUNS_FOR)
+        )
         if running >= MAX_PARALLEL_EXPORTS:
             raise ApiError(
                 429,
@@ -902,6 +937,7 @@ def create_app(
     app.router.add_post("/api/3/cohorts/upload", fake.upload)
     app.router.add_post("/api/3/cohorts/membership", fake.membership)
     app.router.add_get("/api/3/cohorts", fake.list_cohorts, allow_head=False)
+    app.router.add_get("/api/2/usersearch", fake.user_search, allow_head=False)
     app.router.add_get("/api/5/cohorts/request/{cohort_id}", fake.export_request, allow_head=False)
     app.router.add_get(
         "/api/5/cohorts/request-status/{request_id}", fake.export_status, allow_head=False

@@ -4,6 +4,8 @@ One ``CohortStore`` is shared by the server (which calls it from a worker thread
 (which read it from their own thread): every method takes the store's lock, and the connection
 is opened with ``check_same_thread=False``. Each write is one transaction.
 
+Tables added later are created with ``IF NOT EXISTS``, so an older database file still opens.
+
 Every member has an Amplitude id; members added by user id also keep the user id, and their
 Amplitude id is a stable fake derived from it (``amplitude_id_for``), as if Amplitude had
 resolved the user. So a user added ``BY_NAME`` can be removed ``BY_ID`` and vice versa.
@@ -20,7 +22,7 @@ import sqlite3
 import string
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +54,17 @@ CREATE TABLE IF NOT EXISTS exports (
     prop_keys TEXT,
     polls INTEGER NOT NULL DEFAULT 0,
     created_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS user_properties (
+    amplitude_id INTEGER PRIMARY KEY,
+    user_id TEXT NOT NULL DEFAULT '',
+    properties TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS cohort_syncs (
+    cohort_id TEXT NOT NULL REFERENCES cohorts(id),
+    position INTEGER NOT NULL,
+    metadata TEXT NOT NULL,
+    PRIMARY KEY (cohort_id, position)
 );
 """
 
@@ -431,24 +444,140 @@ class CohortStore:
             )
             return self.export(request_id)
 
-    def exports_polled_at_most(self, polls: int) -> int:
-        """How many export requests have been polled at most ``polls`` times (still running)."""
+    def exports_polled_at_most(self, polls: int, *, within: float | None = None) -> int:
+        """How many export requests have been polled at most ``polls`` times (still running).
+
+        With ``within`` (seconds) only requests made that recently count: a request nobody
+        polls (a client that only checks the cohort exists) stops counting after a while,
+        as Amplitude's job would have finished on its own.
+        """
+        since = self._now() - within if within is not None else None
         with self._lock:
             (count,) = self._conn.execute(
-                "SELECT COUNT(*) FROM exports WHERE polls <= ?", (polls,)
+                "SELECT COUNT(*) FROM exports WHERE polls <= ? AND (? IS NULL OR created_at > ?)",
+                (polls, since, since),
             ).fetchone()
             return int(count)
 
     def export_csv(self, job: ExportJob) -> bytes:
-        """The export file: header ``"amplitude_id","user_id"`` (plus requested property keys)."""
+        """The export file: header ``"amplitude_id","user_id"``, then property columns.
+
+        ``prop_keys`` None (no ``props=1``): ids only; ``()``: every property key the fake
+        holds for the members, sorted; else those keys. A member without a value gets ``""``.
+        """
         buffer = io.StringIO()
         writer = csv.writer(buffer, quoting=csv.QUOTE_ALL)
-        extra = list(job.prop_keys or ())
+        members = self.members(job.cohort_id)
+        by_amp: dict[str, dict[str, Any]] = {}
+        by_user: dict[str, dict[str, Any]] = {}
+        if job.prop_keys is not None:
+            for known_amp, known_user, props in self.user_properties():
+                by_amp[str(known_amp)] = props
+                if known_user:
+                    by_user[known_user] = props
+        held = [by_amp.get(amp) or by_user.get(user) or {} for amp, user in members]
+        extra = list(job.prop_keys) if job.prop_keys else sorted({k for p in held for k in p})
         writer.writerow(["amplitude_id", "user_id", *extra])
-        blanks = [""] * len(extra)
-        for amp, user in self.members(job.cohort_id):
-            writer.writerow([amp, user, *blanks])
+        for (amp, user), props in zip(members, held, strict=True):
+            writer.writerow([amp, user, *(_csv_value(props.get(key)) for key in extra)])
         return buffer.getvalue().encode("utf-8")
+
+    # -- users: properties and search ------------------------------------------------------
+
+    def set_user_properties(
+        self,
+        properties: Mapping[str, Any],
+        *,
+        user_id: str | None = None,
+        amplitude_id: int | None = None,
+    ) -> int:
+        """Hold user properties for one user (by user id, Amplitude id or both); returns its
+        Amplitude id. A user id alone gets its stable derived Amplitude id."""
+        if amplitude_id is None:
+            if not user_id:
+                raise ValueError("a user needs a user_id or an amplitude_id")
+            amplitude_id = amplitude_id_for(user_id)
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO user_properties(amplitude_id, user_id, properties) VALUES (?, ?, ?) "
+                "ON CONFLICT(amplitude_id) DO UPDATE SET properties = excluded.properties, "
+                "user_id = CASE WHEN excluded.user_id != '' THEN excluded.user_id "
+                "ELSE user_properties.user_id END",
+                (amplitude_id, user_id or "", json.dumps(dict(properties), sort_keys=True)),
+            )
+        return amplitude_id
+
+    def user_properties(self) -> list[tuple[int, str, dict[str, Any]]]:
+        """Every user with properties: ``(amplitude_id, user_id or "", properties)``.
+
+        An export matches a member by Amplitude id, else by user id."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT amplitude_id, user_id, properties FROM user_properties"
+            ).fetchall()
+        return [(int(amp), user, json.loads(props)) for amp, user, props in rows]
+
+    def search_users(self, query: str, *, limit: int = 100) -> list[tuple[str, int]]:
+        """Users the fake knows (members of its cohorts, users with properties) matching
+        ``query``: its Amplitude id, its user id, or a prefix of its user id. Exact matches
+        come first; ``(user_id, amplitude_id)`` pairs, user id ``""`` when there is none."""
+        found: dict[int, str] = {}
+        sources = (
+            "SELECT amplitude_id, user_id FROM members UNION "
+            "SELECT amplitude_id, user_id FROM user_properties"
+        )
+        with self._lock:
+            if query.isascii() and query.isdigit() and int(query) <= MAX_AMPLITUDE_ID:
+                for amp, user in self._conn.execute(
+                    f"SELECT amplitude_id, MAX(user_id) FROM ({sources}) WHERE amplitude_id = ? "
+                    "GROUP BY amplitude_id",
+                    (int(query),),
+                ):
+                    found[int(amp)] = user
+            for amp, user in self._conn.execute(
+                f"SELECT DISTINCT amplitude_id, user_id FROM ({sources}) "
+                "WHERE user_id != '' AND substr(user_id, 1, length(?)) = ? "
+                "ORDER BY user_id != ?, user_id LIMIT ?",
+                (query, query, query, limit),
+            ):
+                found.setdefault(int(amp), user)
+        return [(user, amp) for amp, user in list(found.items())[:limit]]
+
+    # -- sync destinations -------------------------------------------------------------------
+
+    def set_sync_metadata(self, cohort_id: str, entries: Sequence[Mapping[str, Any]]) -> None:
+        """Set the cohort's ``syncMetadata`` (its sync destinations) as the API shows it."""
+        with self._lock, self._transaction():
+            if self._conn.execute("SELECT 1 FROM cohorts WHERE id=?", (cohort_id,)).fetchone():
+                self._conn.execute("DELETE FROM cohort_syncs WHERE cohort_id = ?", (cohort_id,))
+                self._conn.executemany(
+                    "INSERT INTO cohort_syncs(cohort_id, position, metadata) VALUES (?, ?, ?)",
+                    ((cohort_id, n, json.dumps(dict(e))) for n, e in enumerate(entries)),
+                )
+            else:
+                raise KeyError(cohort_id)
+
+    def sync_metadata(self) -> dict[str, list[dict[str, Any]]]:
+        """Every cohort's ``syncMetadata`` entries, by cohort id (absent: none)."""
+        result: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for cohort_id, metadata in self._conn.execute(
+                "SELECT cohort_id, metadata FROM cohort_syncs ORDER BY cohort_id, position"
+            ):
+                result.setdefault(cohort_id, []).append(json.loads(metadata))
+        return result
+
+
+def _csv_value(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int | float):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
 class _Transaction:
