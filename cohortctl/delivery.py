@@ -5,9 +5,10 @@ backing off 1, 2, 4 … 128 s, ``Retry-After`` honoured (capped at the policy's 
 retried: 429, 5xx and requests with no answer (refused, reset, timeout). Other 4xx are
 final and reported per batch with the start of the answer and the batch's user ids.
 
-The hot path uses aiohttp's client directly behind :class:`Transport` (a small interface):
-the issue's measurements put raw aiohttp at ~2.5x httpx-over-aiohttp and ~8x httpx's own
-async transport on this workload.
+The hot path sends through :class:`cohortctl.http.fast.FastTransport` (asyncio protocols,
+framed by ``httptools``) behind :class:`Transport` (a small interface); it follows the rules of
+:mod:`cohortctl.http` (proxies, deadlines, body limits, redirects not followed). Failure bodies
+kept in the report are redacted for every credential the requests carried.
 
 ``on_done(batch, result)`` runs in the worker right after the batch's final result and
 before that worker takes another batch; a caller confirms its state there on a 2xx. A batch
@@ -22,9 +23,7 @@ import inspect
 import json
 import os
 import signal
-import ssl
 import time
-import urllib.request
 from array import array
 from collections import Counter
 from collections.abc import (
@@ -38,19 +37,18 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
-from urllib.parse import urlsplit
-
-import aiohttp
-from yarl import URL
 
 from cohortctl import outcomes, payloads
-from cohortctl.config import is_loopback_host
 from cohortctl.errors import CohortctlError, ExitCode, InputError
+from cohortctl.http.fast import Answer, FastTransport
+from cohortctl.http.proxy import proxy_for as proxy_for
+from cohortctl.http.redact import Redactor
+from cohortctl.http.redirects import redirect_note
 from cohortctl.retry import (
     AMPLITUDE_SYNC_POLICY,
     RetryPolicy,
     is_retryable_status,
-    parse_retry_after,
+    server_wait,
 )
 
 T = TypeVar("T")
@@ -99,13 +97,21 @@ class Batch:
 class BatchResult:
     """The final result of one batch (after any retries)."""
 
-    __slots__ = ("attempts", "body", "error", "status")
+    __slots__ = ("attempts", "body", "detail", "error", "status")
 
-    def __init__(self, status: int | None, error: str | None, attempts: int, body: bytes) -> None:
+    def __init__(
+        self,
+        status: int | None,
+        error: str | None,
+        attempts: int,
+        body: bytes,
+        detail: str | None = None,
+    ) -> None:
         self.status = status
         self.error = error  # an outcomes kind (REFUSED, TIMEOUT, RESET, ...) when no answer
         self.attempts = attempts
-        self.body = body  # the whole answer on 2xx (list creation needs it), else an excerpt
+        self.body = body  # the answer (at most 1 MiB), unredacted: list creation reads it
+        self.detail = detail  # more words: which proxy failed, where a redirect points
 
     @property
     def ok(self) -> bool:
@@ -263,24 +269,6 @@ class DeliveryInterrupted(CohortctlError):
 # -- transport --------------------------------------------------------------------------------
 
 
-class Answer:
-    """What a transport got back for one request attempt."""
-
-    __slots__ = ("body", "error", "retry_after", "status")
-
-    def __init__(
-        self,
-        status: int | None,
-        body: bytes = b"",
-        retry_after: str | None = None,
-        error: str | None = None,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-        self.error = error
-
-
 class Transport(Protocol):
     """Sends one request; never raises for HTTP or network failures (they are answers)."""
 
@@ -293,281 +281,7 @@ class Transport(Protocol):
         ...
 
 
-def _network_kind(exc: BaseException) -> str:
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return outcomes.TIMEOUT
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return outcomes.TLS
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, ConnectionRefusedError):
-            return outcomes.REFUSED
-        return outcomes.NETWORK
-    if isinstance(
-        exc,
-        (aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError, ConnectionResetError),
-    ):
-        return outcomes.RESET
-    if isinstance(exc, aiohttp.ClientOSError) and isinstance(exc.__cause__, ConnectionError):
-        return outcomes.RESET
-    return outcomes.NETWORK
-
-
-class AiohttpTransport:
-    """aiohttp client session sized to the workers: keep-alive, headers set once."""
-
-    def __init__(
-        self,
-        *,
-        workers: int,
-        headers: Mapping[str, str],
-        timeout: float = DEFAULT_TIMEOUT,
-        proxy: str | None = None,
-    ) -> None:
-        self._proxy = proxy
-        connector = aiohttp.TCPConnector(
-            limit=workers, limit_per_host=workers, keepalive_timeout=30.0
-        )
-        merged = {"Content-Type": "application/json", **headers}
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers=merged,
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            auto_decompress=True,
-            trust_env=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-        )
-        self._urls: dict[str, URL] = {}
-
-    def _url(self, url: str) -> URL:
-        parsed = self._urls.get(url)
-        if parsed is None:
-            parsed = URL(url)
-            if len(self._urls) < 1024:
-                self._urls[url] = parsed
-        return parsed
-
-    async def send(self, method: str, url: str, body: bytes) -> Answer:
-        """POST (or ``method``) ``body`` to ``url``; network failures become an Answer."""
-        try:
-            async with self._session.request(
-                method, self._url(url), data=body, proxy=self._proxy
-            ) as resp:
-                data = await resp.read()
-                status = resp.status
-                if 200 <= status < 300:
-                    return Answer(status, data)
-                return Answer(status, data[: EXCERPT_CHARS * 4], resp.headers.get("Retry-After"))
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
-            return Answer(None, error=_network_kind(exc))
-
-    async def close(self) -> None:
-        """Close the session and its connections."""
-        await self._session.close()
-
-
-MALFORMED = outcomes.MALFORMED
-
-
-class _Exchange(asyncio.Protocol):
-    """One keep-alive HTTP/1.1 connection: write a request, parse one answer at a time."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self.transport: asyncio.Transport | None = None
-        self._buffer = bytearray()
-        self._waiter: asyncio.Future[Answer] | None = None
-        self.closed = False
-        self.received = 0
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            try:
-                answer = _parse_answer(self._buffer, eof=True) if exc is None else None
-            except ValueError:
-                answer = (Answer(None, error=MALFORMED), True)
-            waiter.set_result(answer[0] if answer else Answer(None, error=outcomes.RESET))
-
-    def request(self, data: bytes) -> asyncio.Future[Answer]:
-        assert self.transport is not None
-        self._buffer.clear()
-        self.received = 0
-        self._waiter = self._loop.create_future()
-        self.transport.write(data)
-        return self._waiter
-
-    def data_received(self, data: bytes) -> None:
-        self.received += len(data)
-        buffer = self._buffer
-        buffer += data
-        try:
-            answer = _parse_answer(buffer)
-        except ValueError:  # not HTTP/1.x: give up on this connection
-            answer = (Answer(None, error=MALFORMED), True)
-        if answer is not None and self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(answer[0])
-            if answer[1] and self.transport is not None:
-                self.closed = True
-                self.transport.close()
-
-
-def _parse_answer(buffer: bytearray, *, eof: bool = False) -> tuple[Answer, bool] | None:
-    """A complete answer in ``buffer`` and whether the server closes after it, or None.
-
-    ``eof``: the server closed the connection, so a body without a length ends here.
-    """
-    end = buffer.find(b"\r\n\r\n")
-    if end < 0:
-        return None
-    head = bytes(buffer[:end]).decode("latin-1").split("\r\n")
-    parts = head[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/1."):
-        raise ValueError(f"not an HTTP/1.x status line: {head[0][:80]!r}")
-    status = int(parts[1])
-    if 100 <= status < 200:  # an interim answer: drop it, wait for the real one
-        del buffer[: end + 4]
-        return _parse_answer(buffer, eof=eof)
-    length: int | None = None
-    chunked = close = False
-    retry_after = None
-    for line in head[1:]:
-        name, _, value = line.partition(":")
-        name = name.strip().lower()
-        if name == "content-length":
-            length = int(value.strip())
-        elif name == "transfer-encoding":
-            chunked = "chunked" in value.lower()
-        elif name == "connection":
-            close = "close" in value.lower()
-        elif name == "retry-after":
-            retry_after = value.strip()
-    start = end + 4
-    if chunked:
-        body = _dechunk(buffer, start)
-        if body is None:
-            return None
-    elif length is not None:
-        if len(buffer) - start < length:
-            return None
-        body = bytes(buffer[start : start + length])
-    elif eof:  # no length: the body runs until the server closes
-        body = bytes(buffer[start:])
-    else:
-        return None
-    if not 200 <= status < 300:
-        body = body[: EXCERPT_CHARS * 4]
-    return Answer(status, body, retry_after), close or parts[0] == "HTTP/1.0"
-
-
-def _dechunk(buffer: bytearray, pos: int) -> bytes | None:
-    out = bytearray()
-    while True:
-        line_end = buffer.find(b"\r\n", pos)
-        if line_end < 0:
-            return None
-        size = int(bytes(buffer[pos:line_end]).split(b";")[0], 16)
-        pos = line_end + 2
-        if size == 0:  # then optional trailers and an empty line
-            done = buffer[pos : pos + 2] == b"\r\n" or buffer.find(b"\r\n\r\n", pos) >= 0
-            return bytes(out) if done else None
-        if len(buffer) < pos + size + 2:
-            return None
-        out += buffer[pos : pos + size]
-        pos += size + 2
-
-
-class StreamTransport:
-    """A minimal HTTP/1.1 client on asyncio protocols: one keep-alive connection per worker.
-
-    Chosen by measurement for the hot path (``benchmarks/sync.py``): it writes a prebuilt
-    request head and the body in one call and parses only the status line, the length and
-    ``Retry-After``, at a fraction of aiohttp's cost per request. Plain http and https; an
-    answer without a length (read until close) is not supported and reported as a network
-    failure. An idle connection the server closed is replaced before a request is written
-    on it; a connection dropped after the request was written is a reset, as for Amplitude.
-    """
-
-    def __init__(
-        self, *, workers: int, headers: Mapping[str, str], timeout: float = DEFAULT_TIMEOUT
-    ) -> None:
-        merged = {"Content-Type": "application/json", **headers}
-        self._header_lines = "".join(f"{k}: {v}\r\n" for k, v in merged.items())
-        self._timeout = timeout
-        self._idle: dict[tuple[str, int, bool], list[_Exchange]] = {}
-        self._all: set[_Exchange] = set()
-        self._heads: dict[tuple[str, str], tuple[str, str, int, bool, bytes]] = {}
-
-    def _target(self, method: str, url: str) -> tuple[str, str, int, bool, bytes]:
-        cached = self._heads.get((method, url))
-        if cached is None:
-            parsed = URL(url)
-            secure = parsed.scheme == "https"
-            host = parsed.raw_host or ""
-            port = parsed.port or (443 if secure else 80)
-            target = parsed.raw_path_qs or "/"
-            host_header = parsed.raw_authority.rpartition("@")[2]
-            head = f"{method} {target} HTTP/1.1\r\nHost: {host_header}\r\n{self._header_lines}"
-            cached = (host, target, port, secure, head.encode("latin-1"))
-            if len(self._heads) < 1024:
-                self._heads[(method, url)] = cached
-        return cached
-
-    async def _connect(self, host: str, port: int, secure: bool) -> _Exchange:
-        loop = asyncio.get_running_loop()
-        ssl_context: Any = None
-        if secure:
-            ssl_context = ssl.create_default_context()
-        _, protocol = await loop.create_connection(
-            lambda: _Exchange(loop), host, port, ssl=ssl_context
-        )
-        self._all.add(protocol)
-        return protocol
-
-    async def send(self, method: str, url: str, body: bytes) -> Answer:
-        """Send one request; every failure is an :class:`Answer`, never an exception."""
-        host, _, port, secure, head = self._target(method, url)
-        data = head + b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body
-        idle = self._idle.setdefault((host, port, secure), [])
-        while idle and idle[-1].closed:  # closed by the server while idle
-            self._all.discard(idle.pop())
-        if idle:
-            conn = idle.pop()
-        else:
-            try:
-                conn = await asyncio.wait_for(self._connect(host, port, secure), self._timeout)
-            except asyncio.TimeoutError:
-                return Answer(None, error=outcomes.TIMEOUT)
-            except ConnectionRefusedError:
-                return Answer(None, error=outcomes.REFUSED)
-            except ssl.SSLError:
-                return Answer(None, error=outcomes.TLS)
-            except OSError:
-                return Answer(None, error=outcomes.NETWORK)
-        try:
-            answer = await asyncio.wait_for(conn.request(data), self._timeout)
-        except asyncio.TimeoutError:
-            conn.closed = True
-            if conn.transport is not None:
-                conn.transport.abort()
-            self._all.discard(conn)
-            return Answer(None, error=outcomes.TIMEOUT)
-        if conn.closed:
-            self._all.discard(conn)
-        else:
-            idle.append(conn)
-        return answer
-
-    async def close(self) -> None:
-        """Close every connection."""
-        for conn in self._all:
-            if conn.transport is not None:
-                conn.transport.close()
-        self._all.clear()
-        self._idle.clear()
+StreamTransport = FastTransport  # the name before the transport moved to cohortctl.http.fast
 
 
 # -- the delivery -----------------------------------------------------------------------------
@@ -597,6 +311,8 @@ class Delivery:
         clock: Clock = time.perf_counter,
         transport: Transport | None = None,
         proxy: str | None = None,
+        user_agent: str | None = None,
+        redactor: Redactor | None = None,
     ) -> None:
         if workers < 1:
             raise InputError("workers must be at least 1")
@@ -605,6 +321,9 @@ class Delivery:
         self._timeout = timeout
         self._given_transport = transport
         self._proxy = proxy
+        self._user_agent = user_agent
+        self._redactor = redactor or Redactor.for_headers(self._headers)
+        self._redact = self._redactor.text
         self._transport: Transport | None = None
         self._workers = workers
         self._policy = policy
@@ -634,21 +353,19 @@ class Delivery:
     async def run(self) -> DeliveryReport:
         """Deliver every batch; on cancellation mark the report interrupted and re-raise.
 
-        Builds the transport (closed at the end) unless one was passed: the fast
-        :class:`StreamTransport`, or :class:`AiohttpTransport` when ``proxy`` is set (the
-        fast one cannot tunnel through a proxy).
+        Builds the transport (closed at the end) unless one was passed:
+        :class:`~cohortctl.http.fast.FastTransport`, through ``proxy`` when given, else
+        through the environment's proxy for each URL.
         """
         transport = self._given_transport
-        if transport is None and self._proxy:
-            transport = AiohttpTransport(
+        if transport is None:
+            transport = FastTransport(
                 workers=self._workers,
                 headers=self._headers,
                 timeout=self._timeout,
                 proxy=self._proxy,
-            )
-        elif transport is None:
-            transport = StreamTransport(
-                workers=self._workers, headers=self._headers, timeout=self._timeout
+                user_agent=self._user_agent,
+                redactor=self._redactor,
             )
         self._transport = transport
         self._started = self._clock()
@@ -694,7 +411,7 @@ class Delivery:
                 report.batches_failed += 1
                 report.users_failed += users
                 report.failed_by[result.reason] += 1
-                report.failures.append(_failure(batch, result))
+                report.failures.append(_failure(batch, result, self._redact))
             if on_done is not None:
                 done = on_done(batch, result)
                 if inspect.isawaitable(done):
@@ -725,8 +442,11 @@ class Delivery:
             report.attempt_failures[reason] += 1
             retryable = status is None or is_retryable_status(status)
             if not retryable or attempt > policy.retries:
-                return BatchResult(status, answer.error, attempt, answer.body)
-            delay = policy.delay(attempt, parse_retry_after(answer.retry_after))
+                detail = answer.detail
+                if status is not None and 300 <= status < 400:
+                    detail = redirect_note(answer.location, batch.url)
+                return BatchResult(status, answer.error, attempt, answer.body, detail)
+            delay = policy.delay(attempt, server_wait(answer.retry_after, answer.rate_reset))
             report.retries += 1
             report.retry_delays.append(delay)
             if self._on_retry is not None:
@@ -734,11 +454,14 @@ class Delivery:
             await self._sleep(delay)
 
 
-def _failure(batch: Batch, result: BatchResult) -> BatchFailure:
-    excerpt = result.body[: EXCERPT_CHARS * 4].decode("utf-8", "replace")[:EXCERPT_CHARS]
+def _failure(batch: Batch, result: BatchResult, redact: Callable[[str], str]) -> BatchFailure:
+    text = redact(result.body[: EXCERPT_CHARS * 8].decode("utf-8", "replace"))
+    excerpt = text[:EXCERPT_CHARS]
     meaning = (
         outcomes.describe_status(result.status) if result.status is not None else result.reason
     )
+    if result.detail:
+        meaning = f"{meaning}: {redact(result.detail)}"
     return BatchFailure(
         key=batch.key,
         kind=batch.kind,
@@ -753,9 +476,10 @@ def _failure(batch: Batch, result: BatchResult) -> BatchFailure:
 async def deliver_async(batches: Iterable[Batch], **options: Any) -> DeliveryReport:
     """Deliver ``batches`` and return the report; ``options`` are :class:`Delivery`'s.
 
-    ``headers`` are sent with every request (auth already built by the caller); an aiohttp
-    transport is built unless ``transport`` is passed. Cancellation propagates as usual;
-    use :class:`Delivery` directly to read the partial report afterwards.
+    ``headers`` are sent with every request (auth already built by the caller); a
+    :class:`~cohortctl.http.fast.FastTransport` is built unless ``transport`` is passed.
+    Cancellation propagates as usual; use :class:`Delivery` directly to read the partial
+    report afterwards.
     """
     return await Delivery(batches, **options).run()
 
@@ -780,38 +504,6 @@ def _cancel_on_sigterm() -> Callable[[], None]:
         loop.remove_signal_handler(signal.SIGTERM)
 
     return undo
-
-
-def proxy_for(url: str) -> str | None:
-    """The proxy the environment sets for ``url``: ``HTTPS_PROXY``/``HTTP_PROXY`` (either case)
-    unless ``NO_PROXY`` exempts the host; loopback is never proxied (no proxy can reach it).
-    """
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if is_loopback_host(host):
-        return None
-    proxies = urllib.request.getproxies_environment()
-    proxy = proxies.get(parts.scheme)
-    if not proxy or _no_proxy_matches(host, parts.port, proxies.get("no", "")):
-        return None
-    return proxy
-
-
-def _no_proxy_matches(host: str, port: int | None, no_proxy: str) -> bool:
-    """``NO_PROXY`` as curl reads it: ``*``, or hosts and domain suffixes, optional ``:port``."""
-    host = host.lower()
-    for entry in (e.strip().lower() for e in no_proxy.split(",")):
-        if not entry:
-            continue
-        if entry == "*":
-            return True
-        name, _, entry_port = entry.partition(":")
-        if entry_port and port is not None and entry_port != str(port):
-            continue
-        name = name.lstrip(".")
-        if host == name or host.endswith("." + name):
-            return True
-    return False
 
 
 def run_event_loop(main: Coroutine[Any, Any, T]) -> T:

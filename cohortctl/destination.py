@@ -25,6 +25,7 @@ import httpx
 from cohortctl import payloads, templates
 from cohortctl.config import ensure_safe_url, redact
 from cohortctl.errors import CheckFailed, ConfigError, InputError
+from cohortctl.http.redact import Redactor, credential_values
 from cohortctl.render import body_excerpt
 
 DEFAULT_TIMEOUT = 10.0
@@ -36,7 +37,8 @@ LIST_ID_FALLBACKS = ("listId", "id", "list_id", "data.id")
 _SENSITIVE_HEADER = re.compile(r"auth|api[-_]?key|token|secret|password|cookie|session", re.I)
 # RFC 9110 token characters: what a header name may be made of.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_SCRUB_MIN = 4
+# --header values that are not credentials (and would mangle bodies if redacted).
+_NOT_CREDENTIALS = frozenset({"content-type", "accept", "accept-encoding", "user-agent"})
 _PATH_STEP = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
 
 
@@ -197,20 +199,27 @@ class Destination:
             )
 
     def secrets(self) -> list[str]:
-        """Every secret value this destination may send (for :meth:`scrub`)."""
+        """Every credential this destination may send (for :meth:`scrub`), in every encoding
+        the tool sends it: the api key, the secret, the Basic token, header auth's ``app_id``
+        and every ``--header`` value (content negotiation headers aside)."""
         values = [self.api_key, self.secret]
-        values += [value for name, value in self.headers if is_sensitive_header(name)]
+        if self.auth is AuthMode.header and self.app_id:
+            values.append(str(self.app_id))
+        for name, value in self.headers:
+            if name.lower() not in _NOT_CREDENTIALS:
+                values.extend(credential_values(name, value))
         if self.auth is AuthMode.basic and (self.api_key or self.secret):
             values.append(self._basic_token())
+            values.append(f"{self.api_key or ''}:{self.secret or ''}")
         return [v for v in values if v]
+
+    def redactor(self) -> Redactor:
+        """A :class:`~cohortctl.http.redact.Redactor` for every secret of this destination."""
+        return Redactor(self.secrets())
 
     def scrub(self, text: str) -> str:
         """``text`` with every secret of this destination replaced by a redaction marker."""
-        # Shorter values would mangle ordinary words ("ok") and are no real credential.
-        for secret in sorted(self.secrets(), key=len, reverse=True):
-            if len(secret) >= _SCRUB_MIN:
-                text = text.replace(secret, redact(secret))
-        return text
+        return self.redactor().text(text)
 
     # --- headers -----------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ RESET = "connection reset"
 TLS = "TLS error"
 NETWORK = "network error"
 MALFORMED = "malformed HTTP answer"
+PROXY = "proxy error"  # the proxy itself failed: refused, unreachable, would not CONNECT
 
 
 def classify_transport_error(exc: httpx.TransportError) -> str:

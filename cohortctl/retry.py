@@ -3,45 +3,32 @@
 Retried: 429, every 5xx, and requests that got no answer (refused, timeout, reset).
 Not retried: every other status; 4xx other than 429 is the caller's mistake and resending
 it cannot help. The wait before retry *n* (1-based) is ``base * 2**(n-1)`` capped at
-``max_delay``, unless the server sent ``Retry-After``, which wins (also capped).
+``max_delay``, unless the server sent ``Retry-After`` (or, without it,
+``X-Ratelimit-Reset``), which wins (also capped); ``cohortctl.http.server_wait`` reads both.
 Amplitude's own sync uses 8 retries from 1 s: 1, 2, 4, ... 128 s.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from cohortctl.http.retry_after import parse_ratelimit_reset, parse_retry_after, server_wait
+
 Clock = Callable[[], float]
+__all__ = [
+    "AMPLITUDE_SYNC_POLICY",
+    "RetryPolicy",
+    "is_retryable_status",
+    "parse_ratelimit_reset",
+    "parse_retry_after",
+    "server_wait",
+]
 
 
 def is_retryable_status(status: int) -> bool:
     """True for the answers a sender should try again: 429 and 5xx."""
     return status == 429 or 500 <= status <= 599
-
-
-def parse_retry_after(value: str | None, *, now: Clock = time.time) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header (delta-seconds or HTTP date), or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when is None:
-            return None
-        seconds = when.timestamp() - now()
-    if seconds != seconds:  # NaN
-        return None
-    return max(0.0, seconds)
 
 
 @dataclass(frozen=True)

@@ -323,6 +323,7 @@ def _delivery_options(
         "on_retry": hooks.on_retry,
         "transport": hooks.transport,
         "proxy": proxy_for(destination.base_url),
+        "redactor": destination.redactor(),
     }
     if hooks.sleep is not None:
         options["sleep"] = hooks.sleep

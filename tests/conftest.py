@@ -32,6 +32,15 @@ _SCRUBBED_ENV = (
     "COHORTCTL_PARTNER_AUTH",
     "COHORTCTL_PARTNER_APP_ID",
     "GITHUB_STEP_SUMMARY",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "SSL_CERT_FILE",
 )
 
 
