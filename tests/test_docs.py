@@ -24,7 +24,10 @@ def _all_commands() -> list[tuple[str, click.Command]]:
 
     def walk(prefix: str, command: click.Command) -> None:
         if isinstance(command, click.Group):
-            for name, sub in command.commands.items():
+            ctx = click.Context(command)
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                assert sub is not None
                 walk(f"{prefix} {name}".strip(), sub)
         else:
             found.append((prefix, command))

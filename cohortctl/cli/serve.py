@@ -203,3 +203,9 @@ def amplitude(
     serve_in_foreground(
         fake, host, port, lambda url: f"fake Amplitude API listening on {url} (db: {db_shown})"
     )
+
+
+# serve_partner imports the options above, so it is joined to the group last.
+from cohortctl.cli import serve_partner  # noqa: E402
+
+app.command("partner")(serve_partner.partner)
