@@ -62,7 +62,7 @@ def load_command(name: str) -> click.Command:
     module_name, _, attribute = entry.target.partition(":")
     target = getattr(importlib.import_module(module_name), attribute)
     if isinstance(target, typer.Typer):
-        command = typer.main.get_command(target)
+        command = typer.main.get_group(target)
     else:
         single = typer.Typer(context_settings=_CONTEXT)
         single.command(name)(target)

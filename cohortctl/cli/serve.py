@@ -205,7 +205,6 @@ def amplitude(
     )
 
 
-# serve_partner imports the options above, so it is joined to the group last.
-from cohortctl.cli import serve_partner  # noqa: E402
-
-app.command("partner")(serve_partner.partner)
+# `serve partner` lives in its own module, which imports the options above and joins itself
+# to this group; imported last for that side effect.
+from cohortctl.cli import serve_partner  # noqa: E402, F401

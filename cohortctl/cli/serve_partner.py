@@ -11,7 +11,13 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from cohortctl.cli.serve import HostOption, PortOption, serve_in_foreground, warn_if_exposed
+from cohortctl.cli.serve import (
+    HostOption,
+    PortOption,
+    serve_in_foreground,
+    warn_if_exposed,
+)
+from cohortctl.cli.serve import app as serve_app
 from cohortctl.errors import InputError
 from cohortctl.render import err
 
@@ -227,3 +233,6 @@ def partner(
         port,
         lambda url: f"partner receiver listening on {url} ({settings.describe()})",
     )
+
+
+serve_app.command("partner")(partner)
