@@ -61,6 +61,7 @@ def load_command(name: str) -> click.Command:
     entry = COMMANDS[name]
     module_name, _, attribute = entry.target.partition(":")
     target = getattr(importlib.import_module(module_name), attribute)
+    command: click.Command
     if isinstance(target, typer.Typer):
         command = typer.main.get_group(target)
     else:
