@@ -1,0 +1,1 @@
+"""The partner side of Amplitude's cohort sync: payloads, templates, destinations, webhooks."""

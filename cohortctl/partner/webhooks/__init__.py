@@ -1,0 +1,1 @@
+"""Amplitude's Cohort Webhooks: default bodies, FreeMarker templates, sending and receiving."""
