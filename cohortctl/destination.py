@@ -335,4 +335,8 @@ def build_headers(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
 
 def make_client(destination: Destination) -> httpx.Client:
     """An httpx client for ``destination``: its timeout, no redirects followed."""
-    return httpx.Client(timeout=httpx.Timeout(destination.timeout), follow_redirects=False)
+    from cohortctl.http.observed import observed
+
+    return observed(
+        httpx.Client(timeout=httpx.Timeout(destination.timeout), follow_redirects=False)
+    )

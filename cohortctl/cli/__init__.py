@@ -50,6 +50,7 @@ register("cohorts", "cohortctl.cli.cohorts:app", "Read cohorts: list them, downl
 register("mock", "cohortctl.cli.mock:app", "Fire Amplitude's cohort-sync payloads at a partner.")
 register("sync", "cohortctl.cli.sync:sync", "Replay Amplitude's whole cohort sync at a partner.")
 register("check", "cohortctl.cli.check:check", "Run the conformance suite against a partner.")
+register("replay", "cohortctl.cli.replay:replay", "Send a HAR recording again at an endpoint.")
 register("wait", "cohortctl.cli.wait:wait", "Block until an endpoint answers (for CI).")
 register("serve", "cohortctl.cli.serve:app", "Run an embedded server: fake Amplitude, partner.")
 register("config", "cohortctl.cli.config_cmd:app", "Show the resolved configuration.")

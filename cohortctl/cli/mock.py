@@ -12,11 +12,13 @@ import typer
 
 from cohortctl import mock, payloads
 from cohortctl.cli import destination_options as dest
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client
 from cohortctl.errors import ExitCode
+from cohortctl.http.har import recording
 from cohortctl.outcomes import Outcome
+from cohortctl.partner.calls import call_matcher
 from cohortctl.render import OutputFormat, body_excerpt, err, out, print_json, table
 from cohortctl.templates import Template, parse_vars
 
@@ -181,6 +183,7 @@ def _execute(
     destination_kwargs: dict[str, Any],
     dry_run: bool,
     output: OutputFormat,
+    har: Path | None = None,
 ) -> None:
     destination = dest.destination_from_options(
         cfg, require_credentials=not dry_run, **destination_kwargs
@@ -189,7 +192,15 @@ def _execute(
     if dry_run:
         _render_dry_run(destination, mock.plan(destination, steps, spec), output)
         return
-    with make_client(destination) as client:
+    with (
+        recording(
+            har,
+            base_url=destination.base_url,
+            secrets=destination.secrets(),
+            call_of=call_matcher(destination),
+        ),
+        make_client(destination) as client,
+    ):
         results = mock.run(client, destination, steps, spec)
     if not _render_results(results, output):
         raise typer.Exit(int(ExitCode.FAILED))
@@ -218,6 +229,7 @@ def _call_command(call: str) -> Callable[..., None]:
         var: dest.Var = None,
         expect: Expect = None,
         dry_run: DryRun = False,
+        har: Har = None,
         output: Output = OutputFormat.table,
         profile: Profile = None,
         config: ConfigFile = None,
@@ -253,6 +265,7 @@ def _call_command(call: str) -> Callable[..., None]:
             },
             dry_run=dry_run,
             output=output,
+            har=har,
         )
 
     command.__annotations__["path"] = Annotated[
@@ -331,6 +344,7 @@ def flow(
     var: dest.Var = None,
     expect: Expect = None,
     dry_run: DryRun = False,
+    har: Har = None,
     output: Output = OutputFormat.table,
     profile: Profile = None,
     config: ConfigFile = None,
@@ -384,4 +398,5 @@ def flow(
         },
         dry_run=dry_run,
         output=output,
+        har=har,
     )

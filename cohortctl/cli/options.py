@@ -37,3 +37,13 @@ AllowInsecureHttp = Annotated[
         help="Allow sending credentials over plain http:// to a non-loopback host.",
     ),
 ]
+Har = Annotated[
+    Path | None,
+    typer.Option(
+        "--har",
+        help="Record every exchange in this HAR 1.2 file (credentials redacted), written as "
+        "requests finish; opens in browsers' developer tools.",
+        dir_okay=False,
+        show_default=False,
+    ),
+]

@@ -22,13 +22,15 @@ from rich.progress import (
 
 from cohortctl import payloads, syncing
 from cohortctl.cli import destination_options as dest
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.config import Config
 from cohortctl.delivery import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, Batch
 from cohortctl.delivery import Progress as DeliveryProgress
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination
 from cohortctl.durations import format_duration, parse_duration
 from cohortctl.errors import ExitCode, InputError
+from cohortctl.http.har import recording
+from cohortctl.partner.calls import call_matcher
 from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
 from cohortctl.syncplan import CohortSpec, load_plan
@@ -269,6 +271,7 @@ def sync(
             rich_help_panel=STATE,
         ),
     ] = False,
+    har: Har = None,
     output: Output = OutputFormat.table,
     profile: Profile = None,
     config: ConfigFile = None,
@@ -356,20 +359,26 @@ def sync(
         plans = [syncing.plan_cohort(destination, c, settings) for c in cohorts]
         _render_dry_run(plans, output)
         return
-    runs = syncing.run_schedule(
-        lambda number: _one_run(
-            destination,
-            cohorts,
-            settings,
-            number,
-            period is not None,
-            verbose=verbose,
-            output=output,
-        ),
-        every=period,
-        max_runs=max_runs,
-        on_wait=_announce_next,
-    )
+    with recording(
+        har,
+        base_url=destination.base_url,
+        secrets=destination.secrets(),
+        call_of=call_matcher(destination),
+    ):
+        runs = syncing.run_schedule(
+            lambda number: _one_run(
+                destination,
+                cohorts,
+                settings,
+                number,
+                period is not None,
+                verbose=verbose,
+                output=output,
+            ),
+            every=period,
+            max_runs=max_runs,
+            on_wait=_announce_next,
+        )
     if runs[-1].interrupted:
         err.print("interrupted: what was confirmed is kept; run the same command to send the rest")
         raise typer.Exit(int(ExitCode.INTERRUPTED))

@@ -1,0 +1,38 @@
+"""Which partner call a request is, from its method and URL (for recordings and the proxy)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from cohortctl import payloads
+from cohortctl.destination import Destination
+
+# A template variable after re.escape: \$name or \{name\}.
+_VARIABLE = re.compile(r"\\\$[A-Za-z_]\w*|\\\{[A-Za-z_]\w*\\\}")
+
+CallOf = Callable[[str, str], "str | None"]
+
+
+def call_matcher(destination: Destination) -> CallOf:
+    """``call_of(method, url)``: the call whose URL template (of ``destination``) ``url`` fits.
+
+    Template variables (``$listId``, ``{listId}``...) match one path segment. None for a
+    request that is none of the calls (a GET, another path).
+    """
+    patterns: list[tuple[re.Pattern[str], str]] = []
+    for call in payloads.CALLS:
+        escaped = re.escape(destination.url_template(call))
+        patterns.append((re.compile(_VARIABLE.sub(r"[^/?#]+", escaped)), call))
+
+    def call_of(method: str, url: str) -> str | None:
+        if method.upper() != "POST":
+            return None
+        bare = url.partition("#")[0]
+        for candidate in (bare, bare.partition("?")[0]):
+            for pattern, call in patterns:
+                if pattern.fullmatch(candidate):
+                    return call
+        return None
+
+    return call_of

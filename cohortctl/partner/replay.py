@@ -1,0 +1,363 @@
+"""Send the requests of a HAR recording again, rebased on another endpoint.
+
+The requests go out in recorded order (or from several workers: a list-create is a barrier,
+so every request after it sees the id it created). Credentials come from the destination
+(environment or profile), never from the recording, which holds none. The list id a
+list-create answered during the replay replaces the recorded one in every later path
+segment and in every body value under a key naming a list (``listId``, ``list_id``, ``id``,
+``segmentListId``...). Each answer is judged against the recording: ``recorded`` (the same
+status, the default) or ``2xx``; bodies are shown, never compared.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+import httpx
+
+from cohortctl import payloads
+from cohortctl.destination import AuthMode, Destination, is_sensitive_header
+from cohortctl.errors import CheckFailed, InputError
+from cohortctl.http.har import request_body, response_text
+from cohortctl.outcomes import classify_transport_error
+from cohortctl.render import body_excerpt
+
+BODY_KEEP = 2000
+# Never resent as recorded: the transport sets them for the new connection and body.
+_HOP_HEADERS = frozenset(
+    {
+        "host",
+        "content-length",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "upgrade",
+        "proxy-connection",
+        "accept-encoding",
+    }
+)
+
+
+class Expect(str, Enum):
+    """``--expect``: what a replayed answer must be to match."""
+
+    recorded = "recorded"
+    ok = "2xx"
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request of the recording, its credentials dropped."""
+
+    index: int
+    method: str
+    url: str
+    relative: str
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+    call: str | None
+    recorded_status: int | None
+    recorded_body: str
+    auth: AuthMode
+
+
+@dataclass
+class ReplayResult:
+    """What one replayed request got, next to what was recorded."""
+
+    index: int
+    call: str | None
+    method: str
+    url: str
+    recorded_status: int | None
+    status: int | None
+    matched: bool
+    latency_ms: float
+    body: str = ""
+    recorded_body: str = ""
+    error: str | None = None
+    list_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (one vocabulary: ``ok``, ``status``, ``error``)."""
+        data = asdict(self)
+        data["ok"] = data.pop("matched")
+        return data
+
+
+@dataclass
+class ReplayRun:
+    """Every result in recorded order and the list ids substituted."""
+
+    results: list[ReplayResult]
+    list_ids: dict[str, str] = field(default_factory=dict)
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """True when every answer matched."""
+        return all(r.matched for r in self.results)
+
+    @property
+    def mismatched(self) -> int:
+        """How many answers did not match."""
+        return sum(not r.matched for r in self.results)
+
+
+def _auth_of(headers: Sequence[tuple[str, str]]) -> AuthMode:
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == "authorization":
+            scheme = value.partition(" ")[0].lower()
+            if scheme == "bearer":
+                return AuthMode.bearer
+            return AuthMode.basic
+        if lowered == "api_key":
+            return AuthMode.header
+    return AuthMode.none
+
+
+def _relative(url: str, base: str | None) -> str:
+    """The part of ``url`` below ``base`` (else its path and query)."""
+    if base:
+        trimmed = base.rstrip("/")
+        if url.startswith(trimmed) and url[len(trimmed) : len(trimmed) + 1] in ("", "/", "?"):
+            return url[len(trimmed) :]
+    parts = urlsplit(url)
+    return urlunsplit(("", "", parts.path or "/", parts.query, ""))
+
+
+def rebase(relative: str, base: str) -> str:
+    """``relative`` (a path and query below the recording's base) joined onto ``base``."""
+    parts = urlsplit(base)
+    rel = urlsplit(relative)
+    path = parts.path.rstrip("/") + (
+        rel.path if rel.path.startswith("/") or not rel.path else "/" + rel.path
+    )
+    query = "&".join(q for q in (parts.query, rel.query) if q)
+    return urlunsplit((parts.scheme, parts.netloc, path or "/", query, ""))
+
+
+def _is_list_create(call: str | None, method: str, body: bytes) -> bool:
+    if call is not None:
+        return call == payloads.LIST_CREATE
+    if method != "POST":
+        return False
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return False
+    return (
+        isinstance(data, dict) and "name" in data and not {"userIds", "batch", "userId"} & set(data)
+    )
+
+
+def recorded_requests(
+    log: Mapping[str, Any], *, source: str = "recording", start: int = 0
+) -> list[RecordedRequest]:
+    """The requests of a HAR log (see :func:`cohortctl.http.har.read_har`), in order."""
+    base = log.get("_baseUrl")
+    found = []
+    for index, entry in enumerate(log["entries"]):
+        request = entry["request"]
+        raw_headers = request.get("headers") or []
+        try:
+            headers = tuple((str(h["name"]), str(h["value"])) for h in raw_headers)
+        except (KeyError, TypeError):
+            raise InputError(f"{source}: entry {index}: request.headers malformed") from None
+        response = entry.get("response") or {}
+        status = response.get("status")
+        recorded_status = status if isinstance(status, int) and status > 0 else None
+        kept = tuple(
+            (k, v)
+            for k, v in headers
+            if k.lower() not in _HOP_HEADERS
+            and not k.startswith(":")
+            and not is_sensitive_header(k)
+        )
+        body = request_body(entry)
+        call = entry.get("_call") if isinstance(entry.get("_call"), str) else None
+        found.append(
+            RecordedRequest(
+                index=start + index,
+                method=request["method"].upper(),
+                url=request["url"],
+                relative=_relative(request["url"], base if isinstance(base, str) else None),
+                headers=kept,
+                body=body,
+                call=call,
+                recorded_status=recorded_status,
+                recorded_body=response_text(entry),
+                auth=_auth_of(headers),
+            )
+        )
+    return found
+
+
+def recorded_auth(requests: Sequence[RecordedRequest]) -> AuthMode:
+    """The auth mode the recording used (the first request carrying credentials)."""
+    for request in requests:
+        if request.auth is not AuthMode.none:
+            return request.auth
+    return AuthMode.none
+
+
+_LIST_KEYS = ("list", "segment", "audience")
+
+
+def _list_key(key: str) -> bool:
+    lowered = key.lower()
+    return lowered == "id" or any(word in lowered for word in _LIST_KEYS)
+
+
+def _substitute_json(data: Any, ids: Mapping[str, str], key: str | None = None) -> Any:
+    if isinstance(data, dict):
+        return {k: _substitute_json(v, ids, k) for k, v in data.items()}
+    if isinstance(data, list):
+        return [_substitute_json(v, ids, key) for v in data]
+    if key is not None and _list_key(key) and not isinstance(data, bool):
+        if isinstance(data, str) and data in ids:
+            return ids[data]
+        if isinstance(data, int) and str(data) in ids:
+            new = ids[str(data)]
+            return int(new) if new.isdigit() else new
+    return data
+
+
+def substitute(request: RecordedRequest, ids: Mapping[str, str], base: str) -> tuple[str, bytes]:
+    """The URL (rebased on ``base``) and body of ``request``, replayed list ids put in."""
+    relative = request.relative
+    body = request.body
+    if ids:
+        parts = urlsplit(relative)
+        segments = [
+            quote(ids[unquote(s)], safe="") if unquote(s) in ids else s
+            for s in parts.path.split("/")
+        ]
+        relative = urlunsplit(("", "", "/".join(segments), parts.query, ""))
+        try:
+            data = json.loads(body)
+        except ValueError:
+            data = None
+        if data is not None:
+            replaced = _substitute_json(data, ids)
+            if replaced != data:
+                body = json.dumps(replaced, ensure_ascii=False, separators=(",", ":")).encode()
+    return rebase(relative, base), body
+
+
+@dataclass
+class Replayer:
+    """Replays recorded requests at ``destination`` (its base URL, auth and headers)."""
+
+    client: httpx.Client
+    destination: Destination
+    expect: Expect = Expect.recorded
+    workers: int = 1
+    clock: Callable[[], float] = time.perf_counter
+    list_ids: dict[str, str] = field(default_factory=dict)
+
+    def _headers(self, request: RecordedRequest) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for name, value in request.headers:
+            headers[name] = value
+        extra = {**self.destination.auth_headers(), **dict(self.destination.headers)}
+        for name, value in extra.items():
+            for existing in [k for k in headers if k.lower() == name.lower()]:
+                del headers[existing]
+            headers[name] = value
+        return headers
+
+    def _matched(self, request: RecordedRequest, status: int | None) -> bool:
+        if self.expect is Expect.ok:
+            return status is not None and 200 <= status < 300
+        return status == request.recorded_status
+
+    def send(self, request: RecordedRequest) -> ReplayResult:
+        """Send one recorded request (list ids substituted) and judge its answer."""
+        destination = self.destination
+        url, body = substitute(request, self.list_ids, destination.base_url)
+        shown_url = destination.scrub(url)
+        started = self.clock()
+        try:
+            response = self.client.request(
+                request.method,
+                url,
+                headers=self._headers(request),
+                content=body,
+                timeout=destination.timeout,
+            )
+        except httpx.TransportError as exc:
+            return ReplayResult(
+                index=request.index,
+                call=request.call,
+                method=request.method,
+                url=shown_url,
+                recorded_status=request.recorded_status,
+                status=None,
+                matched=self._matched(request, None),
+                latency_ms=round((self.clock() - started) * 1000, 1),
+                recorded_body=body_excerpt(request.recorded_body, BODY_KEEP),
+                error=classify_transport_error(exc),
+            )
+        latency = (self.clock() - started) * 1000
+        text = response.text
+        result = ReplayResult(
+            index=request.index,
+            call=request.call,
+            method=request.method,
+            url=shown_url,
+            recorded_status=request.recorded_status,
+            status=response.status_code,
+            matched=self._matched(request, response.status_code),
+            latency_ms=round(latency, 1),
+            body=destination.scrub(text[:BODY_KEEP]),
+            recorded_body=request.recorded_body[:BODY_KEEP],
+        )
+        if _is_list_create(request.call, request.method, request.body) and response.is_success:
+            self._learn_list_id(request, text, result)
+        return result
+
+    def _learn_list_id(self, request: RecordedRequest, text: str, result: ReplayResult) -> None:
+        try:
+            new = self.destination.find_list_id(text)
+        except CheckFailed:
+            return
+        result.list_id = new
+        try:
+            old = self.destination.find_list_id(request.recorded_body)
+        except CheckFailed:
+            return
+        if old != new:
+            self.list_ids[old] = new
+
+    def run(self, requests: Sequence[RecordedRequest]) -> ReplayRun:
+        """Replay ``requests``: in order, or from ``workers`` threads with list-creates alone."""
+        started = self.clock()
+        if self.workers <= 1:
+            results = [self.send(r) for r in requests]
+        else:
+            results = self._run_parallel(requests)
+        return ReplayRun(results, dict(self.list_ids), round(self.clock() - started, 3))
+
+    def _run_parallel(self, requests: Sequence[RecordedRequest]) -> list[ReplayResult]:
+        results: list[ReplayResult] = []
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="cohortctl-replay") as pool:
+            wave: list[RecordedRequest] = []
+            for request in requests:
+                if _is_list_create(request.call, request.method, request.body):
+                    results += pool.map(self.send, wave)
+                    wave = []
+                    results.append(self.send(request))
+                else:
+                    wave.append(request)
+            results += pool.map(self.send, wave)
+        return results

@@ -1,0 +1,167 @@
+"""``cohortctl replay``: recorded requests sent again to a fresh receiver, list ids followed."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from cohortctl import payloads
+from cohortctl.http.har import HarWriter
+from cohortctl.http.observe import Exchange
+from cohortctl.servers.runner import BackgroundServer
+from tests.conftest import RunCli
+from tests.credentials import PARTNER_KEY
+from tests.har_schema import assert_valid_har
+from tests.partner_fixtures import PartnerFactory
+
+KEY_ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
+IDS = ["ann", "bob", "cat", "dan"]
+
+
+def view(server: BackgroundServer, path: str) -> Any:
+    response = httpx.get(f"{server.url}/_cohortctl/{path}")
+    response.raise_for_status()
+    return response.json()
+
+
+def members(server: BackgroundServer) -> dict[str, list[str]]:
+    lists = view(server, "state")["lists"]
+    return {entry["name"]: view(server, f"lists/{entry['listId']}")["members"] for entry in lists}
+
+
+def record_flow(cli: RunCli, server: BackgroundServer, path: Path, *extra: str) -> None:
+    ids: list[str] = []
+    for user in IDS:
+        ids += ["--id", user]
+    result = cli("mock", "flow", "--url", server.url, *ids, "--batch-size", "2",
+                 "--har", str(path), *extra, env=KEY_ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_replay_rebuilds_the_state_on_a_fresh_receiver_following_new_list_ids(
+    cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
+) -> None:
+    original = partner_server_factory(api_key=PARTNER_KEY)
+    httpx.post(
+        f"{original.url}/lists", json=payloads.list_create("other", "o1"), auth=(PARTNER_KEY, "")
+    )  # fmt: skip  (so the recorded list id is 2)
+    har = tmp_path / "flow.har"
+    record_flow(cli, original, har)
+    fresh = partner_server_factory(api_key=PARTNER_KEY)
+    result = cli("replay", str(har), "--url", fresh.url, "-o", "json", env=KEY_ENV)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["mismatched"] == 0
+    assert report["list_ids"] == {"2": "1"}
+    assert [r["call"] for r in report["results"]] == [
+        "list-create", "list-add", "list-add", "list-remove"
+    ]  # fmt: skip
+    assert all(r["status"] == r["recorded_status"] == 200 for r in report["results"])
+    assert report["results"][1]["url"] == f"{fresh.url}/lists/1/add"
+    name = payloads.cohort_label("cohortctl mock cohort", "cohortctl_mock_1")
+    assert members(fresh) == {name: members(original)[name]}
+    assert members(fresh)[name] == sorted(IDS[1:])
+
+
+def test_workers_reach_the_same_state(
+    cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
+) -> None:
+    original = partner_server_factory(api_key=PARTNER_KEY)
+    har = tmp_path / "flow.har"
+    record_flow(cli, original, har, "--mode", "both")
+    fresh = partner_server_factory(api_key=PARTNER_KEY)
+    result = cli("replay", str(har), "--url", fresh.url, "--workers", "4", env=KEY_ENV)
+    assert result.exit_code == 0, result.output
+    assert "0 did not match" in result.stderr
+    assert view(fresh, "state")["lists"] == view(original, "state")["lists"]
+
+
+def test_credentials_come_from_the_environment_never_the_recording(
+    cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
+) -> None:
+    original = partner_server_factory(api_key=PARTNER_KEY)
+    har = tmp_path / "flow.har"
+    record_flow(cli, original, har)
+    assert PARTNER_KEY not in har.read_text()
+    fresh = partner_server_factory(api_key=PARTNER_KEY)
+    missing = cli("replay", str(har), "--url", fresh.url)
+    assert missing.exit_code == 2 and "API key is not set" in missing.stderr
+    wrong = cli("replay", str(har), "--url", fresh.url, "--expect", "2xx",
+                env={"COHORTCTL_PARTNER_API_KEY": "not-the-key"})  # fmt: skip
+    assert wrong.exit_code == 1 and "401" in wrong.stdout
+
+
+def _hand_made(path: Path, statuses: list[int | None]) -> None:
+    with HarWriter(path) as writer:
+        for number, status in enumerate(statuses):
+            body = payloads.list_create(f"cohort {number}", f"c{number}")
+            writer(
+                Exchange(
+                    method="POST",
+                    url="https://partner.example/lists",
+                    request_headers=[("Content-Type", "application/json")],
+                    request_body=json.dumps(body).encode(),
+                    started=0.0,
+                    status=status,
+                    reason="",
+                    response_body=b'{"listId": "9"}',
+                )
+            )
+
+
+def test_expect_recorded_compares_statuses_and_2xx_accepts_success(
+    cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
+) -> None:
+    har = tmp_path / "hand.har"
+    _hand_made(har, [200, 503])
+    receiver = partner_server_factory()
+    junit = tmp_path / "replay.xml"
+    recorded = cli("replay", str(har), "--url", receiver.url, "--auth", "none",
+                   "--junit", str(junit))  # fmt: skip
+    assert recorded.exit_code == 1, recorded.output
+    assert "MISMATCH" in recorded.stdout and "1 of 2 replayed request(s)" in recorded.stderr
+    suite = ET.parse(junit).getroot()
+    assert suite.get("tests") == "2" and suite.get("failures") == "1"
+    success = cli("replay", str(har), "--url", receiver.url, "--auth", "none", "--expect", "2xx")
+    assert success.exit_code == 0, success.output
+
+
+def test_a_recording_with_no_requests_is_an_input_error(cli: RunCli, tmp_path: Path) -> None:
+    har = tmp_path / "empty.har"
+    _hand_made(har, [])
+    result = cli("replay", str(har), "--url", "http://127.0.0.1:9", "--auth", "none")
+    assert result.exit_code == 2 and "holds no requests" in result.stderr
+
+
+def _sync(cli: RunCli, url: str, snapshot: Path, tmp_path: Path, har: Path, *extra: str) -> None:
+    result = cli("sync", str(snapshot), "--url", url, "--cohort-name", "Power Users",
+                 "--cohort-id", "p1", "--batch-size", "50", "--state", str(tmp_path / "s.db"),
+                 "--har", str(har), *extra, env=KEY_ENV)  # fmt: skip
+    assert result.exit_code == 0, result.output
+
+
+def test_a_recorded_sync_replayed_on_an_empty_receiver_leaves_what_the_original_left(
+    cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
+) -> None:
+    original = partner_server_factory(api_key=PARTNER_KEY)
+    httpx.post(f"{original.url}/lists", json=payloads.list_create("other", "o1"),
+               auth=(PARTNER_KEY, ""))  # fmt: skip
+    snapshot = tmp_path / "members.txt"
+    snapshot.write_text("".join(f"user-{n}\n" for n in range(230)))
+    first, second = tmp_path / "first.har", tmp_path / "second.har"
+    _sync(cli, original.url, snapshot, tmp_path, first)
+    snapshot.write_text("".join(f"user-{n}\n" for n in range(30, 260)))  # 30 left, 30 entered
+    _sync(cli, original.url, snapshot, tmp_path, second)
+    recorded = assert_valid_har(first)["log"]["entries"]
+    assert [e["_call"] for e in recorded] == ["list-create"] + ["list-add"] * 5
+    assert PARTNER_KEY not in first.read_text() + second.read_text()
+    fresh = partner_server_factory(api_key=PARTNER_KEY)
+    result = cli("replay", str(first), str(second), "--url", fresh.url, env=KEY_ENV)
+    assert result.exit_code == 0, result.output
+    name = payloads.cohort_label("Power Users", "p1")
+    assert members(fresh)[name] == members(original)[name]
+    assert len(members(fresh)[name]) == 230
