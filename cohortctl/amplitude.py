@@ -25,7 +25,13 @@ from typing import Any
 
 import httpx
 
-from cohortctl.errors import CheckFailed, InputError, RequestFailed, TransportFailed
+from cohortctl.errors import (
+    CheckFailed,
+    CohortctlError,
+    InputError,
+    RequestFailed,
+    TransportFailed,
+)
 from cohortctl.outcomes import REFUSED, TLS, classify_transport_error
 from cohortctl.render import body_excerpt
 from cohortctl.retry import RetryPolicy, is_retryable_status, parse_retry_after
@@ -65,6 +71,12 @@ RATE_LIMIT_HINT = (
     "Amplitude allows at most 5 concurrent requests per project across its REST API; "
     "wait a little, or check what else is calling it"
 )
+EXPORT_RATE_LIMIT_HINT = (
+    "Amplitude allows at most 60 cohort export requests per 10 minutes and 4 in parallel per "
+    "project (and 500 a month on paid plans): wait, or resume an export already requested "
+    "with `cohortctl cohorts download ID --request-id RID`"
+)
+EXPORT_CALLS = frozenset({"request export", "export status", "download export"})
 
 
 # -- pure body builders -------------------------------------------------------------------
@@ -304,7 +316,7 @@ def request_failed(call: str, status: int, body: str, *, retried: int = 0) -> Re
     if status in (401, 403):
         hint = CREDENTIALS_HINT
     elif status == 429:
-        hint = RATE_LIMIT_HINT
+        hint = EXPORT_RATE_LIMIT_HINT if call in EXPORT_CALLS else RATE_LIMIT_HINT
     shown_body = "" if message else body_excerpt(body, 500)
     return RequestFailed(text, status=status, body=shown_body, error_type=kind, hint=hint)
 
@@ -446,21 +458,31 @@ class AmplitudeClient:
         host. The file is written to a temporary file beside ``dest`` and renamed at the end,
         so a failed download leaves no half-written file.
         """
+        with self.open_export(request_id) as response:
+            return _write_atomically(response, dest)
+
+    @contextlib.contextmanager
+    def open_export(self, request_id: str) -> Iterator[httpx.Response]:
+        """A finished export's CSV as an unread, streamed response (read it as it arrives).
+
+        A 302 to a signed URL is followed *without* the Authorization header.
+        """
         path = EXPORT_FILE_PATH.format(request_id=_path_part(request_id, "request id"))
         with self._stream("download export", "GET", path) as response:
-            if response.status_code in (301, 302, 303, 307, 308):
-                location = response.headers.get("location")
-                if not location:
-                    raise RequestFailed(
-                        f"download export: HTTP {response.status_code} without a Location",
-                        status=response.status_code,
-                    )
-                target = response.url.join(location)
-                with self._stream(
-                    "download export file", "GET", str(target), authenticated=False
-                ) as signed:
-                    return _write_atomically(signed, dest)
-            return _write_atomically(response, dest)
+            if response.status_code not in (301, 302, 303, 307, 308):
+                yield response
+                return
+            location = response.headers.get("location")
+            if not location:
+                raise RequestFailed(
+                    f"download export: HTTP {response.status_code} without a Location",
+                    status=response.status_code,
+                )
+            target = response.url.join(location)
+            with self._stream(
+                "download export file", "GET", str(target), authenticated=False
+            ) as signed:
+                yield signed
 
     # -- the retry loop --------------------------------------------------------------------
 
@@ -660,19 +682,56 @@ def download_cohort(
     prop_keys: Sequence[str] = (),
     timeout: float = 900.0,
     on_poll: Callable[[ExportPoll], None] | None = None,
+    request_id: str | None = None,
 ) -> DownloadResult:
     """Export a cohort and write its members to ``dest``.
 
     By default the CSV exactly as Amplitude gives it; with ``ids_only`` one id per line:
     the ``user_id`` column, or ``amplitude_id`` when ``amplitude_ids`` (members without a
-    user id are left out and counted).
+    user id are left out and counted). ``request_id`` resumes an export already requested
+    (its file stays available for 7 days) instead of requesting a new one.
     """
     dest = Path(dest)
     if dest.is_dir():
         raise InputError(f"{dest} is a directory: give a file name to write the members to")
     if not dest.parent.exists():
         raise InputError(f"{dest.parent} does not exist")
-    started = client.request_export(cohort_id, props=props, prop_keys=prop_keys)
+    if request_id is not None:
+        started = ExportRequest(_path_part(request_id, "request id"), str(cohort_id), {})
+    else:
+        started = client.request_export(cohort_id, props=props, prop_keys=prop_keys)
+    try:
+        return _finish_download(
+            client, str(cohort_id), started, dest, ids_only=ids_only, amplitude_ids=amplitude_ids,
+            timeout=timeout, on_poll=on_poll,
+        )  # fmt: skip
+    except CohortctlError as error:
+        if request_id is None:  # the user's own request id needs no reminder
+            resume = resume_hint(str(cohort_id), started.request_id)
+            error.hint = "; ".join(h for h in (error.hint, resume) if h)
+        raise
+
+
+def resume_hint(cohort_id: str, request_id: str) -> str:
+    """How to pick up an export that was already requested, without a new request."""
+    return (
+        f"the export was requested ({request_id}); its file stays available for 7 days: "
+        f"`cohortctl cohorts download {cohort_id} --request-id {request_id} -o FILE` "
+        "resumes it without a new request"
+    )
+
+
+def _finish_download(
+    client: AmplitudeClient,
+    cohort_id: str,
+    started: ExportRequest,
+    dest: Path,
+    *,
+    ids_only: bool,
+    amplitude_ids: bool,
+    timeout: float,
+    on_poll: Callable[[ExportPoll], None] | None,
+) -> DownloadResult:
     polls: list[ExportPoll] = []
 
     def record(poll: ExportPoll) -> None:
@@ -681,6 +740,11 @@ def download_cohort(
             on_poll(poll)
 
     status = client.wait_for_export(started.request_id, timeout=timeout, on_poll=record)
+    exported = status.raw.get("cohort_id")
+    if exported is not None and str(exported) != cohort_id:
+        raise CheckFailed(
+            f"export {started.request_id} is an export of cohort {exported}, not {cohort_id}"
+        )
     column = ("amplitude_id" if amplitude_ids else "user_id") if ids_only else None
     if not ids_only:
         size = client.download_export(started.request_id, dest)

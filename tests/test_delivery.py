@@ -520,7 +520,11 @@ def test_stream_transport_replaces_a_connection_the_server_closed_while_idle() -
         ({"HTTPS_PROXY": "http://p:1"}, "https://127.0.0.1:8443/x", "http://p:1"),
         ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "127.0.0.1"}, "https://127.0.0.1:8/x", None),
         ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "localhost:8"}, "https://localhost:8/", None),
-        ({"HTTPS_PROXY": "http://p:1", "NO_PROXY": "localhost:9"}, "https://localhost:8/", "http://p:1"),
+        (
+            {"HTTPS_PROXY": "http://p:1", "NO_PROXY": "localhost:9"},
+            "https://localhost:8/",
+            "http://p:1",
+        ),
         ({"HTTPS_PROXY": "p:1"}, "https://partner.example/x", "http://p:1"),
     ],
 )

@@ -46,7 +46,7 @@ def register(name: str, target: str, short_help: str) -> None:
 # Listed in this order in `cohortctl --help`.
 register("upload", "cohortctl.cli.upload:upload", "Upload an ID file into an Amplitude cohort.")
 register("membership", "cohortctl.cli.membership:app", "Add ids to, or remove ids from, a cohort.")
-register("cohorts", "cohortctl.cli.cohorts:app", "Read cohorts: list them, download members.")
+register("cohorts", "cohortctl.cli.cohorts:app", "List, show, download, reconcile cohorts.")
 register("mock", "cohortctl.cli.mock:app", "Fire Amplitude's cohort-sync payloads at a partner.")
 register("sync", "cohortctl.cli.sync:sync", "Replay Amplitude's whole cohort sync at a partner.")
 register("check", "cohortctl.cli.check:check", "Run the conformance suite against a partner.")

@@ -1,4 +1,4 @@
-"""``cohortctl cohorts``: list a project's cohorts and download a cohort's members."""
+"""``cohortctl cohorts``: list a project's cohorts, show one, download a cohort's members."""
 
 from __future__ import annotations
 
@@ -21,12 +21,18 @@ from cohortctl.cli.amplitude_options import (
     load_target,
     open_client,
 )
+from cohortctl.cli.cohorts_reconcile import reconcile_command
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.customer.cohorts import find_cohort
 from cohortctl.durations import parse_duration
+from cohortctl.errors import InputError
 from cohortctl.ids import IdType
 from cohortctl.render import OutputFormat, key_values, out, print_json, table
 
-app = typer.Typer(help="Read cohorts: list them, download their members.", no_args_is_help=True)
+app = typer.Typer(
+    help="Read cohorts (list, show, download) and reconcile one with a file.",
+    no_args_is_help=True,
+)
 
 # ``-o`` names the file written by ``download``, so its format option is long-form only.
 OutputLong = Annotated[
@@ -84,9 +90,63 @@ def _row(cohort: dict[str, Any], include_sync_info: bool) -> list[Any]:
 
 def _timestamp(value: Any) -> str:
     if isinstance(value, int | float) and not isinstance(value, bool):
-        when = dt.datetime.fromtimestamp(value, tz=dt.timezone.utc)
+        seconds = value / 1000 if value > 100_000_000_000 else value  # epoch ms or seconds
+        try:
+            when = dt.datetime.fromtimestamp(seconds, tz=dt.timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return str(value)
         return when.strftime("%Y-%m-%d %H:%M:%SZ")
     return "" if value is None else str(value)
+
+
+@app.command("show")
+def show(
+    cohort_id: Annotated[str, typer.Argument(help="The cohort to show.", show_default=False)],
+    output: Output = OutputFormat.table,
+    region: Region = None,
+    base_url: BaseUrl = None,
+    profile: Profile = None,
+    config: ConfigFile = None,
+    allow_insecure_http: AllowInsecureHttp = False,
+    timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
+    retries: Retries = DEFAULT_RETRIES,
+) -> None:
+    """Show one cohort: size, owners, published, last computed, sync destinations.
+
+    Amplitude has no endpoint for one cohort, so this lists the project's cohorts with their
+    sync information (includeSyncInfo) and picks ID; an unknown id is exit 1.
+    """
+    cfg, url = load_target(
+        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
+    )
+    with open_client(cfg, url, timeout=timeout, retries=retries) as client:
+        cohort = find_cohort(client, cohort_id, include_sync_info=True)
+    if output is OutputFormat.json:
+        print_json({"cohort": cohort})
+        return
+    owners = cohort.get("owners")
+    syncs = cohort.get("syncMetadata")
+    rows: list[tuple[str, Any]] = [
+        ("id", cohort.get("id")),
+        ("name", cohort.get("name")),
+        ("size", f"{cohort['size']:,}" if isinstance(cohort.get("size"), int) else None),
+        ("owners", ", ".join(map(str, owners)) if isinstance(owners, list) else owners),
+        ("published", "yes" if cohort.get("published") else "no"),
+        ("type", cohort.get("type")),
+        ("last computed", _timestamp(cohort.get("lastComputed"))),
+        ("last modified", _timestamp(cohort.get("lastMod"))),
+        ("sync destinations", len(syncs) if isinstance(syncs, list) else "unknown"),
+    ]
+    for number, sync in enumerate(syncs if isinstance(syncs, list) else [], 1):
+        rows.append((f"  sync {number}", _sync_text(sync)))
+    out.print(key_values(rows))
+
+
+def _sync_text(sync: Any) -> str:
+    """One syncMetadata entry as ``key=value`` pairs (Amplitude does not document its fields)."""
+    if not isinstance(sync, dict):
+        return str(sync)
+    return ", ".join(f"{key}={value}" for key, value in sync.items())
 
 
 @app.command("download")
@@ -118,6 +178,15 @@ def download(
         list[str] | None,
         typer.Option("--prop-key", help="Only this user property (repeatable; implies --props)."),
     ] = None,
+    request_id: Annotated[
+        str | None,
+        typer.Option(
+            "--request-id",
+            help="Resume an export already requested (its file stays available for 7 days) "
+            "instead of requesting a new one: exports are limited to 60 per 10 minutes.",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[
         str,
         typer.Option("--timeout", help="Give up if the export is not ready after this long."),
@@ -136,10 +205,15 @@ def download(
 ) -> None:
     """Export a cohort and write its members to --out: Amplitude's CSV, or ids only.
 
-    Starts an export, polls its status with growing waits until it is ready (at most
-    --timeout), then downloads the file; a signed-URL redirect is followed without sending
-    the credentials there.
+    Starts an export (or resumes --request-id), polls its status with growing waits until
+    it is ready (at most --timeout), then downloads the file; a signed-URL redirect is
+    followed without sending the credentials there.
     """
+    if request_id is not None and (props or prop_keys):
+        raise InputError(
+            "--props/--prop-key apply when an export is requested; a resumed export "
+            "(--request-id) has the columns it was requested with"
+        )
     cfg, url = load_target(
         profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
     )
@@ -158,6 +232,7 @@ def download(
             prop_keys=prop_keys or (),
             timeout=deadline,
             on_poll=on_poll,
+            request_id=request_id,
         )
     if output is OutputFormat.json:
         print_json(
@@ -186,3 +261,6 @@ def download(
         rows.append((f"without {result.id_column}", f"{result.skipped_without_id:,}"))
     rows += [("bytes downloaded", f"{result.bytes:,}"), ("status polls", result.polls)]
     out.print(key_values(rows))
+
+
+app.command("reconcile")(reconcile_command)

@@ -79,7 +79,7 @@ class ObservingTransport(httpx.BaseTransport):
                 http_version=_version(response),
                 wait_ms=(answered - started) * 1000,
                 receive_ms=(done - answered) * 1000,
-            )
+            ),
         )
         return httpx.Response(
             response.status_code,

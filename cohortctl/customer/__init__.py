@@ -1,0 +1,1 @@
+"""Amplitude's cohort API, the customer side: reading cohorts, exports, reconciling members."""
