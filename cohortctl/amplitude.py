@@ -28,10 +28,12 @@ import httpx
 from cohortctl.errors import (
     CheckFailed,
     CohortctlError,
+    FileWriteError,
     InputError,
     RequestFailed,
     TransportFailed,
 )
+from cohortctl.files import os_reason
 from cohortctl.outcomes import REFUSED, TLS, classify_transport_error
 from cohortctl.render import body_excerpt
 from cohortctl.retry import RetryPolicy, is_retryable_status, parse_retry_after
@@ -746,17 +748,20 @@ def _finish_download(
             f"export {started.request_id} is an export of cohort {exported}, not {cohort_id}"
         )
     column = ("amplitude_id" if amplitude_ids else "user_id") if ids_only else None
-    if not ids_only:
-        size = client.download_export(started.request_id, dest)
-        rows = _count_csv_rows(dest)
-        written, skipped = rows, 0
-    else:
-        raw_dest = dest.with_name(f".{dest.name}.export.csv")
-        try:
-            size = client.download_export(started.request_id, raw_dest)
-            rows, written, skipped = _write_id_column(raw_dest, dest, column or "user_id")
-        finally:
-            raw_dest.unlink(missing_ok=True)
+    try:
+        if not ids_only:
+            size = client.download_export(started.request_id, dest)
+            rows = _count_csv_rows(dest)
+            written, skipped = rows, 0
+        else:
+            raw_dest = dest.with_name(f".{dest.name}.export.csv")
+            try:
+                size = client.download_export(started.request_id, raw_dest)
+                rows, written, skipped = _write_id_column(raw_dest, dest, column or "user_id")
+            finally:
+                raw_dest.unlink(missing_ok=True)
+    except OSError as exc:  # a full or read-only disk: no partial file was left behind
+        raise FileWriteError("download file", dest, os_reason(exc)) from None
     return DownloadResult(
         cohort_id=str(cohort_id),
         request_id=started.request_id,

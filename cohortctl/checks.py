@@ -42,7 +42,7 @@ from typing import Any
 
 import httpx
 
-from cohortctl import mock, payloads, reports
+from cohortctl import files, mock, payloads, reports
 from cohortctl.destination import AuthMode, Destination, is_sensitive_header, redact_url
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.mock import FlowMode, MockSpec, PreparedRequest, Step
@@ -844,12 +844,11 @@ def check_writable(path: Path, what: str) -> None:
 
 
 def write_text(path: Path, text: str, *, append: bool = False, what: str = "report") -> None:
-    """Write (or append) a report; InputError naming the file when that fails."""
-    try:
-        with path.open("a" if append else "w", encoding="utf-8") as handle:
-            handle.write(text)
-    except OSError as exc:
-        raise InputError(f"cannot write {what} {path}: {exc.strerror or exc}") from None
+    """Write (or append) a report whole or not at all; FileWriteError naming the file."""
+    if append:
+        files.append_text(path, text, what=what)
+    else:
+        files.write_text_atomically(path, text, what=what)
 
 
 def case_rows(cases: Iterable[CaseResult]) -> list[tuple[str, str, str, str]]:

@@ -2,11 +2,14 @@
 
     CohortctlError                 exit 1 unless a subclass says otherwise
     ├── InputError                 exit 2: a bad ID file, payload file or argument value
-    │   └── IdFileError            names the file and the line
+    │   ├── IdFileError            names the file and the line
+    │   ├── StateFileError         a state file that is damaged, foreign, newer, or unwritable
+    │   └── FileWriteError         an output file that could not be written (full, read-only)
     ├── ConfigError                exit 2: missing credentials, bad profile, insecure URL
     ├── RequestFailed              exit 1: the server answered non-2xx (status + body)
     ├── TransportFailed            exit 1: no answer at all (refused, timeout, reset, TLS)
-    └── CheckFailed                exit 1: a request went through but an expectation did not hold
+    ├── CheckFailed                exit 1: a request went through but an expectation did not hold
+    └── Busy                       exit 3: another sync holds this destination and cohort
 
 Every message is written for the person at the terminal and never contains a secret.
 """
@@ -21,7 +24,8 @@ class ExitCode(IntEnum):
 
     OK = 0
     FAILED = 1  # a request or a check failed
-    USAGE = 2  # usage or input error
+    USAGE = 2  # usage or input error; a file that cannot be read or written
+    BUSY = 3  # another sync of the same state file, destination and cohort is running
     INTERRUPTED = 130  # Ctrl-C / SIGINT
 
 
@@ -90,3 +94,27 @@ class TransportFailed(CohortctlError):
 
 class CheckFailed(CohortctlError):
     """Requests went through, but what came back is not what was expected."""
+
+
+class StateFileError(InputError):
+    """A state file that cannot be used: not a cohortctl state, damaged, newer, unwritable."""
+
+    def __init__(self, path: object, message: str) -> None:
+        super().__init__(f"state file {path}: {message}")
+        self.path = str(path)
+        self.reason = message
+
+
+class FileWriteError(InputError):
+    """An output file could not be written; nothing partial was left behind."""
+
+    def __init__(self, what: str, path: object, reason: str) -> None:
+        super().__init__(f"cannot write {what} {path}: {reason}")
+        self.path = str(path)
+        self.reason = reason
+
+
+class Busy(CohortctlError):
+    """Another process holds the sync lock of this state file, destination and cohort."""
+
+    exit_code = ExitCode.BUSY

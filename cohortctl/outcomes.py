@@ -5,6 +5,8 @@ Used by ``mock``, ``sync`` and ``check`` alike, so one status reads the same eve
 
 from __future__ import annotations
 
+import json
+import re
 import ssl
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -98,3 +100,51 @@ class Outcome:
         data = asdict(self)
         data["ok"] = self.ok
         return data
+
+
+_LIST_WORDS = re.compile(
+    r"\b(?:unknown|no such|missing|invalid|deleted|nonexistent|non-existent)\s+(?:id\s+)?list\b"
+    r"|\blist\b[^.;\n]{0,60}?\b(?:not found|does ?n[o']t exist|not exist|unknown|deleted|gone)\b"
+    r"|\blist_?not_?found\b",
+    re.IGNORECASE,
+)
+_MESSAGE_KEYS = ("error", "detail", "message", "title", "reason", "code", "description")
+
+
+def _message_texts(body: str) -> list[str]:
+    """The human-readable parts of an answer body: its message fields, or the text itself.
+
+    Arrays of ids (a 404 naming unknown users) are left out, so a user id that happens to
+    read ``list-not-found`` is never taken for the message.
+    """
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return [body[:2000]]
+    texts: list[str] = []
+
+    def walk(value: Any, depth: int) -> None:
+        if depth > 3:
+            return
+        if isinstance(value, str):
+            texts.append(value)
+        elif isinstance(value, dict):
+            for key, item in value.items():
+                if str(key).lower() in _MESSAGE_KEYS or isinstance(item, dict):
+                    walk(item, depth + 1)
+
+    walk(data, 0)
+    return texts
+
+
+def names_unknown_list(status: int | None, body: str) -> bool:
+    """True when a list-add / list-remove answer says the partner does not know the list.
+
+    Spec part B gives 404 one meaning, "invalid user id"; real receivers also answer 404 when
+    the list itself is gone (``{"error": "unknown list"}``, Flagsmith's ``{"detail": "List
+    not found."}``). Only a 404 whose message names the list counts; a 404 naming users, or
+    with no message, stays "invalid user id".
+    """
+    if status != 404 or not body:
+        return False
+    return any(_LIST_WORDS.search(text) for text in _message_texts(body))

@@ -20,9 +20,11 @@ snapshot, since syncing it would remove everyone else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -52,9 +54,12 @@ from cohortctl.delivery import (
 )
 from cohortctl.destination import Destination, redact_url
 from cohortctl.errors import CheckFailed, InputError
+from cohortctl.files import write_atomically
 from cohortctl.ids import read_ids
 from cohortctl.mock import abbreviate_json
+from cohortctl.outcomes import names_unknown_list
 from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
+from cohortctl.sync import lock, storage
 from cohortctl.syncplan import CohortSpec
 from cohortctl.syncstate import (
     ADD,
@@ -73,6 +78,9 @@ OnPhase = Callable[[str], object]
 
 OK = "ok"
 FAILED = "failed"
+PHASES = ("read", "diff", "deliver", "confirm")
+"""Where a sync's time goes: reading the snapshot, diffing (and storing the plan),
+delivering the batches, confirming them (the last commits, the fold, the run record)."""
 INTERRUPTED = "interrupted"
 PAYLOAD_KEEP = 5  # ids shown per array in a dry run's first payloads
 
@@ -98,8 +106,14 @@ class SyncSettings:
     variables: Mapping[str, str] = field(default_factory=dict)
     state_path: Path | None = None
     retry_file: Path | None = None
+    recreate_list: bool = False  # list mode: create a new list and send the whole cohort to it
+    lock_timeout: float = 0.0  # seconds to wait for another sync of the same cohort
 
     def __post_init__(self) -> None:
+        if self.recreate_list and self.mode is not SyncMode.list:
+            raise InputError("--recreate-list is for list mode (--mode list)")
+        if self.lock_timeout < 0:
+            raise InputError("--lock-timeout must not be negative")
         if self.batch_size < 1:
             raise InputError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.workers < 1:
@@ -169,13 +183,20 @@ class CohortSync:
     retry_file: str | None = None
     retry_users: int = 0
     error: str | None = None
+    lost_list: str | None = None  # the list id the partner answered "unknown list" for
+    repaired_batches: int = 0  # confirmations of a discarded plan dropped from the state
     started_at: float = 0.0
     duration: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # PHASES -> seconds
 
     @property
     def ok(self) -> bool:
         """True when everything planned was confirmed."""
         return self.status == OK
+
+    def phase_seconds(self) -> dict[str, float]:
+        """``read_s``, ``diff_s``, ``deliver_s``, ``confirm_s``: seconds, rounded to ms."""
+        return {f"{name}_s": round(self.phases.get(name, 0.0), 3) for name in PHASES}
 
     def to_dict(self, scrub: Callable[[str], str] = str) -> dict[str, Any]:
         """JSON-ready summary; failures without their user ids (those are in the retry file)."""
@@ -194,6 +215,8 @@ class CohortSync:
             "error": self.error,
             "list_id": self.list_id,
             "list_created": self.list_created,
+            "lost_list": self.lost_list,
+            "repaired_batches": self.repaired_batches,
             "snapshot_users": self.snapshot_users,
             "entered": self.entered,
             "left": self.left,
@@ -205,6 +228,7 @@ class CohortSync:
             "retry_file": self.retry_file,
             "retry_users": self.retry_users,
             "duration_s": self.duration,
+            "phases": self.phase_seconds(),
             "delivery": data,
             "failures": failures,
         }
@@ -306,10 +330,54 @@ def read_snapshot(cohort: CohortSpec) -> list[str]:
     return read_ids(cohort.snapshot, column=cohort.column).ids
 
 
+def cohort_key(destination: Destination, cohort: CohortSpec, settings: SyncSettings) -> str:
+    """The state key of this destination + mode + cohort."""
+    return destination_key(destination.base_url, settings.mode.value, cohort.id)
+
+
 def cohort_state(destination: Destination, cohort: CohortSpec, settings: SyncSettings) -> SyncState:
     """Open the state of this destination + mode + cohort."""
-    key = destination_key(destination.base_url, settings.mode.value, cohort.id)
-    return SyncState.open(settings.state_file, key)
+    return SyncState.open(settings.state_file, cohort_key(destination, cohort, settings))
+
+
+def check_state(settings: SyncSettings, *, create: bool = True) -> None:
+    """Check the whole state file (identity, version, ``quick_check``) before anything else.
+
+    Raises :class:`StateFileError`; creates a new state file when there is none and
+    ``create`` is true. Call it before reading snapshots or sending anything.
+    """
+    path = settings.state_file
+    if not create and not path.exists():
+        return
+    storage.connect(path, quick_check=True).close()
+
+
+@contextlib.contextmanager
+def locked(
+    destination: Destination, cohorts: Sequence[CohortSpec], settings: SyncSettings
+) -> Iterator[None]:
+    """Hold the sync lock of every cohort for the ``with`` body; :class:`Busy` if one is taken.
+
+    Waits up to ``settings.lock_timeout`` seconds for each.
+    """
+    keys = [(cohort_key(destination, c, settings), f"{c.name} ({c.id})") for c in cohorts]
+    with lock.acquire_all(settings.state_file, keys, timeout=settings.lock_timeout):
+        yield
+
+
+class _Clock:
+    """Adds the time spent in each ``with clock("phase")`` block to ``phases``."""
+
+    def __init__(self, phases: dict[str, float]) -> None:
+        self.phases = phases
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
 
 
 def _delivery_options(
@@ -401,43 +469,99 @@ def sync_cohort(
     """Sync one cohort (see the module docstring); never raises for failed requests.
 
     A Ctrl-C during the delivery ends it with status ``interrupted`` (recorded in the state);
-    what was confirmed stays confirmed and the next run sends the rest.
+    what was confirmed stays confirmed and the next run sends the rest. A state file that
+    cannot be written raises :class:`StateFileError` (what was committed before is kept).
+    The caller holds the sync lock (:func:`locked`).
     """
     hooks = hooks or SyncHooks()
     started = time.perf_counter()
+    phases: dict[str, float] = {}
+    clock = _Clock(phases)
     hooks.phase(f"reading {cohort.snapshot}")
-    snapshot = read_snapshot(cohort)
+    with clock("read"):
+        snapshot = read_snapshot(cohort)
     requests = Requests(destination, cohort, settings)
     state = cohort_state(destination, cohort, settings)
-    result = CohortSync(cohort, settings.mode, state.key, started_at=time.time())
+    result = CohortSync(cohort, settings.mode, state.key, started_at=time.time(), phases=phases)
     result.snapshot_users = len(snapshot)
     try:
-        hooks.phase("comparing with what the destination already has")
-        diff = plan_diff(snapshot, state, full=settings.full)
-        del snapshot
-        result.entered, result.left, result.unchanged = (
-            len(diff.entered),
-            len(diff.left),
-            diff.unchanged,
-        )
-        list_id = state.list_id if settings.mode is SyncMode.list else None
-        requests.check_templates(list_id)
-        if settings.mode is SyncMode.list and list_id is None:
-            hooks.phase("creating the list")
-            list_id = _create_list(destination, requests, settings, hooks, result)
-            if list_id is None:
-                return _finish(result, started)
-            state.set_list_id(list_id)
-            result.list_created = True
-        result.list_id = list_id
-        _deliver_diff(destination, requests, settings, hooks, state, diff, result, list_id)
-        if result.status == INTERRUPTED:
-            return _finish(result, started)
-        path = retry_file_for(settings, cohort, state.key, many=many)
-        _write_retry_file(result, path, explicit=settings.retry_file is not None)
-        return _finish(result, started)
+        return _sync_opened(destination, requests, settings, hooks, state, snapshot, result, many)
+    except sqlite3.Error as exc:
+        raise storage.state_error(state.path, exc) from None
     finally:
+        result.duration = time.perf_counter() - started
         state.close()
+
+
+def _sync_opened(
+    destination: Destination,
+    requests: Requests,
+    settings: SyncSettings,
+    hooks: SyncHooks,
+    state: SyncState,
+    snapshot: list[str],
+    result: CohortSync,
+    many: bool,
+) -> CohortSync:
+    clock = _Clock(result.phases)
+    list_mode = settings.mode is SyncMode.list
+    list_id = state.list_id if list_mode else None
+    requests.check_templates(list_id)
+    if list_mode and settings.recreate_list:
+        hooks.phase("creating a new list (--recreate-list)")
+        new_id = _create_list(destination, requests, settings, hooks, result)
+        if new_id is None:
+            return result
+        # The create answered 2xx: from here the state is about the new, empty list.
+        state.replace_list(new_id)
+        list_id = new_id
+        result.list_created = True
+    hooks.phase("comparing with what the destination already has")
+    with clock("diff"):
+        diff = plan_diff(snapshot, state, full=settings.full)
+    del snapshot
+    result.repaired_batches = state.repaired_batches
+    if state.repaired_batches:
+        hooks.phase(
+            f"repaired the state file: dropped {state.repaired_batches:,} confirmations of a "
+            "plan another run discarded (their users are sent again)"
+        )
+    result.entered, result.left, result.unchanged = (
+        len(diff.entered),
+        len(diff.left),
+        diff.unchanged,
+    )
+    if list_mode and list_id is None:
+        hooks.phase("creating the list")
+        list_id = _create_list(destination, requests, settings, hooks, result)
+        if list_id is None:
+            return result
+        state.set_list_id(list_id)
+        result.list_created = True
+    result.list_id = list_id
+    _deliver_diff(destination, requests, settings, hooks, state, diff, result, list_id)
+    if list_mode and list_id is not None and _list_is_gone(result.report):
+        result.lost_list = list_id
+        result.error = (
+            f"the partner no longer has list {list_id} (it answered 404 unknown list); "
+            "run the same command with --recreate-list to create a new list and send the "
+            "whole cohort to it"
+        )
+    if result.status == INTERRUPTED:
+        return result
+    path = retry_file_for(settings, requests.cohort, state.key, many=many)
+    _write_retry_file(result, path, explicit=settings.retry_file is not None)
+    return result
+
+
+def _list_is_gone(report: DeliveryReport) -> bool:
+    """True when a failed list-add / list-remove was a 404 naming the list as unknown."""
+    return any(
+        f.kind in (payloads.LIST_ADD, payloads.LIST_REMOVE)
+        and f.reason == "404"
+        and names_unknown_list(404, f.body)
+        for f in report.failures
+    )
 
 
 def _deliver_diff(
@@ -450,12 +574,14 @@ def _deliver_diff(
     result: CohortSync,
     list_id: str | None,
 ) -> None:
+    clock = _Clock(result.phases)
     size = settings.users_per_request
     hooks.phase("planning the batches")
-    state.discard_plans()
-    enter_plan = state.plan_batches(ADD, diff.entered, size)
-    leave_plan = state.plan_batches(REMOVE, diff.left, size)
-    run_id = state.start_run(diff, full=settings.full)
+    with clock("diff"):
+        state.discard_plans()
+        enter_plan = state.plan_batches(ADD, diff.entered, size)
+        leave_plan = state.plan_batches(REMOVE, diff.left, size)
+        run_id = state.start_run(diff, full=settings.full)
     enter_call, leave_call = settings.calls()
     enter_key, leave_key = _key_prefixes(settings)
 
@@ -468,7 +594,8 @@ def _deliver_diff(
     hooks.phase(f"sending {total:,} users in {enter_plan.count + leave_plan.count:,} requests")
     status = OK
     report: DeliveryReport
-    with state.confirmer() as confirmer:
+    confirmer = state.confirmer()
+    try:
         confirm = confirmer.confirm
 
         def on_done(batch: Batch, answer: BatchResult) -> None:
@@ -477,48 +604,50 @@ def _deliver_diff(
                 confirm(ref)
                 done[ref[1]] += ref[2]
 
-        try:
-            report = deliver(
-                batches(),
-                max_batch_size=size,
-                on_done=on_done,
-                on_progress=hooks.on_progress,
-                progress_every=hooks.progress_every,
-                **_delivery_options(destination, settings, hooks, settings.workers),
-            )
-        except DeliveryInterrupted as stopped:
-            report = stopped.report
-            status = INTERRUPTED
+        with clock("deliver"):
+            try:
+                report = deliver(
+                    batches(),
+                    max_batch_size=size,
+                    on_done=on_done,
+                    on_progress=hooks.on_progress,
+                    progress_every=hooks.progress_every,
+                    **_delivery_options(destination, settings, hooks, settings.workers),
+                )
+            except DeliveryInterrupted as stopped:
+                report = stopped.report
+                status = INTERRUPTED
+    finally:
+        with clock("confirm"):
+            confirmer.close()
     _merge(result.report, report)
     result.added, result.removed = done[ADD], done[REMOVE]
     if status == OK and not report.ok:
         status = FAILED
     result.status = status
-    state.finish_run(
-        run_id,
-        status=status,
-        added=result.added,
-        removed=result.removed,
-        failed=report.users_failed,
-    )
-    if status == INTERRUPTED:
-        return  # the plans stay: the next run folds their confirmations first
-    hooks.phase("recording what the destination now has")
-    state.discard_plans()
+    with clock("confirm"):
+        state.finish_run(
+            run_id,
+            status=status,
+            added=result.added,
+            removed=result.removed,
+            failed=report.users_failed,
+        )
+        if status == INTERRUPTED:
+            return  # the plans stay: the next run folds their confirmations first
+        hooks.phase("recording what the destination now has")
+        state.discard_plans()
 
 
 def _write_retry_file(result: CohortSync, path: Path, *, explicit: bool) -> None:
     if result.report.users_failed:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        result.retry_users = write_retry_file(result.report, path)
+        report = result.report
+        result.retry_users = write_atomically(
+            path, lambda tmp: write_retry_file(report, tmp), what="retry file"
+        )
         result.retry_file = str(path)
     elif not explicit and path.exists():
         path.unlink()  # a stale file from an earlier run would point at users now delivered
-
-
-def _finish(result: CohortSync, started: float) -> CohortSync:
-    result.duration = time.perf_counter() - started
-    return result
 
 
 # -- several cohorts, schedules --------------------------------------------------------------
@@ -554,14 +683,15 @@ def sync_all(
     run = SyncRun(started_at=time.time())
     started = time.perf_counter()
     many = len(cohorts) > 1
-    for cohort in cohorts:
-        result = sync_cohort(destination, cohort, settings, hooks, many=many)
-        run.cohorts.append(result)
-        if on_cohort is not None:
-            on_cohort(result)
-        if result.status == INTERRUPTED:
-            run.interrupted = True
-            break
+    with locked(destination, cohorts, settings):
+        for cohort in cohorts:
+            result = sync_cohort(destination, cohort, settings, hooks, many=many)
+            run.cohorts.append(result)
+            if on_cohort is not None:
+                on_cohort(result)
+            if result.status == INTERRUPTED:
+                run.interrupted = True
+                break
     run.duration = time.perf_counter() - started
     return run
 

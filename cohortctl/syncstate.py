@@ -40,60 +40,13 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from cohortctl.errors import InputError
+from cohortctl.sync import storage
 
 SEGMENT_SIZE = 100_000
 """Ids per stored segment: big enough that reading 10M ids is a few hundred C-level splits."""
 
 ADD = 1
 REMOVE = 0
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS destinations (
-    id INTEGER PRIMARY KEY,
-    key TEXT NOT NULL UNIQUE,
-    list_id TEXT,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS segments (
-    id INTEGER PRIMARY KEY,
-    dest INTEGER NOT NULL REFERENCES destinations(id),
-    n INTEGER NOT NULL,
-    ids TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS segments_dest ON segments(dest);
-CREATE TABLE IF NOT EXISTS journal (
-    seq INTEGER PRIMARY KEY,
-    dest INTEGER NOT NULL REFERENCES destinations(id),
-    op INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    ids TEXT NOT NULL,
-    planned INTEGER,
-    batch INTEGER
-);
-CREATE INDEX IF NOT EXISTS journal_dest ON journal(dest, seq);
-CREATE TABLE IF NOT EXISTS planned (
-    id INTEGER PRIMARY KEY,
-    dest INTEGER NOT NULL REFERENCES destinations(id),
-    op INTEGER NOT NULL,
-    batch_size INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    ids TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS planned_dest ON planned(dest);
-CREATE TABLE IF NOT EXISTS runs (
-    id INTEGER PRIMARY KEY,
-    dest INTEGER NOT NULL REFERENCES destinations(id),
-    started_at REAL NOT NULL,
-    finished_at REAL,
-    status TEXT NOT NULL,
-    full_resend INTEGER NOT NULL,
-    entered INTEGER NOT NULL,
-    left_count INTEGER NOT NULL,
-    added INTEGER NOT NULL DEFAULT 0,
-    removed INTEGER NOT NULL DEFAULT 0,
-    failed INTEGER NOT NULL DEFAULT 0
-);
-"""
 
 
 def default_state_path() -> Path:
@@ -141,23 +94,12 @@ def _join_ids(ids: Sequence[str]) -> str:
     return text
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring a state file written before planned batches existed up to date."""
-    columns = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
-    for name in ("planned", "batch"):
-        if name not in columns:
-            conn.execute(f"ALTER TABLE journal ADD COLUMN {name} INTEGER")
-
-
 def _connect(path: Path) -> sqlite3.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
-    # page_size only takes effect on a new file; big pages suit the big id blobs.
-    conn.execute("PRAGMA page_size=16384")
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA wal_autocheckpoint=4096")
-    return conn
+    """A connection to an already checked state file (the confirmer's own)."""
+    try:
+        return storage.raw_connect(path)
+    except sqlite3.Error as exc:
+        raise storage.state_error(path, exc) from None
 
 
 @dataclass(frozen=True)
@@ -226,25 +168,36 @@ class SyncState:
         self.path = path
         self.key = key
         self._dest = dest_id
+        self.repaired_batches = 0
+        """Confirmations dropped by :meth:`fold` because their plan was gone (see there)."""
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str] | None, destination: str) -> SyncState:
+    def open(
+        cls,
+        path: str | os.PathLike[str] | None,
+        destination: str,
+        *,
+        quick_check: bool = False,
+    ) -> SyncState:
         """Open (creating if needed) ``path`` and the state of ``destination`` in it.
 
         ``path`` None means :func:`default_state_path`; ``destination`` is a
-        :func:`destination_key`.
+        :func:`destination_key`. The file is checked first (:func:`storage.connect`): a file
+        that is not usable state raises :class:`StateFileError`, never silently fresh state.
         """
         db_path = Path(path) if path is not None else default_state_path()
-        conn = _connect(db_path)
-        conn.executescript(_SCHEMA)
-        _migrate(conn)
-        conn.execute(
-            "INSERT OR IGNORE INTO destinations(key, created_at) VALUES (?, ?)",
-            (destination, time.time()),
-        )
-        (dest_id,) = conn.execute(
-            "SELECT id FROM destinations WHERE key = ?", (destination,)
-        ).fetchone()
+        conn = storage.connect(db_path, quick_check=quick_check)
+        try:
+            conn.execute(
+                "INSERT OR IGNORE INTO destinations(key, created_at) VALUES (?, ?)",
+                (destination, time.time()),
+            )
+            (dest_id,) = conn.execute(
+                "SELECT id FROM destinations WHERE key = ?", (destination,)
+            ).fetchone()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise storage.state_error(db_path, exc) from None
         return cls(conn, db_path, destination, int(dest_id))
 
     def close(self) -> None:
@@ -327,6 +280,7 @@ class SyncState:
         """Fold, then drop every planned part of this destination (their batches are settled)."""
         self.fold()
         self._conn.execute("DELETE FROM planned WHERE dest = ?", (self._dest,))
+        storage.compact(self._conn)
 
     # -- reading ---------------------------------------------------------------------------
     def fold(self) -> None:
@@ -346,12 +300,21 @@ class SyncState:
             last_seq = rows[-1][0]
             net: dict[str, bool] = {}
             parts: dict[int, tuple[int, list[str]]] = {}
+            dead: set[int] = set()
             for _, op, text, part, index in rows:
                 if part is None:
                     net.update(dict.fromkeys(text.split("\n"), op == ADD))
                     continue
+                if part in dead:
+                    self.repaired_batches += 1
+                    continue
                 if part not in parts:
-                    parts[part] = self._planned_part(part)
+                    found = self._planned_part(part)
+                    if found is None:
+                        dead.add(part)
+                        self.repaired_batches += 1
+                        continue
+                    parts[part] = found
                 size, part_ids = parts[part]
                 chunk = part_ids[index * size : (index + 1) * size]
                 net.update(dict.fromkeys(chunk, op == ADD))
@@ -385,12 +348,20 @@ class SyncState:
             )
             conn.execute("DELETE FROM journal WHERE dest = ? AND seq <= ?", (self._dest, last_seq))
 
-    def _planned_part(self, part: int) -> tuple[int, list[str]]:
+    def _planned_part(self, part: int) -> tuple[int, list[str]] | None:
+        """The batch size and ids of a planned part; None when it is gone.
+
+        A part is gone only when another run discarded it while this one still confirmed
+        its batches (two syncs of one destination at once, before the sync lock existed).
+        Those confirmations cannot be resolved to ids, so :meth:`fold` drops them: their
+        users count as not confirmed and the next run sends them again (adds and removes
+        are idempotent), while every other confirmation is kept.
+        """
         row = self._conn.execute(
             "SELECT batch_size, ids FROM planned WHERE id = ? AND dest = ?", (part, self._dest)
         ).fetchone()
-        if row is None:  # only if discard_plans ran before a fold: refuse to guess
-            raise InputError(f"state file {self.path}: confirmed batch of a discarded plan")
+        if row is None:
+            return None
         return int(row[0]), row[1].split("\n")
 
     def _segments(self) -> Iterator[list[str]]:
@@ -411,6 +382,19 @@ class SyncState:
             "SELECT COALESCE(SUM(n), 0) FROM segments WHERE dest = ?", (self._dest,)
         ).fetchone()
         return int(count)
+
+    def replace_list(self, list_id: str) -> None:
+        """Switch to a new, empty list ``list_id`` (after its create answered 2xx).
+
+        In one transaction the members, journal and plans of the old list are dropped and the
+        list id replaced, so the next diff sends the whole cohort to the new list.
+        """
+        with _transaction(self._conn, immediate=True):
+            for table in ("segments", "journal", "planned"):
+                self._conn.execute(f"DELETE FROM {table} WHERE dest = ?", (self._dest,))
+            self._conn.execute(
+                "UPDATE destinations SET list_id = ? WHERE id = ?", (list_id, self._dest)
+            )
 
     def forget(self) -> None:
         """Drop everything known about this destination (members, journal, list id)."""
@@ -463,7 +447,10 @@ class _transaction:
         self._conn.execute(self._begin)
 
     def __exit__(self, exc_type: object, *exc: object) -> None:
-        self._conn.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        elif self._conn.in_transaction:  # SQLite may have rolled back already (disk full)
+            self._conn.execute("ROLLBACK")
 
 
 class Confirmer:

@@ -144,7 +144,7 @@ app = typer.Typer(
         "Partners: fire and receive Amplitude's cohort-sync payloads (mock, sync, check, "
         "serve partner).\n\n"
         "Exit codes: 0 ok, 1 a request or check failed, 2 usage or input error, "
-        "130 interrupted."
+        "3 busy (another sync of the same cohort), 130 interrupted."
     ),
     epilog=(
         "\b\nExamples:\n"

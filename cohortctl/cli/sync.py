@@ -254,6 +254,25 @@ def sync(
             rich_help_panel=STATE,
         ),
     ] = None,
+    recreate_list: Annotated[
+        bool,
+        typer.Option(
+            "--recreate-list",
+            help="List mode: create a new list and send the whole cohort to it (after the "
+            "partner lost the list: 404 unknown list). The state moves to the new list once "
+            "its create answered 2xx.",
+            rich_help_panel=SYNC,
+        ),
+    ] = False,
+    lock_timeout: Annotated[
+        str,
+        typer.Option(
+            "--lock-timeout",
+            help="How long to wait while another sync of the same state file, destination "
+            "and cohort runs (10s, 2m, seconds); then exit 3 (busy).",
+            rich_help_panel=STATE,
+        ),
+    ] = "0s",
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -291,8 +310,15 @@ def sync(
     Not retried: 400, 401, 404 and every other answer. Failed batches are reported one by
     one and their users written to the retry file (for you to inspect; not a snapshot).
 
-    Exit codes: 0 every user delivered, 1 a batch failed, 2 usage or input error,
-    130 interrupted.
+    One sync per state file, destination and cohort at a time: another run of the same
+    cohort waits --lock-timeout (default: not at all), then exits 3 naming the holder.
+    The state file is checked before anything is read or sent; a damaged, foreign or newer
+    one is one line and exit 2. A partner that lost the list (404 unknown list): run again
+    with --recreate-list.
+
+    Exit codes: 0 every user delivered, 1 a batch failed, 2 usage or input error (a damaged
+    state file, a file that cannot be written), 3 busy (another sync of the cohort), 130
+    interrupted.
     """
     cfg = Config.load(profile, path=config)
     sync_plan = load_plan(plan) if plan is not None else None
@@ -337,7 +363,10 @@ def sync(
         variables=parse_vars(var or []),
         state_path=state,
         retry_file=retry_file,
+        recreate_list=recreate_list,
+        lock_timeout=parse_duration(lock_timeout, option="--lock-timeout"),
     )
+    syncing.check_state(settings, create=not dry_run)
     period = parse_duration(every, option="--every") if every is not None else None
     if period is not None and period <= 0:
         raise InputError("--every must be longer than 0 seconds")
@@ -441,19 +470,20 @@ def _one_run(
     if scheduled:
         err.print(f"sync run {number} at {datetime.now().isoformat(timespec='seconds')}")
     results: list[syncing.CohortSync] = []
-    for cohort in cohorts:
-        with _ProgressView(cohort, verbose=verbose) as view:
-            hooks = syncing.SyncHooks(
-                on_progress=view.update,
-                on_retry=view.retry if verbose else None,
-                on_phase=view.phase,
-            )
-            result = syncing.sync_cohort(
-                destination, cohort, settings, hooks, many=len(cohorts) > 1
-            )
-        results.append(result)
-        if result.status == syncing.INTERRUPTED:
-            break
+    with syncing.locked(destination, cohorts, settings):
+        for cohort in cohorts:
+            with _ProgressView(cohort, verbose=verbose) as view:
+                hooks = syncing.SyncHooks(
+                    on_progress=view.update,
+                    on_retry=view.retry if verbose else None,
+                    on_phase=view.phase,
+                )
+                result = syncing.sync_cohort(
+                    destination, cohort, settings, hooks, many=len(cohorts) > 1
+                )
+            results.append(result)
+            if result.status == syncing.INTERRUPTED:
+                break
     run = syncing.SyncRun(
         cohorts=results, interrupted=any(c.status == syncing.INTERRUPTED for c in results)
     )
@@ -495,7 +525,7 @@ class _ProgressView:
                 )
                 self._task = self._bar.add_task("users", total=self.total, stats="")
                 self._bar.start()
-        if self.verbose or message.startswith("sending "):
+        if self.verbose or message.startswith(("sending ", "repaired ")):
             err.print(escape(f"{self.cohort.name} ({self.cohort.id}): {message}"))
 
     def update(self, p: DeliveryProgress) -> None:
@@ -568,6 +598,7 @@ def _render_cohort(destination: Destination, result: syncing.CohortSync) -> None
             f"{r.latency_ms(0.5):.1f} / {r.latency_ms(0.95):.1f} / {r.latency_ms(0.99):.1f} ms",
         ),
         ("duration", format_duration(result.duration)),
+        ("phases", _phases(result)),
         ("throughput", f"{r.users_per_second:,.0f} users/s, {r.requests_per_second:,.0f} req/s"),
     ]
     if result.retry_file:
@@ -599,6 +630,11 @@ def _render_cohort(destination: Destination, result: syncing.CohortSync) -> None
         )
         if len(r.failures) > len(shown):
             out.print(f"… {len(r.failures) - len(shown)} more failed batches (see --output json)")
+
+
+def _phases(result: syncing.CohortSync) -> str:
+    seconds = result.phase_seconds()
+    return ", ".join(f"{name} {seconds[f'{name}_s']:.3f}s" for name in syncing.PHASES)
 
 
 def _render_dry_run(plans: Sequence[syncing.DryRun], output: OutputFormat) -> None:

@@ -1,0 +1,1 @@
+"""The sync engine's parts: the state file (storage, integrity, locks, inventory)."""

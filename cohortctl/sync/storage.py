@@ -1,0 +1,286 @@
+"""Opening a sync state file safely: identity, schema version, integrity, migrations.
+
+A cohortctl state file is an SQLite database whose header carries
+:data:`APPLICATION_ID` (``PRAGMA application_id``) and the schema version
+(``PRAGMA user_version``). Before anything is read, :func:`connect` tells apart:
+
+* a missing or zero-length file: new state (the schema is written in one transaction, so a
+  kill while creating leaves a zero-length file, which is new state again);
+* a cohortctl state of this or an older schema (older ones are migrated);
+* files written before the application id existed (application id 0 and today's tables):
+  migrated in place;
+* everything else, each a one-line :class:`StateFileError` saying what to do: not an SQLite
+  database, an SQLite database of another program, a damaged file (``PRAGMA quick_check``),
+  a state written by a newer cohortctl, or a file the OS does not let us read or write.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from cohortctl.errors import StateFileError
+from cohortctl.files import os_reason
+
+APPLICATION_ID = 0x63435354  # "cCST": cohortctl state
+SCHEMA_VERSION = 1
+"""The schema this cohortctl writes; files of a higher version are refused, lower migrated."""
+
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS destinations (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL UNIQUE,
+    list_id TEXT,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS segments (
+    id INTEGER PRIMARY KEY,
+    dest INTEGER NOT NULL REFERENCES destinations(id),
+    n INTEGER NOT NULL,
+    ids TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS segments_dest ON segments(dest);
+CREATE TABLE IF NOT EXISTS journal (
+    seq INTEGER PRIMARY KEY,
+    dest INTEGER NOT NULL REFERENCES destinations(id),
+    op INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    ids TEXT NOT NULL,
+    planned INTEGER,
+    batch INTEGER
+);
+CREATE INDEX IF NOT EXISTS journal_dest ON journal(dest, seq);
+CREATE TABLE IF NOT EXISTS planned (
+    id INTEGER PRIMARY KEY,
+    dest INTEGER NOT NULL REFERENCES destinations(id),
+    op INTEGER NOT NULL,
+    batch_size INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    ids TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS planned_dest ON planned(dest);
+CREATE TABLE IF NOT EXISTS runs (
+    id INTEGER PRIMARY KEY,
+    dest INTEGER NOT NULL REFERENCES destinations(id),
+    started_at REAL NOT NULL,
+    finished_at REAL,
+    status TEXT NOT NULL,
+    full_resend INTEGER NOT NULL,
+    entered INTEGER NOT NULL,
+    left_count INTEGER NOT NULL,
+    added INTEGER NOT NULL DEFAULT 0,
+    removed INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0
+);
+"""
+
+TABLES = frozenset({"destinations", "segments", "journal", "planned", "runs"})
+
+MOVE_AWAY = "move it away (the next sync then sends everyone again) or restore a backup"
+
+
+def state_error(path: Path, exc: BaseException) -> StateFileError:
+    """A one-line error for an SQLite or OS failure while using the state file ``path``."""
+    text = os_reason(exc)
+    lowered = text.lower()
+    if "disk is full" in lowered or "no space" in lowered:
+        return StateFileError(
+            path,
+            f"cannot write: {text}; free some space and run the same command again "
+            "(what was confirmed is kept)",
+        )
+    if "readonly" in lowered or "read-only" in lowered or "unable to open" in lowered:
+        return StateFileError(
+            path,
+            f"cannot write: {text}; the state file and its directory must be writable "
+            "(or pass --state FILE somewhere writable)",
+        )
+    if isinstance(exc, OSError):
+        return StateFileError(path, f"cannot use: {text}")
+    if "malformed" in lowered or "not a database" in lowered or "corrupt" in lowered:
+        return StateFileError(path, f"damaged ({text}); {MOVE_AWAY}")
+    return StateFileError(path, f"cannot use: {text}")
+
+
+def _tune(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA wal_autocheckpoint=4096")
+    conn.execute(f"PRAGMA journal_size_limit={64 * 1024 * 1024}")
+
+
+COMPACT_MIN_FREE = 64  # pages
+COMPACT_FREE_SHARE = 8  # compact when more than 1/8 of the pages are free
+
+
+def compact(conn: sqlite3.Connection) -> bool:
+    """``VACUUM`` when much of the file is free pages (after a big plan was dropped).
+
+    Free pages hold nothing SQLite checks, so damage there would go unnoticed by
+    ``quick_check``; keeping the file dense means damage lands in pages that are checked.
+    Returns True when it compacted.
+    """
+    (free,) = conn.execute("PRAGMA freelist_count").fetchone()
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    if free < COMPACT_MIN_FREE or free * COMPACT_FREE_SHARE < pages:
+        return False
+    conn.execute("VACUUM")
+    return True
+
+
+def raw_connect(path: Path) -> sqlite3.Connection:
+    """A tuned autocommit connection to an existing, already checked state file."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
+    try:
+        _tune(conn)
+    except sqlite3.Error:
+        conn.close()
+        raise
+    return conn
+
+
+def connect(path: Path, *, create: bool = True, quick_check: bool = False) -> sqlite3.Connection:
+    """Open the state file ``path``, checked and migrated; create it when missing or empty.
+
+    Raises :class:`StateFileError` for every file that is not usable state (see the module
+    docstring); ``quick_check`` also runs SQLite's ``PRAGMA quick_check`` over the whole file.
+    With ``create`` false a missing file is an error, not new state.
+    """
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        if not create:
+            raise StateFileError(path, "no such file") from None
+        size = 0
+    except OSError as exc:
+        raise state_error(path, exc) from None
+    if size:
+        _check_header(path, size)
+    elif create:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise state_error(path, exc) from None
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
+    except sqlite3.Error as exc:
+        raise state_error(path, exc) from None
+    try:
+        _prepare(conn, path, create=create, quick_check=quick_check)
+    except StateFileError:
+        conn.close()
+        raise
+    except (sqlite3.Error, OSError) as exc:
+        conn.close()
+        raise state_error(path, exc) from None
+    return conn
+
+
+def _check_header(path: Path, size: int) -> None:
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(100)
+    except OSError as exc:
+        raise state_error(path, exc) from None
+    if not head.startswith(SQLITE_MAGIC):
+        raise StateFileError(
+            path,
+            "not a cohortctl state file (not an SQLite database); pass the right --state "
+            f"FILE, or {MOVE_AWAY}",
+        )
+    if size < 100 or len(head) < 100:
+        raise StateFileError(path, f"damaged (truncated to {size} bytes); {MOVE_AWAY}")
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+    }
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, *, create: bool, quick_check: bool) -> None:
+    (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+    (version,) = conn.execute("PRAGMA user_version").fetchone()
+    (pages,) = conn.execute("PRAGMA page_count").fetchone()
+    if pages == 0:
+        if not create:
+            raise StateFileError(path, "empty file (no state yet)")
+        _initialise(conn)
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+    if app_id not in (APPLICATION_ID, 0):
+        raise StateFileError(
+            path,
+            f"not a cohortctl state file (an SQLite database of another program, application "
+            f"id {app_id:#x}); pass the right --state FILE",
+        )
+    tables = _tables(conn)
+    if app_id == 0 and not (tables >= TABLES):
+        raise StateFileError(
+            path,
+            "not a cohortctl state file (an SQLite database without cohortctl's tables); "
+            "pass the right --state FILE",
+        )
+    if version > SCHEMA_VERSION:
+        raise StateFileError(
+            path,
+            f"written by a newer cohortctl (schema {version}, this one reads up to "
+            f"{SCHEMA_VERSION}); upgrade cohortctl to use it",
+        )
+    missing = TABLES - tables
+    if missing:
+        raise StateFileError(
+            path, f"damaged (missing tables: {', '.join(sorted(missing))}); {MOVE_AWAY}"
+        )
+    if quick_check:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
+        if problems != ["ok"]:
+            raise StateFileError(path, f"damaged (quick_check: {problems[0]}); {MOVE_AWAY}")
+    _tune(conn)
+    if app_id == 0 or version < SCHEMA_VERSION:
+        _migrate(conn)
+
+
+def _initialise(conn: sqlite3.Connection) -> None:
+    """Write the schema into an empty file in one transaction (racing creators serialize)."""
+    # page_size only takes effect on a new file; big pages suit the big id blobs.
+    conn.execute("PRAGMA page_size=16384")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        if app_id == 0 and not _tables(conn):  # not written by a racing creator meanwhile
+            for statement in SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Bring an older state file (no application id, or a lower schema) up to date."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
+        for name in ("planned", "batch"):
+            if name not in columns:
+                conn.execute(f"ALTER TABLE journal ADD COLUMN {name} INTEGER")
+        for statement in SCHEMA.split(";"):
+            if statement.strip():
+                conn.execute(statement)
+        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
