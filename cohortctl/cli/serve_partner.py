@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from cohortctl.cli.options import AllowInsecureHttp
 from cohortctl.cli.serve import (
     HostOption,
     PortOption,
@@ -20,6 +21,8 @@ from cohortctl.cli.serve import (
 from cohortctl.cli.serve import app as serve_app
 from cohortctl.errors import InputError
 from cohortctl.render import err
+
+FORWARD = "Validating proxy"
 
 
 class ReceiverAuth(str, Enum):
@@ -155,6 +158,37 @@ def partner(
         bool,
         typer.Option("--never-404", hidden=True, help="Break the contract: never 404."),
     ] = False,
+    forward: Annotated[
+        str | None,
+        typer.Option(
+            "--forward",
+            help="Be a validating proxy: pass every request to this endpoint and its answer "
+            "back unchanged, checking and journaling each (no state of its own).",
+            show_default=False,
+            rich_help_panel=FORWARD,
+        ),
+    ] = None,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            help="With --forward: write every exchange to this HAR 1.2 file, credentials "
+            "redacted as --har does.",
+            dir_okay=False,
+            show_default=False,
+            rich_help_panel=FORWARD,
+        ),
+    ] = None,
+    forward_timeout: Annotated[
+        float,
+        typer.Option(
+            "--forward-timeout",
+            min=0.001,
+            help="With --forward: seconds to wait for the endpoint's answer (then 502).",
+            rich_help_panel=FORWARD,
+        ),
+    ] = 30.0,
+    allow_insecure_http: AllowInsecureHttp = False,
 ) -> None:
     """Run the reference partner endpoint that receives Amplitude's cohort sync.
 
@@ -169,9 +203,20 @@ def partner(
     until Ctrl-C. Faults for testing senders: --fail-rate, --reset-rate, --delay-ms,
     --rate-limit.
 
+    --forward URL makes it a validating proxy in front of a real endpoint: each request
+    goes to URL and its answer comes back unchanged, while the receiver's checks judge it;
+    GET /_cohortctl/journal shows both sides with the verdict, --record FILE.har writes
+    them. GET /_cohortctl/ui is a live inspector page in either mode.
+
     Example: cohortctl serve partner --port 8080 & then
     cohortctl mock flow --url http://127.0.0.1:8080
     """
+    if forward is not None:
+        _forward(host, port, forward, record, forward_timeout, allow_insecure_http, db,
+                 known_users, rate_limit, fail_rate, reset_rate, delay_ms)  # fmt: skip
+        return
+    if record is not None:
+        raise InputError("--record needs --forward URL (the receiver journals by itself)")
     from cohortctl.servers.partner import ReceiverSettings, create_app
     from cohortctl.servers.partner_store import PartnerLog
 
@@ -232,6 +277,41 @@ def partner(
         host,
         port,
         lambda url: f"partner receiver listening on {url} ({settings.describe()})",
+    )
+
+
+def _forward(
+    host: str,
+    port: int,
+    forward: str,
+    record: Path | None,
+    timeout: float,
+    allow_insecure_http: bool,
+    *receiver_only: object,
+) -> None:
+    from cohortctl.config import ensure_safe_url
+    from cohortctl.servers.partner_forward import ForwardSettings, create_forward_app
+
+    if any(value not in (None, 0, 0.0) for value in receiver_only):
+        raise InputError(
+            "--forward passes requests on: --db, --known-users, --rate-limit and the fault "
+            "options are the receiver's and cannot be combined with it"
+        )
+    target = forward.strip()
+    ensure_safe_url(target, allow_insecure_http=allow_insecure_http, what="senders' credentials")
+    if record is not None and (record.is_dir() or not record.parent.is_dir()):
+        raise InputError(f"--record {record}: not a file in an existing directory")
+    settings = ForwardSettings(
+        forward_url=target, record=str(record) if record is not None else None, timeout=timeout
+    )
+    app = create_forward_app(settings)
+    warn_if_exposed(host, "send requests through this proxy and read its journal without auth")
+    recorded = f", recording to {record}" if record is not None else ""
+    serve_in_foreground(
+        app,
+        host,
+        port,
+        lambda url: f"validating proxy on {url}, forwarding to {target}{recorded}",
     )
 
 
