@@ -224,6 +224,18 @@ def file_rows(ids: IdList) -> list[tuple[str, Any]]:
     return rows
 
 
+def progress_bar() -> Progress:
+    """The customer commands' progress bar on stderr: what, bar, done/total, elapsed."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        transient=True,
+    )
+
+
 @contextlib.contextmanager
 def progress_reporter(description: str, total: int) -> Iterator[Callable[[RunProgress], None]]:
     """A progress callback: a bar on stderr when it is a terminal, plain lines otherwise."""
@@ -237,14 +249,7 @@ def progress_reporter(description: str, total: int) -> Iterator[Callable[[RunPro
 
         yield plain
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(description, total=total)
 
         def update(progress: RunProgress) -> None:

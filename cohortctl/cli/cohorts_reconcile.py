@@ -9,7 +9,6 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cohortctl.cli.amplitude_options import (
     DEFAULT_RETRIES,
@@ -25,6 +24,7 @@ from cohortctl.cli.amplitude_options import (
     load_ids,
     load_target,
     open_client,
+    progress_bar,
 )
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
 from cohortctl.customer.reconcile import (
@@ -179,14 +179,7 @@ def reconcile_progress(cohort_id: str) -> Iterator[Callable[[ReconcileEvent], No
 
         yield plain
         return
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err,
-        transient=True,
-    ) as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"exporting cohort {shown}", total=None)
 
         def update(event: ReconcileEvent) -> None:
