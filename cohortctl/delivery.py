@@ -337,6 +337,7 @@ class Delivery:
         self.report = DeliveryReport()
         self._started = 0.0
         self._next_progress = 0.0
+        self._stopping = False
 
     def progress(self) -> Progress:
         """Where the delivery stands now."""
@@ -370,11 +371,19 @@ class Delivery:
         self._transport = transport
         self._started = self._clock()
         self._next_progress = self._started + self._progress_every
+        self._stopping = False
         tasks = [asyncio.ensure_future(self._worker()) for _ in range(self._workers)]
         stop_on_sigterm = _cancel_on_sigterm()
         try:
-            await asyncio.gather(*tasks)
+            # asyncio.wait, not gather: a cancellation of this task reaches it at once, even
+            # when a worker's own cancellation is lost in a library below.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = None if task.cancelled() else task.exception()
+                if error is not None:
+                    raise error
         except BaseException as exc:
+            self._stopping = True  # a worker that missed its cancellation stops at its next batch
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -397,6 +406,8 @@ class Delivery:
         on_progress = self._on_progress
         limit = self._max
         for batch in batches:
+            if self._stopping:
+                raise asyncio.CancelledError
             if limit is not None and len(batch.user_ids) > limit:
                 raise InputError(
                     f"batch {batch.key} has {len(batch.user_ids)} users, over the batch size"

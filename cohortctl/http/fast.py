@@ -421,16 +421,22 @@ class FastTransport:
             conn.abort()
             self._all.discard(conn)
             return Answer(None, error=outcomes.TIMEOUT)
+        waiter = conn.request(data)
+        # A timer on the answer, not asyncio.wait_for: before Python 3.12 wait_for swallows a
+        # cancellation that arrives together with the answer, and Ctrl-C would be lost.
+        timer = asyncio.get_running_loop().call_later(remaining, _expire, waiter)
         try:
-            answer = await asyncio.wait_for(conn.request(data), remaining)
-        except asyncio.TimeoutError:
-            conn.abort()
-            self._all.discard(conn)
-            return Answer(None, error=outcomes.TIMEOUT)
+            answer = await waiter
         except BaseException:
             conn.abort()  # cancelled mid-answer: the connection's state is unknown
             self._all.discard(conn)
             raise
+        finally:
+            timer.cancel()
+        if answer is _EXPIRED:
+            conn.abort()
+            self._all.discard(conn)
+            return Answer(None, error=outcomes.TIMEOUT)
         if conn.closed:
             self._all.discard(conn)
         else:
@@ -504,6 +510,14 @@ class FastTransport:
 
 class _ProxyFailed(Exception):
     """The proxy itself failed (refused, unreachable, or would not CONNECT)."""
+
+
+_EXPIRED = Answer(None, error=outcomes.TIMEOUT)
+
+
+def _expire(waiter: asyncio.Future[Answer]) -> None:
+    if not waiter.done():
+        waiter.set_result(_EXPIRED)
 
 
 def _connect_failure(exc: BaseException) -> Answer:
