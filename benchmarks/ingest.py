@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import resource
 import shutil
 import subprocess
@@ -37,30 +38,30 @@ _BATCH = 1_000_000
 
 
 def generate(path: Path, count: int, variant: str, seed: int = 20240501) -> None:
-    """Write ``count`` lines of ids (some repeated, some blank) to ``path``."""
-    import numpy as np
+    """Write ``count`` lines of ids (some repeated, some blank) to ``path``.
 
-    rng = np.random.default_rng(seed)
+    Standard library only, so the tests can use the same data without numpy.
+    """
+    rng = random.Random(seed)
+    draw = rng.random
     newline = "\r\n" if variant == "crlf" else "\n"
+    padded = variant == "padded"
     with open(path, "w", encoding="utf-8", newline="") as out:
-        if variant == "padded":
+        if padded:
             out.write("\ufeff")
         for start in range(0, count, _BATCH):
-            n = min(_BATCH, count - start)
-            index = np.arange(start, start + n, dtype=np.int64)
-            repeat = rng.random(n) < DUPLICATE_RATE
-            # A repeat points at an earlier line's id (the first line has nothing before it).
-            index[repeat] = (rng.random(int(repeat.sum())) * np.maximum(index[repeat], 1)).astype(
-                np.int64
-            )
-            # Distinct line indexes give distinct ids: a multiplicative hash mod 2**32.
-            numbers = (index * 2654435761 + 97) % 4294967296
-            lines = [f"user_{v}" for v in numbers.tolist()]
-            for k in np.flatnonzero(rng.random(n) < BLANK_RATE).tolist():
-                lines[k] = ""
-            if variant == "padded":
-                for k in np.flatnonzero(rng.random(n) < 0.01).tolist():
-                    lines[k] = f"  {lines[k]}\t"
+            lines: list[str] = []
+            for index in range(start, min(start + _BATCH, count)):
+                if draw() < DUPLICATE_RATE:
+                    # A repeat points at an earlier line's id (the first line has none before it).
+                    index = int(draw() * max(index, 1))
+                # Distinct line indexes give distinct ids: a multiplicative hash mod 2**32.
+                line = f"user_{(index * 2654435761 + 97) % 4294967296}"
+                if draw() < BLANK_RATE:
+                    line = ""
+                elif padded and draw() < 0.01:
+                    line = f"  {line}\t"
+                lines.append(line)
             out.write(newline.join(lines) + newline)
 
 

@@ -429,7 +429,6 @@ def test_pathlike_and_str_sources(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("variant", ["lf", "crlf", "padded"])
 def test_agrees_with_a_naive_loop_on_benchmark_data(tmp_path: Path, variant: str) -> None:
-    pytest.importorskip("numpy")
     from benchmarks.ingest import generate
 
     path = tmp_path / "ids.txt"
