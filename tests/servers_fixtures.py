@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -9,6 +11,59 @@ import pytest
 
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
+
+
+class Gate:
+    """A ``checkpoint`` for the fake Amplitude app: holds handlers there while closed.
+
+    Held handlers wait on a future of their own loop (no polling); :meth:`release` resolves
+    them from any thread.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._open = True
+        self._held: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = []
+        self.waiting = 0
+
+    async def __call__(self) -> None:
+        with self._cond:
+            if self._open:
+                return
+            loop = asyncio.get_running_loop()
+            future: asyncio.Future[None] = loop.create_future()
+            self._held.append((loop, future))
+            self.waiting += 1
+            self._cond.notify_all()
+        try:
+            await future
+        finally:
+            with self._cond:
+                self.waiting -= 1
+                self._cond.notify_all()
+
+    def hold(self) -> None:
+        """Make handlers stop at the checkpoint until :meth:`release`."""
+        with self._cond:
+            self._open = False
+
+    def release(self) -> None:
+        """Let held handlers go on (and the next ones pass)."""
+        with self._cond:
+            self._open = True
+            held, self._held = self._held, []
+        for loop, future in held:
+            loop.call_soon_threadsafe(_resolve, future)
+
+    def wait_for_held(self, count: int, timeout: float = 30.0) -> bool:
+        """Block until ``count`` handlers wait at the gate; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.waiting >= count, timeout)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY, Traffic
 from cohortctl.servers.amplitude_store import CohortStore, amplitude_id_for
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
+from tests.servers_fixtures import Gate
 
 UPLOAD = "/api/3/cohorts/upload"
 MEMBERSHIP = "/api/3/cohorts/membership"
@@ -578,78 +579,89 @@ def test_membership_count_group_must_match(api: httpx.Client) -> None:
 # -- concurrency --------------------------------------------------------------------------
 
 
+@pytest.fixture
+def gated(
+    start: Callable[..., BackgroundServer],
+) -> Iterator[tuple[httpx.Client, Gate, BackgroundServer]]:
+    """A fake whose handlers a test can hold in flight, and a client for it."""
+    gate = Gate()
+    server = start(checkpoint=gate)
+    try:
+        with client_for(server) as client:
+            yield client, gate, server
+    finally:
+        gate.release()
+
+
 def test_second_membership_change_on_a_cohort_answers_429(
-    amplitude_server: BackgroundServer, api: httpx.Client
+    gated: tuple[httpx.Client, Gate, BackgroundServer],
 ) -> None:
-    traffic = traffic_of(amplitude_server)
+    api, gate, server = gated
     cohort_id = upload(api, ids=["alice"])
     other_id = upload(api, ids=["zed"])
     add = membership(cohort_id, ("BY_NAME", "ADD", ["bob"]))
     remove = membership(cohort_id, ("BY_NAME", "REMOVE", ["alice"]))
-    traffic.hold()
-    try:
-        with ThreadPoolExecutor(2) as pool:
-            first = pool.submit(api.post, MEMBERSHIP, json=add)
-            assert traffic.wait_for_held(1)
-            response = api.post(MEMBERSHIP, json=remove)
-            error = assert_error(response, 429, cohort_id, "one after the other")
-            assert response.headers["Retry-After"] == "1"
-            assert error["type"] == "too_many_requests"
-            # Another cohort is not blocked by it.
-            elsewhere = pool.submit(
-                api.post, MEMBERSHIP, json=membership(other_id, ("BY_NAME", "ADD", ["y"]))
-            )
-            assert traffic.wait_for_held(2)
-            traffic.release()
-            assert first.result(timeout=30).status_code == 200
-            assert elsewhere.result(timeout=30).status_code == 200
-    finally:
-        traffic.release()
-    assert store_of(amplitude_server).user_ids(cohort_id) == {"alice", "bob"}
+    gate.hold()
+    with ThreadPoolExecutor(2) as pool:
+        first = pool.submit(api.post, MEMBERSHIP, json=add)
+        assert gate.wait_for_held(1)
+        response = api.post(MEMBERSHIP, json=remove)
+        error = assert_error(response, 429, cohort_id, "one after the other")
+        assert response.headers["Retry-After"] == "1"
+        assert error["type"] == "too_many_requests"
+        # Another cohort is not blocked by it.
+        elsewhere = pool.submit(
+            api.post, MEMBERSHIP, json=membership(other_id, ("BY_NAME", "ADD", ["y"]))
+        )
+        assert gate.wait_for_held(2)
+        gate.release()
+        assert first.result(timeout=30).status_code == 200
+        assert elsewhere.result(timeout=30).status_code == 200
+    assert store_of(server).user_ids(cohort_id) == {"alice", "bob"}
     # Once the first finished, the cohort takes changes again.
     assert api.post(MEMBERSHIP, json=remove).status_code == 200
 
 
 def test_upload_replace_while_membership_runs_answers_429(
-    amplitude_server: BackgroundServer, api: httpx.Client
+    gated: tuple[httpx.Client, Gate, BackgroundServer],
 ) -> None:
-    traffic = traffic_of(amplitude_server)
+    api, gate, _ = gated
     cohort_id = upload(api, ids=["alice"])
-    traffic.hold()
-    try:
-        with ThreadPoolExecutor(1) as pool:
-            first = pool.submit(
-                api.post, MEMBERSHIP, json=membership(cohort_id, ("BY_NAME", "ADD", ["bob"]))
-            )
-            assert traffic.wait_for_held(1)
-            response = api.post(UPLOAD, json=upload_body(existing_cohort_id=cohort_id))
-            assert_error(response, 429, cohort_id)
-            traffic.release()
-            assert first.result(timeout=30).status_code == 200
-    finally:
-        traffic.release()
+    gate.hold()
+    with ThreadPoolExecutor(1) as pool:
+        first = pool.submit(
+            api.post, MEMBERSHIP, json=membership(cohort_id, ("BY_NAME", "ADD", ["bob"]))
+        )
+        assert gate.wait_for_held(1)
+        response = api.post(UPLOAD, json=upload_body(existing_cohort_id=cohort_id))
+        assert_error(response, 429, cohort_id)
+        gate.release()
+        assert first.result(timeout=30).status_code == 200
 
 
 def test_sixth_concurrent_request_answers_429(
-    amplitude_server: BackgroundServer, api: httpx.Client
+    start: Callable[..., BackgroundServer],
 ) -> None:
-    traffic = traffic_of(amplitude_server)
-    traffic.hold()
+    gate = Gate()
+    server = start(checkpoint=gate)
+    traffic = traffic_of(server)
+    gate.hold()
     try:
-        with ThreadPoolExecutor(5) as pool:
+        with client_for(server) as api, ThreadPoolExecutor(5) as pool:
             held = [pool.submit(api.get, COHORTS) for _ in range(5)]
-            assert traffic.wait_for_held(5)
+            assert gate.wait_for_held(5)
             response = api.post(UPLOAD, json=upload_body())
             error = assert_error(response, 429, "at most 5 in flight")
             assert response.headers["Retry-After"] == "1"
             assert error["metadata"] == {"limit": 5}
             # Unauthenticated requests are refused before they count.
-            with httpx.Client(base_url=amplitude_server.url) as anonymous:
+            with httpx.Client(base_url=server.url) as anonymous:
                 assert anonymous.get(COHORTS).status_code == 401
-            traffic.release()
+            gate.release()
             assert [f.result(timeout=30).status_code for f in held] == [200] * 5
+            assert api.post(UPLOAD, json=upload_body()).status_code == 200
     finally:
-        traffic.release()
+        gate.release()
     assert traffic.max_in_flight == 6
     assert traffic.rejected == 1
     assert traffic.in_flight == 0
@@ -658,7 +670,6 @@ def test_sixth_concurrent_request_answers_429(
     held_records = [r for r in traffic.requests() if r.path == COHORTS and r.status == 200]
     assert len(held_records) == 5
     assert all(r.max_in_flight == 6 for r in held_records)
-    assert api.post(UPLOAD, json=upload_body()).status_code == 200
 
 
 def test_sequential_requests_keep_in_flight_at_one(
@@ -672,18 +683,18 @@ def test_sequential_requests_keep_in_flight_at_one(
 
 
 def test_max_concurrent_option(start: Callable[..., BackgroundServer]) -> None:
-    server = start(max_concurrent=1)
-    traffic = traffic_of(server)
-    traffic.hold()
+    gate = Gate()
+    server = start(max_concurrent=1, checkpoint=gate)
+    gate.hold()
     try:
         with client_for(server) as client, ThreadPoolExecutor(1) as pool:
             held = pool.submit(client.get, COHORTS)
-            assert traffic.wait_for_held(1)
+            assert gate.wait_for_held(1)
             assert_error(client.get(COHORTS), 429, "at most 1 in flight")
-            traffic.release()
+            gate.release()
             assert held.result(timeout=30).status_code == 200
     finally:
-        traffic.release()
+        gate.release()
 
 
 # -- A3 list ------------------------------------------------------------------------------

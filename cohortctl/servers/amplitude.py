@@ -17,8 +17,9 @@ one membership change per cohort at a time (a second one answers 429). Every err
 ``{"error": {"http_code", "type", "message", "metadata"}}``. Secrets are never echoed.
 
 Tests reach the state through ``app[STORE_KEY]`` (a thread-safe :class:`CohortStore`) and the
-traffic through ``app[TRAFFIC_KEY]`` (request log, in-flight high-water mark, a gate that
-holds handlers so concurrency tests are deterministic).
+traffic through ``app[TRAFFIC_KEY]`` (request log, in-flight high-water mark). A
+``checkpoint`` passed to :func:`create_app` is awaited where a handler holds its slot (after
+the concurrency and per-cohort checks), so concurrency tests can hold handlers there.
 """
 
 from __future__ import annotations
@@ -53,6 +54,12 @@ from cohortctl.servers.amplitude_store import (
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Checkpoint = Callable[[], Awaitable[None]]
+
+
+async def _no_checkpoint() -> None:
+    return None
+
 
 MAX_IDS_PER_REQUEST = 100_000
 MAX_COHORT_SIZE = 2_000_000
@@ -118,7 +125,7 @@ def _bad(message: str, **metadata: Any) -> NoReturn:
     raise ApiError(400, message, metadata=metadata)
 
 
-# -- traffic: concurrency accounting, request log, test gate -----------------------------
+# -- traffic: concurrency accounting, request log -----------------------------------------
 
 
 @dataclass
@@ -135,7 +142,7 @@ class RequestRecord:
 
 @dataclass
 class Traffic:
-    """Thread-safe view of the requests the fake has handled, and a gate to hold them.
+    """Thread-safe view of the requests the fake has handled.
 
     ``max_in_flight`` counts every authenticated /api request at the moment it arrived,
     including those answered 429: a client that keeps within the limit never pushes it past
@@ -149,12 +156,9 @@ class Traffic:
     log: deque[RequestRecord] = field(default_factory=deque)
     _active: list[RequestRecord] = field(default_factory=list)
     _cond: threading.Condition = field(default_factory=threading.Condition)
-    _open: threading.Event = field(default_factory=threading.Event)
-    _waiting: int = 0
 
     def __post_init__(self) -> None:
         self.log = deque(maxlen=self.log_size)
-        self._open.set()
 
     # Called on the server's loop.
     def record(self, record: RequestRecord) -> None:
@@ -184,35 +188,7 @@ class Traffic:
                 self.rejected += 1
             self._cond.notify_all()
 
-    async def checkpoint(self) -> None:
-        """Where handlers wait while a test holds the gate."""
-        if self._open.is_set():
-            return
-        with self._cond:
-            self._waiting += 1
-            self._cond.notify_all()
-        try:
-            while not self._open.is_set():
-                await asyncio.sleep(0.005)
-        finally:
-            with self._cond:
-                self._waiting -= 1
-                self._cond.notify_all()
-
     # Called from tests (any thread).
-    def hold(self) -> None:
-        """Make handlers stop at their checkpoint until :meth:`release`."""
-        self._open.clear()
-
-    def release(self) -> None:
-        """Let held handlers go on."""
-        self._open.set()
-
-    def wait_for_held(self, count: int, timeout: float = 10.0) -> bool:
-        """Block until ``count`` handlers wait at the gate; False on timeout."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self._waiting >= count, timeout)
-
     def requests(self) -> list[RequestRecord]:
         """A copy of the request log, oldest first."""
         with self._cond:
@@ -459,6 +435,7 @@ class FakeAmplitude:
         max_ids_per_request: int,
         app_id: int | None,
         clock: Callable[[], float],
+        checkpoint: Checkpoint,
     ) -> None:
         self._api_key = api_key.encode("utf-8")
         self._secret_key = secret_key.encode("utf-8")
@@ -470,6 +447,7 @@ class FakeAmplitude:
         self.max_ids_per_request = max_ids_per_request
         self.app_id = app_id
         self.clock = clock
+        self.checkpoint = checkpoint
         self._busy_cohorts: set[str] = set()
         self._signed: dict[str, _SignedUrl] = {}
         self._export_times: deque[float] = deque()
@@ -481,13 +459,8 @@ class FakeAmplitude:
 
     async def close(self, _app: web.Application) -> None:
         """Stop the worker and close the database."""
-        self.traffic.release()
         self._executor.shutdown(wait=True)
         self.store.close()
-
-    async def open_gate(self, _app: web.Application) -> None:
-        """On shutdown never leave handlers held at the gate."""
-        self.traffic.release()
 
     # -- middleware --------------------------------------------------------------------
 
@@ -627,7 +600,7 @@ class FakeAmplitude:
             async with self._cohort_change(existing):
                 saved = await self._store_write(save, existing)
         else:
-            await self.traffic.checkpoint()
+            await self.checkpoint()
             saved = await self._store_write(save, None)
         return web.json_response(
             {"cohortId": saved.id, "cohortsById": {saved.id: saved.as_api()}, "metadata": metadata}
@@ -726,7 +699,7 @@ class FakeAmplitude:
         raw = request.query.get("includeSyncInfo", "false").lower()
         if raw not in ("true", "false"):
             _bad(f"includeSyncInfo must be true or false, got {raw[:20]!r}")
-        await self.traffic.checkpoint()
+        await self.checkpoint()
         cohorts = [c.as_api() for c in await self._run(self.store.cohorts)]
         if raw == "true":
             syncs = await self._run(self.store.sync_metadata)
@@ -759,7 +732,7 @@ class FakeAmplitude:
             prop_keys = [k for k in request.query.getall("propKeys", []) if k]
         elif "propKeys" in request.query:
             _bad("propKeys needs props=1")
-        await self.traffic.checkpoint()
+        await self.checkpoint()
         if await self._run(lambda: self.store.cohort(cohort_id)) is None:
             raise ApiError(
                 404, f"cohort {cohort_id!r} not found", metadata={"cohort_id": cohort_id}
@@ -801,7 +774,7 @@ class FakeAmplitude:
     async def export_status(self, request: web.Request) -> web.Response:
         """``GET /api/5/cohorts/request-status/{request_id}``: in progress, then completed."""
         request_id = request.match_info["request_id"]
-        await self.traffic.checkpoint()
+        await self.checkpoint()
         job = await self._run(lambda: self.store.poll_export(request_id))
         if job is None:
             raise ApiError(
@@ -820,7 +793,7 @@ class FakeAmplitude:
     async def export_file(self, request: web.Request) -> web.StreamResponse:
         """``GET /api/5/cohorts/request/{request_id}/file``: the CSV or a 302 to a signed URL."""
         request_id = request.match_info["request_id"]
-        await self.traffic.checkpoint()
+        await self.checkpoint()
         job = await self._run(lambda: self.store.export(request_id))
         if job is None:
             raise ApiError(
@@ -884,7 +857,7 @@ class _CohortChange:
                 headers={"Retry-After": "1"},
             )
         busy.add(self.cohort_id)
-        await self.fake.traffic.checkpoint()
+        await self.fake.checkpoint()
 
     async def __aexit__(self, *exc: object) -> None:
         self.fake._busy_cohorts.discard(self.cohort_id)
@@ -907,13 +880,16 @@ def create_app(
     max_cohort_size: int = MAX_COHORT_SIZE,
     app_id: int | None = None,
     clock: Callable[[], float] = time.monotonic,
+    checkpoint: Checkpoint | None = None,
 ) -> web.Application:
     """The fake Amplitude cohort API as an aiohttp application.
 
     ``db`` is a SQLite file (state survives restarts) or ``":memory:"``. ``export_polls`` is
     how many status polls answer JOB INPROGRESS before JOB COMPLETED; ``export_redirect``
     answers the file request with a 302 to a signed URL. ``app_id``, when given, is the only
-    project id uploads may name. ``clock`` (monotonic seconds) times signed-URL expiry.
+    project id uploads may name. ``clock`` (monotonic seconds) times signed-URL expiry and the
+    export rate window. ``checkpoint`` is awaited by every handler once it holds its slot (tests
+    pass a gate there to hold requests in flight).
     """
     if not api_key or not secret_key:
         raise ValueError("the fake Amplitude API needs an api key and a secret key")
@@ -930,6 +906,7 @@ def create_app(
         max_ids_per_request=max_ids_per_request,
         app_id=app_id,
         clock=clock,
+        checkpoint=checkpoint or _no_checkpoint,
     )
     app = web.Application(middlewares=[fake.middleware], client_max_size=CLIENT_MAX_SIZE)
     app[STORE_KEY] = store
@@ -946,6 +923,5 @@ def create_app(
         "/api/5/cohorts/request/{request_id}/file", fake.export_file, allow_head=False
     )
     app.router.add_get("/signed/{token}", fake.signed_file, allow_head=False)
-    app.on_shutdown.append(fake.open_gate)
     app.on_cleanup.append(fake.close)
     return app
