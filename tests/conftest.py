@@ -57,6 +57,16 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return config
 
 
+@pytest.fixture(autouse=True)
+def no_real_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """The customer-side commands record their retry and poll waits instead of sleeping."""
+    from cohortctl.cli import amplitude_options
+
+    waits: list[float] = []
+    monkeypatch.setattr(amplitude_options, "sleep", waits.append)
+    return waits
+
+
 def assert_no_secrets(*texts: str) -> None:
     """Fail if any test credential appears in any of ``texts``."""
     for text in texts:

@@ -12,8 +12,6 @@ import pytest
 from cohortctl.cli import amplitude_options
 from cohortctl.servers.amplitude_store import amplitude_id_for
 
-NO_WAIT = {"COHORTCTL_BACKOFF_BASE": "0"}
-
 
 def make_cohort(cli: Any, server: Any, tmp_path: Path, ids: list[str], name: str = "Seed") -> str:
     path = tmp_path / f"{name}.txt"
@@ -67,7 +65,7 @@ def test_download_redirect_ids_only(cli, amplitude_server_factory, tmp_path: Pat
     dest = tmp_path / "ids.txt"
     result = cli(
         "cohorts", "download", cohort_id, "--out", str(dest), "--ids-only", "--output", "json",
-        "--base-url", server.url, env=NO_WAIT,
+        "--base-url", server.url,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert sorted(dest.read_text().split()) == ["alice", "bob"]
@@ -80,7 +78,7 @@ def test_download_amplitude_ids(cli, amplitude_server, tmp_path: Path) -> None:
     dest = tmp_path / "amp.txt"
     result = cli(
         "cohorts", "download", cohort_id, "-o", str(dest), "--ids-only", "--id-type",
-        "amplitude", "--base-url", amplitude_server.url, env=NO_WAIT,
+        "amplitude", "--base-url", amplitude_server.url,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert dest.read_text() == f"{amplitude_id_for('alice')}\n"
@@ -100,7 +98,7 @@ def test_download_gives_up_after_timeout(cli, amplitude_server_factory, tmp_path
     cohort_id = make_cohort(cli, server, tmp_path, ["alice"])
     result = cli(
         "cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv"), "--timeout", "0",
-        "--base-url", server.url, env=NO_WAIT,
+        "--base-url", server.url,
     )  # fmt: skip
     assert result.exit_code == 1 and "not ready" in result.stderr
     assert not (tmp_path / "x.csv").exists()

@@ -16,8 +16,6 @@ from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
 
-NO_WAIT = {"COHORTCTL_BACKOFF_BASE": "0"}
-
 
 def write_ids(tmp_path: Path, ids: list[str], name: str = "ids.txt") -> Path:
     path = tmp_path / name
@@ -319,7 +317,6 @@ def test_network_error_retried_then_fails(cli, tmp_path: Path) -> None:
     args = ["upload", str(write_ids(tmp_path, ["a"])), "--name", "N", "--app-id", "1"]
     result = cli(
         *args, "--owner", "o@x.io", "--base-url", f"http://127.0.0.1:{port}", "--retries", "2",
-        env=NO_WAIT,
     )  # fmt: skip
     assert result.exit_code == 1
     assert "connection refused after 3 attempts" in result.stderr

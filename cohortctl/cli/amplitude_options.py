@@ -1,8 +1,8 @@
 """Options and set-up shared by the customer-side commands: upload, membership, cohorts.
 
 Credentials come from ``AMPLITUDE_API_KEY`` / ``AMPLITUDE_SECRET_KEY`` or a config profile,
-never from a flag. ``COHORTCTL_BACKOFF_BASE`` (seconds, hidden, default 1) scales every wait
-between retries and export polls, ``Retry-After`` included: tests set it to 0.
+never from a flag. Every wait between retries and export polls goes through the module's
+``sleep``: the one seam tests replace to record the waits instead of waiting.
 """
 
 from __future__ import annotations
@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +36,6 @@ from cohortctl.retry import RetryPolicy
 from cohortctl.uploading import Plan, RunResult
 from cohortctl.uploading import Progress as RunProgress
 
-BACKOFF_ENV = "COHORTCTL_BACKOFF_BASE"
 # How the commands wait between retries and polls; tests replace it to record the waits.
 sleep: Callable[[float], None] = time.sleep
 
@@ -117,28 +115,9 @@ DEFAULT_TIMEOUT_TEXT = f"{DEFAULT_TIMEOUT:.0f}s"
 DEFAULT_RETRIES = DEFAULT_RETRY.retries
 
 
-def backoff_base(env: dict[str, str] | None = None) -> float:
-    """Seconds of the first wait between retries and polls (hidden ``COHORTCTL_BACKOFF_BASE``)."""
-    value = (env if env is not None else os.environ).get(BACKOFF_ENV, "").strip()
-    if not value:
-        return DEFAULT_RETRY.base_delay
-    try:
-        base = float(value)
-    except ValueError:
-        raise InputError(f"{BACKOFF_ENV} must be a number of seconds, got {value!r}") from None
-    if base < 0 or base != base:
-        raise InputError(f"{BACKOFF_ENV} must not be negative, got {value!r}")
-    return base
-
-
 def retry_policy(retries: int) -> RetryPolicy:
-    """The retry policy for ``--retries``, every wait scaled by the backoff base."""
-    scale = backoff_base() / DEFAULT_RETRY.base_delay
-    return RetryPolicy(
-        retries=retries,
-        base_delay=DEFAULT_RETRY.base_delay * scale,
-        max_delay=DEFAULT_RETRY.max_delay * scale,
-    )
+    """The retry policy for ``--retries``: waits double from 1 s, Retry-After wins."""
+    return dataclasses.replace(DEFAULT_RETRY, retries=retries)
 
 
 def load_target(
@@ -178,7 +157,6 @@ def open_client(
     """A client with credentials from env or profile; closed when the block ends."""
     api_key = str(cfg.require("api_key"))
     secret_key = str(cfg.require("secret_key"))
-    base = backoff_base()
     client = connect(
         base_url,
         api_key=api_key,
@@ -186,8 +164,6 @@ def open_client(
         timeout=request_timeout(timeout),
         retry=retry_policy(retries),
         sleep=lambda seconds: sleep(seconds),
-        poll_delay=base,
-        poll_max_delay=30.0 * base,
     )
     try:
         yield client
