@@ -29,14 +29,18 @@ def partner_server() -> Iterator[BackgroundServer]:
 
 @pytest.fixture
 def partner_server_factory() -> Iterator[PartnerFactory]:
-    """Start receivers with custom settings: ``factory(**ReceiverSettings fields)``."""
+    """Start receivers with custom settings: ``factory(**ReceiverSettings fields)``.
+
+    ``clock=`` (a callable) replaces the receiver's monotonic clock.
+    """
     from cohortctl.servers.partner import ReceiverSettings, create_app
 
     started: list[BackgroundServer] = []
 
-    def start(**settings_kwargs: Any) -> BackgroundServer:
+    def start(clock: Callable[[], float] | None = None, **settings_kwargs: Any) -> BackgroundServer:
         settings = ReceiverSettings(**settings_kwargs)
-        server = BackgroundServer(lambda: create_app(settings)).start()
+        options = {} if clock is None else {"clock": clock}
+        server = BackgroundServer(lambda: create_app(settings, **options)).start()
         started.append(server)
         return server
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from typing import Any
@@ -137,12 +136,13 @@ def test_unknown_user_fails_against_a_receiver_that_knows_everyone(
 
 
 def test_throttling_needs_a_usable_retry_after(partner_server_factory: PartnerFactory) -> None:
-    server = partner_server_factory(api_key=PARTNER_KEY, rate_limit=10)
+    now = [0.0]  # the receiver's clock: it moves only when the check waits
+    server = partner_server_factory(api_key=PARTNER_KEY, rate_limit=10, clock=lambda: now[0])
     waits: list[float] = []
 
-    def sleep(seconds: float) -> None:  # the receiver's bucket refills in real time
+    def sleep(seconds: float) -> None:
         waits.append(seconds)
-        time.sleep(0.2)
+        now[0] += seconds
 
     destination = Destination(server.url, api_key=PARTNER_KEY)
     options = CheckOptions(ids=USERS, burst=40, expect_throttle=True)

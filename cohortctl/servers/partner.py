@@ -248,12 +248,13 @@ class Receiver:
     settings: ReceiverSettings
     store: PartnerStore | None = None
     bucket: TokenBucket | None = None
+    clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.settings.seed)
         if self.settings.rate_limit is not None:
-            self.bucket = TokenBucket(self.settings.rate_limit)
+            self.bucket = TokenBucket(self.settings.rate_limit, clock=self.clock)
 
     async def open(self, app: web.Application) -> None:
         """Open the database and load its state (aiohttp ``on_startup``)."""
@@ -477,9 +478,14 @@ class Receiver:
 RECEIVER_KEY: web.AppKey[Receiver] = web.AppKey("partner_receiver", Receiver)
 
 
-def create_app(settings: ReceiverSettings) -> web.Application:
-    """The partner receiver as an aiohttp application (run it with ``servers.runner``)."""
-    receiver = Receiver(settings)
+def create_app(
+    settings: ReceiverSettings, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """The partner receiver as an aiohttp application (run it with ``servers.runner``).
+
+    ``clock`` (monotonic seconds) refills the rate limit's bucket; tests pass their own.
+    """
+    receiver = Receiver(settings, clock=clock)
     app = web.Application(middlewares=[receiver.middleware], client_max_size=CLIENT_MAX_SIZE)
     app.router.add_post("/lists", receiver.create_list)
     app.router.add_post("/lists/{list_id}/add", receiver.add_members)
