@@ -714,7 +714,7 @@ class FakeAmplitude:
         query = request.query.get("user")
         if query is None or not query.strip():
             _bad("user is required: an Amplitude id, a user id or the start of a user id")
-        await self.traffic.checkpoint()
+        await self.checkpoint()
         found = await self._run(partial(self.store.search_users, query, limit=USER_SEARCH_LIMIT))
         exact = any(query in (user, str(amp)) for user, amp in found)
         matches = [{"user_id": user or None, "amplitude_id": amp} for user, amp in found]
