@@ -119,7 +119,7 @@ def test_download_prop_keys_each_sent_as_a_parameter(cli, amplitude_server, tmp_
     dest = tmp_path / "props.csv"
     result = cli(
         "cohorts", "download", cohort_id, "-o", str(dest), "--prop-key", "plan",
-        "--prop-key", "seats", "--base-url", amplitude_server.url, env=NO_WAIT,
+        "--prop-key", "seats", "--base-url", amplitude_server.url,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(dest.read_text(encoding="utf-8").splitlines()))
