@@ -10,7 +10,7 @@ import httpx
 
 from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
 from tests.credentials import API_KEY, SECRET_KEY
-from tests.test_cli_cohorts import NO_WAIT, make_cohort
+from tests.test_cli_cohorts import make_cohort
 
 
 def write(tmp_path: Path, name: str, text: str) -> str:
@@ -20,7 +20,7 @@ def write(tmp_path: Path, name: str, text: str) -> str:
 
 
 def reconcile(cli: Any, server: Any, *args: str) -> Any:
-    return cli("cohorts", "reconcile", *args, "--base-url", server.url, env=NO_WAIT)
+    return cli("cohorts", "reconcile", *args, "--base-url", server.url)
 
 
 def test_reconcile_table(cli, amplitude_server, tmp_path: Path) -> None:
@@ -141,7 +141,7 @@ def test_download_resumes_an_export_already_requested(
     dest = tmp_path / "members.csv"
     result = cli(
         "cohorts", "download", cohort_id, "--request-id", request_id, "-o", str(dest),
-        "--output", "json", "--base-url", amplitude_server.url, env=NO_WAIT,
+        "--output", "json", "--base-url", amplitude_server.url,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["request_id"] == request_id
@@ -155,12 +155,12 @@ def test_download_resumes_an_export_already_requested(
     other = make_cohort(cli, amplitude_server, tmp_path, ["carol"], "Other")
     wrong = cli(
         "cohorts", "download", other, "--request-id", request_id, "-o", str(tmp_path / "x.csv"),
-        "--base-url", amplitude_server.url, env=NO_WAIT,
+        "--base-url", amplitude_server.url,
     )  # fmt: skip
     assert wrong.exit_code == 1 and f"an export of cohort {cohort_id}, not {other}" in wrong.stderr
     unknown = cli(
         "cohorts", "download", cohort_id, "--request-id", "r404", "-o", str(tmp_path / "x.csv"),
-        "--base-url", amplitude_server.url, env=NO_WAIT,
+        "--base-url", amplitude_server.url,
     )  # fmt: skip
     assert unknown.exit_code == 1 and "404" in unknown.stderr
     props = cli(
@@ -179,7 +179,7 @@ def test_export_429_names_the_limits_and_how_to_resume(
             assert api.get(f"/api/5/cohorts/request/{cohort_id}").status_code == 202
     result = cli(
         "cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv"), "--retries", "0",
-        "--base-url", amplitude_server.url, env=NO_WAIT,
+        "--base-url", amplitude_server.url,
     )  # fmt: skip
     assert result.exit_code == 1
     assert "HTTP 429" in result.stderr
@@ -192,7 +192,7 @@ def test_download_timeout_says_how_to_resume(cli, amplitude_server_factory, tmp_
     cohort_id = make_cohort(cli, server, tmp_path, ["alice"])
     result = cli(
         "cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv"), "--timeout", "0",
-        "--base-url", server.url, env=NO_WAIT,
+        "--base-url", server.url,
     )  # fmt: skip
     assert result.exit_code == 1 and "not ready" in result.stderr
     assert f"cohortctl cohorts download {cohort_id} --request-id" in result.stderr
