@@ -96,7 +96,8 @@ class BackgroundServer:
             self._thread.join(timeout=30)
 
     def __enter__(self) -> BackgroundServer:
-        return self.start()
+        # ``with BackgroundServer(...).start() as server`` must not bind a second time.
+        return self if self._thread is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
