@@ -288,3 +288,23 @@ def test_read_members_streams_quoted_newlines_and_reports_bad_exports() -> None:
     assert members.rows == 2
     with pytest.raises(CheckFailed, match="no 'user_id' column"):
         read_members(iter(['"amplitude_id"\n', '"1"\n']))
+
+
+def test_a_failed_final_size_check_says_the_changes_were_sent(
+    amplitude_server: BackgroundServer, client: AmplitudeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cohort_id = create(client, ["a", "b"])
+    calls = []
+    real = client.list_cohorts
+
+    def list_cohorts(include_sync_info: bool = False) -> list[dict[str, Any]]:
+        calls.append(include_sync_info)
+        if len(calls) == 3:
+            raise RequestFailed("list cohorts: Amplitude answered HTTP 503", status=503)
+        return real(include_sync_info)
+
+    monkeypatch.setattr(client, "list_cohorts", list_cohorts)
+    with pytest.raises(RequestFailed) as caught:
+        reconcile(client, cohort_id, ["b", "c"])
+    assert "all 2 changes were sent" in (caught.value.hint or "")
+    assert store(amplitude_server).user_ids(cohort_id) == {"b", "c"}

@@ -332,7 +332,15 @@ def _apply(
         size += applied if change.operation == ADD else -applied
         emit(ReconcileEvent(APPLY, done=result.ids_sent, total=total, call=change.call))
     result.expected_size = size
-    result.size_after = cohort_size(find_cohort(client, result.cohort_id))
+    try:
+        result.size_after = cohort_size(find_cohort(client, result.cohort_id))
+    except CohortctlError as error:
+        error.hint = join_hints(
+            error.hint,
+            f"all {total:,} changes were sent to cohort {result.cohort_id}; only the final "
+            "size check failed: run reconcile again (or --dry-run) to check the cohort",
+        )
+        raise
     if result.size_after is not None and result.size_after != size:
         result.changed = (
             f"cohort {result.cohort_id} has {result.size_after:,} members after reconciling, "
