@@ -10,6 +10,7 @@ and one counter per second for the last :data:`SERIES_SECONDS` seconds.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -17,16 +18,44 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
+from cohortctl import payloads
+from cohortctl.http.redact import Redactor
+
 BODY_KEEP = 16 * 1024
 SERIES_SECONDS = 120
 DEFAULT_KEEP = 500
 UI_FILE = "inspector.html"
 
 
-def _text(body: bytes) -> str:
-    cut = body[:BODY_KEEP]
-    text = cut.decode("utf-8", "replace")
-    return text + ("…" if len(body) > BODY_KEEP else "")
+_MEMBERS = re.compile(r"/lists/([^/]+)/(add|remove)")
+
+
+def default_call(method: str, path: str) -> tuple[str | None, str | None]:
+    """The call a request is on Amplitude's default paths, and the list id in its path."""
+    if method.upper() != "POST":
+        return None, None
+    if path == "/lists":
+        return payloads.LIST_CREATE, None
+    if path == "/identify":
+        return payloads.IDENTIFY, None
+    if path == "/batch":
+        return payloads.IDENTIFY_BATCH, None
+    match = _MEMBERS.fullmatch(path)
+    if match:
+        call = payloads.LIST_ADD if match.group(2) == "add" else payloads.LIST_REMOVE
+        return call, match.group(1)
+    return None, None
+
+
+def _cut(body: bytes) -> bytes:
+    return body if len(body) <= BODY_KEEP else body[:BODY_KEEP]
+
+
+def _text(body: bytes, full_size: int, redactor: Redactor | None) -> str:
+    text = body.decode("utf-8", "replace")
+    if redactor:
+        text = redactor.text(text)
+    return text + ("…" if full_size > len(body) else "")
 
 
 @dataclass
@@ -41,13 +70,16 @@ class Seen:
     status: int | None
     latency_ms: float
     problem: str | None
-    request_body: str
-    response_body: str
+    request_body: bytes
+    response_body: bytes
+    sizes: tuple[int, int] = (0, 0)
     error: str | None = None
     users: int = 0
+    credentials: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready, with ``ok`` (a valid request that got a 2xx)."""
+        """JSON-ready, with ``ok`` (a valid request that got a 2xx); credentials scrubbed."""
+        redactor = Redactor.for_headers(self.credentials) if self.credentials else None
         return {
             "id": self.id,
             "at": self.at,
@@ -60,8 +92,8 @@ class Seen:
             "problem": self.problem,
             "error": self.error,
             "users": self.users,
-            "request_body": self.request_body,
-            "response_body": self.response_body,
+            "request_body": _text(self.request_body, self.sizes[0], redactor),
+            "response_body": _text(self.response_body, self.sizes[1], redactor),
         }
 
 
@@ -110,8 +142,10 @@ class Inspector:
         error: str | None = None,
         users: int = 0,
         at: float | None = None,
+        credentials: tuple[tuple[str, str], ...] = (),
     ) -> Seen:
-        """Record one request (bodies cut, already free of credentials)."""
+        """Record one request; ``credentials`` (its credential headers) are scrubbed from the
+        bodies when they are shown."""
         when = self.clock() if at is None else at
         self.total += 1
         seen = Seen(
@@ -123,10 +157,12 @@ class Inspector:
             status,
             latency_ms,
             problem,
-            _text(request_body),
-            _text(response_body),
+            _cut(request_body),
+            _cut(response_body),
+            (len(request_body), len(response_body)),
             error,
             users,
+            credentials,
         )
         self._recent.append(seen)
         second = int(when)

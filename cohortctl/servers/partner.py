@@ -22,6 +22,7 @@ Read-only views for tests and people, without auth (this is a local test receive
     GET  /_cohortctl/lists/{listId}     {"listId", "name", "members": [sorted]}
     GET  /_cohortctl/traits?key=K       {"key", "true": [...], "false": [...]}
     GET  /_cohortctl/journal?limit=N    {"requests": [...]}, newest last, no credentials
+    GET  /_cohortctl/ui                 the inspector page, polling /_cohortctl/inspect?since=ID
     POST /_cohortctl/reset              forget all state
 """
 
@@ -44,6 +45,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from cohortctl.http.redact import is_sensitive_header
+from cohortctl.servers.inspector import Inspector, default_call, dumps, page
 from cohortctl.servers.partner_store import (
     DEFAULT_JOURNAL_LIMIT,
     Entry,
@@ -250,6 +253,7 @@ class Receiver:
     bucket: TokenBucket | None = None
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(init=False)
+    inspector: Inspector = field(default_factory=Inspector)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.settings.seed)
@@ -274,13 +278,54 @@ class Receiver:
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every partner call through :meth:`_checked`, then shown to the inspector page."""
+        if request.path.startswith(ADMIN_PREFIX):
+            return await handler(request)
+        at = time.time()
+        started = time.perf_counter()
+        response, reason = await self._checked(request, handler)
+        await self._inspect(request, response, reason, at, started)
+        return response
+
+    async def _inspect(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        reason: str | None,
+        at: float,
+        started: float,
+    ) -> None:
+        reset = response.status == 599 and reason is not None
+        body = b""
+        if not reset:
+            with contextlib.suppress(Exception):
+                body = await request.read()
+        answer = response.body if isinstance(response, web.Response) else None
+        self.inspector.add(
+            method=request.method,
+            path=request.path_qs,
+            call=default_call(request.method, request.path)[0],
+            status=None if reset else response.status,
+            latency_ms=(time.perf_counter() - started) * 1000,
+            problem=None if reset or response.status < 400 else reason,
+            request_body=body,
+            response_body=answer if isinstance(answer, bytes) else b"",
+            error=reason if reset else None,
+            at=at,
+            credentials=tuple(
+                (k, v) for k, v in request.headers.items() if is_sensitive_header(k)
+            ),
+        )
+
+    async def _checked(
+        self, request: web.Request, handler: Handler
+    ) -> tuple[web.StreamResponse, str | None]:
         """Faults, rate limit and auth before any handler; every early answer is journaled.
 
         Handlers raise :class:`_Answer` (or ``InvalidPayload``, a 400) for anything but
-        success; the answer is written here, after the journal entry is committed.
+        success; the answer is written here, after the journal entry is committed. Returns
+        the response and, for anything but a handler's success, why.
         """
-        if request.path.startswith(ADMIN_PREFIX):
-            return await handler(request)
         settings = self.settings
         entry = Entry(request.method, request.path, at=time.time())
         try:
@@ -289,7 +334,8 @@ class Receiver:
             if settings.reset_rate and self.rng.random() < settings.reset_rate:
                 await self._store().record(entry, None, "connection reset (injected)")
                 _reset_connection(request)
-                return web.Response(status=599)  # never sent: the transport is gone
+                # never sent: the transport is gone
+                return web.Response(status=599), "connection reset (injected)"
             if settings.fail_rate and self.rng.random() < settings.fail_rate:
                 raise _Answer(
                     settings.fail_status,
@@ -315,7 +361,7 @@ class Receiver:
                     raise _Answer(
                         401, {"error": "unauthorized", "reason": problem}, problem, headers=headers
                     )
-            return await handler(request)
+            return await handler(request), None
         except web.HTTPException as exc:
             if exc.status < 400:
                 raise
@@ -336,7 +382,8 @@ class Receiver:
             await self._store().record(entry, answer.status, answer.reason)
         except StoreError as exc:
             answer = _storage_failure(exc)
-        return web.json_response(answer.body, status=answer.status, headers=answer.headers)
+        response = web.json_response(answer.body, status=answer.status, headers=answer.headers)
+        return response, answer.reason
 
     def _accepted_anyway(self, answer: _Answer) -> _Answer | None:
         """With a contract-breaking switch, the 200 that replaces a 400 or 404 answer."""
@@ -469,6 +516,23 @@ class Receiver:
         rows = store.journal(int(text))
         return web.json_response({"requests": rows})
 
+    async def inspect(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_cohortctl/inspect?since=ID``: what the inspector page shows."""
+        after = request.query.get("since", "0")
+        store = self._store()
+        await store.committed()
+        snapshot = self.inspector.snapshot(
+            int(after) if after.isdigit() else 0,
+            mode="receiver",
+            lists=store.state()["lists"],
+            traits=store.trait_counts(),
+        )
+        return web.json_response(snapshot, dumps=dumps)
+
+    async def ui(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_cohortctl/ui``: the inspector page (live, by polling ``inspect``)."""
+        return web.Response(body=page(), content_type="text/html", charset="utf-8")
+
     async def reset(self, request: web.Request) -> web.StreamResponse:
         """``POST /_cohortctl/reset``: forget every list, trait, journal entry and counter."""
         await self._store().clear()
@@ -497,6 +561,8 @@ def create_app(
     app.router.add_get("/_cohortctl/lists/{list_id}", receiver.list_view)
     app.router.add_get("/_cohortctl/traits", receiver.traits)
     app.router.add_get("/_cohortctl/journal", receiver.journal)
+    app.router.add_get("/_cohortctl/inspect", receiver.inspect)
+    app.router.add_get("/_cohortctl/ui", receiver.ui)
     app.router.add_post("/_cohortctl/reset", receiver.reset)
     app[RECEIVER_KEY] = receiver
     app.on_startup.append(receiver.open)

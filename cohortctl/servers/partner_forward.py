@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,7 +26,7 @@ from cohortctl import payloads
 from cohortctl.http.har import HarWriter, har_entry
 from cohortctl.http.observe import Exchange
 from cohortctl.http.redact import Redactor
-from cohortctl.servers.inspector import Inspector, dumps, page
+from cohortctl.servers.inspector import Inspector, default_call, dumps, page
 from cohortctl.servers.partner_validation import (
     InvalidPayload,
     plain_json,
@@ -55,7 +54,6 @@ _HOP = frozenset(
         "content-length",
     }
 )
-_MEMBERS = re.compile(r"/lists/([^/]+)/(add|remove)")
 
 
 def _no_constants(name: str) -> Any:
@@ -76,28 +74,12 @@ class Verdict:
     list_name: str | None = None
 
 
-def _call_of(method: str, path: str) -> tuple[str | None, str | None]:
-    if method != "POST":
-        return None, None
-    if path == "/lists":
-        return payloads.LIST_CREATE, None
-    if path == "/identify":
-        return payloads.IDENTIFY, None
-    if path == "/batch":
-        return payloads.IDENTIFY_BATCH, None
-    match = _MEMBERS.fullmatch(path)
-    if match:
-        call = payloads.LIST_ADD if match.group(2) == "add" else payloads.LIST_REMOVE
-        return call, match.group(1)
-    return None, None
-
-
 def judge(method: str, path: str, content_type: str, body: bytes) -> Verdict:
     """Check a request as the reference receiver would (spec part B), without applying it.
 
     A request that is none of the calls on its default path gets ``problem`` saying so.
     """
-    call, list_id = _call_of(method.upper(), path)
+    call, list_id = default_call(method, path)
     if call is None:
         return Verdict(None, f"not a call of Amplitude's cohort sync: {method} {path}")
     try:

@@ -588,6 +588,14 @@ class PartnerStore:
             "false": sorted(u for u, value in users.items() if not value),
         }
 
+    def trait_counts(self) -> list[dict[str, Any]]:
+        """Each trait key with how many users have it true and how many false."""
+        counts = []
+        for key, users in sorted(self._state.traits.items()):
+            true = sum(1 for value in users.values() if value)
+            counts.append({"key": key, "true": true, "false": len(users) - true})
+        return counts
+
     def journal(self, limit: int) -> list[dict[str, Any]]:
         """The last ``limit`` requests, oldest first."""
         journal = self._state.journal
