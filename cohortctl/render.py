@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from cohortctl.errors import CohortctlError, RequestFailed
+from cohortctl.errors import CohortctlError, FileWriteError, RequestFailed
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -31,8 +31,14 @@ class OutputFormat(str, Enum):
 
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout, no markup, one trailing newline."""
-    sys.stdout.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
-    sys.stdout.flush()
+    text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as exc:  # a full disk behind a redirected stdout
+        raise FileWriteError("output", "to standard output", exc.strerror or str(exc)) from None
 
 
 def table(

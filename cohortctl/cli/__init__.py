@@ -49,6 +49,7 @@ register("membership", "cohortctl.cli.membership:app", "Add ids to, or remove id
 register("cohorts", "cohortctl.cli.cohorts:app", "List, show, download, reconcile cohorts.")
 register("mock", "cohortctl.cli.mock:app", "Fire Amplitude's cohort-sync payloads at a partner.")
 register("sync", "cohortctl.cli.sync:sync", "Replay Amplitude's whole cohort sync at a partner.")
+register("state", "cohortctl.cli.state:app", "See and change what the sync state holds.")
 register("check", "cohortctl.cli.check:check", "Run the conformance suite against a partner.")
 register("replay", "cohortctl.cli.replay:replay", "Send a HAR recording again at an endpoint.")
 register("wait", "cohortctl.cli.wait:wait", "Block until an endpoint answers (for CI).")
@@ -190,7 +191,10 @@ def main() -> None:
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise SystemExit(exit_.code) from None
-        except OSError as error:  # pragma: no cover - other flush failures
+        except OSError as error:  # a full disk behind a redirected stdout
             if error.errno != errno.EPIPE:
-                raise
+                reason = error.strerror or str(error)
+                click.echo(f"error: cannot write standard output: {reason}", err=True)
+                _quiet_broken_pipe()
+                raise SystemExit(int(ExitCode.USAGE)) from None
         raise

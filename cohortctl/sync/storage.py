@@ -120,13 +120,19 @@ def compact(conn: sqlite3.Connection) -> bool:
 
     Free pages hold nothing SQLite checks, so damage there would go unnoticed by
     ``quick_check``; keeping the file dense means damage lands in pages that are checked.
+    Best effort: a disk too full (or too busy) to compact leaves the file as it is.
     Returns True when it compacted.
     """
     (free,) = conn.execute("PRAGMA freelist_count").fetchone()
     (pages,) = conn.execute("PRAGMA page_count").fetchone()
     if free < COMPACT_MIN_FREE or free * COMPACT_FREE_SHARE < pages:
         return False
-    conn.execute("VACUUM")
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's space, for VACUUM's copy
+        conn.execute("VACUUM")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlite3.OperationalError:
+        return False
     return True
 
 

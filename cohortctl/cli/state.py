@@ -1,0 +1,203 @@
+"""``cohortctl state``: see and change what the sync state says each destination holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
+from cohortctl.sync import inventory
+from cohortctl.syncstate import default_state_path
+
+app = typer.Typer(
+    help="See and change the sync state: what each destination and cohort is believed to hold.",
+    no_args_is_help=True,
+)
+
+StateFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--state",
+        help="SQLite state file, as in sync [default: state.sqlite in the user data dir].",
+        show_default=False,
+        dir_okay=False,
+    ),
+]
+Url = Annotated[
+    str,
+    typer.Option("--url", help="Partner base URL, as given to sync.", show_default=False),
+]
+CohortId = Annotated[
+    str, typer.Option("--cohort-id", help="Amplitude cohort id.", show_default=False)
+]
+Mode = Annotated[
+    str | None,
+    typer.Option(
+        "--mode",
+        help="list or property; needed only when the cohort is stored in both modes.",
+        show_default=False,
+    ),
+]
+# ``-o`` names the file ``export`` writes, so the format option is long-form only everywhere.
+OutputLong = Annotated[
+    OutputFormat,
+    typer.Option("--output", help="table for people, json for machines.", case_sensitive=False),
+]
+
+
+def _path(state: Path | None) -> Path:
+    return state if state is not None else default_state_path()
+
+
+def _last(entry: inventory.Entry) -> str:
+    run = entry.last_run
+    if run is None:
+        return "-"
+    return f"{inventory.iso(run.started_at)} {run.status}"
+
+
+@app.command("list")
+def list_entries(state: StateFile = None, output: OutputLong = OutputFormat.table) -> None:
+    """Every destination and cohort: mode, list id, members believed held, last run."""
+    path = _path(state)
+    found = inventory.entries(path)
+    if output is OutputFormat.json:
+        print_json({"file": str(path), "entries": [e.to_dict() for e in found]})
+        return
+    if not found:
+        err.print(escape(f"no sync state in {path}"))
+        return
+    rows = [
+        tuple(
+            escape(str(c))
+            for c in (e.url, e.cohort_id, e.mode, e.list_id or "-", f"{e.members:,}", _last(e))
+        )
+        for e in found
+    ]
+    out.print(
+        table(
+            ["url", "cohort id", "mode", "list id", "members", "last run"],
+            rows,
+            title=escape(str(path)),
+        )
+    )
+
+
+@app.command("show")
+def show(
+    url: Url,
+    cohort_id: CohortId,
+    mode: Mode = None,
+    state: StateFile = None,
+    output: OutputLong = OutputFormat.table,
+) -> None:
+    """One destination and cohort, with every run."""
+    entry = inventory.find(_path(state), url, cohort_id, mode)
+    if output is OutputFormat.json:
+        print_json(entry.to_dict(with_runs=True))
+        return
+    pairs = [
+        ("url", entry.url),
+        ("cohort id", entry.cohort_id),
+        ("mode", entry.mode),
+        ("list id", entry.list_id or "-"),
+        ("members", f"{entry.members:,}"),
+        ("runs", str(len(entry.runs))),
+    ]
+    out.print(key_values([(k, escape(v)) for k, v in pairs], title=escape(entry.key)))
+    if entry.runs:
+        out.print(
+            table(
+                ["started", "finished", "status", "entered", "left", "added", "removed", "failed"],
+                [
+                    tuple(
+                        escape(str(c))
+                        for c in (
+                            inventory.iso(r.started_at),
+                            inventory.iso(r.finished_at) or "-",
+                            r.status,
+                            f"{r.entered:,}",
+                            f"{r.left:,}",
+                            f"{r.added:,}",
+                            f"{r.removed:,}",
+                            f"{r.failed:,}",
+                        )
+                    )
+                    for r in entry.runs
+                ],
+                title="runs",
+            )
+        )
+
+
+@app.command("export")
+def export(
+    url: Url,
+    cohort_id: CohortId,
+    out_file: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="File to write the user ids to, one per line (replaced when complete).",
+            dir_okay=False,
+            show_default=False,
+        ),
+    ],
+    mode: Mode = None,
+    state: StateFile = None,
+    output: OutputLong = OutputFormat.table,
+) -> None:
+    """Write the user ids the partner is believed to hold (what a sync compares against)."""
+    path = _path(state)
+    entry = inventory.find(path, url, cohort_id, mode)
+    count = inventory.export(path, entry, out_file)
+    if output is OutputFormat.json:
+        print_json({**entry.to_dict(), "file": str(out_file), "written": count})
+        return
+    err.print(escape(f"wrote {count:,} user ids to {out_file}"))
+
+
+@app.command("forget")
+def forget(
+    url: Url,
+    cohort_id: CohortId,
+    mode: Mode = None,
+    state: StateFile = None,
+    output: OutputLong = OutputFormat.table,
+) -> None:
+    """Drop one destination and cohort (members, list id, runs): the next sync is a first sync.
+
+    Exits 3 when a sync of it is running.
+    """
+    path = _path(state)
+    entry = inventory.find(path, url, cohort_id, mode)
+    inventory.forget(path, entry)
+    if output is OutputFormat.json:
+        print_json({"ok": True, "forgotten": entry.to_dict()})
+        return
+    err.print(
+        escape(
+            f"forgot {entry.url} cohort {entry.cohort_id} ({entry.mode} mode, "
+            f"{entry.members:,} members, list {entry.list_id or '-'}): the next sync sends "
+            "everyone"
+        )
+    )
+
+
+@app.command("check")
+def check(state: StateFile = None, output: OutputLong = OutputFormat.table) -> None:
+    """Check the state file's integrity: exit 0 when sound, 2 (one line) when not."""
+    result = inventory.check(_path(state))
+    if output is OutputFormat.json:
+        print_json(result.to_dict())
+        return
+    out.print(
+        escape(
+            f"ok: {result.path} (schema {result.schema_version}, "
+            f"{result.destinations} destinations, {result.size_bytes:,} bytes)"
+        )
+    )

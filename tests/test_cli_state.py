@@ -1,0 +1,165 @@
+"""``cohortctl state``: list, show, export, forget and check a real state file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from cohortctl.servers.runner import BackgroundServer
+from cohortctl.sync import lock
+from cohortctl.syncstate import SyncState, destination_key
+from tests.conftest import RunCli
+from tests.credentials import PARTNER_KEY
+
+ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
+
+
+def users(start: int, stop: int) -> list[str]:
+    return [f"user-{i:06d}" for i in range(start, stop)]
+
+
+def synced(cli: RunCli, tmp_path: Path, url: str, state: Path) -> None:
+    for cohort_id, mode, ids in (("c1", "list", users(0, 300)), ("c2", "property", users(0, 50))):
+        snapshot = tmp_path / f"{cohort_id}.txt"
+        snapshot.write_text("\n".join(ids) + "\n", encoding="utf-8")
+        result = cli(
+            "sync",
+            str(snapshot),
+            "--url",
+            url,
+            "--mode",
+            mode,
+            "--cohort-name",
+            cohort_id,
+            "--cohort-id",
+            cohort_id,
+            "--state",
+            str(state),
+            env=ENV,
+        )
+        assert result.exit_code == 0, result.output
+
+
+def test_list_show_export_forget_check(
+    cli: RunCli, tmp_path: Path, partner_server: BackgroundServer
+) -> None:
+    state = tmp_path / "state.sqlite"
+    url = partner_server.url
+    synced(cli, tmp_path, url, state)
+
+    listed = cli("state", "list", "--state", str(state), "--output", "json")
+    assert listed.exit_code == 0, listed.output
+    entries = json.loads(listed.stdout)["entries"]
+    assert [(e["cohort_id"], e["mode"], e["members"]) for e in entries] == [
+        ("c1", "list", 300),
+        ("c2", "property", 50),
+    ]
+    assert entries[0]["url"] == url and entries[0]["list_id"] == "1"
+    assert entries[1]["list_id"] is None
+    assert entries[0]["last_run"]["status"] == "ok"
+    table = cli("state", "list", "--state", str(state))
+    assert "c1" in table.stdout and "300" in table.stdout and "ok" in table.stdout
+
+    # Any spelling of the URL sync accepts finds the entry.
+    show = cli(
+        "state", "show", "--url", url + "/", "--cohort-id", "c1", "--state", str(state),
+        "--output", "json",
+    )  # fmt: skip
+    assert show.exit_code == 0, show.output
+    shown = json.loads(show.stdout)
+    assert shown["members"] == 300 and len(shown["runs"]) == 1
+    assert shown["runs"][0]["added"] == 300
+
+    out_file = tmp_path / "held.txt"
+    exported = cli(
+        "state", "export", "--url", url, "--cohort-id", "c1", "-o", str(out_file),
+        "--state", str(state),
+    )  # fmt: skip
+    assert exported.exit_code == 0, exported.output
+    assert sorted(out_file.read_text().split()) == users(0, 300)
+
+    checked = cli("state", "check", "--state", str(state), "--output", "json")
+    assert checked.exit_code == 0 and json.loads(checked.stdout)["ok"] is True
+
+    forgot = cli("state", "forget", "--url", url, "--cohort-id", "c1", "--state", str(state))
+    assert forgot.exit_code == 0, forgot.output
+    after = json.loads(cli("state", "list", "--state", str(state), "--output", "json").stdout)
+    assert [e["cohort_id"] for e in after["entries"]] == ["c2"]
+    missing = cli("state", "show", "--url", url, "--cohort-id", "c1", "--state", str(state))
+    assert missing.exit_code == 2 and "nothing stored" in missing.stderr
+
+
+def test_members_count_what_is_confirmed_but_not_yet_folded(tmp_path: Path, cli: RunCli) -> None:
+    state = tmp_path / "state.sqlite"
+    key = destination_key("http://127.0.0.1:9/", "list", "c9")
+    with SyncState.open(state, key) as opened:
+        opened.confirm_added(users(0, 10))
+        opened.fold()
+        plan = opened.plan_batches(1, users(10, 30), 5)
+        opened.confirm_planned([ref for _, ref in plan.batches()][:3])
+        opened.confirm_removed(users(0, 2))
+    listed = cli("state", "list", "--state", str(state), "--output", "json")
+    (entry,) = json.loads(listed.stdout)["entries"]
+    assert entry["members"] == 10 + 15 - 2
+    out_file = tmp_path / "held.txt"
+    cli(
+        "state", "export", "--url", "http://127.0.0.1:9", "--cohort-id", "c9",
+        "-o", str(out_file), "--state", str(state),
+    )  # fmt: skip
+    assert sorted(out_file.read_text().split()) == sorted(users(2, 10) + users(10, 25))
+
+
+def test_forget_while_a_sync_holds_the_cohort_exits_3(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    key = destination_key("http://127.0.0.1:9", "list", "c9")
+    with SyncState.open(state, key) as opened:
+        opened.confirm_added(users(0, 3))
+    with lock.acquire(state, key):
+        proc = subprocess.run(
+            [
+                sys.executable, "-m", "cohortctl", "state", "forget", "--url",
+                "http://127.0.0.1:9", "--cohort-id", "c9", "--state", str(state),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )  # fmt: skip
+        assert proc.returncode == 3, proc.stderr
+        assert "busy" in proc.stderr
+        # A run recorded as running by a live holder shows as running.
+    with SyncState.open(state, key) as opened:
+        assert opened.member_count() == 3
+
+
+def test_check_names_the_damage_and_list_of_no_file_is_empty(cli: RunCli, tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    missing = cli("state", "check", "--state", str(state))
+    assert missing.exit_code == 2 and "no such file" in missing.stderr
+    empty = cli("state", "list", "--state", str(state), "--output", "json")
+    assert empty.exit_code == 0 and json.loads(empty.stdout)["entries"] == []
+    assert not state.exists()
+    conn = sqlite3.connect(state)
+    conn.execute("CREATE TABLE t (x)")
+    conn.commit()
+    conn.close()
+    foreign = cli("state", "check", "--state", str(state))
+    assert foreign.exit_code == 2
+    (line,) = foreign.stderr.strip().splitlines()
+    assert str(state) in line and "not a cohortctl state file" in line
+    listed = cli("state", "list", "--state", str(state))
+    assert listed.exit_code == 2 and "not a cohortctl state file" in listed.stderr
+
+
+def test_a_killed_run_shows_as_unfinished(cli: RunCli, tmp_path: Path) -> None:
+    from cohortctl.syncstate import Diff
+
+    state = tmp_path / "state.sqlite"
+    key = destination_key("http://127.0.0.1:9", "list", "c9")
+    with SyncState.open(state, key) as opened:
+        opened.start_run(Diff(entered=["a"], left=[]))
+    listed = cli("state", "list", "--state", str(state), "--output", "json")
+    (entry,) = json.loads(listed.stdout)["entries"]
+    assert entry["last_run"]["status"] == "unfinished"
