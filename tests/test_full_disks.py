@@ -192,7 +192,7 @@ def test_junit_report_on_full_and_read_only_filesystems(
 def test_download_on_a_full_filesystem(
     cli: RunCli, tmpfs: Mount, tmp_path: Path, amplitude_server: BackgroundServer
 ) -> None:
-    from tests.test_cli_cohorts import NO_WAIT, make_cohort
+    from tests.test_cli_cohorts import make_cohort
 
     cohort_id = make_cohort(cli, amplitude_server, tmp_path, users(0, 20_000))
     disk = tmpfs("1m")
@@ -201,7 +201,7 @@ def test_download_on_a_full_filesystem(
         dest = disk / "members.csv"
         result = cli(
             "cohorts", "download", cohort_id, "-o", str(dest), *extra,
-            "--base-url", amplitude_server.url, env=NO_WAIT,
+            "--base-url", amplitude_server.url,
         )  # fmt: skip
         assert result.exit_code == 2, result.output
         assert f"cannot write download file {dest}" in result.stderr
