@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import csv
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +22,8 @@ from cohortctl.amplitude import (
 )
 from cohortctl.errors import CohortctlError, InputError, RequestFailed, TransportFailed
 from cohortctl.retry import RetryPolicy
+from cohortctl.servers.amplitude import TRAFFIC_KEY
+from cohortctl.servers.amplitude_store import amplitude_id_for
 from tests.credentials import API_KEY, SECRET_KEY
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -254,68 +258,83 @@ def test_timeout_not_retried_for_creating_upload() -> None:
 
 # -- export -------------------------------------------------------------------------------
 
-CSV = '"amplitude_id","user_id"\n111,alice\n222,\n333,carol\n'
+# -- export download, against the embedded fake ------------------------------------------
 
 
-def export_handler(*, polls: int, redirect: bool, seen: list[httpx.Request]) -> Handler:
-    state = {"polls": 0}
+@pytest.fixture
+def exporting(amplitude_server_factory: Any) -> Callable[..., tuple[AmplitudeClient, str, Any]]:
+    """``start(**fake_options)``: a client of a fake holding cohort alice, carol and an
+    Amplitude-id-only member 222; returns the client, the cohort id and the server."""
+    clients: list[AmplitudeClient] = []
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        seen.append(request)
-        path = request.url.path
-        if path == "/api/5/cohorts/request/c1":
-            return httpx.Response(202, json={"request_id": "r1", "cohort_id": "c1"})
-        if path == "/api/5/cohorts/request-status/r1":
-            state["polls"] += 1
-            if state["polls"] <= polls:
-                return httpx.Response(202, json={"async_status": "JOB INPROGRESS"})
-            return httpx.Response(200, json={"async_status": "JOB COMPLETED"})
-        if path == "/api/5/cohorts/request/r1/file":
-            if redirect:
-                return httpx.Response(302, headers={"Location": "https://s3.test/signed?sig=1"})
-            return httpx.Response(200, text=CSV)
-        if request.url.host == "s3.test":
-            return httpx.Response(200, text=CSV)
-        return httpx.Response(404)
+    def start(**options: Any) -> tuple[AmplitudeClient, str, Any]:
+        server = amplitude_server_factory(**options)
+        client = connect(
+            server.url,
+            api_key=API_KEY,
+            secret_key=SECRET_KEY,
+            retry=RetryPolicy(retries=3, base_delay=1.0, max_delay=60.0),
+            sleep=lambda seconds: None,
+        )
+        clients.append(client)
+        body = upload_body(
+            name="Seed", app_id=1, id_type="BY_USER_ID", ids=["alice", "carol"],
+            owner="me@x.io", published=True,
+        )  # fmt: skip
+        cohort_id = client.upload(body).cohort_id
+        client.membership(membership_body(cohort_id, ["222"], id_type="BY_ID", operation="ADD"))
+        return client, cohort_id, server
 
-    return handler
+    yield start
+    for client in clients:
+        client.http.close()
 
 
-def test_download_polls_with_backoff_and_writes_csv(tmp_path: Path) -> None:
-    seen: list[httpx.Request] = []
+def test_download_polls_with_backoff_and_writes_csv(
+    exporting: Callable[..., tuple[AmplitudeClient, str, Any]], tmp_path: Path
+) -> None:
+    client, cohort_id, _ = exporting(export_polls=4)
     sleeps: list[float] = []
-    client = make_client(export_handler(polls=4, redirect=False, seen=seen), sleeps=sleeps)
+    client.sleep = sleeps.append
     client.poll_max_delay = 4.0
     dest = tmp_path / "members.csv"
-    result = download_cohort(client, "c1", dest, timeout=100)
-    assert dest.read_text() == CSV
+    result = download_cohort(client, cohort_id, dest, timeout=100)
+    rows = list(csv.DictReader(dest.read_text().splitlines()))
+    assert sorted(r["user_id"] for r in rows) == ["", "alice", "carol"]
     assert result.rows == 3 and result.polls == 5
     assert sleeps == [1.0, 2.0, 4.0, 4.0]  # doubling, capped
     assert not list(tmp_path.glob(".*"))  # no temporary files left
 
 
-def test_download_redirect_drops_authorization(tmp_path: Path) -> None:
-    seen: list[httpx.Request] = []
-    client = make_client(export_handler(polls=0, redirect=True, seen=seen))
+def test_download_redirect_drops_authorization(
+    exporting: Callable[..., tuple[AmplitudeClient, str, Any]], tmp_path: Path
+) -> None:
+    client, cohort_id, server = exporting(export_polls=0, export_redirect=True)
     dest = tmp_path / "ids.txt"
-    result = download_cohort(client, "c1", dest, ids_only=True)
-    assert dest.read_text() == "alice\ncarol\n"
+    result = download_cohort(client, cohort_id, dest, ids_only=True)
+    assert sorted(dest.read_text().split()) == ["alice", "carol"]
     assert result.members_written == 2 and result.skipped_without_id == 1
-    signed = [r for r in seen if r.url.host == "s3.test"]
-    assert len(signed) == 1 and "authorization" not in signed[0].headers
-    assert all("authorization" in r.headers for r in seen if r.url.host != "s3.test")
+    traffic = server.app[TRAFFIC_KEY].requests()
+    signed = [r for r in traffic if r.path.startswith("/signed/")]
+    assert len(signed) == 1 and not signed[0].authorization_sent
+    assert all(r.authorization_sent for r in traffic if r.path.startswith("/api/"))
 
 
-def test_download_amplitude_ids_only(tmp_path: Path) -> None:
-    client = make_client(export_handler(polls=0, redirect=False, seen=[]))
+def test_download_amplitude_ids_only(
+    exporting: Callable[..., tuple[AmplitudeClient, str, Any]], tmp_path: Path
+) -> None:
+    client, cohort_id, _ = exporting(export_polls=0)
     dest = tmp_path / "amp.txt"
-    download_cohort(client, "c1", dest, ids_only=True, amplitude_ids=True)
-    assert dest.read_text() == "111\n222\n333\n"
+    download_cohort(client, cohort_id, dest, ids_only=True, amplitude_ids=True)
+    expected = sorted([str(amplitude_id_for("alice")), str(amplitude_id_for("carol")), "222"])
+    assert sorted(dest.read_text().split()) == expected
 
 
-def test_export_timeout_is_transport_failed(tmp_path: Path) -> None:
+def test_export_timeout_is_transport_failed(
+    exporting: Callable[..., tuple[AmplitudeClient, str, Any]], tmp_path: Path
+) -> None:
+    client, cohort_id, _ = exporting(export_polls=10**6)
     now = [0.0]
-    client = make_client(export_handler(polls=10**6, redirect=False, seen=[]))
     client.clock = lambda: now[0]
 
     def sleep(seconds: float) -> None:
@@ -323,7 +342,7 @@ def test_export_timeout_is_transport_failed(tmp_path: Path) -> None:
 
     client.sleep = sleep
     with pytest.raises(TransportFailed, match="not ready") as caught:
-        download_cohort(client, "c1", tmp_path / "x.csv", timeout=10)
+        download_cohort(client, cohort_id, tmp_path / "x.csv", timeout=10)
     assert caught.value.kind == "timeout" and now[0] == 10
     assert not (tmp_path / "x.csv").exists()
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
-import httpx
 import pytest
 
 from cohortctl.amplitude import MEMBERSHIP_PATH, UPLOAD_PATH, AmplitudeClient, connect
@@ -12,6 +9,7 @@ from cohortctl.errors import InputError, RequestFailed
 from cohortctl.retry import RetryPolicy
 from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
 from cohortctl.uploading import (
+    AMPLITUDE,
     PENDING_COHORT_ID,
     CohortSpec,
     execute,
@@ -108,77 +106,6 @@ def test_summarize_body_keeps_other_fields() -> None:
     }
 
 
-def test_execute_adds_up_answers_and_reports_progress() -> None:
-    seen: list[tuple[str, dict]] = []
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        body = json.loads(request.content)
-        seen.append((request.url.path, body))
-        if request.url.path == UPLOAD_PATH:
-            n = len(body["ids"])
-            return httpx.Response(
-                200,
-                json={
-                    "cohortId": "c1",
-                    "cohortsById": {"c1": {"name": "Churn", "size": n - 1}},
-                    "metadata": {"matched": n - 1, "totals": n, "invalid_ids_sample": ["bad"]},
-                },
-            )
-        membership = body["memberships"][0]
-        return httpx.Response(
-            200,
-            json={
-                "cohort_id": body["cohort_id"],
-                "memberships_result": [
-                    {"skipped_ids": membership["ids"][:2], "id_type": "BY_NAME", "operation": "ADD"}
-                ],
-            },
-        )
-
-    client = connect(
-        "https://a.test",
-        api_key=API_KEY,
-        secret_key=SECRET_KEY,
-        transport=httpx.MockTransport(handler),
-    )
-    progress = []
-    plan = plan_upload(ids(25), SPEC, chunk_size=10)
-    result = execute(client, plan, on_progress=progress.append)
-    assert [p for p, _ in seen] == [UPLOAD_PATH, MEMBERSHIP_PATH, MEMBERSHIP_PATH]
-    assert all(b["cohort_id"] == "c1" for p, b in seen[1:])
-    assert result.cohort_id == "c1" and result.name == "Churn"
-    assert result.totals == 25 and result.matched == 9 + 8 + 3
-    assert result.size == 20 and result.membership_skipped_ids == 4
-    assert result.invalid_ids_sample == ["bad"]
-    assert [(p.done, p.ids_sent) for p in progress] == [(1, 10), (2, 20), (3, 25)]
-    assert result.summary()["requests"][1] == {
-        "call": "membership ADD",
-        "ids": 10,
-        "cohort_id": "c1",
-        "skipped": 2,
-    }
-
-
-def test_failure_part_way_says_what_went_through() -> None:
-    def handler(request: httpx.Request) -> httpx.Response:
-        if request.url.path == UPLOAD_PATH:
-            return httpx.Response(200, json={"cohortId": "c1", "metadata": {}})
-        return httpx.Response(400, json={"error": {"type": "bad", "message": "nope"}})
-
-    client = connect(
-        "https://a.test",
-        api_key=API_KEY,
-        secret_key=SECRET_KEY,
-        retry=RetryPolicy(retries=0),
-        transport=httpx.MockTransport(handler),
-    )
-    with pytest.raises(RequestFailed) as caught:
-        execute(client, plan_upload(ids(15), SPEC, chunk_size=10))
-    assert "HTTP 400 bad: nope" in caught.value.message
-    assert "--existing-cohort-id c1" in (caught.value.hint or "")
-    assert "first 10 of 15" in (caught.value.hint or "")
-
-
 # -- against the embedded fake ------------------------------------------------------------
 
 
@@ -187,9 +114,43 @@ def fake_client(server: object, **kwargs: object) -> AmplitudeClient:
         server.url,  # type: ignore[attr-defined]
         api_key=API_KEY,
         secret_key=SECRET_KEY,
-        retry=RetryPolicy(retries=3, base_delay=0.0, max_delay=0.0),
-        **kwargs,  # type: ignore[arg-type]
+        **{"retry": RetryPolicy(retries=3, base_delay=0.0, max_delay=0.0), **kwargs},  # type: ignore[arg-type]
     )
+
+
+def test_execute_adds_up_answers_and_reports_progress(amplitude_server) -> None:
+    upload_ids = [str(n) for n in range(1, 24)]
+    upload_ids.insert(3, "bad")  # not an Amplitude id: skipped by the upload
+    upload_ids.insert(14, "oops")  # skipped by the first membership ADD
+    progress = []
+    client = fake_client(amplitude_server)
+    with client.http:
+        plan = plan_upload(upload_ids, SPEC, chunk_size=10, id_type=AMPLITUDE)
+        result = execute(client, plan, on_progress=progress.append)
+    calls = [r.path for r in amplitude_server.app[TRAFFIC_KEY].requests()]
+    assert calls == [UPLOAD_PATH, MEMBERSHIP_PATH, MEMBERSHIP_PATH]
+    assert result.name == "Churn"
+    assert result.totals == 25 and result.matched == 23 and result.size == 23
+    assert result.membership_skipped_ids == 1
+    assert result.invalid_ids_sample == ["bad"]
+    assert [(p.done, p.ids_sent) for p in progress] == [(1, 10), (2, 20), (3, 25)]
+    assert result.summary()["requests"][1] == {
+        "call": "membership ADD",
+        "ids": 10,
+        "cohort_id": result.cohort_id,
+        "skipped": 1,
+    }
+
+
+def test_failure_part_way_says_what_went_through(amplitude_server_factory) -> None:
+    server = amplitude_server_factory(max_cohort_size=12)  # the first ADD is refused, 400
+    client = fake_client(server, retry=RetryPolicy(retries=0))
+    with client.http, pytest.raises(RequestFailed) as caught:
+        execute(client, plan_upload(ids(15), SPEC, chunk_size=10))
+    cohort_id = server.app[STORE_KEY].cohorts()[0].id
+    assert "HTTP 400 invalid_request: cohort would have 15 members" in caught.value.message
+    assert f"--existing-cohort-id {cohort_id}" in (caught.value.hint or "")
+    assert "first 10 of 15" in (caught.value.hint or "")
 
 
 def test_250k_ids_arrive_whole_via_upload_and_two_adds(amplitude_server) -> None:
