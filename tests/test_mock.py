@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import json
 import ssl
 from collections.abc import Callable, Iterator
@@ -125,17 +126,30 @@ def test_template_body_is_sent_as_rendered(capture: tuple[Capture, BackgroundSer
     assert recorder.requests[0]["headers"]["Authorization"] == f"Bearer {PARTNER_KEY}"
 
 
-def answering(status: int, body: Any = None, headers: dict[str, str] | None = None) -> httpx.Client:
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(status, json=body if body is not None else {}, headers=headers)
+@contextlib.contextmanager
+def answering(
+    status: int, body: Any = None, headers: dict[str, str] | None = None
+) -> Iterator[tuple[httpx.Client, str]]:
+    """A loopback server giving every request the same answer; a client and its URL."""
 
-    return httpx.Client(transport=httpx.MockTransport(handler))
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        text = json.dumps(body if body is not None else {}, separators=(",", ":"))
+        return web.json_response(text=text, status=status, headers=headers)
+
+    def app() -> web.Application:
+        application = web.Application()
+        application.router.add_route("*", "/{tail:.*}", handle)
+        return application
+
+    with BackgroundServer(app) as server, httpx.Client() as client:
+        yield client, server.url
 
 
 def test_run_stops_after_a_failed_list_create() -> None:
     spec = MockSpec()
-    destination = Destination("http://127.0.0.1:1", api_key=PARTNER_KEY)
-    with answering(401, {"error": "bad key"}) as client:
+    with answering(401, {"error": "bad key"}) as (client, url):
+        destination = Destination(url, api_key=PARTNER_KEY)
         results = run(client, destination, flow_steps(FlowMode.both, spec), spec)
     assert results[0].status == 401 and "unauthorized" in results[0].meaning
     assert all(o.extra.get("skipped") for o in results[1:])
@@ -145,8 +159,8 @@ def test_run_stops_after_a_failed_list_create() -> None:
 
 def test_run_fails_a_create_without_list_id_showing_the_body() -> None:
     spec = MockSpec()
-    destination = Destination("http://127.0.0.1:1", api_key=PARTNER_KEY)
-    with answering(200, {"created": True}) as client:
+    with answering(200, {"created": True}) as (client, url):
+        destination = Destination(url, api_key=PARTNER_KEY)
         results = run(client, destination, flow_steps(FlowMode.list, spec), spec)
     assert results[0].status == 200
     assert results[0].extra["passed"] is False
@@ -157,20 +171,21 @@ def test_run_fails_a_create_without_list_id_showing_the_body() -> None:
 
 
 def test_expect_makes_a_matching_non_2xx_pass_and_a_2xx_fail() -> None:
-    destination = Destination("http://127.0.0.1:1", api_key=PARTNER_KEY)
     spec = MockSpec(expect=404, list_id="L")
-    with answering(404) as client:
+    with answering(404) as (client, url):
+        destination = Destination(url, api_key=PARTNER_KEY)
         assert passed(run(client, destination, call_steps("list-add", spec), spec))
-    with answering(200) as client:
+    with answering(200) as (client, url):
+        destination = Destination(url, api_key=PARTNER_KEY)
         results = run(client, destination, call_steps("list-add", spec), spec)
     assert not passed(results)
     assert "(expected 404)" in results[0].meaning
 
 
 def test_send_describes_429_with_retry_after_and_latency() -> None:
-    destination = Destination("http://127.0.0.1:1", api_key=PARTNER_KEY)
-    request = plan(destination, call_steps("identify-batch", MockSpec()), MockSpec())[0]
-    with answering(429, {"error": "slow down"}, {"Retry-After": "7"}) as client:
+    with answering(429, {"error": "slow down"}, {"Retry-After": "7"}) as (client, url):
+        destination = Destination(url, api_key=PARTNER_KEY)
+        request = plan(destination, call_steps("identify-batch", MockSpec()), MockSpec())[0]
         outcome = send(client, destination, request, clock=fixed_clock())
     assert outcome.status == 429
     assert outcome.retry_after == "7"
