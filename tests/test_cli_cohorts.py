@@ -93,15 +93,47 @@ def test_download_unknown_cohort(cli, amplitude_server, tmp_path: Path) -> None:
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_download_gives_up_after_timeout(cli, amplitude_server_factory, tmp_path: Path) -> None:
+def test_download_gives_up_after_the_export_timeout(
+    cli, amplitude_server_factory, tmp_path: Path
+) -> None:
     server = amplitude_server_factory(export_polls=1000)
     cohort_id = make_cohort(cli, server, tmp_path, ["alice"])
     result = cli(
-        "cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv"), "--timeout", "0",
-        "--base-url", server.url,
+        "cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv"),
+        "--export-timeout", "0s", "--request-timeout", "10s", "--base-url", server.url,
     )  # fmt: skip
     assert result.exit_code == 1 and "not ready" in result.stderr
+    assert "deprecated" not in result.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_download_timeout_is_the_deprecated_export_wait(
+    cli, amplitude_server_factory, tmp_path: Path
+) -> None:
+    server = amplitude_server_factory(export_polls=1000)
+    cohort_id = make_cohort(cli, server, tmp_path, ["alice"])
+    args = ["cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv")]
+    result = cli(*args, "--timeout", "0", "--base-url", server.url)
+    assert result.exit_code == 1 and "not ready" in result.stderr
+    assert "--timeout` is deprecated" in result.stderr and "--export-timeout" in result.stderr
+    both = cli(*args, "--timeout", "0", "--export-timeout", "1m", "--base-url", server.url)
+    assert both.exit_code == 2 and "--export-timeout only" in both.stderr
+
+
+@pytest.mark.parametrize("output", ["table", "json"])
+def test_download_to_stdout(cli, amplitude_server, tmp_path: Path, output: str) -> None:
+    cohort_id = make_cohort(cli, amplitude_server, tmp_path, ["alice", "bob"])
+    result = cli(
+        "cohorts", "download", cohort_id, "-o", "-", "--ids-only", "--output", output,
+        "--base-url", amplitude_server.url,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.split()) == ["alice", "bob"]  # only the data on stdout
+    if output == "json":
+        summary = json.loads(result.stderr[result.stderr.index("{") :])
+        assert summary["file"] == "-" and summary["members_written"] == 2
+    else:
+        assert "members" in result.stderr
 
 
 def test_list_insecure_http_refused(cli) -> None:

@@ -27,8 +27,8 @@ from cohortctl.amplitude import (
     ExportPoll,
     connect,
 )
+from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.config import Config, amplitude_base_url, ensure_safe_url
-from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
 from cohortctl.ids import IdList, IdType, read_ids
 from cohortctl.render import OutputFormat, err, key_values, out, print_json
@@ -58,7 +58,7 @@ BaseUrl = Annotated[
 ]
 Timeout = Annotated[
     str,
-    typer.Option("--timeout", help="Give up on one HTTP request after this long: 30s, 2m."),
+    typer.Option("--timeout", metavar="DURATION", help=TIMEOUT_HELP),
 ]
 Retries = Annotated[
     int,
@@ -173,10 +173,7 @@ def open_client(
 
 def request_timeout(text: str) -> float:
     """Seconds of ``--timeout``; must be positive."""
-    seconds = parse_duration(text, option="--timeout")
-    if seconds <= 0:
-        raise InputError(f"--timeout must be positive, got {text!r}")
-    return seconds
+    return request_deadline(text)
 
 
 def load_ids(source: str, *, column: str | None, id_type: IdType) -> IdList:

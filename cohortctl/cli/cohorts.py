@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
+import shutil
+import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,12 +27,12 @@ from cohortctl.cli.amplitude_options import (
     open_client,
 )
 from cohortctl.cli.cohorts_reconcile import reconcile_command
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import TIMEOUT_HELP, AllowInsecureHttp, ConfigFile, Output, Profile
 from cohortctl.customer.cohorts import find_cohort
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
 from cohortctl.ids import IdType
-from cohortctl.render import OutputFormat, key_values, out, print_json, table
+from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
 
 app = typer.Typer(
     help="Read cohorts (list, show, download) and reconcile one with a file.",
@@ -157,7 +162,8 @@ def download(
         typer.Option(
             "--out",
             "-o",
-            help="File to write the members to (replaced when the download completes).",
+            help="File to write the members to (replaced when the download completes); "
+            "- writes them to stdout (the summary then goes to stderr).",
             dir_okay=False,
             show_default=False,
         ),
@@ -187,13 +193,27 @@ def download(
             show_default=False,
         ),
     ] = None,
-    wait: Annotated[
-        str,
-        typer.Option("--timeout", help="Give up if the export is not ready after this long."),
-    ] = "15m",
+    export_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--export-timeout",
+            metavar="DURATION",
+            help="Give up if the export is not ready after this long: 15m, 1h. [default: 15m]",
+            show_default=False,
+        ),
+    ] = None,
+    deprecated_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            metavar="DURATION",
+            help="Deprecated: the export wait, now --export-timeout (until the next release).",
+            show_default=False,
+        ),
+    ] = None,
     request_timeout: Annotated[
         str,
-        typer.Option("--request-timeout", help="Give up on one HTTP request after this long."),
+        typer.Option("--request-timeout", metavar="DURATION", help=TIMEOUT_HELP),
     ] = DEFAULT_TIMEOUT_TEXT,
     output: OutputLong = OutputFormat.table,
     region: Region = None,
@@ -203,12 +223,14 @@ def download(
     allow_insecure_http: AllowInsecureHttp = False,
     retries: Retries = DEFAULT_RETRIES,
 ) -> None:
-    """Export a cohort and write its members to --out: Amplitude's CSV, or ids only.
+    """Export a cohort and write its members to -o FILE (- for stdout): Amplitude's CSV, or
+    ids only.
 
     Starts an export (or resumes --request-id), polls its status with growing waits until
-    it is ready (at most --timeout), then downloads the file; a signed-URL redirect is
-    followed without sending the credentials there.
+    it is ready (at most --export-timeout), then downloads the file; a signed-URL redirect
+    is followed without sending the credentials there.
     """
+    wait = _export_wait(export_timeout, deprecated_timeout)
     if request_id is not None and (props or prop_keys):
         raise InputError(
             "--props/--prop-key apply when an export is requested; a resumed export "
@@ -217,25 +239,32 @@ def download(
     cfg, url = load_target(
         profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
     )
-    deadline = parse_duration(wait, option="--timeout")
+    to_stdout = str(out_file) == "-"
     with (
         open_client(cfg, url, timeout=request_timeout, retries=retries) as client,
         export_progress(cohort_id) as on_poll,
+        tempfile.TemporaryDirectory(prefix="cohortctl-") as scratch,
     ):
         result = download_cohort(
             client,
             cohort_id,
-            out_file,
+            Path(scratch) / "members" if to_stdout else out_file,
             ids_only=ids_only,
             amplitude_ids=id_type is IdType.amplitude,
             props=props,
             prop_keys=prop_keys or (),
-            timeout=deadline,
+            timeout=wait,
             on_poll=on_poll,
             request_id=request_id,
         )
+        if to_stdout:
+            with open(result.path, "rb") as members:
+                shutil.copyfileobj(members, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+            result = dataclasses.replace(result, path="-")
+    summary = err if to_stdout else out
     if output is OutputFormat.json:
-        print_json(
+        (_print_json_stderr if to_stdout else print_json)(
             {
                 "cohort_id": result.cohort_id,
                 "request_id": result.request_id,
@@ -260,7 +289,25 @@ def download(
         rows.append((f"{result.id_column} written", f"{result.members_written:,}"))
         rows.append((f"without {result.id_column}", f"{result.skipped_without_id:,}"))
     rows += [("bytes downloaded", f"{result.bytes:,}"), ("status polls", result.polls)]
-    out.print(key_values(rows))
+    summary.print(key_values(rows))
+
+
+def _print_json_stderr(data: Any) -> None:
+    sys.stderr.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _export_wait(export_timeout: str | None, deprecated_timeout: str | None) -> float:
+    """Seconds of the export wait: --export-timeout, or the deprecated --timeout (warned)."""
+    if deprecated_timeout is not None:
+        if export_timeout is not None:
+            raise InputError("give --export-timeout only: --timeout is its deprecated name")
+        err.print(
+            "warning: `cohorts download --timeout` is deprecated: it is the export wait, now "
+            "--export-timeout; in the next release --timeout will be the per-request deadline "
+            "(--request-timeout today)"
+        )
+        return parse_duration(deprecated_timeout, option="--timeout")
+    return parse_duration(export_timeout or "15m", option="--export-timeout")
 
 
 app.command("reconcile")(reconcile_command)

@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 
 from cohortctl import payloads
+from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.config import Config
 from cohortctl.destination import (
     DEFAULT_TIMEOUT,
@@ -106,7 +107,11 @@ ListIdPath = Annotated[
 Timeout = Annotated[
     float,
     typer.Option(
-        "--timeout", help="Seconds to wait for each answer.", min=0.001, rich_help_panel=PANEL
+        "--timeout",
+        parser=request_deadline,
+        metavar="DURATION",
+        help=TIMEOUT_HELP,
+        rich_help_panel=PANEL,
     ),
 ]
 

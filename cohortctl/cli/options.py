@@ -7,7 +7,26 @@ from typing import Annotated
 
 import typer
 
+from cohortctl.durations import parse_duration
+from cohortctl.errors import InputError
 from cohortctl.render import OutputFormat
+
+TIMEOUT_HELP = "Give up on one request after this long, connect to last byte: 10s, 2m or seconds."
+
+
+def request_deadline(value: str | float) -> float:
+    """Seconds of ``--timeout`` (the per-request deadline): ``10s``, ``2m`` or plain seconds.
+
+    Also the option's parser, so a default given as a number passes through unchanged.
+    """
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        seconds = parse_duration(value, option="--timeout")
+    if not seconds > 0:
+        raise InputError(f"--timeout must be positive, got {value!r}")
+    return seconds
+
 
 Profile = Annotated[
     str | None,
