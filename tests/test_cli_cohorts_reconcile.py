@@ -196,3 +196,14 @@ def test_download_timeout_says_how_to_resume(cli, amplitude_server_factory, tmp_
     )  # fmt: skip
     assert result.exit_code == 1 and "not ready" in result.stderr
     assert f"cohortctl cohorts download {cohort_id} --request-id" in result.stderr
+
+
+def test_reconcile_reads_stdin(cli, amplitude_server, tmp_path: Path) -> None:
+    cohort_id = make_cohort(cli, amplitude_server, tmp_path, ["a", "b"])
+    result = cli(
+        "cohorts", "reconcile", "-", "--cohort-id", cohort_id, "-o", "json",
+        "--base-url", amplitude_server.url, input="b\nz\n",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["file"]["source"] == "<stdin>"
+    assert amplitude_server.app[STORE_KEY].user_ids(cohort_id) == {"b", "z"}
