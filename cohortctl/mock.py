@@ -48,6 +48,7 @@ class FlowMode(str, Enum):
     list = "list"
     property = "property"
     both = "both"
+    webhook = "webhook"
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ import typer
 
 from cohortctl import mock, payloads
 from cohortctl.cli import destination_options as dest
+from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client
@@ -313,7 +314,7 @@ def flow(
         typer.Option(
             "--mode",
             help="list: create, add, remove; property: identify and identify-batch true/false; "
-            "both.",
+            "both; webhook: Cohort Webhook messages entering, then leaving.",
             case_sensitive=False,
         ),
     ] = mock.FlowMode.list,
@@ -342,6 +343,7 @@ def flow(
     identify_payload: dest.IdentifyPayload = None,
     batch_payload: dest.BatchPayload = None,
     var: dest.Var = None,
+    user_agent: wh.UserAgent = None,
     expect: Expect = None,
     dry_run: DryRun = False,
     har: Har = None,
@@ -354,10 +356,36 @@ def flow(
 
     list: list-create, list-add (every id), list-remove (the first id). property: identify
     true then false (the first id), identify-batch true (every id) then false (the first id).
+    webhook: one Cohort Webhook message per --batch-size ids entering (in_cohort true,
+    message_id ...::enter::N), then the first id leaving (...::exit::0), POSTed to --url
+    itself with your --header values (at most 5) and no Authorization.
     Either way every id ends in the cohort but the first. The flow stops after a list-create
     that gives no list id; the rest is shown as skipped.
     """
     cfg = Config.load(profile, path=config)
+    if mode is mock.FlowMode.webhook:
+        from cohortctl.cli import mock_webhook
+
+        destination = wh.webhook_destination(
+            cfg,
+            url=url,
+            path=None,
+            headers=header,
+            user_agent=user_agent,
+            timeout=timeout,
+            allow_insecure_http=allow_insecure_http,
+        )
+        mock_webhook.webhook_flow(
+            destination,
+            cohort_name,
+            cohort_id,
+            wh.read_users(ids_file, column, ids, wh.selection(None, False, False), mock.SAMPLE_IDS),
+            batch_size=batch_size,
+            expect=expect,
+            dry_run=dry_run,
+            output=output,
+        )
+        return
     spec = mock.MockSpec(
         cohort_name=cohort_name,
         cohort_id=cohort_id,
@@ -400,3 +428,9 @@ def flow(
         output=output,
         har=har,
     )
+
+
+# Registered last: mock_webhook reuses the option types above.
+from cohortctl.cli import mock_webhook  # noqa: E402
+
+app.command("webhook")(mock_webhook.webhook)

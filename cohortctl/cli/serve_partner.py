@@ -19,6 +19,7 @@ from cohortctl.cli.serve import (
     warn_if_exposed,
 )
 from cohortctl.cli.serve import app as serve_app
+from cohortctl.destination import build_headers
 from cohortctl.errors import InputError
 from cohortctl.render import err
 
@@ -189,6 +190,29 @@ def partner(
         ),
     ] = 30.0,
     allow_insecure_http: AllowInsecureHttp = False,
+    webhook_path: Annotated[
+        str,
+        typer.Option(
+            "--webhook-path",
+            help="Path taking Amplitude's Cohort Webhook messages (POST, default body).",
+        ),
+    ] = "/webhook",
+    webhook_header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook-header",
+            help="Header NAME:VALUE every webhook message must carry (missing 401, wrong "
+            "403), repeatable; its value is never printed.",
+            show_default=False,
+        ),
+    ] = None,
+    webhook_user_agent: Annotated[
+        str,
+        typer.Option(
+            "--webhook-user-agent",
+            help="User-Agent webhook messages must carry; 'any' accepts every one.",
+        ),
+    ] = "Amplitude/Webhook/1.0",
 ) -> None:
     """Run the reference partner endpoint that receives Amplitude's cohort sync.
 
@@ -198,6 +222,11 @@ def partner(
     (lists, memberships, traits) is kept in memory and logged to SQLite before each answer;
     GET /_cohortctl/state, /lists/{id}, /traits?key=K and /journal show it without auth (a
     local test receiver).
+
+    Cohort Webhooks on --webhook-path (default /webhook): every field and header checked,
+    membership and properties kept per cohort (in memory), a repeated message_id
+    acknowledged but applied once (409 when its body differs); GET /_cohortctl/webhooks,
+    /webhooks/cohorts/{cohortId} and /webhooks/journal show them.
 
     Prints the base URL on stdout (and nothing else), diagnostics on stderr, and serves
     until Ctrl-C. Faults for testing senders: --fail-rate, --reset-rate, --delay-ms,
@@ -252,6 +281,11 @@ def partner(
         accept_any_key=accept_any_key,
         accept_bad_bodies=accept_bad_bodies,
         never_404=never_404,
+        webhook_path=_webhook_path(webhook_path),
+        webhook_user_agent=None
+        if webhook_user_agent.strip().lower() == "any"
+        else webhook_user_agent,
+        webhook_headers=build_headers(webhook_header or []),
     )
     receiver = create_app(settings)
 
@@ -316,3 +350,10 @@ def _forward(
 
 
 serve_app.command("partner")(partner)
+
+
+def _webhook_path(path: str) -> str:
+    path = path.strip()
+    if not path.startswith("/") or path.startswith("/_cohortctl/"):
+        raise InputError(f"--webhook-path must start with / (and not /_cohortctl/), got {path!r}")
+    return path

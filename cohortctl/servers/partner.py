@@ -6,6 +6,8 @@ Routes (the default paths of both sync modes)::
     POST /lists/{listId}/add     {"userIds", "context"}    -> 200 {"listId", "added", "size"}
     POST /lists/{listId}/remove  {"userIds", "context"}    -> 200 {"listId", "removed", "size"}
     POST /identify, POST /batch  identify or {"batch": []} -> 200 {"updated"}
+    POST /webhook                Amplitude's Cohort Webhook body (``--webhook-path``; see
+                                 ``partner_webhooks``) -> 200 {"ok", "message_id", ...}
 
 Creating a list whose name already exists returns the existing list (a repeated first sync
 leaves no orphan). Every request goes through, in this order: injected delay, injected
@@ -23,6 +25,9 @@ Read-only views for tests and people, without auth (this is a local test receive
     GET  /_cohortctl/traits?key=K       {"key", "true": [...], "false": [...]}
     GET  /_cohortctl/journal?limit=N    {"requests": [...]}, newest last, no credentials
     GET  /_cohortctl/ui                 the inspector page, polling /_cohortctl/inspect?since=ID
+    GET  /_cohortctl/webhooks           webhook cohorts with sizes, messages, counters
+    GET  /_cohortctl/webhooks/cohorts/{cohortId}   {"members": [sorted], "properties": {...}}
+    GET  /_cohortctl/webhooks/journal?limit=N      {"messages": [...]}: message_id, sha256
     POST /_cohortctl/reset              forget all state
 """
 
@@ -36,6 +41,7 @@ import hmac
 import json
 import math
 import random
+import re
 import socket
 import struct
 import time
@@ -60,6 +66,16 @@ from cohortctl.servers.partner_validation import (
     validate_list_create,
     validate_list_members,
 )
+from cohortctl.servers.partner_webhooks import (
+    DEFAULT_PATH as DEFAULT_WEBHOOK_PATH,
+)
+from cohortctl.servers.partner_webhooks import (
+    EXPECTED_USER_AGENT,
+    WebhookRefused,
+    WebhookState,
+    check_headers,
+    validate_webhook,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AuthMode = Literal["basic", "header", "bearer", "any", "none"]
@@ -69,6 +85,13 @@ ADMIN_PREFIX = "/_cohortctl/"
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
 UNKNOWN_USERS_SHOWN = 5
 _NOT_FOUND = ("unknown list", "unknown users")
+_LOOSE_MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([^"\\]{1,200})"')
+
+
+def _loose_message_id(raw: bytes) -> str | None:
+    """The message_id of a body that may not be valid (for the webhook journal)."""
+    found = _LOOSE_MESSAGE_ID.search(raw[:65536])
+    return found.group(1).decode("utf-8", "replace") if found else None
 
 
 def _no_constants(name: str) -> Any:
@@ -107,8 +130,13 @@ class ReceiverSettings:
     accept_any_key: bool = False
     accept_bad_bodies: bool = False
     never_404: bool = False
+    webhook_path: str = DEFAULT_WEBHOOK_PATH
+    webhook_user_agent: str | None = EXPECTED_USER_AGENT
+    webhook_headers: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        if not self.webhook_path.startswith("/") or self.webhook_path.startswith(ADMIN_PREFIX):
+            raise ValueError(f"webhook_path must start with / (not {ADMIN_PREFIX})")
         if self.known_users is not None and not isinstance(self.known_users, frozenset):
             users: Iterable[str] = self.known_users
             object.__setattr__(self, "known_users", frozenset(users))
@@ -177,6 +205,10 @@ class _Answer(Exception):
         self.reason = reason
         self.headers = headers
         self.users = users
+
+
+class _NotedAnswer(_Answer):
+    """An answer of the webhook handler, already in the webhook journal."""
 
 
 def _invalid(field_name: str, reason: str) -> _Answer:
@@ -254,6 +286,7 @@ class Receiver:
     clock: Callable[[], float] = time.monotonic
     rng: random.Random = field(init=False)
     inspector: Inspector = field(default_factory=Inspector)
+    webhooks: WebhookState = field(default_factory=WebhookState)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.settings.seed)
@@ -312,9 +345,7 @@ class Receiver:
             response_body=answer if isinstance(answer, bytes) else b"",
             error=reason if reset else None,
             at=at,
-            credentials=tuple(
-                (k, v) for k, v in request.headers.items() if is_sensitive_header(k)
-            ),
+            credentials=tuple((k, v) for k, v in request.headers.items() if is_sensitive_header(k)),
         )
 
     async def _checked(
@@ -333,6 +364,7 @@ class Receiver:
                 await asyncio.sleep(settings.delay_ms / 1000)
             if settings.reset_rate and self.rng.random() < settings.reset_rate:
                 await self._store().record(entry, None, "connection reset (injected)")
+                await self._note_webhook(request, None, "connection reset (injected)")
                 _reset_connection(request)
                 # never sent: the transport is gone
                 return web.Response(status=599), "connection reset (injected)"
@@ -352,7 +384,7 @@ class Receiver:
                         "rate limited",
                         headers={"Retry-After": str(retry_after)},
                     )
-            if settings.checks_auth:
+            if settings.checks_auth and request.path != settings.webhook_path:
                 problem = _auth_problem(request, settings)
                 if problem is not None:
                     headers = None
@@ -377,6 +409,8 @@ class Receiver:
         accepted = self._accepted_anyway(answer)
         if accepted is not None:
             answer = accepted
+        if not isinstance(answer, _NotedAnswer):
+            await self._note_webhook(request, answer.status, answer.reason)
         entry = Entry(entry.method, entry.path, answer.users, request.content_length or 0, entry.at)
         try:
             await self._store().record(entry, answer.status, answer.reason)
@@ -384,6 +418,13 @@ class Receiver:
             answer = _storage_failure(exc)
         response = web.json_response(answer.body, status=answer.status, headers=answer.headers)
         return response, answer.reason
+
+    async def _note_webhook(self, request: web.Request, status: int | None, reason: str) -> None:
+        """Journal a webhook attempt answered before its handler (faults, rate limit)."""
+        if request.path != self.settings.webhook_path:
+            return
+        raw = await request.read()
+        self.webhooks.note(status, reason, raw, _loose_message_id(raw))
 
     def _accepted_anyway(self, answer: _Answer) -> _Answer | None:
         """With a contract-breaking switch, the 200 that replaces a 400 or 404 answer."""
@@ -474,6 +515,40 @@ class Receiver:
         count = await self._store().set_traits(updates, entry)
         return web.json_response({"updated": count})
 
+    async def webhook(self, request: web.Request) -> web.StreamResponse:
+        """``POST /webhook``: one Cohort Webhook message, applied once per ``message_id``."""
+        raw = await request.read()
+        settings = self.settings
+        state = self.webhooks
+        try:
+            check_headers(
+                request.headers,
+                user_agent=settings.webhook_user_agent,
+                required=settings.webhook_headers,
+            )
+            try:
+                body = _DECODER.decode(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError) as exc:
+                raise InvalidPayload("(body)", f"not valid JSON: {exc}") from None
+            except RecursionError:
+                raise InvalidPayload("(body)", "not valid JSON: nested too deeply") from None
+            message = validate_webhook(body)
+        except WebhookRefused as refused:
+            state.note(refused.status, refused.reason, raw, _loose_message_id(raw))
+            raise _NotedAnswer(refused.status, refused.body, refused.reason) from None
+        except InvalidPayload as exc:
+            invalid = _invalid(exc.field, exc.reason)
+            state.note(400, invalid.reason, raw, _loose_message_id(raw))
+            raise _NotedAnswer(400, invalid.body, invalid.reason) from None
+        status, answer, reason = state.apply(message, raw)
+        state.note(status, reason, raw, message.message_id)
+        users = len(message.users)
+        if status != 200:
+            raise _NotedAnswer(status, answer, reason, users=users)
+        entry = Entry(request.method, request.path, users, len(raw), time.time())
+        await self._store().record(entry, status, reason)
+        return web.json_response(answer)
+
     # --- read-only views (no auth: a local test receiver) ---------------------------------------
 
     async def health(self, request: web.Request) -> web.StreamResponse:
@@ -533,8 +608,30 @@ class Receiver:
         """``GET /_cohortctl/ui``: the inspector page (live, by polling ``inspect``)."""
         return web.Response(body=page(), content_type="text/html", charset="utf-8")
 
+    async def webhook_state(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_cohortctl/webhooks``."""
+        return web.json_response(self.webhooks.view())
+
+    async def webhook_cohort(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_cohortctl/webhooks/cohorts/{cohortId}``."""
+        cohort_id = request.match_info["cohort_id"]
+        data = self.webhooks.cohort(cohort_id)
+        if data is None:
+            return web.json_response(
+                {"error": "unknown cohort", "cohort_id": cohort_id}, status=404
+            )
+        return web.json_response(data)
+
+    async def webhook_journal(self, request: web.Request) -> web.StreamResponse:
+        """``GET /_cohortctl/webhooks/journal?limit=N``: the last N webhook requests."""
+        text = request.query.get("limit", "100")
+        if not text.isdigit():
+            return web.json_response({"error": "limit must be a whole number"}, status=400)
+        return web.json_response({"messages": self.webhooks.last(int(text))})
+
     async def reset(self, request: web.Request) -> web.StreamResponse:
         """``POST /_cohortctl/reset``: forget every list, trait, journal entry and counter."""
+        self.webhooks.clear()
         await self._store().clear()
         return web.json_response({"ok": True})
 
@@ -556,6 +653,7 @@ def create_app(
     app.router.add_post("/lists/{list_id}/remove", receiver.remove_members)
     app.router.add_post("/identify", receiver.identify)
     app.router.add_post("/batch", receiver.identify)
+    app.router.add_post(settings.webhook_path, receiver.webhook)
     app.router.add_get("/_cohortctl/health", receiver.health)
     app.router.add_get("/_cohortctl/state", receiver.state)
     app.router.add_get("/_cohortctl/lists/{list_id}", receiver.list_view)
@@ -563,6 +661,9 @@ def create_app(
     app.router.add_get("/_cohortctl/journal", receiver.journal)
     app.router.add_get("/_cohortctl/inspect", receiver.inspect)
     app.router.add_get("/_cohortctl/ui", receiver.ui)
+    app.router.add_get("/_cohortctl/webhooks", receiver.webhook_state)
+    app.router.add_get("/_cohortctl/webhooks/cohorts/{cohort_id}", receiver.webhook_cohort)
+    app.router.add_get("/_cohortctl/webhooks/journal", receiver.webhook_journal)
     app.router.add_post("/_cohortctl/reset", receiver.reset)
     app[RECEIVER_KEY] = receiver
     app.on_startup.append(receiver.open)

@@ -1,0 +1,104 @@
+"""Options of webhook mode shared by ``mock webhook``, ``mock flow``, ``sync`` and ``check``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cohortctl.cli import destination_options as dest
+from cohortctl.config import Config
+from cohortctl.destination import DEFAULT_TIMEOUT
+from cohortctl.errors import InputError
+from cohortctl.ids import read_ids
+from cohortctl.partner.webhooks.freemarker import WebhookTemplate
+from cohortctl.partner.webhooks.messages import users_of
+from cohortctl.partner.webhooks.payload import User, WebhookDestination
+from cohortctl.sync.properties import PropertySelection, read_properties
+
+PANEL = "Cohort Webhooks (--mode webhook)"
+
+UserAgent = Annotated[
+    str | None,
+    typer.Option(
+        "--user-agent",
+        help="User-Agent of webhook messages [default: Amplitude/Webhook/1.0, as Amplitude].",
+        show_default=False,
+        rich_help_panel=PANEL,
+    ),
+]
+Property = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--property",
+        help="CSV snapshot column sent as a user property, repeatable (at most 50).",
+        show_default=False,
+        rich_help_panel=PANEL,
+    ),
+]
+AllProperties = Annotated[
+    bool,
+    typer.Option(
+        "--all-properties",
+        help="Send every other column of the CSV snapshot as a user property.",
+        rich_help_panel=PANEL,
+    ),
+]
+TypedProperties = Annotated[
+    bool,
+    typer.Option(
+        "--typed-properties",
+        help="Read numbers and true/false in property columns as JSON numbers and booleans "
+        "[default: strings].",
+        rich_help_panel=PANEL,
+    ),
+]
+
+
+def selection(names: list[str] | None, everything: bool, typed: bool) -> PropertySelection:
+    """The ``--property``/``--all-properties``/``--typed-properties`` choice."""
+    return PropertySelection(tuple(n.strip() for n in names or [] if n.strip()), everything, typed)
+
+
+def webhook_destination(
+    cfg: Config,
+    *,
+    url: str | None,
+    path: str | None,
+    headers: list[str] | None,
+    user_agent: str | None,
+    timeout: float = DEFAULT_TIMEOUT,
+    payload: Path | None = None,
+    allow_insecure_http: bool = False,
+) -> WebhookDestination:
+    """The webhook URL (``--url``, env COHORTCTL_PARTNER_URL, profile) and its headers."""
+    resolved = cfg.require("partner_url", url, flag_name="--url")
+    template = WebhookTemplate.from_file(str(payload)) if payload is not None else None
+    return WebhookDestination.from_options(
+        str(resolved),
+        path=path,
+        headers=headers or [],
+        user_agent=user_agent,
+        timeout=timeout,
+        template=template,
+        allow_insecure_http=allow_insecure_http,
+    )
+
+
+def read_users(
+    ids_file: Path | None,
+    column: str | None,
+    ids: list[str] | None,
+    chosen: PropertySelection,
+    default: tuple[str, ...],
+) -> list[User]:
+    """The users of a message from ``--ids``/``--id``, with the selected properties."""
+    if chosen.active and ids_file is None:
+        raise InputError("--property and --all-properties read a CSV snapshot: give --ids FILE")
+    user_ids = dest.read_user_ids(ids_file, column, ids) or default
+    properties = {}
+    if chosen.active and ids_file is not None:
+        id_column = read_ids(str(ids_file), column=column).stats.column
+        properties = read_properties(str(ids_file), id_column, chosen)
+    return users_of(user_ids, properties)

@@ -1,0 +1,193 @@
+"""Amplitude's Cohort Webhook requests: the default body, the headers, the destination (part C).
+
+Every request is a ``POST`` of one batch of users entering or leaving one cohort::
+
+    {"cohort_name": "My Test Cohort", "cohort_id": "7khm89cz", "in_cohort": true,
+     "computed_time": "1692206763",
+     "message_id": "9baaa88f-9d46-4ee5-a946-be0c6aea0046::enter::0",
+     "users": [{"user_id": "user_one@example.com", "user_properties": {"plan": "pro"}}]}
+
+``computed_time`` (Unix seconds as a string) and the uuid of ``message_id`` are one value per
+sync run; the number after ``enter``/``exit`` counts the batches of that direction from 0. A
+retry sends the same bytes. Headers: ``Content-Type: application/json``, ``User-Agent:
+Amplitude/Webhook/1.0`` and at most five custom headers, which are the only "auth" a webhook
+has: their values are treated as secrets (never shown, stored or reported).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from cohortctl.config import ensure_safe_url, redact
+from cohortctl.destination import DEFAULT_TIMEOUT, build_headers, redact_url
+from cohortctl.errors import InputError
+from cohortctl.http.settings import WEBHOOK_USER_AGENT
+from cohortctl.partner.webhooks.freemarker import WebhookTemplate
+
+ENTER = "enter"
+EXIT = "exit"
+MAX_HEADERS = 5  # Amplitude's Cohort Webhook destination takes at most five custom headers
+MAX_PROPERTIES = 50  # user properties Amplitude sends per user, at most
+DEFAULT_BATCH_SIZE = 1000
+CALL = "webhook"
+MESSAGE_ID = re.compile(
+    r"^(?P<uuid>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+    r"::(?P<direction>enter|exit)::(?P<batch>0|[1-9][0-9]*)$"
+)
+_SCRUB_MIN = 4
+
+User = tuple[str, Mapping[str, Any] | None]
+"""One user of a message: the user id and the selected user properties (None: none)."""
+
+
+def message_id(run_uuid: str, *, entering: bool, batch: int) -> str:
+    """``{uuid}::enter|exit::{batch}``: the id a receiver de-duplicates retries by."""
+    return f"{run_uuid}::{ENTER if entering else EXIT}::{batch}"
+
+
+@dataclass(frozen=True)
+class WebhookRun:
+    """The values shared by every message of one sync run: the uuid and the computed time."""
+
+    uuid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    computed_time: str = field(default_factory=lambda: str(int(time.time())))
+
+    def message_id(self, *, entering: bool, batch: int) -> str:
+        """The message id of batch ``batch`` of one direction."""
+        return message_id(self.uuid, entering=entering, batch=batch)
+
+
+def webhook_body(
+    cohort_name: str,
+    cohort_id: str,
+    *,
+    in_cohort: bool,
+    computed_time: str,
+    message_id: str,
+    users: Sequence[User],
+) -> dict[str, Any]:
+    """The default body of one message (``user_properties`` only for users that have some)."""
+    listed: list[dict[str, Any]] = []
+    for user_id, properties in users:
+        entry: dict[str, Any] = {"user_id": user_id}
+        if properties:
+            entry["user_properties"] = dict(properties)
+        listed.append(entry)
+    return {
+        "cohort_name": cohort_name,
+        "cohort_id": cohort_id,
+        "in_cohort": in_cohort,
+        "computed_time": computed_time,
+        "message_id": message_id,
+        "users": listed,
+    }
+
+
+def encode(body: Any) -> bytes:
+    """The bytes of a body as sent: compact JSON, UTF-8."""
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def webhook_url(url: str, path: str | None = None) -> str:
+    """The webhook URL itself, ``path`` (when given) appended to its path."""
+    if not path:
+        return url
+    if "://" in path:
+        return path
+    parts = urlsplit(url)
+    extra, _, query = path.partition("?")
+    joined = parts.path.rstrip("/") + "/" + extra.lstrip("/")
+    query = "&".join(q for q in (parts.query, query) if q)
+    return urlunsplit((parts.scheme, parts.netloc, joined, query, ""))
+
+
+@dataclass(frozen=True)
+class WebhookDestination:
+    """A Cohort Webhook endpoint: its URL, custom headers, User-Agent, template and timeout."""
+
+    url: str
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    user_agent: str = WEBHOOK_USER_AGENT
+    timeout: float = DEFAULT_TIMEOUT
+    template: WebhookTemplate | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout <= 0:
+            raise InputError(f"--timeout must be more than 0 seconds, got {self.timeout}")
+        if len(self.headers) > MAX_HEADERS:
+            raise InputError(
+                f"{len(self.headers)} --header values: Amplitude's Cohort Webhooks send at most "
+                f"{MAX_HEADERS} custom headers"
+            )
+        if not self.user_agent.strip() or any(c in self.user_agent for c in "\r\n\0"):
+            raise InputError("--user-agent must be one line of text")
+
+    @classmethod
+    def from_options(
+        cls,
+        url: str,
+        *,
+        path: str | None = None,
+        headers: Sequence[str] = (),
+        user_agent: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        template: WebhookTemplate | None = None,
+        allow_insecure_http: bool = False,
+    ) -> WebhookDestination:
+        """Parse ``--header`` values and check the URL (custom headers count as credentials)."""
+        parsed = build_headers(headers)
+        destination = cls(
+            webhook_url(url.strip(), path),
+            parsed,
+            user_agent or WEBHOOK_USER_AGENT,
+            timeout,
+            template,
+        )
+        ensure_safe_url(
+            redact_url(destination.url),
+            allow_insecure_http=allow_insecure_http or not parsed,
+            what="webhook headers",
+        )
+        return destination
+
+    def request_headers(self) -> dict[str, str]:
+        """Every header of a request: JSON content type, User-Agent, then the custom ones."""
+        headers = {"Content-Type": "application/json", "User-Agent": self.user_agent}
+        for name, value in self.headers:
+            for existing in [k for k in headers if k.lower() == name.lower()]:
+                del headers[existing]
+            headers[name] = value
+        return headers
+
+    def redacted_headers(self, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+        """The request headers as they may be shown: every custom header's value hidden."""
+        custom = {name.lower() for name, _ in self.headers}
+        return {
+            name: redact(value) if name.lower() in custom else value
+            for name, value in (headers or self.request_headers()).items()
+        }
+
+    def secrets(self) -> list[str]:
+        """The custom header values: a webhook's only credentials."""
+        return [value for _, value in self.headers if value]
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every custom header value replaced by a redaction marker."""
+        for secret in sorted(self.secrets(), key=len, reverse=True):
+            if len(secret) >= _SCRUB_MIN:
+                text = text.replace(secret, redact(secret))
+        return text
+
+    def render(self, body: Mapping[str, Any]) -> tuple[bytes, Any]:
+        """The bytes and JSON of a request for the default ``body`` (through the template)."""
+        if self.template is None:
+            return encode(body), body
+        text, rendered = self.template.render(body)
+        return text.encode("utf-8"), rendered

@@ -1,0 +1,206 @@
+"""Cohort Webhooks: the default body, ``mock webhook``, ``mock flow --mode webhook`` and the
+embedded receiver's /webhook route, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cohortctl.errors import InputError
+from cohortctl.partner.webhooks.payload import (
+    MESSAGE_ID,
+    WebhookDestination,
+    WebhookRun,
+    encode,
+    webhook_body,
+    webhook_url,
+)
+from cohortctl.servers.partner_validation import InvalidPayload
+from cohortctl.servers.partner_webhooks import validate_webhook
+from tests.conftest import RunCli
+from tests.partner_fixtures import PartnerFactory
+
+HOOK_SECRET = "hook-secret-value-123"
+RUN_UUID = "9baaa88f-9d46-4ee5-a946-be0c6aea0046"
+
+
+def _state(url: str, cohort_id: str) -> dict[str, Any]:
+    answer = httpx.get(f"{url}/_cohortctl/webhooks/cohorts/{cohort_id}")
+    assert answer.status_code == 200, answer.text
+    data: dict[str, Any] = answer.json()
+    return data
+
+
+def _journal(url: str) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = httpx.get(
+        f"{url}/_cohortctl/webhooks/journal?limit=100000"
+    ).json()["messages"]
+    return messages
+
+
+def _body(**changes: Any) -> dict[str, Any]:
+    body = webhook_body(
+        "My Test Cohort",
+        "7khm89cz",
+        in_cohort=True,
+        computed_time="1692206763",
+        message_id=f"{RUN_UUID}::enter::0",
+        users=[("user_one@example.com", {"plan": "pro"}), ("u2", None)],
+    )
+    body.update(changes)
+    return body
+
+
+HEADERS = {"Content-Type": "application/json", "User-Agent": "Amplitude/Webhook/1.0"}
+
+
+def test_default_body_is_exactly_part_c() -> None:
+    assert encode(_body()) == (
+        b'{"cohort_name":"My Test Cohort","cohort_id":"7khm89cz","in_cohort":true,'
+        b'"computed_time":"1692206763","message_id":"9baaa88f-9d46-4ee5-a946-be0c6aea0046'
+        b'::enter::0","users":[{"user_id":"user_one@example.com","user_properties":'
+        b'{"plan":"pro"}},{"user_id":"u2"}]}'
+    )
+    run = WebhookRun()
+    assert MESSAGE_ID.match(run.message_id(entering=False, batch=12))
+    assert run.message_id(entering=True, batch=3).endswith("::enter::3")
+    assert run.computed_time.isdigit()
+
+
+def test_headers_url_and_the_five_header_limit() -> None:
+    dest = WebhookDestination.from_options(
+        "http://127.0.0.1:9/hook?x=1", path="/extra", headers=["X-Secret: abcd1234"]
+    )
+    assert dest.url == "http://127.0.0.1:9/hook/extra?x=1"
+    assert dest.request_headers() == {**HEADERS, "X-Secret": "abcd1234"}
+    assert "abcd1234" not in json.dumps(dest.redacted_headers())
+    assert webhook_url("https://example.com/webhook") == "https://example.com/webhook"
+    with pytest.raises(InputError, match="at most 5 custom headers"):
+        WebhookDestination.from_options(
+            "http://127.0.0.1:9/", headers=[f"X-H{i}: v" for i in range(6)]
+        )
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"in_cohort": "true"}, "in_cohort"),
+        ({"computed_time": 1692206763}, "computed_time"),
+        ({"message_id": "abc::enter::0"}, "message_id"),
+        ({"message_id": f"{RUN_UUID}::exit::0"}, "message_id"),
+        ({"users": []}, "users"),
+        ({"users": [{"user_id": ""}]}, "users[0].user_id"),
+        ({"users": [{"user_id": "a", "traits": {}}]}, "users[0].traits"),
+        ({"users": [{"user_id": "a"}, {"user_id": "a"}]}, "users[1].user_id"),
+        (
+            {"users": [{"user_id": "a", "user_properties": {"k": [1]}}]},
+            "users[0].user_properties.k",
+        ),
+        ({"extra": 1}, "extra"),
+    ],
+)
+def test_receiver_validation_names_the_field(change: dict[str, Any], field: str) -> None:
+    with pytest.raises(InvalidPayload) as caught:
+        validate_webhook(_body(**change))
+    assert caught.value.field == field
+
+
+def test_receiver_applies_once_acknowledges_duplicates_and_409s_conflicts(
+    partner_server_factory: PartnerFactory,
+) -> None:
+    server = partner_server_factory(webhook_headers=(("X-Hook-Secret", HOOK_SECRET),))
+    url = f"{server.url}/webhook"
+    good = {**HEADERS, "X-Hook-Secret": HOOK_SECRET}
+    raw = encode(_body())
+    first = httpx.post(url, content=raw, headers=good)
+    assert first.status_code == 200 and first.json()["entered"] == 2
+    again = httpx.post(url, content=raw, headers=good)
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    other = encode(_body(users=[{"user_id": "someone-else"}]))
+    conflict = httpx.post(url, content=other, headers=good)
+    assert conflict.status_code == 409
+    assert httpx.post(url, content=raw, headers=HEADERS).status_code == 401
+    wrong = {**good, "X-Hook-Secret": "nope"}
+    assert httpx.post(url, content=raw, headers=wrong).status_code == 403
+    bad_agent = {**good, "User-Agent": "curl/8"}
+    assert httpx.post(url, content=raw, headers=bad_agent).status_code == 400
+    assert httpx.post(url, content=b"not json", headers=good).status_code == 400
+    state = _state(server.url, "7khm89cz")
+    assert state["members"] == ["u2", "user_one@example.com"]
+    assert state["properties"] == {"user_one@example.com": {"plan": "pro"}}
+    journal = _journal(server.url)
+    assert [m["status"] for m in journal] == [200, 200, 409, 401, 403, 400, 400]
+    assert journal[0]["sha256"] == hashlib.sha256(raw).hexdigest() == journal[1]["sha256"]
+    leave = encode(
+        _body(in_cohort=False, message_id=f"{RUN_UUID}::exit::0", users=[{"user_id": "u2"}])
+    )
+    assert httpx.post(url, content=leave, headers=good).json()["left"] == 1
+    assert _state(server.url, "7khm89cz")["members"] == ["user_one@example.com"]
+
+
+def test_mock_webhook_sends_members_with_properties(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    server = partner_server_factory(webhook_headers=(("X-Hook-Secret", HOOK_SECRET),))
+    snapshot = tmp_path / "cohort.csv"
+    snapshot.write_text("user_id,plan,seats,beta\nu1,pro,12,true\nu2,free,1,false\nu3,,,\n")
+    result = cli(
+        "mock", "webhook", "--url", f"{server.url}/webhook", "-H", f"X-Hook-Secret:{HOOK_SECRET}",
+        "--ids", str(snapshot), "--all-properties", "--typed-properties", "--batch-size", "2",
+        "-o", "json",
+        env={"HOOK": HOOK_SECRET},
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert HOOK_SECRET not in result.output
+    data = json.loads(result.stdout)
+    ids = [r["extra"]["message_id"] for r in data["results"]]
+    assert [i.rsplit("::", 2)[1:] for i in ids] == [["enter", "0"], ["enter", "1"]]
+    assert len({i.split("::")[0] for i in ids}) == 1
+    state = _state(server.url, mock_cohort := "cohortctl_mock_1")
+    assert state["members"] == ["u1", "u2", "u3"], mock_cohort
+    assert state["properties"] == {
+        "u1": {"plan": "pro", "seats": 12, "beta": True},
+        "u2": {"plan": "free", "seats": 1, "beta": False},
+    }
+    left = cli("mock", "webhook", "--url", f"{server.url}/webhook", "--not-member", "--id", "u1",
+               "-H", f"X-Hook-Secret:{HOOK_SECRET}")  # fmt: skip
+    assert left.exit_code == 0, left.output
+    assert _state(server.url, "cohortctl_mock_1")["members"] == ["u2", "u3"]
+
+
+def test_mock_webhook_dry_run_template_and_errors(cli: RunCli, tmp_path: Path) -> None:
+    template = tmp_path / "hook.ftl"
+    template.write_text(
+        '{"who": [<#list input.users as u>"${u.user_id?json_string}"<#sep>,</#list>],\n'
+        ' "in": ${input.in_cohort?c}}\n'
+    )
+    shown = cli(
+        "mock", "webhook", "--url", "http://127.0.0.1:9/hook", "--payload", str(template),
+        "--id", "a", "--id", 'b"q', "--dry-run", "-o", "json", "-H", f"X-Secret:{HOOK_SECRET}",
+    )  # fmt: skip
+    assert shown.exit_code == 0, shown.output
+    request = json.loads(shown.stdout)["requests"][0]
+    assert request["body"] == {"who": ["a", 'b"q'], "in": True}
+    assert request["headers"]["User-Agent"] == "Amplitude/Webhook/1.0"
+    assert "Authorization" not in request["headers"]
+    assert HOOK_SECRET not in shown.output
+    six = [arg for i in range(6) for arg in ("-H", f"X-H{i}:v")]
+    too_many = cli("mock", "webhook", "--url", "http://127.0.0.1:9/", "--dry-run", *six)
+    assert too_many.exit_code == 2 and "at most 5" in too_many.output
+    bad = tmp_path / "bad.ftl"
+    bad.write_text('{"a": 1}\n<#assign x = 2>\n')
+    refused = cli("mock", "webhook", "--url", "http://127.0.0.1:9/", "--payload", str(bad))
+    assert refused.exit_code == 2 and "bad.ftl:2: <#assign> is not supported" in refused.output
+
+
+def test_mock_flow_webhook_mode(cli: RunCli, partner_server_factory: PartnerFactory) -> None:
+    server = partner_server_factory()
+    result = cli("mock", "flow", "--mode", "webhook", "--url", f"{server.url}/webhook",
+                 "--id", "a", "--id", "b", "--id", "c", "-o", "json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _state(server.url, "cohortctl_mock_1")["members"] == ["b", "c"]
