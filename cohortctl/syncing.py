@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import re
 import sqlite3
@@ -585,16 +586,22 @@ def _deliver_diff(
     enter_call, leave_call = settings.calls()
     enter_key, leave_key = _key_prefixes(settings)
 
+    confirmer = state.confirmer()
+
     def batches() -> Iterator[Batch]:
-        yield from requests.batches(enter_plan, enter_call, list_id, key_prefix=enter_key)
-        yield from requests.batches(leave_plan, leave_call, list_id, key_prefix=leave_key)
+        for batch in itertools.chain(
+            requests.batches(enter_plan, enter_call, list_id, key_prefix=enter_key),
+            requests.batches(leave_plan, leave_call, list_id, key_prefix=leave_key),
+        ):
+            if confirmer.error is not None:
+                return  # the state cannot record confirmations (disk full): send no more
+            yield batch
 
     done = [0, 0]  # users confirmed, indexed by op: REMOVE (0), ADD (1)
     total = len(diff.entered) + len(diff.left)
     hooks.phase(f"sending {total:,} users in {enter_plan.count + leave_plan.count:,} requests")
     status = OK
     report: DeliveryReport
-    confirmer = state.confirmer()
     try:
         confirm = confirmer.confirm
 

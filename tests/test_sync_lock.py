@@ -217,3 +217,14 @@ def test_lock_timeout_is_a_duration(tmp_path: Path, partner_server: BackgroundSe
     proc = _sync(snapshot, partner_server.url, tmp_path / "s.sqlite", "c7", "--lock-timeout", "x")
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 2 and "--lock-timeout" in stderr
+
+
+def test_every_spelling_of_one_state_file_shares_its_locks(tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    state.write_bytes(b"")
+    link = tmp_path / "link.sqlite"
+    link.symlink_to(state)
+    with lock.acquire(state, "k"), pytest.raises(Busy):
+        lock.acquire(link, "k")
+    with lock.acquire(tmp_path / "." / "state.sqlite", "k"):
+        pass

@@ -53,8 +53,10 @@ class Holder:
 
 
 def lock_dir(state_path: Path) -> Path:
-    """The directory holding the lock files of ``state_path``."""
-    return state_path.with_name(state_path.name + ".locks")
+    """The directory holding the lock files of ``state_path`` (symlinks resolved, so every
+    spelling of one state file shares its locks)."""
+    real = state_path.resolve()
+    return real.with_name(real.name + ".locks")
 
 
 def lock_path(state_path: Path, key: str) -> Path:
