@@ -643,13 +643,17 @@ def connect(
 
     ``base_url`` must already be checked with :func:`cohortctl.config.ensure_safe_url`.
     """
-    http = httpx.Client(
-        base_url=base_url,
-        auth=httpx.BasicAuth(api_key, secret_key),
-        timeout=timeout,
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        follow_redirects=False,
-        transport=transport,
+    from cohortctl.http.observed import observed
+
+    http = observed(
+        httpx.Client(
+            base_url=base_url,
+            auth=httpx.BasicAuth(api_key, secret_key),
+            timeout=timeout,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            follow_redirects=False,
+            transport=transport,
+        )
     )
     return AmplitudeClient(
         http, retry=retry, sleep=sleep, poll_delay=poll_delay, poll_max_delay=poll_max_delay

@@ -150,3 +150,53 @@ def test_bad_har_files_are_one_line_errors(cli: RunCli, tmp_path: Path) -> None:
         result = cli("replay", str(path), "--url", "http://127.0.0.1:9", "--auth", "none")
         assert result.exit_code == 2, result.output
         assert name in result.stderr
+
+
+def test_every_amplitude_command_records_har_without_its_keys(
+    cli: RunCli, amplitude_server_factory: Any, tmp_path: Path
+) -> None:
+    server = amplitude_server_factory(export_redirect=True)
+    ids = tmp_path / "ids.txt"
+    ids.write_text("alice\nbob\n")
+    hars = {name: tmp_path / f"{name}.har" for name in ("upload", "add", "list", "download")}
+    upload = cli("upload", str(ids), "--name", "Seed", "--app-id", "1", "--owner", "me@x.example",
+                 "--base-url", server.url, "-o", "json", "--har", str(hars["upload"]))  # fmt: skip
+    assert upload.exit_code == 0, upload.output
+    cohort = str(json.loads(upload.stdout)["summary"]["cohort_id"])
+    more = tmp_path / "more.txt"
+    more.write_text("carol\n")
+    commands = {
+        "add": ("membership", "add", str(more), "--cohort-id", cohort),
+        "list": ("cohorts", "list"),
+        "download": ("cohorts", "download", cohort, "-o", str(tmp_path / "m.csv")),
+    }
+    for name, args in commands.items():
+        result = cli(*args, "--base-url", server.url, "--har", str(hars[name]))
+        assert result.exit_code == 0, result.output
+    for name, path in hars.items():
+        text = path.read_text()
+        for secret in SECRETS:
+            assert secret not in text, name
+        entries = assert_valid_har(path)["log"]["entries"]
+        assert entries and all(e["response"]["status"] for e in entries), name
+    (created,) = assert_valid_har(hars["upload"])["log"]["entries"]
+    assert created["request"]["method"] == "POST" and created["response"]["status"] == 200
+    auth = {h["name"].lower(): h["value"] for h in created["request"]["headers"]}["authorization"]
+    assert auth == "Basic ***redacted***"
+    download = assert_valid_har(hars["download"])["log"]["entries"]
+    assert any(e["response"]["status"] in (301, 302, 303, 307) for e in download)
+    (signed,) = [e for e in download if "/signed/" in e["request"]["url"]]
+    assert "alice" in signed["response"]["content"]["text"]
+    assert not any(h["name"].lower() == "authorization" for h in signed["request"]["headers"])
+
+
+def test_check_records_har(cli: RunCli, partner_server: BackgroundServer, tmp_path: Path) -> None:
+    path = tmp_path / "check.har"
+    result = cli("check", "--url", partner_server.url, "--har", str(path),
+                 env={"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    entries = assert_valid_har(path)["log"]["entries"]
+    statuses = {e["response"]["status"] for e in entries}
+    assert {200, 400, 401, 404} <= statuses
+    assert PARTNER_KEY not in path.read_text()
+    assert "list-create" in {e.get("_call") for e in entries}

@@ -30,6 +30,7 @@ from cohortctl.amplitude import (
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.config import Config, amplitude_base_url, ensure_safe_url
 from cohortctl.errors import InputError
+from cohortctl.http.har import recording
 from cohortctl.ids import IdList, IdType, read_ids
 from cohortctl.render import OutputFormat, err, key_values, out, print_json
 from cohortctl.retry import RetryPolicy
@@ -152,11 +153,21 @@ def app_id_of(cfg: Config, flag: int | None) -> int:
 
 @contextlib.contextmanager
 def open_client(
-    cfg: Config, base_url: str, *, timeout: str, retries: int
+    cfg: Config, base_url: str, *, timeout: str, retries: int, har: Path | None = None
 ) -> Iterator[AmplitudeClient]:
-    """A client with credentials from env or profile; closed when the block ends."""
+    """A client with credentials from env or profile; closed when the block ends.
+
+    ``har``: every exchange of the block is recorded there (HAR 1.2, credentials redacted).
+    """
     api_key = str(cfg.require("api_key"))
     secret_key = str(cfg.require("secret_key"))
+    with recording(har, base_url=base_url, secrets=(api_key, secret_key)):
+        yield from _client(base_url, api_key, secret_key, timeout=timeout, retries=retries)
+
+
+def _client(
+    base_url: str, api_key: str, secret_key: str, *, timeout: str, retries: int
+) -> Iterator[AmplitudeClient]:
     client = connect(
         base_url,
         api_key=api_key,

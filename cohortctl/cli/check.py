@@ -11,11 +11,13 @@ from rich.markup import escape
 
 from cohortctl import checks, reports
 from cohortctl.cli import destination_options as dest
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client
 from cohortctl.errors import ExitCode
+from cohortctl.http.har import recording
 from cohortctl.mock import FlowMode
+from cohortctl.partner.calls import call_matcher
 from cohortctl.render import OutputFormat, err, out, print_json, table
 from cohortctl.templates import parse_vars
 
@@ -158,6 +160,7 @@ def check(
     var: dest.Var = None,
     junit: Junit = None,
     output: Output = OutputFormat.table,
+    har: Har = None,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -219,7 +222,15 @@ def check(
         checks.check_writable(junit, "--junit")
     if summary_path is not None:
         checks.check_writable(Path(summary_path), SUMMARY_ENV)
-    with make_client(destination) as client:
+    with (
+        recording(
+            har,
+            base_url=destination.base_url,
+            secrets=destination.secrets(),
+            call_of=call_matcher(destination),
+        ),
+        make_client(destination) as client,
+    ):
         run = checks.run_check(client, destination, options)
     if junit is not None:
         checks.write_text(junit, checks.junit_report(run), what="JUnit report")

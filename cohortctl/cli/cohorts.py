@@ -27,7 +27,7 @@ from cohortctl.cli.amplitude_options import (
     open_client,
 )
 from cohortctl.cli.cohorts_reconcile import reconcile_command
-from cohortctl.cli.options import TIMEOUT_HELP, AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import TIMEOUT_HELP, AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.customer.cohorts import find_cohort
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
@@ -55,6 +55,7 @@ def list_cohorts(
     output: Output = OutputFormat.table,
     region: Region = None,
     base_url: BaseUrl = None,
+    har: Har = None,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -65,7 +66,7 @@ def list_cohorts(
     cfg, url = load_target(
         profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
     )
-    with open_client(cfg, url, timeout=timeout, retries=retries) as client:
+    with open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client:
         cohorts = client.list_cohorts(include_sync_info=include_sync_info)
     if output is OutputFormat.json:
         print_json({"cohorts": cohorts})
@@ -110,6 +111,7 @@ def show(
     output: Output = OutputFormat.table,
     region: Region = None,
     base_url: BaseUrl = None,
+    har: Har = None,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -124,7 +126,7 @@ def show(
     cfg, url = load_target(
         profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
     )
-    with open_client(cfg, url, timeout=timeout, retries=retries) as client:
+    with open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client:
         cohort = find_cohort(client, cohort_id, include_sync_info=True)
     if output is OutputFormat.json:
         print_json({"cohort": cohort})
@@ -218,6 +220,7 @@ def download(
     output: OutputLong = OutputFormat.table,
     region: Region = None,
     base_url: BaseUrl = None,
+    har: Har = None,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -241,7 +244,7 @@ def download(
     )
     to_stdout = str(out_file) == "-"
     with (
-        open_client(cfg, url, timeout=request_timeout, retries=retries) as client,
+        open_client(cfg, url, timeout=request_timeout, retries=retries, har=har) as client,
         export_progress(cohort_id) as on_poll,
         tempfile.TemporaryDirectory(prefix="cohortctl-") as scratch,
     ):

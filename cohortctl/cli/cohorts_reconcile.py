@@ -26,7 +26,7 @@ from cohortctl.cli.amplitude_options import (
     open_client,
     progress_bar,
 )
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.customer.reconcile import (
     APPLY,
     EXPORT,
@@ -73,6 +73,7 @@ def reconcile_command(
     output: Output = OutputFormat.table,
     region: Region = None,
     base_url: BaseUrl = None,
+    har: Har = None,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -93,7 +94,7 @@ def reconcile_command(
     wait = parse_duration(export_timeout, option="--export-timeout")
     ids = load_ids(file, column=column, id_type=id_type)
     with (
-        open_client(cfg, url, timeout=timeout, retries=retries) as client,
+        open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,
         reconcile_progress(cohort_id) as on_event,
     ):
         result = reconcile(

@@ -26,7 +26,7 @@ from cohortctl.cli.amplitude_options import (
     print_run_result,
     progress_reporter,
 )
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.ids import IdType
 from cohortctl.render import OutputFormat
 from cohortctl.uploading import execute, plan_membership
@@ -62,6 +62,7 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
         output: Output = OutputFormat.table,
         region: Region = None,
         base_url: BaseUrl = None,
+        har: Har = None,
         profile: Profile = None,
         config: ConfigFile = None,
         allow_insecure_http: AllowInsecureHttp = False,
@@ -89,7 +90,7 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
             print_dry_run(plan, url, ids, output)
             return
         with (
-            open_client(cfg, url, timeout=timeout, retries=retries) as client,
+            open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,
             progress_reporter(f"membership {operation}", len(ids.ids)) as on_progress,
         ):
             result = execute(client, plan, on_progress=on_progress)

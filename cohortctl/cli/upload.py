@@ -26,7 +26,7 @@ from cohortctl.cli.amplitude_options import (
     print_run_result,
     progress_reporter,
 )
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.ids import IdType
 from cohortctl.render import OutputFormat
 from cohortctl.uploading import CohortSpec, execute, plan_upload
@@ -85,6 +85,7 @@ def upload(
     output: Output = OutputFormat.table,
     region: Region = None,
     base_url: BaseUrl = None,
+    har: Har = None,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -117,7 +118,7 @@ def upload(
         print_dry_run(plan, url, ids, output)
         return
     with (
-        open_client(cfg, url, timeout=timeout, retries=retries) as client,
+        open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,
         progress_reporter("upload", len(ids.ids)) as on_progress,
     ):
         result = execute(client, plan, on_progress=on_progress)

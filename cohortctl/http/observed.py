@@ -1,14 +1,16 @@
 """An httpx transport that reports every exchange to the observers (``--har``, ``-v``).
 
-It wraps the real transport; with no observer registered it only forwards. With one, it
-reads the answer whole and hands a redacted :class:`~cohortctl.http.observe.Exchange` (at
-most :data:`~cohortctl.http.settings.MAX_HELD` bytes of the answer) to every observer in
+It wraps the real transport; with no observer registered it only forwards. With one, the
+answer streams through to the caller as usual and, once closed, a redacted
+:class:`~cohortctl.http.observe.Exchange` (at most
+:data:`~cohortctl.http.settings.MAX_HELD` bytes of the answer) goes to every observer in
 :func:`cohortctl.http.current`.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 
 import httpx
@@ -25,6 +27,32 @@ def _headers(headers: httpx.Headers) -> list[tuple[str, str]]:
 def _version(response: httpx.Response) -> str:
     raw = response.extensions.get("http_version", b"HTTP/1.1")
     return raw.decode("ascii", "replace") if isinstance(raw, bytes) else str(raw)
+
+
+class _ObservedStream(httpx.SyncByteStream):
+    """The answer's body as it streams to the caller; reported once closed (first MiB held)."""
+
+    def __init__(self, response: httpx.Response, finish: Callable[[bytes, int], None]) -> None:
+        self._response = response
+        self._finish: Callable[[bytes, int], None] | None = finish
+        self._held = bytearray()
+        self._size = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._response.iter_raw():
+            self._size += len(chunk)
+            room = MAX_HELD - len(self._held)
+            if room > 0:
+                self._held += chunk[:room]
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            self._response.close()
+        finally:
+            finish, self._finish = self._finish, None
+            if finish is not None:
+                finish(bytes(self._held), self._size)
 
 
 class ObservingTransport(httpx.BaseTransport):
@@ -56,35 +84,36 @@ class ObservingTransport(httpx.BaseTransport):
             notify(observers, replace(base, wait_ms=elapsed, error=error))
             raise
         answered = time.perf_counter()
-        try:
-            raw = b"".join(response.iter_raw())
-        finally:
-            response.close()
-        done = time.perf_counter()
-        decoded = httpx.Response(response.status_code, headers=response.headers, content=raw)
-        try:
-            content = decoded.read()
-        except httpx.DecodingError:
-            content = raw
-        notify(
-            observers,
-            replace(
-                base,
-                status=response.status_code,
-                reason=response.reason_phrase,
-                response_headers=redactor.headers(_headers(response.headers)),
-                response_body=redactor.bytes(content[:MAX_HELD]),
-                response_cut=len(content) > MAX_HELD,
-                response_size=len(raw),
-                http_version=_version(response),
-                wait_ms=(answered - started) * 1000,
-                receive_ms=(done - answered) * 1000,
-            ),
-        )
+        status, reason = response.status_code, response.reason_phrase
+        response_headers = response.headers
+
+        def finish(held: bytes, size: int) -> None:
+            content = held
+            if size <= MAX_HELD:  # the whole body: decode what Content-Encoding says
+                try:
+                    content = httpx.Response(status, headers=response_headers, content=held).read()
+                except httpx.DecodingError:
+                    content = held
+            notify(
+                observers,
+                replace(
+                    base,
+                    status=status,
+                    reason=reason,
+                    response_headers=redactor.headers(_headers(response_headers)),
+                    response_body=redactor.bytes(content[:MAX_HELD]),
+                    response_cut=size > MAX_HELD or len(content) > MAX_HELD,
+                    response_size=size,
+                    http_version=_version(response),
+                    wait_ms=(answered - started) * 1000,
+                    receive_ms=(time.perf_counter() - answered) * 1000,
+                ),
+            )
+
         return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=httpx.ByteStream(raw),
+            status,
+            headers=response_headers,
+            stream=_ObservedStream(response, finish),
             extensions=response.extensions,
             request=request,
         )
