@@ -87,10 +87,12 @@ PAYLOAD_KEEP = 5  # ids shown per array in a dry run's first payloads
 
 
 class SyncMode(str, Enum):
-    """How the partner represents membership: a list of user ids, or a boolean trait."""
+    """How the partner represents membership: a list of user ids, or a boolean trait; or
+    Amplitude's Cohort Webhooks (:mod:`cohortctl.sync.webhook`)."""
 
     list = "list"
     property = "property"
+    webhook = "webhook"
 
 
 @dataclass(frozen=True)
@@ -180,6 +182,7 @@ class CohortSync:
     unchanged: int = 0
     added: int = 0  # users confirmed added (list-add / trait true)
     removed: int = 0  # users confirmed removed (list-remove / trait false)
+    resent: int = 0  # webhook mode: members sent again because their properties changed
     report: DeliveryReport = field(default_factory=DeliveryReport)
     retry_file: str | None = None
     retry_users: int = 0
@@ -224,6 +227,7 @@ class CohortSync:
             "unchanged": self.unchanged,
             "added": self.added,
             "removed": self.removed,
+            "resent": self.resent,
             "batches_failed": r.batches_failed,
             "users_failed": r.users_failed,
             "retry_file": self.retry_file,

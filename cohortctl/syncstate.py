@@ -390,7 +390,7 @@ class SyncState:
         list id replaced, so the next diff sends the whole cohort to the new list.
         """
         with _transaction(self._conn, immediate=True):
-            for table in ("segments", "journal", "planned"):
+            for table in ("segments", "journal", "planned", "properties"):
                 self._conn.execute(f"DELETE FROM {table} WHERE dest = ?", (self._dest,))
             self._conn.execute(
                 "UPDATE destinations SET list_id = ? WHERE id = ?", (list_id, self._dest)
@@ -402,6 +402,26 @@ class SyncState:
             for table in ("segments", "journal", "planned"):
                 self._conn.execute(f"DELETE FROM {table} WHERE dest = ?", (self._dest,))
             self._conn.execute("UPDATE destinations SET list_id = NULL WHERE id = ?", (self._dest,))
+
+    # -- webhook user properties ---------------------------------------------------------
+    def sent_properties(self) -> dict[str, str]:
+        """The user properties last sent to each user (canonical JSON text), webhook mode."""
+        rows = self._conn.execute(
+            "SELECT user_id, props FROM properties WHERE dest = ?", (self._dest,)
+        )
+        return dict(rows)
+
+    def record_properties(self, sent: Iterable[tuple[str, str]], dropped: Iterable[str]) -> None:
+        """Remember the properties confirmed sent, and forget those of users who left."""
+        with _transaction(self._conn, immediate=True):
+            self._conn.executemany(
+                "INSERT OR REPLACE INTO properties(dest, user_id, props) VALUES (?, ?, ?)",
+                ((self._dest, uid, props) for uid, props in sent),
+            )
+            self._conn.executemany(
+                "DELETE FROM properties WHERE dest = ? AND user_id = ?",
+                ((self._dest, uid) for uid in dropped),
+            )
 
     # -- runs ------------------------------------------------------------------------------
     def start_run(self, diff: Diff, *, full: bool = False) -> int:

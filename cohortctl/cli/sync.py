@@ -22,6 +22,7 @@ from rich.progress import (
 
 from cohortctl import payloads, syncing
 from cohortctl.cli import destination_options as dest
+from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.config import Config
 from cohortctl.delivery import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, Batch
@@ -31,8 +32,9 @@ from cohortctl.durations import format_duration, parse_duration
 from cohortctl.errors import ExitCode, InputError
 from cohortctl.http.har import recording
 from cohortctl.partner.calls import call_matcher
+from cohortctl.partner.webhooks.payload import WebhookDestination
 from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
-from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
+from cohortctl.retry import named_policy
 from cohortctl.syncplan import CohortSpec, load_plan
 from cohortctl.templates import Template, parse_vars
 
@@ -52,14 +54,6 @@ def _template_option(flag: str, what: str) -> Any:
         dir_okay=False,
         rich_help_panel=dest.TEMPLATES_PANEL,
     )
-
-
-def _policy(retries: int, base: float, maximum: float) -> RetryPolicy:
-    if retries < 0:
-        raise InputError(f"--retries must not be negative, got {retries}")
-    if base < 0 or maximum < 0:
-        raise InputError("--backoff-base and --backoff-max must not be negative")
-    return RetryPolicy(retries=retries, base_delay=base, max_delay=maximum)
 
 
 def _pick(flag: Any, plan: dict[str, Any], key: str, default: Any) -> Any:
@@ -84,7 +78,8 @@ def sync(
         typer.Option(
             "--mode",
             help="list: create a list, then add / remove user ids; property: set the cohort "
-            "trait true / false with identify calls. [default: list]",
+            "trait true / false with identify calls; webhook: Cohort Webhook messages to --url "
+            "itself (users entering and leaving). [default: list]",
             case_sensitive=False,
             show_default=False,
             rich_help_panel=COHORT,
@@ -162,33 +157,47 @@ def sync(
             rich_help_panel=SYNC,
         ),
     ] = True,
+    retry_policy: Annotated[
+        str,
+        typer.Option(
+            "--retry-policy",
+            help="cohort-sync: Amplitude's cohort sync (8 retries from 1 s); streaming: its "
+            "event-streaming webhooks (3 retries from 100 ms within 4 s, then 9 over 4 hours, "
+            "50% jitter). --retries and --backoff-* override either.",
+            rich_help_panel=SYNC,
+        ),
+    ] = "cohort-sync",
     retries: Annotated[
-        int,
+        int | None,
         typer.Option(
             "--retries",
-            help="Retries of a failed request (429, 5xx, no answer).",
+            help="Retries of a failed request (429, 5xx, no answer) [default: 8; streaming 12].",
             min=0,
+            show_default=False,
             rich_help_panel=SYNC,
         ),
-    ] = AMPLITUDE_SYNC_POLICY.retries,
+    ] = None,
     backoff_base: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--backoff-base",
-            help="Seconds before the first retry; doubles each time.",
+            help="Seconds before the first retry; doubles each time [default: 1; streaming 0.1].",
             min=0.0,
+            show_default=False,
             rich_help_panel=SYNC,
         ),
-    ] = AMPLITUDE_SYNC_POLICY.base_delay,
+    ] = None,
     backoff_max: Annotated[
-        float,
+        float | None,
         typer.Option(
             "--backoff-max",
-            help="Longest wait between retries, Retry-After included.",
+            help="Longest wait between retries, Retry-After included [default: 128; "
+            "streaming 7200].",
             min=0.0,
+            show_default=False,
             rich_help_panel=SYNC,
         ),
-    ] = AMPLITUDE_SYNC_POLICY.max_delay,
+    ] = None,
     every: Annotated[
         str | None,
         typer.Option(
@@ -290,6 +299,19 @@ def sync(
             rich_help_panel=STATE,
         ),
     ] = False,
+    user_agent: wh.UserAgent = None,
+    prop: wh.Property = None,
+    all_properties: wh.AllProperties = False,
+    typed_properties: wh.TypedProperties = False,
+    resend_changed_properties: Annotated[
+        bool,
+        typer.Option(
+            "--resend-changed-properties",
+            help="Webhook mode: also send members whose selected properties changed since "
+            "the last sync (as in_cohort true), for endpoints that keep properties.",
+            rich_help_panel=wh.PANEL,
+        ),
+    ] = False,
     har: Har = None,
     output: Output = OutputFormat.table,
     profile: Profile = None,
@@ -316,6 +338,12 @@ def sync(
     one is one line and exit 2. A partner that lost the list (404 unknown list): run again
     with --recreate-list.
 
+    --mode webhook sends Amplitude's Cohort Webhooks to --url itself (--path adds to it):
+    POST, User-Agent Amplitude/Webhook/1.0, your --header values (at most 5), no
+    Authorization; the default body (message_id {uuid}::enter|exit::{n}) or the --payload
+    FreeMarker template's output; user properties from the CSV snapshot's other columns
+    (--property, --all-properties), remembered in the state.
+
     Exit codes: 0 every user delivered, 1 a batch failed, 2 usage or input error (a damaged
     state file, a file that cannot be written), 3 busy (another sync of the cohort), 130
     interrupted.
@@ -326,6 +354,11 @@ def sync(
     plan_dest = dict(sync_plan.destination) if sync_plan is not None else {}
     resolved_mode = syncing.SyncMode(_pick(mode, plan_dest, "mode", syncing.SyncMode.list.value))
     property_call = payloads.IDENTIFY_BATCH if batch else payloads.IDENTIFY
+    webhook_mode = resolved_mode is syncing.SyncMode.webhook
+    if not webhook_mode and (prop or all_properties or resend_changed_properties):
+        raise InputError(
+            "--property, --all-properties and --resend-changed-properties are for --mode webhook"
+        )
     if path is not None and resolved_mode is syncing.SyncMode.list:
         raise InputError(
             "--path is the identify path of property mode; in list mode use "
@@ -345,13 +378,15 @@ def sync(
         mode=resolved_mode,
         batch_size=int(_pick(batch_size, plan_dest, "batch_size", DEFAULT_BATCH_SIZE)),
         workers=int(_pick(workers, plan_dest, "workers", DEFAULT_WORKERS)),
-        policy=_policy(retries, backoff_base, backoff_max),
+        policy=named_policy(
+            retry_policy, retries=retries, base_delay=backoff_base, max_delay=backoff_max
+        ),
         full=full,
         batch=batch,
         templates=_templates(
             resolved_mode,
             property_call,
-            payload,
+            None if webhook_mode else payload,
             dest.load_templates(
                 create=create_payload,
                 add=add_payload,
@@ -370,6 +405,37 @@ def sync(
     period = parse_duration(every, option="--every") if every is not None else None
     if period is not None and period <= 0:
         raise InputError("--every must be longer than 0 seconds")
+    if webhook_mode:
+        from cohortctl.cli import sync_webhook
+        from cohortctl.sync.webhook import WebhookSync
+
+        spec = WebhookSync(
+            wh.webhook_destination(
+                cfg,
+                url=_pick(url, plan_dest, "url", None),
+                path=chosen_path,
+                headers=header,
+                user_agent=user_agent,
+                timeout=timeout,
+                payload=payload,
+                allow_insecure_http=allow_insecure_http,
+            ),
+            wh.selection(prop, all_properties, typed_properties),
+            resend_changed_properties,
+        )
+        code = sync_webhook.run(
+            spec,
+            cohorts,
+            settings,
+            period=period,
+            max_runs=max_runs,
+            verbose=verbose,
+            dry_run=dry_run,
+            output=output,
+        )
+        if code is not ExitCode.OK:
+            raise typer.Exit(int(code))
+        return
     destination = dest.destination_from_options(
         cfg,
         url=_pick(url, plan_dest, "url", None),
@@ -560,7 +626,9 @@ def _announce_next(when: float) -> None:
 # -- rendering ----------------------------------------------------------------------------------
 
 
-def _render_run(destination: Destination, run: syncing.SyncRun, output: OutputFormat) -> None:
+def _render_run(
+    destination: Destination | WebhookDestination, run: syncing.SyncRun, output: OutputFormat
+) -> None:
     if output is OutputFormat.json:
         print_json(
             {
@@ -574,7 +642,9 @@ def _render_run(destination: Destination, run: syncing.SyncRun, output: OutputFo
         _render_cohort(destination, result)
 
 
-def _render_cohort(destination: Destination, result: syncing.CohortSync) -> None:
+def _render_cohort(
+    destination: Destination | WebhookDestination, result: syncing.CohortSync
+) -> None:
     r = result.report
     failures = ", ".join(f"{k}: {v}" for k, v in sorted(r.failed_by.items())) or "none"
     attempts = ", ".join(f"{k}: {v}" for k, v in sorted(r.attempt_failures.items())) or "none"

@@ -23,8 +23,12 @@ from cohortctl.errors import StateFileError
 from cohortctl.files import os_reason
 
 APPLICATION_ID = 0x63435354  # "cCST": cohortctl state
-SCHEMA_VERSION = 1
-"""The schema this cohortctl writes; files of a higher version are refused, lower migrated."""
+SCHEMA_VERSION = 2
+"""The schema this cohortctl writes; files of a higher version are refused, lower migrated.
+
+1: destinations, segments, journal, planned, runs. 2: ``properties``, the user properties a
+webhook-mode sync last sent per user (created by the migration from 1).
+"""
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -74,6 +78,12 @@ CREATE TABLE IF NOT EXISTS runs (
     removed INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS properties (
+    dest INTEGER NOT NULL REFERENCES destinations(id),
+    user_id TEXT NOT NULL,
+    props TEXT NOT NULL,
+    PRIMARY KEY (dest, user_id)
+) WITHOUT ROWID;
 """
 
 TABLES = frozenset({"destinations", "segments", "journal", "planned", "runs"})

@@ -1,0 +1,309 @@
+"""``sync --mode webhook``: Amplitude's Cohort Webhook sync, batch for batch (spec part C).
+
+The same engine as the other modes (:mod:`cohortctl.syncing`): the snapshot is diffed against
+the state, the entered users go out first (``in_cohort: true``, ``{uuid}::enter::{n}``), then
+those who left (``in_cohort: false``, ``{uuid}::exit::{n}``), each batch confirmed in the state
+only after its 2xx, with Amplitude's workers and retries. A retry sends the same bytes, so the
+same ``message_id``; one uuid and one ``computed_time`` per run.
+
+User properties come from the CSV snapshot's other columns (:mod:`cohortctl.sync.properties`).
+The state remembers the properties each user was last sent; with ``resend_changed`` a delta
+also sends the members whose selected properties changed (as entering users).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from cohortctl.delivery import Batch, BatchResult, DeliveryInterrupted, DeliveryReport, deliver
+from cohortctl.http.proxy import proxy_for
+from cohortctl.http.redact import Redactor
+from cohortctl.ids import read_ids
+from cohortctl.mock import abbreviate_json
+from cohortctl.partner.webhooks.messages import plan_messages, users_of
+from cohortctl.partner.webhooks.payload import CALL, WebhookDestination, WebhookRun, webhook_body
+from cohortctl.sync import lock, storage
+from cohortctl.sync.properties import (
+    Properties,
+    PropertySelection,
+    changed_users,
+    properties_json,
+    read_properties,
+)
+from cohortctl.syncing import (
+    FAILED,
+    INTERRUPTED,
+    OK,
+    PAYLOAD_KEEP,
+    CohortSync,
+    DryRun,
+    SyncHooks,
+    SyncSettings,
+    _merge,
+    _write_retry_file,
+    plan_diff_empty,
+    retry_file_for,
+)
+from cohortctl.syncplan import CohortSpec
+from cohortctl.syncstate import ADD, REMOVE, PlannedBatches, SyncState, destination_key, plan_diff
+
+ENTER_KEY = "webhook-enter"
+EXIT_KEY = "webhook-exit"
+
+
+@dataclass(frozen=True)
+class WebhookSync:
+    """What webhook mode adds to the sync settings: the endpoint and the properties."""
+
+    destination: WebhookDestination
+    properties: PropertySelection = field(default_factory=PropertySelection)
+    resend_changed: bool = False
+
+
+def cohort_key(destination: WebhookDestination, cohort: CohortSpec) -> str:
+    """The state key of this webhook URL + webhook mode + cohort."""
+    return destination_key(destination.url, "webhook", cohort.id)
+
+
+def _batches(
+    plan: PlannedBatches,
+    destination: WebhookDestination,
+    cohort: CohortSpec,
+    run: WebhookRun,
+    properties: Mapping[str, Properties],
+    *,
+    entering: bool,
+) -> Iterator[Batch]:
+    key = ENTER_KEY if entering else EXIT_KEY
+    for index, (ids, ref) in enumerate(plan.batches()):
+        users = (
+            [(uid, properties.get(uid) or None) for uid in ids]
+            if entering
+            else [(uid, None) for uid in ids]
+        )
+        body = webhook_body(
+            cohort.name,
+            cohort.id,
+            in_cohort=entering,
+            computed_time=run.computed_time,
+            message_id=run.message_id(entering=entering, batch=index),
+            users=users,
+        )
+        content, _ = destination.render(body)
+        yield Batch(f"{key}:{index}", "POST", destination.url, content, ids, CALL, ref)
+
+
+def delivery_options(
+    destination: WebhookDestination, settings: SyncSettings, hooks: SyncHooks, workers: int
+) -> dict[str, Any]:
+    """The options of :func:`deliver` for webhook messages (custom headers are secrets)."""
+    headers = destination.request_headers()
+    options: dict[str, Any] = {
+        "headers": headers,
+        "workers": workers,
+        "policy": settings.policy,
+        "timeout": destination.timeout,
+        "on_retry": hooks.on_retry,
+        "transport": hooks.transport,
+        "proxy": proxy_for(destination.url),
+        "user_agent": destination.user_agent,
+        "redactor": Redactor(destination.secrets()),
+    }
+    if hooks.sleep is not None:
+        options["sleep"] = hooks.sleep
+    return options
+
+
+def sync_webhook_cohort(
+    webhook: WebhookSync,
+    cohort: CohortSpec,
+    settings: SyncSettings,
+    hooks: SyncHooks | None = None,
+    *,
+    many: bool = False,
+) -> CohortSync:
+    """Sync one cohort to a Cohort Webhook endpoint; never raises for failed requests."""
+    hooks = hooks or SyncHooks()
+    started = time.perf_counter()
+    hooks.phase(f"reading {cohort.snapshot}")
+    read = read_ids(cohort.snapshot, column=cohort.column)
+    snapshot = read.ids
+    properties = read_properties(cohort.snapshot, read.stats.column, webhook.properties)
+    state = SyncState.open(settings.state_file, cohort_key(webhook.destination, cohort))
+    result = CohortSync(cohort, settings.mode, state.key, started_at=time.time())
+    result.snapshot_users = len(snapshot)
+    try:
+        _sync(webhook, cohort, settings, hooks, state, snapshot, properties, result)
+        if result.status != INTERRUPTED:
+            path = retry_file_for(settings, cohort, state.key, many=many)
+            _write_retry_file(result, path, explicit=settings.retry_file is not None)
+        return result
+    except sqlite3.Error as exc:
+        raise storage.state_error(state.path, exc) from None
+    finally:
+        result.duration = time.perf_counter() - started
+        state.close()
+
+
+def _sync(
+    webhook: WebhookSync,
+    cohort: CohortSpec,
+    settings: SyncSettings,
+    hooks: SyncHooks,
+    state: SyncState,
+    snapshot: list[str],
+    properties: dict[str, Properties],
+    result: CohortSync,
+) -> None:
+    destination = webhook.destination
+    hooks.phase("comparing with what the destination already has")
+    diff = plan_diff(snapshot, state, full=settings.full)
+    result.entered, result.left, result.unchanged = (
+        len(diff.entered),
+        len(diff.left),
+        diff.unchanged,
+    )
+    resent: list[str] = []
+    if webhook.resend_changed and webhook.properties.active and not settings.full:
+        entered = set(diff.entered)
+        staying = [uid for uid in snapshot if uid not in entered]
+        resent = changed_users(staying, properties, state.sent_properties())
+    result.resent = len(resent)
+    del snapshot
+    size = settings.batch_size
+    hooks.phase("planning the batches")
+    state.discard_plans()
+    enter_plan = state.plan_batches(ADD, [*diff.entered, *resent], size)
+    leave_plan = state.plan_batches(REMOVE, diff.left, size)
+    run_id = state.start_run(diff, full=settings.full)
+    run = WebhookRun()
+
+    def batches() -> Iterator[Batch]:
+        yield from _batches(enter_plan, destination, cohort, run, properties, entering=True)
+        yield from _batches(leave_plan, destination, cohort, run, properties, entering=False)
+
+    done = [0, 0]  # users confirmed, indexed by op: REMOVE (0), ADD (1)
+    sent: list[tuple[str, str]] = []
+    dropped: list[str] = []
+    remember = webhook.properties.active
+    total = len(enter_plan.user_ids) + len(leave_plan.user_ids)
+    hooks.phase(f"sending {total:,} users in {enter_plan.count + leave_plan.count:,} requests")
+    status = OK
+    report: DeliveryReport
+    confirmer = state.confirmer()
+    try:
+
+        def on_done(batch: Batch, answer: BatchResult) -> None:
+            if not answer.ok:
+                return
+            ref = batch.ref
+            confirmer.confirm(ref)
+            done[ref[1]] += ref[2]
+            if not remember:
+                return
+            if ref[1] == ADD:
+                sent.extend((uid, properties_json(properties.get(uid))) for uid in batch.user_ids)
+            else:
+                dropped.extend(batch.user_ids)
+
+        try:
+            report = deliver(
+                batches(),
+                max_batch_size=size,
+                on_done=on_done,
+                on_progress=hooks.on_progress,
+                progress_every=hooks.progress_every,
+                **delivery_options(destination, settings, hooks, settings.workers),
+            )
+        except DeliveryInterrupted as stopped:
+            report = stopped.report
+            status = INTERRUPTED
+    finally:
+        confirmer.close()
+        state.record_properties(sent, dropped)
+    _merge(result.report, report)
+    result.added, result.removed = done[ADD], done[REMOVE]
+    if status == OK and not report.ok:
+        status = FAILED
+    result.status = status
+    state.finish_run(
+        run_id,
+        status=status,
+        added=result.added,
+        removed=result.removed,
+        failed=report.users_failed,
+    )
+    if status != INTERRUPTED:
+        hooks.phase("recording what the destination now has")
+        state.discard_plans()
+
+
+def locked_all(webhook: WebhookSync, cohorts: Sequence[CohortSpec], settings: SyncSettings) -> Any:
+    """The sync lock of every cohort (as :func:`cohortctl.syncing.locked`)."""
+    keys = [(cohort_key(webhook.destination, c), f"{c.name} ({c.id})") for c in cohorts]
+    return lock.acquire_all(settings.state_file, keys, timeout=settings.lock_timeout)
+
+
+def plan_webhook_cohort(webhook: WebhookSync, cohort: CohortSpec, settings: SyncSettings) -> DryRun:
+    """What a webhook sync would send (counts, the first message of each direction), sending
+    nothing; a state file that does not exist yet is not created."""
+    destination = webhook.destination
+    read = read_ids(cohort.snapshot, column=cohort.column)
+    properties = read_properties(cohort.snapshot, read.stats.column, webhook.properties)
+    resent: list[str] = []
+    if settings.state_file.exists():
+        with SyncState.open(settings.state_file, cohort_key(destination, cohort)) as state:
+            diff = plan_diff(read.ids, state, full=settings.full)
+            if webhook.resend_changed and webhook.properties.active and not settings.full:
+                entered = set(diff.entered)
+                staying = [uid for uid in read.ids if uid not in entered]
+                resent = changed_users(staying, properties, state.sent_properties())
+    else:
+        diff = plan_diff_empty(read.ids)
+    run = WebhookRun()
+    size = settings.batch_size
+    calls: dict[str, int] = {}
+    first: list[dict[str, Any]] = []
+    for label, ids, entering in (
+        ("webhook (entering)", [*diff.entered, *resent], True),
+        ("webhook (leaving)", diff.left, False),
+    ):
+        if not ids:
+            continue
+        calls[label] = -(-len(ids) // size)
+        messages = plan_messages(
+            destination,
+            cohort.name,
+            cohort.id,
+            users_of(ids[:size], properties if entering else {}),
+            in_cohort=entering,
+            batch_size=size,
+            run=run,
+        )
+        shown = messages[0].shown(destination)
+        first.append(
+            {
+                "call": label,
+                "method": "POST",
+                "url": shown["url"],
+                "headers": shown["headers"],
+                "users": messages[0].users,
+                "body": abbreviate_json(shown["body"], PAYLOAD_KEEP),
+            }
+        )
+    return DryRun(
+        cohort=cohort,
+        mode=settings.mode,
+        state_file=str(settings.state_file),
+        snapshot_users=len(read.ids),
+        entered=len(diff.entered),
+        left=len(diff.left),
+        unchanged=diff.unchanged,
+        list_id=None,
+        calls=calls,
+        first_requests=first,
+    )

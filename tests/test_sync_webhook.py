@@ -1,0 +1,153 @@
+"""``sync --mode webhook`` through the embedded receiver: properties, state, retries, faults."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from cohortctl.errors import InputError
+from cohortctl.retry import STREAMING_POLICY, StreamingRetryPolicy, named_policy
+from tests.conftest import RunCli
+from tests.partner_fixtures import PartnerFactory
+
+COHORT = ("--cohort-name", "Power Users", "--cohort-id", "c7", "--mode", "webhook")
+HOOK = "hook-secret-0451"
+FAST = ("--retries", "30", "--backoff-base", "0", "--backoff-max", "0")
+
+
+def _write(path: Path, users: dict[str, dict[str, str]]) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["user_id", "plan", "seats"])
+        for uid, props in users.items():
+            writer.writerow([uid, props["plan"], props["seats"]])
+    return path
+
+
+def _cohort(url: str) -> dict[str, Any]:
+    answer: dict[str, Any] = httpx.get(f"{url}/_cohortctl/webhooks/cohorts/c7", timeout=60).json()
+    return answer
+
+
+def _journal(url: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = httpx.get(
+        f"{url}/_cohortctl/webhooks/journal?limit=1000000", timeout=60
+    ).json()["messages"]
+    return rows
+
+
+def _assert_retries_identical(journal: list[dict[str, Any]]) -> int:
+    """Every message_id seen more than once carried the same body each time."""
+    bodies: dict[str, set[str]] = defaultdict(set)
+    seen: dict[str, int] = defaultdict(int)
+    for row in journal:
+        if row["message_id"]:
+            bodies[row["message_id"]].add(row["sha256"])
+            seen[row["message_id"]] += 1
+    assert all(len(digests) == 1 for digests in bodies.values())
+    return sum(1 for n in seen.values() if n > 1)
+
+
+def _sync(cli: RunCli, snapshot: Path, url: str, *extra: str) -> dict[str, Any]:
+    result = cli(
+        "sync", str(snapshot), "--url", f"{url}/webhook", *COHORT, "-H", f"X-Hook:{HOOK}",
+        "--all-properties", "-o", "json", *extra,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert HOOK not in result.output
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def test_first_sync_delta_and_changed_properties(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    server = partner_server_factory(webhook_headers=(("X-Hook", HOOK),))
+    users = {f"u{i}": {"plan": "free", "seats": str(i)} for i in range(10)}
+    snapshot = _write(tmp_path / "cohort.csv", users)
+    first = _sync(cli, snapshot, server.url, "--batch-size", "4")["cohorts"][0]
+    assert (first["entered"], first["added"], first["left"]) == (10, 10, 0)
+    assert _cohort(server.url)["properties"]["u3"] == {"plan": "free", "seats": "3"}
+    users.pop("u0")
+    users["u10"] = {"plan": "pro", "seats": "1"}
+    users["u5"]["plan"] = "pro"
+    _write(snapshot, users)
+    plain = _sync(cli, snapshot, server.url, "--dry-run")["cohorts"][0]
+    assert plain["calls"] == {"webhook (entering)": 1, "webhook (leaving)": 1}
+    second = _sync(cli, snapshot, server.url, "--resend-changed-properties")["cohorts"][0]
+    assert (second["entered"], second["left"], second["resent"]) == (1, 1, 1)
+    state = _cohort(server.url)
+    assert state["members"] == sorted(users)
+    assert state["properties"] == users
+    third = _sync(cli, snapshot, server.url, "--resend-changed-properties")["cohorts"][0]
+    assert (third["entered"], third["left"], third["resent"]) == (0, 0, 0)
+    ids = [row["message_id"] for row in _journal(server.url)]
+    assert [i.split("::", 1)[1] for i in ids[:3]] == ["enter::0", "enter::1", "enter::2"]
+    assert len({i.split("::")[0] for i in ids[:3]}) == 1
+    assert [i.split("::", 1)[1] for i in ids[3:]] == ["enter::0", "exit::0"]
+
+
+def test_webhook_mode_option_errors(cli: RunCli, tmp_path: Path) -> None:
+    snapshot = _write(tmp_path / "c.csv", {"a": {"plan": "x", "seats": "1"}})
+    wrong_mode = cli("sync", str(snapshot), "--url", "http://127.0.0.1:9/", "--cohort-name",
+                     "n", "--cohort-id", "i", "--all-properties", "--dry-run")  # fmt: skip
+    assert wrong_mode.exit_code == 2 and "--mode webhook" in wrong_mode.output
+    missing = cli("sync", str(snapshot), "--url", "http://127.0.0.1:9/", *COHORT, "--dry-run",
+                  "--property", "nope")  # fmt: skip
+    assert missing.exit_code == 2 and "'nope' is not a column" in missing.output
+    policy = cli("sync", str(snapshot), "--url", "http://127.0.0.1:9/", *COHORT, "--dry-run",
+                 "--retry-policy", "sometimes")  # fmt: skip
+    assert policy.exit_code == 2 and "--retry-policy" in policy.output
+
+
+def test_streaming_retry_policy() -> None:
+    nominal = STREAMING_POLICY.schedule()
+    assert nominal[:3] == [0.1, 0.2, 0.4] and len(nominal) == 12
+    assert sum(nominal[:3]) < 4
+    assert 3.5 * 3600 < sum(nominal[3:]) < 4.1 * 3600
+    low = StreamingRetryPolicy(random=lambda: 0.0)
+    high = StreamingRetryPolicy(random=lambda: 1.0)
+    assert low.delay(1) == pytest.approx(0.05) and high.delay(1) == pytest.approx(0.15)
+    assert low.delay(2, retry_after=3.0) == 3.0
+    overridden = named_policy("streaming", retries=2, base_delay=0.5)
+    assert isinstance(overridden, StreamingRetryPolicy)
+    assert (overridden.retries, overridden.base_delay) == (2, 0.5)
+    assert named_policy("cohort-sync").schedule()[-1] == 128
+    with pytest.raises(InputError):
+        named_policy("never")
+
+
+def test_200k_users_then_a_delta_through_faults_converge(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    rng = random.Random(7)
+    server = partner_server_factory(
+        webhook_headers=(("X-Hook", HOOK),), fail_rate=0.05, reset_rate=0.02, seed=11
+    )
+    users = {f"user-{i:06d}": {"plan": rng.choice(["free", "pro"]), "seats": str(i % 97)}
+             for i in range(200_000)}  # fmt: skip
+    snapshot = _write(tmp_path / "cohort.csv", users)
+    first = _sync(cli, snapshot, server.url, *FAST)["cohorts"][0]
+    assert first["added"] == 200_000 and first["delivery"]["retries"] > 0
+    ids = list(users)
+    rng.shuffle(ids)
+    for uid in ids[:20_000]:  # 10 % leave
+        del users[uid]
+    for i in range(20_000):  # 10 % join
+        users[f"new-{i:06d}"] = {"plan": "trial", "seats": "0"}
+    for uid in ids[20_000:30_000]:  # 5 % of the cohort change a property
+        users[uid]["plan"] = "enterprise"
+    _write(snapshot, users)
+    delta = _sync(cli, snapshot, server.url, *FAST, "--resend-changed-properties")["cohorts"][0]
+    assert (delta["entered"], delta["left"], delta["resent"]) == (20_000, 20_000, 10_000)
+    state = _cohort(server.url)
+    assert state["members"] == sorted(users)
+    assert state["properties"] == users
+    assert _assert_retries_identical(_journal(server.url)) > 0
