@@ -52,6 +52,11 @@ def _sync(cli: RunCli, url: str, tmp_path: Path, count: int) -> None:
     assert result.exit_code == 0, result.output
 
 
+def _property_flow(cli: RunCli, url: str) -> None:
+    result = cli("mock", "flow", "--mode", "property", "--url", url, env=KEY_ENV)
+    assert result.exit_code == 0, result.output
+
+
 @needs_chromium
 def test_the_page_follows_a_sync_live_in_headless_chromium(
     cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
@@ -64,8 +69,9 @@ def test_the_page_follows_a_sync_live_in_headless_chromium(
             await tab.goto(f"{receiver.url}/_cohortctl/ui")
             await tab.wait_for_text(lambda t: "Waiting for requests" in t, "its empty state")
             await asyncio.to_thread(_sync, cli, receiver.url, tmp_path, 200)  # page stays open
+            await asyncio.to_thread(_property_flow, cli, receiver.url)
             text = await tab.wait_for_text(
-                lambda t: "200 members" in t and "6 request(s)" in t, "the sync"
+                lambda t: "200 members" in t and "10 request(s)" in t, "the sync"
             )
             rows = await tab.evaluate("document.querySelectorAll('#requests tbody tr').length")
             await tab.evaluate("document.querySelector('#requests tbody tr').click()")
@@ -75,10 +81,12 @@ def test_the_page_follows_a_sync_live_in_headless_chromium(
 
     text, viewer, rows, errors = asyncio.run(scenario())
     assert errors == []
-    assert rows == 6
+    assert rows == 10
     assert "[Amplitude] Power Users: p1" in text and "200 members" in text
+    assert "[Amplitude] cohortctl mock cohort: cohortctl_mock_1" in text
+    assert "2 true" in text and "1 false" in text
     assert "list-create" in text and "list-add" in text and "valid" in text
-    assert "userIds" in viewer and "size" in viewer  # the last request, both bodies
+    assert "batch" in viewer and "updated" in viewer  # the last request, both bodies
     assert (shots / "inspector-receiver.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -94,11 +102,14 @@ def test_forward_mode_shows_the_list_ids_seen_in_the_traffic(
                    env=KEY_ENV)  # fmt: skip
         assert flow.exit_code == 0, flow.output
         httpx.post(f"{proxy.url}/identify", json={"type": "identify"})  # judged invalid
+        batch = cli("mock", "identify-batch", "--url", proxy.url, "--id", "a", "--id", "b",
+                    env=KEY_ENV)  # fmt: skip
+        assert batch.exit_code == 0, batch.output
 
         async def scenario() -> tuple[str, list[str]]:
             async with open_page(tmp_path / "profile", tmp_path / "chromium.log") as tab:
                 await tab.goto(f"{proxy.url}/_cohortctl/ui")
-                text = await tab.wait_for_text(lambda t: "4 request(s)" in t, "the flow")
+                text = await tab.wait_for_text(lambda t: "5 request(s)" in t, "the flow")
                 await tab.screenshot(shots / "inspector-forward.png")
                 return text, list(tab.errors)
 
@@ -106,4 +117,5 @@ def test_forward_mode_shows_the_list_ids_seen_in_the_traffic(
     assert errors == []
     assert "lists seen in the traffic" in text.lower() and "validating proxy" in text
     assert "+3 / -1" in text
+    assert "[Amplitude] cohortctl mock cohort: cohortctl_mock_1" in text and "2 true" in text
     assert "invalid request: context is required" in text

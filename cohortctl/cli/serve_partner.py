@@ -241,8 +241,9 @@ def partner(
     cohortctl mock flow --url http://127.0.0.1:8080
     """
     if forward is not None:
-        _forward(host, port, forward, record, forward_timeout, allow_insecure_http, db,
-                 known_users, rate_limit, fail_rate, reset_rate, delay_ms)  # fmt: skip
+        _forward(host, port, forward, record, forward_timeout, journal_limit,
+                 allow_insecure_http, db, known_users, rate_limit, fail_rate, reset_rate,
+                 delay_ms)  # fmt: skip
         return
     if record is not None:
         raise InputError("--record needs --forward URL (the receiver journals by itself)")
@@ -320,6 +321,7 @@ def _forward(
     forward: str,
     record: Path | None,
     timeout: float,
+    keep: int,
     allow_insecure_http: bool,
     *receiver_only: object,
 ) -> None:
@@ -336,7 +338,10 @@ def _forward(
     if record is not None and (record.is_dir() or not record.parent.is_dir()):
         raise InputError(f"--record {record}: not a file in an existing directory")
     settings = ForwardSettings(
-        forward_url=target, record=str(record) if record is not None else None, timeout=timeout
+        forward_url=target,
+        record=str(record) if record is not None else None,
+        timeout=timeout,
+        keep=keep,
     )
     app = create_forward_app(settings)
     warn_if_exposed(host, "send requests through this proxy and read its journal without auth")

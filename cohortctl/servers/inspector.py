@@ -124,6 +124,7 @@ class Inspector:
     _recent: deque[Seen] = field(init=False)
     _seconds: dict[int, _Second] = field(default_factory=dict)
     lists: dict[str, SeenList] = field(default_factory=dict)
+    traits: dict[str, list[int]] = field(default_factory=dict)  # key -> [true, false] sent
 
     def __post_init__(self) -> None:
         self._recent = deque(maxlen=self.keep)
@@ -185,6 +186,18 @@ class Inspector:
             seen.name = name
         seen.added += added
         seen.removed += removed
+
+    def saw_trait(self, key: str, value: bool) -> None:
+        """Count one user's trait ``key`` set to ``value`` in forwarded traffic."""
+        counts = self.traits.setdefault(key, [0, 0])
+        counts[0 if value else 1] += 1
+
+    def seen_traits(self) -> list[dict[str, Any]]:
+        """The traits of forwarded traffic: how many times each was sent true and false."""
+        return [
+            {"key": key, "true": counts[0], "false": counts[1]}
+            for key, counts in sorted(self.traits.items())
+        ]
 
     def since(self, after: int, limit: int = 200) -> list[dict[str, Any]]:
         """Requests with an id above ``after``, oldest first, at most the last ``limit``."""

@@ -72,6 +72,7 @@ class Verdict:
     users: int = 0
     list_id: str | None = None
     list_name: str | None = None
+    traits: tuple[tuple[str, bool], ...] = ()
 
 
 def judge(method: str, path: str, content_type: str, body: bytes) -> Verdict:
@@ -99,7 +100,8 @@ def judge(method: str, path: str, content_type: str, body: bytes) -> Verdict:
             users = validate_list_members(data, plain=plain_json(text))
             return Verdict(call, users=len(users), list_id=list_id)
         updates = validate_identify(data)
-        return Verdict(call, users=len({u.user_id for u in updates}))
+        traits = tuple((u.key, u.value) for u in updates)
+        return Verdict(call, users=len({u.user_id for u in updates}), traits=traits)
     except InvalidPayload as exc:
         return Verdict(call, f"invalid request: {exc.field} {exc.reason}", list_id=list_id)
 
@@ -125,7 +127,7 @@ class ForwardSettings:
     forward_url: str
     record: str | None = None
     timeout: float = DEFAULT_TIMEOUT
-    keep: int = 500
+    keep: int = 500  # requests held for the journal and the inspector
 
 
 class Forwarder:
@@ -246,6 +248,9 @@ class Forwarder:
             list_id = _list_id_in(answer)
             if list_id is not None:
                 self.inspector.saw_list(list_id, name=verdict.list_name)
+        elif verdict.traits:
+            for key, value in verdict.traits:
+                self.inspector.saw_trait(key, value)
         elif verdict.list_id is not None and verdict.problem is None:
             added = verdict.users if verdict.call == payloads.LIST_ADD else 0
             removed = verdict.users if verdict.call == payloads.LIST_REMOVE else 0
@@ -272,7 +277,7 @@ class Forwarder:
             int(after) if after.isdigit() else 0,
             mode="forward",
             lists=self.inspector.seen_lists(),
-            traits=[],
+            traits=self.inspector.seen_traits(),
             upstream=self.upstream,
         )
         return web.json_response(snapshot, dumps=dumps)
