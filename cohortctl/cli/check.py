@@ -11,10 +11,11 @@ from rich.markup import escape
 
 from cohortctl import checks, reports
 from cohortctl.cli import destination_options as dest
+from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client
-from cohortctl.errors import ExitCode
+from cohortctl.errors import ExitCode, InputError
 from cohortctl.http.har import recording
 from cohortctl.mock import FlowMode
 from cohortctl.partner.calls import call_matcher
@@ -29,7 +30,8 @@ Mode = Annotated[
     FlowMode,
     typer.Option(
         "--mode",
-        help="list: list-create/add/remove; property: identify and identify-batch; both.",
+        help="list: list-create/add/remove; property: identify and identify-batch; both; "
+        "webhook: Cohort Webhook messages to --url itself.",
         case_sensitive=False,
         rich_help_panel=SUITE_PANEL,
     ),
@@ -96,7 +98,8 @@ MaxLatency = Annotated[
     float | None,
     typer.Option(
         "--max-latency-ms",
-        help="Fail when any accepted call takes longer than this (names the slowest).",
+        help="Fail when any accepted call takes longer than this (names the slowest) "
+        "[webhook mode default: 2000, Amplitude's guidance].",
         show_default=False,
         rich_help_panel=SUITE_PANEL,
     ),
@@ -158,6 +161,17 @@ def check(
     identify_payload: dest.IdentifyPayload = None,
     batch_payload: dest.BatchPayload = None,
     var: dest.Var = None,
+    require_header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require-header",
+            help="Webhook mode: a message without this header (repeatable) must be rejected "
+            "with 401 or 403.",
+            show_default=False,
+            rich_help_panel=SUITE_PANEL,
+        ),
+    ] = None,
+    user_agent: wh.UserAgent = None,
     junit: Junit = None,
     output: Output = OutputFormat.table,
     har: Har = None,
@@ -176,11 +190,18 @@ def check(
     Test data is named "[Amplitude] cohortctl-check: RUN" (users cohortctl-check-RUN-N) and
     removed at the end; the empty list remains (Amplitude's protocol cannot delete a list).
 
+    --mode webhook checks a Cohort Webhook endpoint (--url is the webhook URL): an entering
+    and a leaving batch accepted, the same message twice accepted both times, a body that is
+    not JSON rejected with a 4xx, a message without each --require-header rejected with
+    401/403, every answer within --max-latency-ms (default 2000).
+
     Reports: --junit FILE, --output json, and a Markdown summary appended to
     $GITHUB_STEP_SUMMARY when set. Exit 0 when every case passed (skips do not fail), 1 when
     any failed, 2 for usage errors.
     """
     cfg = Config.load(profile, path=config)
+    if mode is not FlowMode.webhook and require_header:
+        raise InputError("--require-header is for --mode webhook")
     options = checks.CheckOptions(
         mode=mode,
         ids=dest.read_user_ids(ids_file, column, ids),
@@ -198,6 +219,31 @@ def check(
         ),
         variables=parse_vars(var or []),
     )
+    summary_path = os.environ.get(SUMMARY_ENV) or None
+    if mode is FlowMode.webhook:
+        if har is not None:
+            raise InputError("--har is not available with --mode webhook")
+        from cohortctl.partner.webhooks import conformance
+        from cohortctl.partner.webhooks.messages import make_webhook_client
+
+        webhook_dest = wh.webhook_destination(
+            cfg,
+            url=url,
+            path=None,
+            headers=header,
+            user_agent=user_agent,
+            timeout=timeout,
+            allow_insecure_http=allow_insecure_http,
+        )
+        extra = conformance.WebhookCheckOptions(
+            require_headers=tuple(h.strip() for h in require_header or [] if h.strip()),
+            max_latency_ms=max_latency_ms or conformance.DEFAULT_MAX_LATENCY_MS,
+        )
+        _check_reports(junit, summary_path)
+        with make_webhook_client(webhook_dest) as webhook_client:
+            run = conformance.run_webhook_check(webhook_client, webhook_dest, options, extra)
+        _finish(run, junit, summary_path, output)
+        return
     destination = dest.destination_from_options(
         cfg,
         url=url,
@@ -217,11 +263,7 @@ def check(
         ),
         allow_insecure_http=allow_insecure_http,
     )
-    summary_path = os.environ.get(SUMMARY_ENV) or None
-    if junit is not None:
-        checks.check_writable(junit, "--junit")
-    if summary_path is not None:
-        checks.check_writable(Path(summary_path), SUMMARY_ENV)
+    _check_reports(junit, summary_path)
     with (
         recording(
             har,
@@ -232,6 +274,19 @@ def check(
         make_client(destination) as client,
     ):
         run = checks.run_check(client, destination, options)
+    _finish(run, junit, summary_path, output)
+
+
+def _check_reports(junit: Path | None, summary_path: str | None) -> None:
+    if junit is not None:
+        checks.check_writable(junit, "--junit")
+    if summary_path is not None:
+        checks.check_writable(Path(summary_path), SUMMARY_ENV)
+
+
+def _finish(
+    run: checks.CheckRun, junit: Path | None, summary_path: str | None, output: OutputFormat
+) -> None:
     if junit is not None:
         checks.write_text(junit, checks.junit_report(run), what="JUnit report")
     if summary_path is not None:
