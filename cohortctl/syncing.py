@@ -60,7 +60,7 @@ from cohortctl.ids import read_ids
 from cohortctl.mock import abbreviate_json
 from cohortctl.outcomes import names_unknown_list
 from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
-from cohortctl.sync import lock, storage
+from cohortctl.sync import inventory, lock, storage
 from cohortctl.syncplan import CohortSpec
 from cohortctl.syncstate import (
     ADD,
@@ -776,17 +776,17 @@ class DryRun:
 
 def plan_cohort(destination: Destination, cohort: CohortSpec, settings: SyncSettings) -> DryRun:
     """The requests a sync would send (counts per call, the first payload of each), sending
-    nothing; a state file that does not exist yet is not created.
+    nothing and writing nothing: a state file is only read (and not created).
     """
     snapshot = read_snapshot(cohort)
     requests = Requests(destination, cohort, settings)
     list_id: str | None = None
-    if settings.state_file.exists():
-        with cohort_state(destination, cohort, settings) as state:
-            diff = plan_diff(snapshot, state, full=settings.full)
-            list_id = state.list_id if settings.mode is SyncMode.list else None
-    else:
+    held = inventory.believed(settings.state_file, cohort_key(destination, cohort, settings))
+    if held is None or settings.recreate_list:  # a new list starts empty
         diff = plan_diff_empty(snapshot)
+    else:
+        list_id = held[0] if settings.mode is SyncMode.list else None
+        diff = diff_against(snapshot, held[1], full=settings.full)
     requests.check_templates(list_id)
     size = settings.users_per_request
     enter_call, leave_call = settings.calls()
@@ -836,6 +836,15 @@ def plan_cohort(destination: Destination, cohort: CohortSpec, settings: SyncSett
         calls=calls,
         first_requests=first,
     )
+
+
+def diff_against(snapshot: Sequence[str], members: Sequence[str], *, full: bool) -> Diff:
+    """:func:`plan_diff` against a list of believed members (read-only; for dry runs)."""
+    snap = set(snapshot)
+    held = set(members)
+    left = [uid for uid in members if uid not in snap]
+    entered = [uid for uid in dict.fromkeys(snapshot) if full or uid not in held]
+    return Diff(entered=entered, left=left, unchanged=len(snap) - len(entered))
 
 
 def plan_diff_empty(snapshot: Sequence[str]) -> Diff:

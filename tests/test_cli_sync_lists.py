@@ -132,3 +132,28 @@ def test_recreate_list_is_for_list_mode(cli: RunCli, tmp_path: Path) -> None:
         env=ENV,
     )
     assert result.exit_code == 2 and "--recreate-list is for list mode" in result.stderr
+
+
+def test_dry_runs_write_nothing_and_show_the_recreated_list(cli: RunCli, tmp_path: Path) -> None:
+    state = tmp_path / "state.sqlite"
+    snapshot = tmp_path / "cohort.txt"
+    snapshot.write_text("\n".join(users(0, 100)) + "\n", encoding="utf-8")
+    server = receiver()
+    try:
+        args = ["sync", str(snapshot), *COHORT, "--state", str(state), "--url", server.url]
+        assert cli(*args, env=ENV).exit_code == 0
+        snapshot.write_text("\n".join(users(50, 150)) + "\n", encoding="utf-8")
+        before = cli("state", "list", "--state", str(state), "--output", "json").stdout
+        plain = cli(*args, "--dry-run", "-o", "json", env=ENV)
+        (plan,) = json.loads(plain.stdout)["cohorts"]
+        assert (plan["entered"], plan["left"], plan["list_id"]) == (50, 50, "1")
+        other = cli(*args, "--cohort-id", "c8", "--dry-run", env=ENV)
+        assert other.exit_code == 0
+        recreate = cli(*args, "--dry-run", "--recreate-list", "-o", "json", env=ENV)
+        (plan,) = json.loads(recreate.stdout)["cohorts"]
+        assert (plan["entered"], plan["left"], plan["list_id"]) == (100, 0, None)
+        assert "list-create" in plan["calls"]
+        after = cli("state", "list", "--state", str(state), "--output", "json").stdout
+        assert after == before  # no entry for c8, nothing folded or changed
+    finally:
+        server.stop()

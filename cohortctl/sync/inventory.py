@@ -185,6 +185,22 @@ def entries(path: Path) -> list[Entry]:
         conn.close()
 
 
+def believed(path: Path, key: str) -> tuple[str | None, list[str]] | None:
+    """``(list id, members)`` stored for destination ``key``; None when nothing is stored."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None
+    conn = _open(path)
+    try:
+        row = conn.execute("SELECT id, list_id FROM destinations WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return row[1], list(_member_ids(conn, row[0]))
+    except sqlite3.Error as exc:
+        raise storage.state_error(path, exc) from None
+    finally:
+        conn.close()
+
+
 def find(path: Path, url: str, cohort_id: str, mode: str | None = None) -> Entry:
     """The entry of ``url`` + ``cohort_id`` (+ ``mode`` when both modes are stored).
 

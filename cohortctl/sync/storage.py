@@ -16,7 +16,9 @@ A cohortctl state file is an SQLite database whose header carries
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from cohortctl.errors import StateFileError
@@ -259,44 +261,64 @@ def _prepare(conn: sqlite3.Connection, path: Path, *, create: bool, quick_check:
             raise StateFileError(path, f"damaged (quick_check: {problems[0]}); {MOVE_AWAY}")
     _tune(conn)
     if app_id == 0 or version < SCHEMA_VERSION:
-        _migrate(conn)
+        _migrate(conn, version if app_id else 0)
+
+
+@contextlib.contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    """``BEGIN IMMEDIATE`` … ``COMMIT``; ``ROLLBACK`` (if SQLite has not already) on error."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+
+
+def _write_schema(conn: sqlite3.Connection) -> None:
+    """Create what is missing of :data:`SCHEMA` and stamp the file as this version's."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
 
 def _initialise(conn: sqlite3.Connection) -> None:
     """Write the schema into an empty file in one transaction (racing creators serialize)."""
     # page_size only takes effect on a new file; big pages suit the big id blobs.
     conn.execute("PRAGMA page_size=16384")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with _immediate(conn):
         (app_id,) = conn.execute("PRAGMA application_id").fetchone()
         if app_id == 0 and not _tables(conn):  # not written by a racing creator meanwhile
-            for statement in SCHEMA.split(";"):
-                if statement.strip():
-                    conn.execute(statement)
-            conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+            _write_schema(conn)
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
-    """Bring an older state file (no application id, or a lower schema) up to date."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        columns = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
-        for name in ("planned", "batch"):
-            if name not in columns:
-                conn.execute(f"ALTER TABLE journal ADD COLUMN {name} INTEGER")
-        for statement in SCHEMA.split(";"):
-            if statement.strip():
-                conn.execute(statement)
-        conn.execute(f"PRAGMA application_id={APPLICATION_ID}")
-        conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
+def _to_version_1(conn: sqlite3.Connection) -> None:
+    """Files from before planned batches (journal without ``planned`` / ``batch``)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(journal)")}
+    for name in ("planned", "batch"):
+        if name not in columns:
+            conn.execute(f"ALTER TABLE journal ADD COLUMN {name} INTEGER")
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_version_1}
+"""``MIGRATIONS[n]`` brings a file of schema ``n - 1`` to ``n`` (0: before application ids).
+
+To change the schema: raise :data:`SCHEMA_VERSION`, change :data:`SCHEMA` (new files) and add
+the step from the previous version here (existing files); the steps run in one transaction.
+"""
+
+
+def _migrate(conn: sqlite3.Connection, version: int) -> None:
+    """Bring a state file of schema ``version`` (0: no application id yet) up to date."""
+    with _immediate(conn):
+        (current,) = conn.execute("PRAGMA user_version").fetchone()  # a racing migrator's
+        (app_id,) = conn.execute("PRAGMA application_id").fetchone()
+        if app_id == APPLICATION_ID and current >= SCHEMA_VERSION:
+            return
+        for step in range(max(version, 0) + 1, SCHEMA_VERSION + 1):
+            MIGRATIONS[step](conn)
+        _write_schema(conn)
