@@ -37,7 +37,7 @@ Mode = Annotated[
     str | None,
     typer.Option(
         "--mode",
-        help="list or property; needed only when the cohort is stored in both modes.",
+        help="list, property or webhook; needed only when the cohort is stored in several.",
         show_default=False,
     ),
 ]

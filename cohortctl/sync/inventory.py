@@ -18,7 +18,7 @@ from cohortctl.files import write_atomically
 from cohortctl.sync import lock, storage
 from cohortctl.syncstate import ADD, RunRecord, destination_key
 
-MODES = ("list", "property")
+MODES = ("list", "property", "webhook")
 
 UNFINISHED = "unfinished"
 """A run recorded as running whose process is gone (killed, or its disk filled)."""
@@ -212,9 +212,10 @@ def find(path: Path, url: str, cohort_id: str, mode: str | None = None) -> Entry
         what = f"{url} cohort {cohort_id}" + (f" ({mode} mode)" if mode else "")
         raise InputError(f"state file {path}: nothing stored for {what} (see cohortctl state list)")
     if len(matches) > 1:
+        modes = " and ".join(e.mode for e in matches)
         raise InputError(
-            f"state file {path}: {url} cohort {cohort_id} is stored in both list and property "
-            "mode; pass --mode list or --mode property"
+            f"state file {path}: {url} cohort {cohort_id} is stored in {modes} mode; "
+            "pass --mode to pick one"
         )
     return matches[0]
 
@@ -254,7 +255,7 @@ def forget(path: Path, entry: Entry) -> None:
             conn.execute("BEGIN IMMEDIATE")
             row = conn.execute("SELECT id FROM destinations WHERE key = ?", (entry.key,)).fetchone()
             if row is not None:
-                for table in ("segments", "journal", "planned", "runs"):
+                for table in ("segments", "journal", "planned", "properties", "runs"):
                     conn.execute(f"DELETE FROM {table} WHERE dest = ?", (row[0],))
                 conn.execute("DELETE FROM destinations WHERE id = ?", (row[0],))
             conn.execute("COMMIT")

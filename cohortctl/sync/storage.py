@@ -304,7 +304,14 @@ def _to_version_1(conn: sqlite3.Connection) -> None:
             conn.execute(f"ALTER TABLE journal ADD COLUMN {name} INTEGER")
 
 
-MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _to_version_1}
+def _to_version_2(conn: sqlite3.Connection) -> None:
+    """Nothing to change: the new ``properties`` table comes from :data:`SCHEMA`."""
+
+
+MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
+    1: _to_version_1,
+    2: _to_version_2,
+}
 """``MIGRATIONS[n]`` brings a file of schema ``n - 1`` to ``n`` (0: before application ids).
 
 To change the schema: raise :data:`SCHEMA_VERSION`, change :data:`SCHEMA` (new files) and add
