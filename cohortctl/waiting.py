@@ -34,7 +34,11 @@ def wait_for(
 ) -> WaitResult:
     """GET ``url`` until any HTTP answer arrives (any status counts) or ``timeout`` passes."""
     own = client is None
-    http = client or httpx.Client(timeout=min(5.0, max(timeout, 0.1)), verify=True)
+    if client is None:
+        from cohortctl.http.observed import observed
+
+        client = observed(httpx.Client(timeout=min(5.0, max(timeout, 0.1)), verify=True))
+    http = client
     start = clock()
     attempts = 0
     delay = interval

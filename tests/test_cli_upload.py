@@ -209,7 +209,9 @@ def test_250k_ids_arrive_whole(cli, amplitude_server, tmp_path: Path) -> None:
     ]
     assert traffic.max_in_flight <= 5
     assert summary["size"] == 250_000
-    assert "membership ADD 3/3" in result.stderr  # plain progress when not a terminal
+    # plain progress when not a terminal: ids with separators, the request count, rate, end
+    assert "membership ADD: 250,000/250,000 ids (100%), request 3/3, " in result.stderr
+    assert "ids/s, done in " in result.stderr
 
 
 def test_over_two_million_refused_before_sending(cli, amplitude_server, tmp_path: Path) -> None:

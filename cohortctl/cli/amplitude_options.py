@@ -28,6 +28,7 @@ from cohortctl.amplitude import (
     connect,
 )
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
+from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.config import Config, amplitude_base_url, ensure_safe_url
 from cohortctl.errors import InputError
 from cohortctl.http.har import recording
@@ -221,23 +222,28 @@ def progress_bar() -> Progress:
 
 
 @contextlib.contextmanager
-def progress_reporter(description: str, total: int) -> Iterator[Callable[[RunProgress], None]]:
-    """A progress callback: a bar on stderr when it is a terminal, plain lines otherwise."""
+def progress_reporter(
+    description: str, total: int, *, quiet: bool = False
+) -> Iterator[Callable[[RunProgress], None]]:
+    """A progress callback: a bar on stderr when it is a terminal, plain lines otherwise,
+    nothing with ``quiet``."""
+    if quiet:
+        yield lambda _progress: None
+        return
+    meter = Meter(total, "ids")
     if not err.is_terminal:
 
         def plain(progress: RunProgress) -> None:
-            err.print(
-                f"{progress.call} {progress.done}/{progress.steps}: "
-                f"{progress.ids_sent:,} of {progress.ids_total:,} ids sent"
-            )
+            step = f"request {progress.done:,}/{progress.steps:,}"
+            err.print(f"{progress.call}: {meter.line(progress.ids_sent, step)}", markup=False)
 
         yield plain
         return
-    with progress_bar() as bar:
-        task = bar.add_task(description, total=total)
+    bar, task = make_bar(description, total, err)
+    with bar:
 
         def update(progress: RunProgress) -> None:
-            bar.update(task, completed=progress.ids_sent, description=progress.call)
+            bar.update(task, completed=progress.ids_sent, line=meter.line(progress.ids_sent))
 
         yield update
 
@@ -262,10 +268,21 @@ def print_dry_run(plan: Plan, base_url: str, ids: IdList, output: OutputFormat) 
     err.print("dry run: nothing was sent")
 
 
-def print_run_result(result: RunResult, ids: IdList, output: OutputFormat) -> None:
-    """Show what a run did: Amplitude's answers in JSON, or a summary table."""
+def print_run_result(
+    result: RunResult, ids: IdList, output: OutputFormat, *, quiet: bool = False
+) -> None:
+    """Show what a run did: Amplitude's answers in JSON, a summary table, or (``quiet``) one
+    line on stderr."""
     if output is OutputFormat.json:
         print_json({"summary": result.summary(), "answers": result.answers})
+        return
+    if quiet:
+        what = "validated" if result.validate_only else "sent"
+        err.print(
+            f"cohort {result.cohort_id}: {sum(r['ids'] for r in result.requests):,} ids {what} "
+            f"in {len(result.requests):,} request(s), {result.matched:,} matched",
+            markup=False,
+        )
         return
     rows: list[tuple[str, Any]] = [("cohort id", result.cohort_id)]
     if result.name is not None:

@@ -12,7 +12,16 @@ from rich.markup import escape
 from cohortctl import checks, reports
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
+from cohortctl.cli.options import (
+    AllowInsecureHttp,
+    ConfigFile,
+    Har,
+    Output,
+    Profile,
+    Quiet,
+    Verbose,
+    check_verbosity,
+)
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client
 from cohortctl.errors import ExitCode, InputError
@@ -116,10 +125,10 @@ Junit = Annotated[
 ]
 
 
-def _render(run: checks.CheckRun, output: OutputFormat) -> None:
+def _render(run: checks.CheckRun, output: OutputFormat, *, quiet: bool = False) -> None:
     if output is OutputFormat.json:
         print_json(run.to_dict())
-    else:
+    elif not quiet:
         title = f"cohortctl check · run {run.run_id} · {run.target} · mode {run.mode}"
         rows = checks.case_rows(run.cases)
         out.print(table(["case", "result", "expected", "actual"], rows, title=escape(title)))
@@ -129,7 +138,8 @@ def _render(run: checks.CheckRun, output: OutputFormat) -> None:
         f"{counts.skipped} skipped"
     )
     err.print(escape(summary) if run.passed else f"[red]{escape(summary)}[/]")
-    err.print(escape(run.test_data_note()))
+    if not quiet:
+        err.print(escape(run.test_data_note()))
 
 
 def check(
@@ -175,6 +185,8 @@ def check(
     junit: Junit = None,
     output: Output = OutputFormat.table,
     har: Har = None,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -199,6 +211,7 @@ def check(
     $GITHUB_STEP_SUMMARY when set. Exit 0 when every case passed (skips do not fail), 1 when
     any failed, 2 for usage errors.
     """
+    check_verbosity(verbose, quiet)
     cfg = Config.load(profile, path=config)
     if mode is not FlowMode.webhook and require_header:
         raise InputError("--require-header is for --mode webhook")
@@ -242,7 +255,7 @@ def check(
         _check_reports(junit, summary_path)
         with make_webhook_client(webhook_dest) as webhook_client:
             run = conformance.run_webhook_check(webhook_client, webhook_dest, options, extra)
-        _finish(run, junit, summary_path, output)
+        _finish(run, junit, summary_path, output, quiet=quiet)
         return
     destination = dest.destination_from_options(
         cfg,
@@ -274,7 +287,7 @@ def check(
         make_client(destination) as client,
     ):
         run = checks.run_check(client, destination, options)
-    _finish(run, junit, summary_path, output)
+    _finish(run, junit, summary_path, output, quiet=quiet)
 
 
 def _check_reports(junit: Path | None, summary_path: str | None) -> None:
@@ -285,7 +298,12 @@ def _check_reports(junit: Path | None, summary_path: str | None) -> None:
 
 
 def _finish(
-    run: checks.CheckRun, junit: Path | None, summary_path: str | None, output: OutputFormat
+    run: checks.CheckRun,
+    junit: Path | None,
+    summary_path: str | None,
+    output: OutputFormat,
+    *,
+    quiet: bool = False,
 ) -> None:
     if junit is not None:
         checks.write_text(junit, checks.junit_report(run), what="JUnit report")
@@ -293,6 +311,6 @@ def _finish(
         checks.write_text(
             Path(summary_path), checks.markdown_report(run), append=True, what=SUMMARY_ENV
         )
-    _render(run, output)
+    _render(run, output, quiet=quiet)
     if not run.passed:
         raise typer.Exit(int(ExitCode.FAILED))

@@ -27,7 +27,15 @@ from cohortctl.cli.amplitude_options import (
     open_client,
 )
 from cohortctl.cli.cohorts_reconcile import reconcile_command
-from cohortctl.cli.options import TIMEOUT_HELP, AllowInsecureHttp, ConfigFile, Har, Output, Profile
+from cohortctl.cli.options import (
+    TIMEOUT_HELP,
+    AllowInsecureHttp,
+    ConfigFile,
+    Har,
+    Output,
+    Profile,
+    Verbose,
+)
 from cohortctl.customer.cohorts import find_cohort
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
@@ -53,6 +61,7 @@ def list_cohorts(
         typer.Option("--include-sync-info", help="Include each cohort's syncMetadata."),
     ] = False,
     output: Output = OutputFormat.table,
+    verbose: Verbose = 0,
     region: Region = None,
     base_url: BaseUrl = None,
     har: Har = None,
@@ -109,6 +118,7 @@ def _timestamp(value: Any) -> str:
 def show(
     cohort_id: Annotated[str, typer.Argument(help="The cohort to show.", show_default=False)],
     output: Output = OutputFormat.table,
+    verbose: Verbose = 0,
     region: Region = None,
     base_url: BaseUrl = None,
     har: Har = None,
@@ -218,6 +228,7 @@ def download(
         typer.Option("--request-timeout", metavar="DURATION", help=TIMEOUT_HELP),
     ] = DEFAULT_TIMEOUT_TEXT,
     output: OutputLong = OutputFormat.table,
+    verbose: Verbose = 0,
     region: Region = None,
     base_url: BaseUrl = None,
     har: Har = None,

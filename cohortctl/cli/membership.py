@@ -26,7 +26,16 @@ from cohortctl.cli.amplitude_options import (
     print_run_result,
     progress_reporter,
 )
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
+from cohortctl.cli.options import (
+    AllowInsecureHttp,
+    ConfigFile,
+    Har,
+    Output,
+    Profile,
+    Quiet,
+    Verbose,
+    check_verbosity,
+)
 from cohortctl.ids import IdType
 from cohortctl.render import OutputFormat
 from cohortctl.uploading import execute, plan_membership
@@ -60,6 +69,8 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
         column: Column = None,
         dry_run: DryRun = False,
         output: Output = OutputFormat.table,
+        verbose: Verbose = 0,
+        quiet: Quiet = False,
         region: Region = None,
         base_url: BaseUrl = None,
         har: Har = None,
@@ -69,6 +80,7 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
         timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
         retries: Retries = DEFAULT_RETRIES,
     ) -> None:
+        check_verbosity(verbose, quiet)
         cfg, url = load_target(
             profile,
             config,
@@ -92,9 +104,11 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
         with (
             open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,
             progress_reporter(f"membership {operation}", len(ids.ids)) as on_progress,
+            open_client(cfg, url, timeout=timeout, retries=retries) as client,
+            progress_reporter(f"membership {operation}", len(ids.ids), quiet=quiet) as on_progress,
         ):
             result = execute(client, plan, on_progress=on_progress)
-        print_run_result(result, ids, output)
+        print_run_result(result, ids, output, quiet=quiet)
 
     command.__doc__ = doc
     command.__name__ = operation.lower()

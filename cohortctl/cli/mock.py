@@ -13,7 +13,16 @@ import typer
 from cohortctl import mock, payloads
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
+from cohortctl.cli.options import (
+    AllowInsecureHttp,
+    ConfigFile,
+    Har,
+    Output,
+    Profile,
+    Quiet,
+    Verbose,
+    check_verbosity,
+)
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client
 from cohortctl.errors import ExitCode
@@ -120,7 +129,9 @@ def _status_cell(outcome: Outcome) -> str:
     return outcome.error or "-"
 
 
-def _render_results(results: Sequence[Outcome], output: OutputFormat) -> bool:
+def _render_results(
+    results: Sequence[Outcome], output: OutputFormat, *, quiet: bool = False
+) -> bool:
     ok = mock.passed(results)
     list_ids = [o.extra["list_id"] for o in results if "list_id" in o.extra]
     if output is OutputFormat.json:
@@ -131,7 +142,7 @@ def _render_results(results: Sequence[Outcome], output: OutputFormat) -> bool:
                 "results": [o.to_dict() for o in results],
             }
         )
-    else:
+    elif not quiet:
         rows = [
             tuple(
                 str(cell)
@@ -185,6 +196,7 @@ def _execute(
     dry_run: bool,
     output: OutputFormat,
     har: Path | None = None,
+    quiet: bool = False,
 ) -> None:
     destination = dest.destination_from_options(
         cfg, require_credentials=not dry_run, **destination_kwargs
@@ -203,7 +215,7 @@ def _execute(
         make_client(destination) as client,
     ):
         results = mock.run(client, destination, steps, spec)
-    if not _render_results(results, output):
+    if not _render_results(results, output, quiet=quiet):
         raise typer.Exit(int(ExitCode.FAILED))
 
 
@@ -232,10 +244,13 @@ def _call_command(call: str) -> Callable[..., None]:
         dry_run: DryRun = False,
         har: Har = None,
         output: Output = OutputFormat.table,
+        verbose: Verbose = 0,
+        quiet: Quiet = False,
         profile: Profile = None,
         config: ConfigFile = None,
         allow_insecure_http: AllowInsecureHttp = False,
     ) -> None:
+        check_verbosity(verbose, quiet)
         cfg = Config.load(profile, path=config)
         spec = mock.MockSpec(
             cohort_name=cohort_name,
@@ -267,6 +282,7 @@ def _call_command(call: str) -> Callable[..., None]:
             dry_run=dry_run,
             output=output,
             har=har,
+            quiet=quiet,
         )
 
     command.__annotations__["path"] = Annotated[
@@ -348,6 +364,8 @@ def flow(
     dry_run: DryRun = False,
     har: Har = None,
     output: Output = OutputFormat.table,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -362,6 +380,7 @@ def flow(
     Either way every id ends in the cohort but the first. The flow stops after a list-create
     that gives no list id; the rest is shown as skipped.
     """
+    check_verbosity(verbose, quiet)
     cfg = Config.load(profile, path=config)
     if mode is mock.FlowMode.webhook:
         from cohortctl.cli import mock_webhook
@@ -427,6 +446,7 @@ def flow(
         dry_run=dry_run,
         output=output,
         har=har,
+        quiet=quiet,
     )
 
 

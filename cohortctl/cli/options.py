@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -66,3 +67,51 @@ Har = Annotated[
         show_default=False,
     ),
 ]
+
+
+def _exchange_watcher(threshold: int) -> Callable[[typer.Context, int], int]:
+    def callback(ctx: typer.Context, value: int) -> int:
+        if value >= threshold:
+            from cohortctl import http
+            from cohortctl.cli.exchanges import ExchangePrinter
+
+            printer = ExchangePrinter()
+            http.add_observer(printer)
+            ctx.call_on_close(lambda: http.remove_observer(printer))
+        return value
+
+    return callback
+
+
+Verbose = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        callback=_exchange_watcher(1),
+        help="Show every exchange on stderr, as curl -v does: request line, headers "
+        "(credentials redacted), body; status line, headers, body (cut at 64 KiB).",
+    ),
+]
+SyncVerbose = Annotated[
+    int,
+    typer.Option(
+        "--verbose",
+        "-v",
+        count=True,
+        callback=_exchange_watcher(2),
+        help="-v: each step and every retry with its delay; -vv: also every exchange, as "
+        "curl -v shows it (credentials redacted, bodies cut at 64 KiB).",
+    ),
+]
+Quiet = Annotated[
+    bool,
+    typer.Option("--quiet", "-q", help="Print only the final one-line summary (and errors)."),
+]
+
+
+def check_verbosity(verbose: int, quiet: bool) -> None:
+    """-v and -q contradict each other: a usage error."""
+    if verbose and quiet:
+        raise InputError("--verbose and --quiet cannot be used together")

@@ -12,18 +12,21 @@ from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-)
 
 from cohortctl import payloads, syncing
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
+from cohortctl.cli.options import (
+    AllowInsecureHttp,
+    ConfigFile,
+    Har,
+    Output,
+    Profile,
+    Quiet,
+    SyncVerbose,
+    check_verbosity,
+)
+from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.config import Config
 from cohortctl.delivery import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, Batch
 from cohortctl.delivery import Progress as DeliveryProgress
@@ -290,15 +293,8 @@ def sync(
             rich_help_panel=STATE,
         ),
     ] = False,
-    verbose: Annotated[
-        bool,
-        typer.Option(
-            "--verbose",
-            "-v",
-            help="Show each step and every retry with its delay.",
-            rich_help_panel=STATE,
-        ),
-    ] = False,
+    verbose: SyncVerbose = 0,
+    quiet: Quiet = False,
     user_agent: wh.UserAgent = None,
     prop: wh.Property = None,
     all_properties: wh.AllProperties = False,
@@ -348,6 +344,7 @@ def sync(
     state file, a file that cannot be written), 3 busy (another sync of the cohort), 130
     interrupted.
     """
+    check_verbosity(verbose, quiet)
     cfg = Config.load(profile, path=config)
     sync_plan = load_plan(plan) if plan is not None else None
     cohorts = _cohorts(snapshot, sync_plan, cohort_name, cohort_id, column)
@@ -429,7 +426,7 @@ def sync(
             settings,
             period=period,
             max_runs=max_runs,
-            verbose=verbose,
+            verbose=verbose >= 1,
             dry_run=dry_run,
             output=output,
         )
@@ -467,7 +464,8 @@ def sync(
                 settings,
                 number,
                 period is not None,
-                verbose=verbose,
+                verbose=verbose >= 1,
+                quiet=quiet,
                 output=output,
             ),
             every=period,
@@ -531,6 +529,7 @@ def _one_run(
     scheduled: bool,
     *,
     verbose: bool,
+    quiet: bool = False,
     output: OutputFormat,
 ) -> syncing.SyncRun:
     if scheduled:
@@ -538,7 +537,7 @@ def _one_run(
     results: list[syncing.CohortSync] = []
     with syncing.locked(destination, cohorts, settings):
         for cohort in cohorts:
-            with _ProgressView(cohort, verbose=verbose) as view:
+            with _ProgressView(cohort, verbose=verbose, quiet=quiet) as view:
                 hooks = syncing.SyncHooks(
                     on_progress=view.update,
                     on_retry=view.retry if verbose else None,
@@ -553,19 +552,21 @@ def _one_run(
     run = syncing.SyncRun(
         cohorts=results, interrupted=any(c.status == syncing.INTERRUPTED for c in results)
     )
-    _render_run(destination, run, output)
+    _render_run(destination, run, output, quiet=quiet)
     return run
 
 
 class _ProgressView:
     """A progress bar on a terminal, plain lines every few seconds otherwise (stderr)."""
 
-    def __init__(self, cohort: CohortSpec, *, verbose: bool) -> None:
+    def __init__(self, cohort: CohortSpec, *, verbose: bool, quiet: bool = False) -> None:
         self.cohort = cohort
         self.verbose = verbose
+        self.quiet = quiet
         self.tty = err.is_terminal
         self.total = 0
-        self._bar: Progress | None = None
+        self._meter = Meter(0, "users")
+        self._bar: Any = None
         self._task: Any = None
         self._last_line = time.monotonic()
 
@@ -579,34 +580,30 @@ class _ProgressView:
     def phase(self, message: str) -> None:
         if message.startswith("sending "):
             self.total = int(message.split()[1].replace(",", ""))
-            if self.tty and self.total:
-                self._bar = Progress(
-                    TextColumn(escape(f"{self.cohort.name}")),
-                    BarColumn(),
-                    MofNCompleteColumn(),
-                    TextColumn("{task.fields[stats]}"),
-                    TimeElapsedColumn(),
-                    console=err,
-                    transient=True,
-                )
-                self._task = self._bar.add_task("users", total=self.total, stats="")
+            self._meter = Meter(self.total, "users")
+            if self.tty and self.total and not self.quiet:
+                self._bar, self._task = make_bar(self.cohort.name, self.total, err)
                 self._bar.start()
+        if self.quiet:
+            return
         if self.verbose or message.startswith(("sending ", "repaired ")):
             err.print(escape(f"{self.cohort.name} ({self.cohort.id}): {message}"))
 
     def update(self, p: DeliveryProgress) -> None:
-        stats = (
-            f"{p.requests:,} requests, {p.retries:,} retries, "
-            f"{p.users_per_second:,.0f} users/s, {p.requests_per_second:,.0f} req/s"
+        if self.quiet:
+            return
+        done = p.users_done + p.users_failed
+        line = self._meter.line(
+            done,
+            f"{p.requests:,} requests, {p.retries:,} retries, {p.requests_per_second:,.0f} req/s",
         )
         if self._bar is not None:
-            self._bar.update(self._task, completed=p.users_done + p.users_failed, stats=stats)
+            self._bar.update(self._task, completed=done, line=line)
             return
         now = time.monotonic()
         if now - self._last_line >= PLAIN_PROGRESS_EVERY:
             self._last_line = now
-            done = p.users_done + p.users_failed
-            err.print(f"  {done:,}/{self.total:,} users, {stats}")
+            err.print(f"  {line}", markup=False)
 
     def retry(self, batch: Batch, attempt: int, delay: float, reason: str) -> None:
         err.print(escape(f"  retry {attempt} of {batch.key} in {_seconds(delay)} after {reason}"))
@@ -627,7 +624,11 @@ def _announce_next(when: float) -> None:
 
 
 def _render_run(
-    destination: Destination | WebhookDestination, run: syncing.SyncRun, output: OutputFormat
+    destination: Destination | WebhookDestination,
+    run: syncing.SyncRun,
+    output: OutputFormat,
+    *,
+    quiet: bool = False,
 ) -> None:
     if output is OutputFormat.json:
         print_json(
@@ -639,7 +640,16 @@ def _render_run(
         )
         return
     for result in run.cohorts:
-        _render_cohort(destination, result)
+        if quiet:
+            r = result.report
+            err.print(
+                f"{result.cohort.name} ({result.cohort.id}): {result.status}, "
+                f"{result.added:,} added, {result.removed:,} removed, {r.requests:,} requests, "
+                f"{r.batches_failed:,} failed batches",
+                markup=False,
+            )
+        else:
+            _render_cohort(destination, result)
 
 
 def _render_cohort(

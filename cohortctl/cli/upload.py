@@ -26,7 +26,16 @@ from cohortctl.cli.amplitude_options import (
     print_run_result,
     progress_reporter,
 )
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
+from cohortctl.cli.options import (
+    AllowInsecureHttp,
+    ConfigFile,
+    Har,
+    Output,
+    Profile,
+    Quiet,
+    Verbose,
+    check_verbosity,
+)
 from cohortctl.ids import IdType
 from cohortctl.render import OutputFormat
 from cohortctl.uploading import CohortSpec, execute, plan_upload
@@ -83,6 +92,8 @@ def upload(
     column: Column = None,
     dry_run: DryRun = False,
     output: Output = OutputFormat.table,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
     region: Region = None,
     base_url: BaseUrl = None,
     har: Har = None,
@@ -99,6 +110,7 @@ def upload(
     other. More than 2,000,000 ids (Amplitude's cohort limit) are refused before anything
     is sent. Credentials: AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY or a config profile.
     """
+    check_verbosity(verbose, quiet)
     cfg, url = load_target(
         profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
     )
@@ -120,6 +132,8 @@ def upload(
     with (
         open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,
         progress_reporter("upload", len(ids.ids)) as on_progress,
+        open_client(cfg, url, timeout=timeout, retries=retries) as client,
+        progress_reporter("upload", len(ids.ids), quiet=quiet) as on_progress,
     ):
         result = execute(client, plan, on_progress=on_progress)
-    print_run_result(result, ids, output)
+    print_run_result(result, ids, output, quiet=quiet)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cohortctl.cli.options import Output
+from cohortctl.cli.options import Output, Quiet, Verbose, check_verbosity
 from cohortctl.config import Config
 from cohortctl.durations import format_duration, parse_duration
 from cohortctl.errors import CheckFailed, ConfigError
@@ -26,12 +26,15 @@ def wait(
         str, typer.Option("--interval", help="First pause between attempts (doubles, max 2s).")
     ] = "250ms",
     output: Output = OutputFormat.table,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
 ) -> None:
     """Exit 0 as soon as URL answers at all (any HTTP status), 1 if it never does in time.
 
     Use it in CI to start a service in the background and check it without sleeps:
     `cohortctl serve partner --port 8080 & cohortctl wait --url http://127.0.0.1:8080`.
     """
+    check_verbosity(verbose, quiet)
     target = url or Config.load().get("partner_url")
     if not target:
         raise ConfigError("no URL to wait for: pass --url or set COHORTCTL_PARTNER_URL")
