@@ -6,7 +6,9 @@ Everything runs on 127.0.0.1 and stops by itself:
 2. ``cohortctl sync SNAPSHOT`` run as a subprocess, exactly as a person runs it: reading the
    ID file, diffing against a fresh state, creating the list, sending 1,000-id add batches
    (~25 KB), confirming each batch in the SQLite state, folding it at the end. Once at
-   Amplitude's defaults (4 workers) and once at a high ``--workers``. Its ``--output json``
+   Amplitude's defaults (4 workers) and once at a high ``--workers``; then once more in
+   ``--mode webhook`` (Cohort Webhook messages of 1,000 users, ~40 KB) at 4 workers, the
+   same server answering. Its ``--output json``
    summary gives the sending rate (requests/s over the delivery); the wall time of the whole
    command is printed too;
 3. a ``requests.Session`` loop posting the same kind of body, and wrk if it is on PATH;
@@ -52,9 +54,12 @@ def write_snapshot(path: Path, count: int) -> None:
             out.write("\n")
 
 
-def run_sync(url: str, snapshot: Path, workers: int, tmp: Path) -> dict[str, Any]:
+def run_sync(
+    url: str, snapshot: Path, workers: int, tmp: Path, *, mode: str = "list"
+) -> dict[str, Any]:
     """``cohortctl sync`` in a subprocess (first sync: the whole snapshot); its JSON summary."""
-    state = tmp / f"state-{workers}.sqlite"
+    state = tmp / f"state-{mode}-{workers}.sqlite"
+    target = f"{url}/webhook" if mode == "webhook" else url
     args = [
         sys.executable,
         "-m",
@@ -62,7 +67,9 @@ def run_sync(url: str, snapshot: Path, workers: int, tmp: Path) -> dict[str, Any
         "sync",
         str(snapshot),
         "--url",
-        url,
+        target,
+        "--mode",
+        mode,
         "--cohort-name",
         "Bench",
         "--cohort-id",
@@ -83,8 +90,9 @@ def run_sync(url: str, snapshot: Path, workers: int, tmp: Path) -> dict[str, Any
     (cohort,) = json.loads(proc.stdout)["cohorts"]
     delivery = cohort["delivery"]
     assert cohort["added"] == cohort["snapshot_users"], cohort
+    label = "" if mode == "list" else f" --mode {mode}"
     return {
-        "name": f"cohortctl sync --workers {workers}",
+        "name": f"cohortctl sync{label} --workers {workers}",
         "requests": delivery["requests"],
         "seconds": round(delivery["duration_s"], 3),
         "requests_per_s": delivery["requests_per_s"],
@@ -119,6 +127,7 @@ def main() -> None:
         rows.append(run_sync(server.url, snapshot, 4, tmp))
         for workers in args.high_workers:
             rows.append(run_sync(server.url, snapshot, workers, tmp))
+        rows.append(run_sync(server.url, snapshot, 4, tmp, mode="webhook"))
         baseline = run_requests(server.url, 100_000, seconds)
         if baseline:
             rows.append(baseline)
@@ -151,8 +160,14 @@ def main() -> None:
         share = f"{row['of_wrk']:4.0%} of wrk" if row["of_wrk"] else ""
         wall = f"  (whole command {row['wall_s']:.1f} s)" if "wall_s" in row else ""
         print(
-            f"  {row['name']:<30} {row['requests_per_s']:>8,.0f} req/s"
+            f"  {row['name']:<38} {row['requests_per_s']:>8,.0f} req/s"
             f" {row['users_per_s']:>12,.0f} users/s  {ratio}  {share}{wall}"
+        )
+    hook = next((r for r in rows if "--mode webhook" in r["name"]), None)
+    if hook is not None:
+        print(
+            f"webhook mode / list mode at 4 workers: "
+            f"{hook['requests_per_s'] / rows[0]['requests_per_s']:.2f}x requests/s"
         )
     if diff:
         print(

@@ -204,3 +204,23 @@ def test_mock_flow_webhook_mode(cli: RunCli, partner_server_factory: PartnerFact
                  "--id", "a", "--id", "b", "--id", "c", "-o", "json")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert _state(server.url, "cohortctl_mock_1")["members"] == ["b", "c"]
+
+
+@pytest.mark.parametrize("plain", [True, False])
+def test_the_fast_encoder_writes_the_same_bytes(plain: bool) -> None:
+    from cohortctl.partner.webhooks.payload import encode_message
+
+    ids = ["a", "b-ü", "c"] if plain else ["a", 'q"uote', "back\\slash", "ctl\x01", "é"]
+    props = {ids[0]: {"plan": "pro", "n": 3, "ok": True}, ids[-1]: {}}
+    for properties in (None, props):
+        fast = encode_message(
+            "Name \"q\" ü", "c1", in_cohort=False, computed_time="12", message_id="m",
+            user_ids=ids, properties=properties, plain=plain,
+        )  # fmt: skip
+        users = [(uid, (properties or {}).get(uid) or None) for uid in ids]
+        slow = encode(
+            webhook_body(
+                'Name "q" ü', "c1", in_cohort=False, computed_time="12", message_id="m", users=users
+            )
+        )
+        assert fast == slow

@@ -19,13 +19,26 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cohortctl.delivery import Batch, BatchResult, DeliveryInterrupted, DeliveryReport, deliver
+from cohortctl.delivery import (
+    Batch,
+    BatchResult,
+    DeliveryInterrupted,
+    DeliveryReport,
+    deliver,
+    ids_are_plain,
+)
 from cohortctl.http.proxy import proxy_for
 from cohortctl.http.redact import Redactor
 from cohortctl.ids import read_ids
 from cohortctl.mock import abbreviate_json
 from cohortctl.partner.webhooks.messages import plan_messages, users_of
-from cohortctl.partner.webhooks.payload import CALL, WebhookDestination, WebhookRun, webhook_body
+from cohortctl.partner.webhooks.payload import (
+    CALL,
+    WebhookDestination,
+    WebhookRun,
+    encode_message,
+    webhook_body,
+)
 from cohortctl.sync import lock, storage
 from cohortctl.sync.properties import (
     Properties,
@@ -79,21 +92,31 @@ def _batches(
     entering: bool,
 ) -> Iterator[Batch]:
     key = ENTER_KEY if entering else EXIT_KEY
+    plain = ids_are_plain(plan.user_ids)
     for index, (ids, ref) in enumerate(plan.batches()):
-        users = (
-            [(uid, properties.get(uid) or None) for uid in ids]
-            if entering
-            else [(uid, None) for uid in ids]
-        )
-        body = webhook_body(
-            cohort.name,
-            cohort.id,
-            in_cohort=entering,
-            computed_time=run.computed_time,
-            message_id=run.message_id(entering=entering, batch=index),
-            users=users,
-        )
-        content, _ = destination.render(body)
+        message_id = run.message_id(entering=entering, batch=index)
+        if destination.template is None:
+            content = encode_message(
+                cohort.name,
+                cohort.id,
+                in_cohort=entering,
+                computed_time=run.computed_time,
+                message_id=message_id,
+                user_ids=ids,
+                properties=properties if entering else None,
+                plain=plain,
+            )
+        else:
+            users = [(uid, properties.get(uid) or None if entering else None) for uid in ids]
+            body = webhook_body(
+                cohort.name,
+                cohort.id,
+                in_cohort=entering,
+                computed_time=run.computed_time,
+                message_id=message_id,
+                users=users,
+            )
+            content, _ = destination.render(body)
         yield Batch(f"{key}:{index}", "POST", destination.url, content, ids, CALL, ref)
 
 

@@ -95,6 +95,50 @@ def encode(body: Any) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+_dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def encode_message(
+    cohort_name: str,
+    cohort_id: str,
+    *,
+    in_cohort: bool,
+    computed_time: str,
+    message_id: str,
+    user_ids: Sequence[str],
+    properties: Mapping[str, Mapping[str, Any]] | None = None,
+    plain: bool = False,
+) -> bytes:
+    """``encode(webhook_body(...))`` without building the body (the sync hot path).
+
+    ``plain``: no id holds a quote, a backslash or a control character
+    (:func:`cohortctl.delivery.ids_are_plain`), so ids are written as they are.
+    """
+    head = _dumps(
+        {
+            "cohort_name": cohort_name,
+            "cohort_id": cohort_id,
+            "in_cohort": in_cohort,
+            "computed_time": computed_time,
+            "message_id": message_id,
+        }
+    )
+    if plain and not properties:
+        users = '{"user_id":"' + '"},{"user_id":"'.join(user_ids) + '"}'
+    else:
+        parts = []
+        found = properties or {}
+        for uid in user_ids:
+            quoted = f'"{uid}"' if plain else _dumps(uid)
+            props = found.get(uid)
+            if props:
+                parts.append(f'{{"user_id":{quoted},"user_properties":{_dumps(dict(props))}}}')
+            else:
+                parts.append(f'{{"user_id":{quoted}}}')
+        users = ",".join(parts)
+    return f'{head[:-1]},"users":[{users}]}}'.encode()
+
+
 def webhook_url(url: str, path: str | None = None) -> str:
     """The webhook URL itself, ``path`` (when given) appended to its path."""
     if not path:
