@@ -691,6 +691,7 @@ def sync_all(
 
     Stops at a Ctrl-C (the run is marked interrupted); a failed cohort does not stop the next.
     """
+    check_state(settings)
     run = SyncRun(started_at=time.time())
     started = time.perf_counter()
     many = len(cohorts) > 1

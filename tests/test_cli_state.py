@@ -151,6 +151,10 @@ def test_check_names_the_damage_and_list_of_no_file_is_empty(cli: RunCli, tmp_pa
     assert str(state) in line and "not a cohortctl state file" in line
     listed = cli("state", "list", "--state", str(state))
     assert listed.exit_code == 2 and "not a cohortctl state file" in listed.stderr
+    as_json = cli("state", "check", "--state", str(state), "--output", "json")
+    assert as_json.exit_code == 2
+    data = json.loads(as_json.stdout)
+    assert data["ok"] is False and "not a cohortctl state file" in data["error"]
 
 
 def test_a_killed_run_shows_as_unfinished(cli: RunCli, tmp_path: Path) -> None:

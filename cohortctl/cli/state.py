@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from cohortctl.errors import StateFileError
 from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.sync import inventory
 from cohortctl.syncstate import default_state_path
@@ -191,7 +192,13 @@ def forget(
 @app.command("check")
 def check(state: StateFile = None, output: OutputLong = OutputFormat.table) -> None:
     """Check the state file's integrity: exit 0 when sound, 2 (one line) when not."""
-    result = inventory.check(_path(state))
+    path = _path(state)
+    try:
+        result = inventory.check(path)
+    except StateFileError as error:
+        if output is OutputFormat.json:
+            print_json({"ok": False, "file": str(path), "error": error.reason})
+        raise
     if output is OutputFormat.json:
         print_json(result.to_dict())
         return
