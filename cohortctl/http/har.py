@@ -25,18 +25,34 @@ from datetime import datetime, timezone
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from cohortctl import __version__
-from cohortctl.destination import redact_url
 from cohortctl.errors import InputError
 from cohortctl.http.observe import Exchange
-from cohortctl.http.redact import Redactor
+from cohortctl.http.redact import REDACTED, Redactor, is_sensitive_header
 from cohortctl.http.settings import add_observer, remove_observer
 
 HAR_VERSION = "1.2"
 CREATOR = "cohortctl"
 _ENTRIES_OPEN = '"entries": ['
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be recorded: no password, credential-looking query values hidden."""
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, hostport = netloc.rpartition("@")
+        user = userinfo.partition(":")[0]
+        netloc = f"{REDACTED}@{hostport}" if user else hostport
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(is_sensitive_header(k) for k, _ in pairs):
+            shown = [(k, REDACTED if is_sensitive_header(k) else v) for k, v in pairs]
+            query = urlencode(shown, safe="*")
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 class _Shown:
@@ -184,6 +200,7 @@ class HarWriter:
         secrets: Iterable[str] = (),
         comment: str | None = None,
         call_of: CallOf | None = None,
+        option: str = "--har",
     ) -> None:
         self.path = Path(path)
         self.count = 0
@@ -193,7 +210,7 @@ class HarWriter:
         try:
             self._file: IO[str] | None = self.path.open("w", encoding="utf-8")
         except OSError as exc:
-            raise InputError(f"--har {path}: cannot write: {exc.strerror or exc}") from None
+            raise InputError(f"{option} {path}: cannot write: {exc.strerror or exc}") from None
         log: dict[str, Any] = {
             "version": HAR_VERSION,
             "creator": {"name": CREATOR, "version": __version__},

@@ -51,6 +51,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from cohortctl.http.har import redact_url
 from cohortctl.http.redact import is_sensitive_header
 from cohortctl.servers.inspector import Inspector, default_call, dumps, page
 from cohortctl.servers.partner_store import (
@@ -336,7 +337,7 @@ class Receiver:
         answer = response.body if isinstance(response, web.Response) else None
         self.inspector.add(
             method=request.method,
-            path=request.path_qs,
+            path=redact_url(request.path_qs),
             call=default_call(request.method, request.path)[0],
             status=None if reset else response.status,
             latency_ms=(time.perf_counter() - started) * 1000,

@@ -23,7 +23,7 @@ import aiohttp
 from aiohttp import web
 
 from cohortctl import payloads
-from cohortctl.http.har import HarWriter, har_entry
+from cohortctl.http.har import HarWriter, har_entry, redact_url
 from cohortctl.http.observe import Exchange
 from cohortctl.http.redact import Redactor
 from cohortctl.servers.inspector import Inspector, default_call, dumps, page
@@ -150,7 +150,7 @@ class Forwarder:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
         )
         if self.settings.record is not None:
-            self.har = HarWriter(self.settings.record, base_url=self.upstream)
+            self.har = HarWriter(self.settings.record, base_url=self.upstream, option="--record")
 
     async def close(self, app: web.Application) -> None:
         """Close the session and finish the HAR file (aiohttp ``on_cleanup``)."""
@@ -200,7 +200,7 @@ class Forwarder:
         self._learn(verdict, status, data)
         self.inspector.add(
             method=request.method,
-            path=request.path_qs,
+            path=redactor.text(redact_url(request.path_qs)),
             call=verdict.call,
             status=status,
             latency_ms=latency,
