@@ -17,13 +17,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from cohortctl.amplitude import AmplitudeClient, connect
+from cohortctl.customer.client import AmplitudeClient, connect
 from cohortctl.customer.reconcile import reconcile
+from cohortctl.customer.uploading import UploadSpec, execute, plan_upload
 from cohortctl.retry import RetryPolicy
-from cohortctl.servers.amplitude import STORE_KEY, create_app
-from cohortctl.servers.amplitude_store import CohortStore
+from cohortctl.servers.amplitude.app import STORE_KEY, create_app
+from cohortctl.servers.amplitude.store import CohortStore
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.uploading import CohortSpec, execute, plan_upload
 
 KEY, SECRET = "bench-key", "bench-secret"
 
@@ -72,7 +72,7 @@ def run(count: int, churn: float) -> dict[str, dict[str, Any]]:
     """Both ways from the same start to the same file; their figures."""
     first, target = files(count, churn)
     kept = set(first) & set(target)
-    spec = CohortSpec(name="Bench", app_id=1, owner="bench@example.com")
+    spec = UploadSpec(name="Bench", app_id=1, owner="bench@example.com")
     results: dict[str, dict[str, Any]] = {}
     with BackgroundServer(lambda: create_app(api_key=KEY, secret_key=SECRET)) as server:
         assert server.app is not None
@@ -92,7 +92,7 @@ def run(count: int, churn: float) -> dict[str, dict[str, Any]]:
             client.attempts.clear()
             started = time.perf_counter()
             if way == "replace":
-                replace = CohortSpec(**{**spec.__dict__, "existing_cohort_id": cohort_id})
+                replace = UploadSpec(**{**spec.__dict__, "existing_cohort_id": cohort_id})
                 done = execute(watched(client, watch), plan_upload(target, replace))
                 sent = done.ids
             else:

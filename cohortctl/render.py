@@ -17,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from cohortctl.errors import CohortctlError, FileWriteError, RequestFailed
+from cohortctl.http.text import body_excerpt
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -61,12 +62,6 @@ def key_values(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) ->
     for key, value in pairs:
         t.add_row(escape(key), "" if value is None else escape(str(value)))
     return t
-
-
-def body_excerpt(body: str, limit: int = 300) -> str:
-    """The start of a response body on one line, for tables and error messages."""
-    flat = " ".join(body.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def report_error(error: CohortctlError) -> None:

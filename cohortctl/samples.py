@@ -39,7 +39,7 @@ def partner_payloads() -> dict[str, Any]:
 
 def upload_payload() -> dict[str, Any]:
     """The body of Amplitude's ``POST /api/3/cohorts/upload`` for the sample ids."""
-    from cohortctl.amplitude import upload_body
+    from cohortctl.customer.api import upload_body
 
     return upload_body(
         name=COHORT_NAME,

@@ -60,10 +60,10 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(autouse=True)
 def no_real_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The customer-side commands record their retry and poll waits instead of sleeping."""
-    from cohortctl.cli import amplitude_options
+    from cohortctl.cli import customer_options
 
     waits: list[float] = []
-    monkeypatch.setattr(amplitude_options, "sleep", waits.append)
+    monkeypatch.setattr(customer_options, "sleep", waits.append)
     return waits
 
 

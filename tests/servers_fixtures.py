@@ -69,7 +69,7 @@ def _resolve(future: asyncio.Future[None]) -> None:
 @pytest.fixture
 def amplitude_server() -> Iterator[BackgroundServer]:
     """The embedded fake of Amplitude's cohort API, with the test key and secret."""
-    from cohortctl.servers.amplitude import create_app
+    from cohortctl.servers.amplitude.app import create_app
 
     with BackgroundServer(lambda: create_app(api_key=API_KEY, secret_key=SECRET_KEY)) as server:
         yield server
@@ -78,7 +78,7 @@ def amplitude_server() -> Iterator[BackgroundServer]:
 @pytest.fixture
 def amplitude_server_factory() -> Iterator[Any]:
     """Start fake Amplitude servers with custom options: ``factory(**create_app_kwargs)``."""
-    from cohortctl.servers.amplitude import create_app
+    from cohortctl.servers.amplitude.app import create_app
 
     started: list[BackgroundServer] = []
 

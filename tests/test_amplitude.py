@@ -12,18 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from cohortctl.amplitude import (
-    AmplitudeClient,
-    connect,
-    download_cohort,
-    membership_body,
-    parse_error_body,
-    upload_body,
-)
+from cohortctl.customer.api import membership_body, parse_error_body, upload_body
+from cohortctl.customer.client import AmplitudeClient, connect
+from cohortctl.customer.export import download_cohort
 from cohortctl.errors import CohortctlError, InputError, RequestFailed, TransportFailed
 from cohortctl.retry import RetryPolicy
-from cohortctl.servers.amplitude import TRAFFIC_KEY
-from cohortctl.servers.amplitude_store import amplitude_id_for
+from cohortctl.servers.amplitude.app import TRAFFIC_KEY
+from cohortctl.servers.amplitude.store import amplitude_id_for
 from tests.credentials import API_KEY, SECRET_KEY
 
 Handler = Callable[[httpx.Request], httpx.Response]

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from cohortctl.cli import amplitude_options
-from cohortctl.servers.amplitude_store import amplitude_id_for
+from cohortctl.cli import customer_options
+from cohortctl.servers.amplitude.store import amplitude_id_for
 
 
 def make_cohort(cli: Any, server: Any, tmp_path: Path, ids: list[str], name: str = "Seed") -> str:
@@ -48,7 +48,7 @@ def test_download_polls_then_writes_csv(
     server = amplitude_server_factory(export_polls=3)
     cohort_id = make_cohort(cli, server, tmp_path, ["alice", "bob"])
     waits: list[float] = []
-    monkeypatch.setattr(amplitude_options, "sleep", waits.append)
+    monkeypatch.setattr(customer_options, "sleep", waits.append)
     dest = tmp_path / "members.csv"
     result = cli("cohorts", "download", cohort_id, "-o", str(dest), "--base-url", server.url)
     assert result.exit_code == 0, result.output
@@ -142,7 +142,7 @@ def test_list_insecure_http_refused(cli) -> None:
 
 
 def test_download_prop_keys_each_sent_as_a_parameter(cli, amplitude_server, tmp_path: Path) -> None:
-    from cohortctl.servers.amplitude import STORE_KEY
+    from cohortctl.servers.amplitude.app import STORE_KEY
 
     cohort_id = make_cohort(cli, amplitude_server, tmp_path, ["alice"])
     amplitude_server.app[STORE_KEY].set_user_properties(

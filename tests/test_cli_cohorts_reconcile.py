@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
+from cohortctl.servers.amplitude.app import STORE_KEY, TRAFFIC_KEY
 from tests.credentials import API_KEY, SECRET_KEY
 from tests.test_cli_cohorts import make_cohort
 

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
-from cohortctl.servers.amplitude_store import amplitude_id_for
+from cohortctl.servers.amplitude.app import STORE_KEY, TRAFFIC_KEY
+from cohortctl.servers.amplitude.store import amplitude_id_for
 
 
 def write_ids(tmp_path: Path, ids: list[str], name: str = "ids.txt") -> Path:

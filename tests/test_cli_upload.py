@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from cohortctl.cli import amplitude_options
-from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
+from cohortctl.cli import customer_options
+from cohortctl.servers.amplitude.app import STORE_KEY, TRAFFIC_KEY
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
 
@@ -295,7 +295,7 @@ def test_429_then_success_honours_retry_after(
     error = {"error": {"http_code": 429, "type": "too_many_requests", "message": "slow"}}
     server = scripted_server((429, error, {"Retry-After": "3"}), OK_ANSWER)
     waits: list[float] = []
-    monkeypatch.setattr(amplitude_options, "sleep", waits.append)
+    monkeypatch.setattr(customer_options, "sleep", waits.append)
     result = cli(*base_args(server, write_ids(tmp_path, ["a"])))
     assert result.exit_code == 0, result.output
     assert waits == [3.0]

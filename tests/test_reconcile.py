@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from cohortctl.amplitude import ADD, BY_ID, BY_NAME, REMOVE, AmplitudeClient, connect
+from cohortctl.customer.api import ADD, BY_ID, BY_NAME, REMOVE
+from cohortctl.customer.client import AmplitudeClient, connect
 from cohortctl.customer.cohorts import Members, read_members
 from cohortctl.customer.reconcile import (
     APPLY,
@@ -15,12 +16,12 @@ from cohortctl.customer.reconcile import (
     plan_changes,
     reconcile,
 )
+from cohortctl.customer.uploading import UploadSpec, execute, plan_upload
 from cohortctl.errors import CheckFailed, InputError, RequestFailed
 from cohortctl.retry import RetryPolicy
-from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
-from cohortctl.servers.amplitude_store import CohortStore, amplitude_id_for
+from cohortctl.servers.amplitude.app import STORE_KEY, TRAFFIC_KEY
+from cohortctl.servers.amplitude.store import CohortStore, amplitude_id_for
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.uploading import CohortSpec, execute, plan_upload
 from tests.credentials import API_KEY, SECRET_KEY
 
 EXPORT_PATHS = ("/api/5/cohorts/request/", "/api/5/cohorts/request-status/")
@@ -54,7 +55,7 @@ def store(server: BackgroundServer) -> CohortStore:
 
 
 def create(client: AmplitudeClient, ids: list[str]) -> str:
-    spec = CohortSpec(name="Reconciled", app_id=153957, owner="me@example.com")
+    spec = UploadSpec(name="Reconciled", app_id=153957, owner="me@example.com")
     result = execute(client, plan_upload(ids, spec))
     assert result.cohort_id
     return result.cohort_id
@@ -239,7 +240,7 @@ def small_client(
 
 
 def create_small(client: AmplitudeClient, ids: list[str]) -> str:
-    spec = CohortSpec(name="Small", app_id=1, owner="me@example.com")
+    spec = UploadSpec(name="Small", app_id=1, owner="me@example.com")
     result = execute(client, plan_upload(ids, spec, chunk_size=2))
     assert result.cohort_id
     return result.cohort_id

@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY, Traffic
-from cohortctl.servers.amplitude_store import CohortStore, amplitude_id_for
+from cohortctl.servers.amplitude.app import STORE_KEY, TRAFFIC_KEY
+from cohortctl.servers.amplitude.store import CohortStore, amplitude_id_for
+from cohortctl.servers.amplitude.traffic import Traffic
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
 from tests.servers_fixtures import Gate

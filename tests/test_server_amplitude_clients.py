@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cohortctl.servers.amplitude_store import CohortStore, amplitude_id_for
+from cohortctl.servers.amplitude.store import CohortStore, amplitude_id_for
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
 from tests.test_server_amplitude import (

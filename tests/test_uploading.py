@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import pytest
 
-from cohortctl.amplitude import MEMBERSHIP_PATH, UPLOAD_PATH, AmplitudeClient, connect
-from cohortctl.errors import InputError, RequestFailed
-from cohortctl.retry import RetryPolicy
-from cohortctl.servers.amplitude import STORE_KEY, TRAFFIC_KEY
-from cohortctl.uploading import (
+from cohortctl.customer.api import MEMBERSHIP_PATH, UPLOAD_PATH
+from cohortctl.customer.client import AmplitudeClient, connect
+from cohortctl.customer.uploading import (
     AMPLITUDE,
     PENDING_COHORT_ID,
-    CohortSpec,
+    UploadSpec,
     execute,
     plan_membership,
     plan_upload,
     summarize_body,
 )
+from cohortctl.errors import InputError, RequestFailed
+from cohortctl.retry import RetryPolicy
+from cohortctl.servers.amplitude.app import STORE_KEY, TRAFFIC_KEY
 from tests.credentials import API_KEY, SECRET_KEY
 
-SPEC = CohortSpec(name="Churn", app_id=42, owner="me@x.io")
+SPEC = UploadSpec(name="Churn", app_id=42, owner="me@x.io")
 
 
 def ids(n: int, prefix: str = "u") -> list[str]:
@@ -53,7 +54,7 @@ def test_amplitude_ids_use_by_amp_id_and_by_id() -> None:
 
 
 def test_validate_only_sends_every_chunk_as_skip_save_upload() -> None:
-    spec = CohortSpec(name="n", app_id=1, owner="o", validate_only=True)
+    spec = UploadSpec(name="n", app_id=1, owner="o", validate_only=True)
     plan = plan_upload(ids(200_001), spec)
     assert [s.call for s in plan.steps] == ["upload"] * 3
     assert all(plan.body(s, None)["skip_save"] is True for s in plan.steps)
@@ -155,7 +156,7 @@ def test_failure_part_way_says_what_went_through(amplitude_server_factory) -> No
 
 def test_250k_ids_arrive_whole_via_upload_and_two_adds(amplitude_server) -> None:
     all_ids = ids(250_000)
-    spec = CohortSpec(name="Big", app_id=42, owner="me@example.com")
+    spec = UploadSpec(name="Big", app_id=42, owner="me@example.com")
     client = fake_client(amplitude_server)
     with client.http:
         result = execute(client, plan_upload(all_ids, spec))
@@ -173,7 +174,7 @@ def test_250k_ids_arrive_whole_via_upload_and_two_adds(amplitude_server) -> None
 
 
 def test_membership_remove_against_fake(amplitude_server) -> None:
-    spec = CohortSpec(name="Small", app_id=42, owner="me@example.com")
+    spec = UploadSpec(name="Small", app_id=42, owner="me@example.com")
     client = fake_client(amplitude_server)
     with client.http:
         uploaded = execute(client, plan_upload(ids(30), spec))
@@ -188,7 +189,7 @@ def test_membership_remove_against_fake(amplitude_server) -> None:
 
 
 def test_validate_only_saves_nothing_on_fake(amplitude_server) -> None:
-    spec = CohortSpec(name="V", app_id=42, owner="me@example.com", validate_only=True)
+    spec = UploadSpec(name="V", app_id=42, owner="me@example.com", validate_only=True)
     client = fake_client(amplitude_server)
     with client.http:
         result = execute(client, plan_upload(ids(25), spec, chunk_size=10))

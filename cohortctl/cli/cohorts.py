@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from cohortctl.amplitude import download_cohort
-from cohortctl.cli.amplitude_options import (
+from cohortctl.cli.cohorts_reconcile import reconcile_command
+from cohortctl.cli.customer_options import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_TEXT,
     BaseUrl,
@@ -26,7 +26,6 @@ from cohortctl.cli.amplitude_options import (
     load_target,
     open_client,
 )
-from cohortctl.cli.cohorts_reconcile import reconcile_command
 from cohortctl.cli.options import (
     TIMEOUT_HELP,
     AllowInsecureHttp,
@@ -37,6 +36,7 @@ from cohortctl.cli.options import (
     Verbose,
 )
 from cohortctl.customer.cohorts import find_cohort
+from cohortctl.customer.export import download_cohort
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
 from cohortctl.ids import IdType

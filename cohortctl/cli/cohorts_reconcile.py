@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from cohortctl.cli.amplitude_options import (
+from cohortctl.cli.customer_options import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_TEXT,
     BaseUrl,

@@ -20,23 +20,17 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cohortctl.amplitude import (
-    DEFAULT_RETRY,
-    DEFAULT_TIMEOUT,
-    AmplitudeClient,
-    ExportPoll,
-    connect,
-)
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.config import Config, amplitude_base_url, ensure_safe_url
+from cohortctl.customer.api import AMPLITUDE_REQUEST_TIMEOUT, DEFAULT_RETRY, ExportPoll
+from cohortctl.customer.client import AmplitudeClient, connect
+from cohortctl.customer.uploading import Plan, RunResult, UploadProgress
 from cohortctl.errors import InputError
 from cohortctl.http.har import recording
 from cohortctl.ids import IdList, IdType, read_ids
 from cohortctl.render import OutputFormat, err, key_values, out, print_json
 from cohortctl.retry import RetryPolicy
-from cohortctl.uploading import Plan, RunResult
-from cohortctl.uploading import Progress as RunProgress
 
 # How the commands wait between retries and polls; tests replace it to record the waits.
 sleep: Callable[[float], None] = time.sleep
@@ -113,7 +107,7 @@ GroupType = Annotated[
     ),
 ]
 
-DEFAULT_TIMEOUT_TEXT = f"{DEFAULT_TIMEOUT:.0f}s"
+DEFAULT_TIMEOUT_TEXT = f"{AMPLITUDE_REQUEST_TIMEOUT:.0f}s"
 DEFAULT_RETRIES = DEFAULT_RETRY.retries
 
 
@@ -224,7 +218,7 @@ def progress_bar() -> Progress:
 @contextlib.contextmanager
 def progress_reporter(
     description: str, total: int, *, quiet: bool = False
-) -> Iterator[Callable[[RunProgress], None]]:
+) -> Iterator[Callable[[UploadProgress], None]]:
     """A progress callback: a bar on stderr when it is a terminal, plain lines otherwise,
     nothing with ``quiet``."""
     if quiet:
@@ -233,7 +227,7 @@ def progress_reporter(
     meter = Meter(total, "ids")
     if not err.is_terminal:
 
-        def plain(progress: RunProgress) -> None:
+        def plain(progress: UploadProgress) -> None:
             step = f"request {progress.done:,}/{progress.steps:,}"
             err.print(f"{progress.call}: {meter.line(progress.ids_sent, step)}", markup=False)
 
@@ -242,7 +236,7 @@ def progress_reporter(
     bar, task = make_bar(description, total, err)
     with bar:
 
-        def update(progress: RunProgress) -> None:
+        def update(progress: UploadProgress) -> None:
             bar.update(task, completed=progress.ids_sent, line=meter.line(progress.ids_sent))
 
         yield update

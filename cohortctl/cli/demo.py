@@ -86,7 +86,7 @@ def demo(
     property mode against it. Keys are generated for this run and never printed.
     Exit 0 when every step succeeded.
     """
-    from cohortctl.servers.amplitude import create_app as amplitude_app
+    from cohortctl.servers.amplitude.app import create_app as amplitude_app
     from cohortctl.servers.partner import ReceiverSettings
     from cohortctl.servers.partner import create_app as partner_app
 

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from cohortctl.cli.amplitude_options import (
+from cohortctl.cli.customer_options import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_TEXT,
     BaseUrl,
@@ -36,9 +36,9 @@ from cohortctl.cli.options import (
     Verbose,
     check_verbosity,
 )
+from cohortctl.customer.uploading import execute, plan_membership
 from cohortctl.ids import IdType
 from cohortctl.render import OutputFormat
-from cohortctl.uploading import execute, plan_membership
 
 app = typer.Typer(
     help="Add ids to or remove ids from an existing cohort, without replacing it.",

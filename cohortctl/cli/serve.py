@@ -176,8 +176,8 @@ def amplitude(
     Example: URL=$(cohortctl serve amplitude --db fake.sqlite &) and point cohortctl at it
     with AMPLITUDE_BASE_URL=$URL.
     """
-    from cohortctl.servers.amplitude import STORE_KEY, create_app
-    from cohortctl.servers.amplitude_users import add_users, read_users
+    from cohortctl.servers.amplitude.app import STORE_KEY, create_app
+    from cohortctl.servers.amplitude.users import add_users, read_users
 
     key, secret = _credentials(api_key, secret_key)
     known = read_users(users) if users is not None else []

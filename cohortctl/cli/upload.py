@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from cohortctl.cli.amplitude_options import (
+from cohortctl.cli.customer_options import (
     DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_TEXT,
     BaseUrl,
@@ -36,9 +36,9 @@ from cohortctl.cli.options import (
     Verbose,
     check_verbosity,
 )
+from cohortctl.customer.uploading import UploadSpec, execute, plan_upload
 from cohortctl.ids import IdType
 from cohortctl.render import OutputFormat
-from cohortctl.uploading import CohortSpec, execute, plan_upload
 
 
 def upload(
@@ -114,7 +114,7 @@ def upload(
     cfg, url = load_target(
         profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
     )
-    spec = CohortSpec(
+    spec = UploadSpec(
         name=name,
         app_id=app_id_of(cfg, app_id),
         owner=str(cfg.require("owner", owner, flag_name="--owner")),

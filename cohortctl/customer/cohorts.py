@@ -8,7 +8,9 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cohortctl.amplitude import AmplitudeClient, ExportPoll, resume_hint
+from cohortctl.customer.api import ExportPoll
+from cohortctl.customer.client import AmplitudeClient
+from cohortctl.customer.export import resume_hint
 from cohortctl.errors import CheckFailed, CohortctlError
 
 USER = "user"

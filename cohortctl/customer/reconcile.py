@@ -26,17 +26,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cohortctl.amplitude import (
+from cohortctl.customer.api import (
     ADD,
     BY_ID,
     BY_NAME,
     MAX_COHORT_SIZE,
     MAX_IDS_PER_REQUEST,
     REMOVE,
-    AmplitudeClient,
     ExportPoll,
     membership_body,
 )
+from cohortctl.customer.client import AmplitudeClient
 from cohortctl.customer.cohorts import (
     AMPLITUDE,
     USER,
@@ -48,7 +48,7 @@ from cohortctl.customer.cohorts import (
 )
 from cohortctl.errors import CheckFailed, CohortctlError, InputError
 
-SAMPLE_IDS = 10
+ID_SAMPLE_SIZE = 10
 
 # Event phases, in the order they happen.
 LOOKUP = "lookup"
@@ -132,7 +132,7 @@ class ReconcileResult:
         """Requests a replace would send: one upload, then ADDs of 100,000."""
         return math.ceil(self.file_ids / MAX_IDS_PER_REQUEST)
 
-    def summary(self, *, sample: int = SAMPLE_IDS) -> dict[str, Any]:
+    def summary(self, *, sample: int = ID_SAMPLE_SIZE) -> dict[str, Any]:
         """JSON-ready: counts, the first ids of each side, what was sent, the size checks."""
         return {
             "cohort_id": self.cohort_id,
@@ -318,7 +318,7 @@ def _apply(
             error.hint = join_hints(error.hint, _partial_hint(result, total))
             raise
         skipped = len(answer.skipped_ids)
-        room = SAMPLE_IDS * 4 - len(result.skipped_ids)
+        room = ID_SAMPLE_SIZE * 4 - len(result.skipped_ids)
         result.skipped_ids.extend(answer.skipped_ids[: max(room, 0)])
         result.requests.append(
             {

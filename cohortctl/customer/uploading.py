@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from cohortctl.amplitude import (
+from cohortctl.customer.api import (
     ADD,
     BY_AMP_ID,
     BY_ID,
@@ -34,10 +34,10 @@ from cohortctl.amplitude import (
     MEMBERSHIP_PATH,
     OPERATIONS,
     UPLOAD_PATH,
-    AmplitudeClient,
     membership_body,
     upload_body,
 )
+from cohortctl.customer.client import AmplitudeClient
 from cohortctl.errors import CohortctlError, InputError
 
 if TYPE_CHECKING:
@@ -47,7 +47,7 @@ USER = "user"  # cohortctl.ids.IdType.user
 AMPLITUDE = "amplitude"  # cohortctl.ids.IdType.amplitude
 UPLOAD = "upload"
 MEMBERSHIP = "membership"
-SAMPLE_IDS = 5
+ID_SAMPLE_SIZE = 5
 PENDING_COHORT_ID = "<cohortId from the upload answer>"
 REDACTED_AUTH = "Basic ***redacted***"
 
@@ -70,7 +70,7 @@ def _id_type(id_type: str) -> str:
 
 
 @dataclass(frozen=True)
-class CohortSpec:
+class UploadSpec:
     """Everything an upload says about the cohort, besides its ids."""
 
     name: str
@@ -84,7 +84,7 @@ class CohortSpec:
 
 
 @dataclass(frozen=True)
-class Step:
+class PlannedRequest:
     """One planned request: which endpoint, and which slice of the ids it carries."""
 
     call: str  # "upload", "membership ADD", "membership REMOVE"
@@ -100,7 +100,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class Progress:
+class UploadProgress:
     """Reported after each request: how far the run is."""
 
     done: int
@@ -117,15 +117,15 @@ class Plan:
     kind: str  # UPLOAD or MEMBERSHIP
     ids: Sequence[str]
     id_type: str
-    steps: list[Step]
-    spec: CohortSpec | None = None
+    steps: list[PlannedRequest]
+    spec: UploadSpec | None = None
     cohort_id: str | None = None  # membership: the cohort to change
     operation: str = ADD
     strict_ids: bool = False
     group_type: str | None = None
     stats: IdFileStats | None = None
 
-    def body(self, step: Step, cohort_id: str | None) -> dict[str, Any]:
+    def body(self, step: PlannedRequest, cohort_id: str | None) -> dict[str, Any]:
         """The exact JSON body of ``step``; membership steps need the cohort id."""
         ids = self.ids[step.start : step.end]
         if step.path == UPLOAD_PATH:
@@ -152,7 +152,7 @@ class Plan:
             group_type=self.group_type,
         )
 
-    def describe(self, base_url: str, *, sample: int = SAMPLE_IDS) -> list[dict[str, Any]]:
+    def describe(self, base_url: str, *, sample: int = ID_SAMPLE_SIZE) -> list[dict[str, Any]]:
         """What ``--dry-run`` shows: method, URL, headers (auth redacted), a body summary."""
         known = self.cohort_id or (self.spec.existing_cohort_id if self.spec else None)
         described = []
@@ -171,7 +171,7 @@ class Plan:
         return described
 
 
-def summarize_body(body: dict[str, Any], *, sample: int = SAMPLE_IDS) -> dict[str, Any]:
+def summarize_body(body: dict[str, Any], *, sample: int = ID_SAMPLE_SIZE) -> dict[str, Any]:
     """A body with every id list replaced by its count and its first ``sample`` ids."""
 
     def ids_summary(ids: Sequence[str]) -> dict[str, Any]:
@@ -205,7 +205,7 @@ def _chunks(total: int, size: int) -> list[tuple[int, int]]:
 
 def plan_upload(
     ids: Sequence[str],
-    spec: CohortSpec,
+    spec: UploadSpec,
     *,
     id_type: str = USER,
     stats: IdFileStats | None = None,
@@ -221,11 +221,13 @@ def plan_upload(
     _check_size(ids, max_size, "upload")
     chunks = _chunks(len(ids), chunk_size)
     if spec.validate_only:
-        steps = [Step(UPLOAD, "POST", UPLOAD_PATH, a, b) for a, b in chunks]
+        steps = [PlannedRequest(UPLOAD, "POST", UPLOAD_PATH, a, b) for a, b in chunks]
     else:
         first, *rest = chunks
-        steps = [Step(UPLOAD, "POST", UPLOAD_PATH, *first)]
-        steps += [Step(f"{MEMBERSHIP} {ADD}", "POST", MEMBERSHIP_PATH, a, b) for a, b in rest]
+        steps = [PlannedRequest(UPLOAD, "POST", UPLOAD_PATH, *first)]
+        steps += [
+            PlannedRequest(f"{MEMBERSHIP} {ADD}", "POST", MEMBERSHIP_PATH, a, b) for a, b in rest
+        ]
     return Plan(
         kind=UPLOAD,
         ids=ids,
@@ -258,7 +260,10 @@ def plan_membership(
         raise InputError("--cohort-id must not be empty")
     _check_size(ids, max_size, operation.lower())
     call = f"{MEMBERSHIP} {operation}"
-    steps = [Step(call, "POST", MEMBERSHIP_PATH, a, b) for a, b in _chunks(len(ids), chunk_size)]
+    steps = [
+        PlannedRequest(call, "POST", MEMBERSHIP_PATH, a, b)
+        for a, b in _chunks(len(ids), chunk_size)
+    ]
     return Plan(
         kind=MEMBERSHIP,
         ids=ids,
@@ -307,7 +312,7 @@ def execute(
     client: AmplitudeClient,
     plan: Plan,
     *,
-    on_progress: Callable[[Progress], None] | None = None,
+    on_progress: Callable[[UploadProgress], None] | None = None,
 ) -> RunResult:
     """Send the plan's requests one after the other and add up what Amplitude answered.
 
@@ -343,12 +348,12 @@ def execute(
             raise
         sent += step.count
         if on_progress:
-            on_progress(Progress(number, len(plan.steps), sent, len(plan.ids), step.call))
+            on_progress(UploadProgress(number, len(plan.steps), sent, len(plan.ids), step.call))
     return result
 
 
 def _apply_upload(
-    client: AmplitudeClient, body: dict[str, Any], step: Step, result: RunResult
+    client: AmplitudeClient, body: dict[str, Any], step: PlannedRequest, result: RunResult
 ) -> None:
     answer = client.upload(body)
     result.answers.append(answer.raw)
@@ -357,7 +362,7 @@ def _apply_upload(
         result.cohort_id = answer.cohort_id
     result.matched += answer.matched if answer.matched is not None else 0
     result.totals += answer.totals if answer.totals is not None else step.count
-    room = SAMPLE_IDS * 4 - len(result.invalid_ids_sample)
+    room = ID_SAMPLE_SIZE * 4 - len(result.invalid_ids_sample)
     result.invalid_ids_sample.extend(answer.invalid_ids_sample[: max(room, 0)])
     if answer.cohort.get("name"):
         result.name = str(answer.cohort["name"])
@@ -366,7 +371,7 @@ def _apply_upload(
 
 
 def _apply_membership(
-    client: AmplitudeClient, body: dict[str, Any], step: Step, result: RunResult
+    client: AmplitudeClient, body: dict[str, Any], step: PlannedRequest, result: RunResult
 ) -> None:
     answer = client.membership(body)
     result.answers.append(answer.raw)
@@ -375,7 +380,7 @@ def _apply_membership(
         {"call": step.call, "ids": step.count, "cohort_id": answer.cohort_id, "skipped": skipped}
     )
     result.membership_skipped_ids += skipped
-    room = SAMPLE_IDS * 4 - len(result.skipped_ids_sample)
+    room = ID_SAMPLE_SIZE * 4 - len(result.skipped_ids_sample)
     result.skipped_ids_sample.extend(answer.skipped_ids[: max(room, 0)])
     result.totals += step.count
     result.matched += step.count - skipped

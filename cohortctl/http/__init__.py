@@ -6,7 +6,7 @@ Rules (the same in every command; README "HTTP: proxies, redirects, redaction"):
   go only to the origin the user named: never into a proxy's own headers
   (``Proxy-Authorization`` comes only from userinfo in the proxy URL; a ``CONNECT`` carries no
   credential of the target) and never across a redirect. Redirects are not followed; only the
-  export's signed-URL redirect is, without credentials (:mod:`cohortctl.amplitude`).
+  export's signed-URL redirect is, without credentials (:mod:`cohortctl.customer.client`).
 - **Proxies**: ``HTTPS_PROXY`` / ``HTTP_PROXY`` / ``NO_PROXY`` (either case) for every
   request (:func:`proxy_for`): ``CONNECT`` for https, absolute-form for http. A failing proxy
   is named as the proxy, not the target.

@@ -19,3 +19,9 @@ def terminal_text(text: str, *, keep_newlines: bool = True) -> str:
     if not keep_newlines:
         escaped = escaped.replace("\n", "\\n").replace("\t", "\\t")
     return escaped
+
+
+def body_excerpt(body: str, limit: int = 300) -> str:
+    """The start of a response body on one line, for tables and error messages."""
+    flat = " ".join(body.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

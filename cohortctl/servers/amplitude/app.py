@@ -28,27 +28,35 @@ import asyncio
 import base64
 import binascii
 import hmac
-import json
 import logging
-import re
 import secrets
-import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
-from typing import Any, NoReturn, TypeVar
+from typing import Any, TypeVar
 
 from aiohttp import web
 
-from cohortctl.servers.amplitude_store import (
-    MAX_AMPLITUDE_ID,
+from cohortctl.servers.amplitude.store import (
     CohortStore,
     CohortTooLarge,
     MemberChange,
-    amplitude_id_for,
+)
+from cohortctl.servers.amplitude.traffic import RequestRecord, Traffic
+from cohortctl.servers.amplitude.validation import (
+    CLIENT_MAX_SIZE,
+    EMAIL,
+    ApiError,
+    Fields,
+    bad,
+    classify,
+    invalid_ids,
+    json_object,
+    json_type,
+    sample,
 )
 
 T = TypeVar("T")
@@ -72,329 +80,12 @@ SIGNED_URL_TTL = 60.0
 # requests per minute"); Segment's cohort look-up starts an export it never polls.
 EXPORT_RUNS_FOR = 60.0
 USER_SEARCH_LIMIT = 100
-INVALID_SAMPLE = 10
-CLIENT_MAX_SIZE = 64 * 1024 * 1024
-
-_DIGITS = re.compile(r"[0-9]+")
-_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
-
-_ERROR_TYPES = {
-    400: "invalid_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    429: "too_many_requests",
-    500: "internal_error",
-}
-
-
-class ApiError(Exception):
-    """An error answer in Amplitude's documented shape."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        metadata: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.metadata = dict(metadata or {})
-        self.headers = dict(headers or {})
-
-    def response(self) -> web.Response:
-        """The JSON error response."""
-        body = {
-            "error": {
-                "http_code": self.status,
-                "type": _ERROR_TYPES.get(self.status, "error"),
-                "message": self.message,
-                "metadata": self.metadata,
-            }
-        }
-        return web.json_response(body, status=self.status, headers=self.headers)
-
-
-def _bad(message: str, **metadata: Any) -> NoReturn:
-    raise ApiError(400, message, metadata=metadata)
-
-
-# -- traffic: concurrency accounting, request log -----------------------------------------
-
-
-@dataclass
-class RequestRecord:
-    """One request as the fake saw it (never its credentials)."""
-
-    method: str
-    path: str
-    status: int = 0
-    in_flight: int = 0  # requests in flight when it arrived, itself included
-    max_in_flight: int = 0  # the most in flight at any moment while it was
-    authorization_sent: bool = False
-
-
-@dataclass
-class Traffic:
-    """Thread-safe view of the requests the fake has handled.
-
-    ``max_in_flight`` counts every authenticated /api request at the moment it arrived,
-    including those answered 429: a client that keeps within the limit never pushes it past
-    ``max_concurrent``.
-    """
-
-    log_size: int = 10_000
-    in_flight: int = 0
-    max_in_flight: int = 0
-    rejected: int = 0  # answered 429 for concurrency
-    log: deque[RequestRecord] = field(default_factory=deque)
-    _active: list[RequestRecord] = field(default_factory=list)
-    _cond: threading.Condition = field(default_factory=threading.Condition)
-
-    def __post_init__(self) -> None:
-        self.log = deque(maxlen=self.log_size)
-
-    # Called on the server's loop.
-    def record(self, record: RequestRecord) -> None:
-        """Add a finished request to the log."""
-        with self._cond:
-            self.log.append(record)
-            self._cond.notify_all()
-
-    def enter(self, record: RequestRecord) -> int:
-        """Count an arriving request; returns how many are now in flight, itself included."""
-        with self._cond:
-            self.in_flight += 1
-            self._active.append(record)
-            record.in_flight = self.in_flight
-            self.max_in_flight = max(self.max_in_flight, self.in_flight)
-            for active in self._active:
-                active.max_in_flight = max(active.max_in_flight, self.in_flight)
-            self._cond.notify_all()
-            return self.in_flight
-
-    def leave(self, record: RequestRecord, *, rejected: bool = False) -> None:
-        """Count a request as finished."""
-        with self._cond:
-            self.in_flight -= 1
-            self._active.remove(record)
-            if rejected:
-                self.rejected += 1
-            self._cond.notify_all()
-
-    # Called from tests (any thread).
-    def requests(self) -> list[RequestRecord]:
-        """A copy of the request log, oldest first."""
-        with self._cond:
-            return list(self.log)
 
 
 STORE_KEY = web.AppKey("cohortctl.amplitude.store", CohortStore)
 TRAFFIC_KEY = web.AppKey("cohortctl.amplitude.traffic", Traffic)
 
 
-# -- request parsing and validation ------------------------------------------------------
-
-
-def _reject_constant(name: str) -> NoReturn:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
-async def _json_object(request: web.Request) -> dict[str, Any]:
-    if request.content_type != "application/json":
-        raise ApiError(
-            415,
-            f"Content-Type must be application/json, got {request.content_type or 'none'}",
-        )
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge:
-        raise ApiError(
-            413, f"request body is larger than {CLIENT_MAX_SIZE} bytes", metadata={}
-        ) from None
-    try:
-        body = json.loads(
-            raw.decode("utf-8"),
-            object_pairs_hook=_unique_keys,
-            parse_constant=_reject_constant,
-        )
-    except (UnicodeDecodeError, ValueError) as exc:
-        _bad(f"request body is not valid JSON: {exc}")
-    if not isinstance(body, dict):
-        _bad(f"request body must be a JSON object, got {_json_type(body)}")
-    return body
-
-
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list):
-        return "array"
-    return "object"
-
-
-class _Fields:
-    """Collects every field error of one JSON object, then raises them together."""
-
-    def __init__(self, body: Mapping[str, Any], where: str = "") -> None:
-        self.body = body
-        self.where = where
-        self.errors: list[str] = []
-
-    def error(self, name: str, problem: str) -> None:
-        self.errors.append(f"{self.where}{name}: {problem}")
-
-    def unknown(self, allowed: set[str]) -> None:
-        for name in sorted(set(self.body) - allowed):
-            self.error(name, f"unknown field (allowed: {', '.join(sorted(allowed))})")
-
-    def raw(self, name: str, required: bool) -> tuple[bool, Any]:
-        if name not in self.body:
-            if required:
-                self.error(name, "is required")
-            return False, None
-        return True, self.body[name]
-
-    def string(self, name: str, *, required: bool, choices: tuple[str, ...] = ()) -> str | None:
-        present, value = self.raw(name, required)
-        if not present:
-            return None
-        if not isinstance(value, str):
-            self.error(name, f"must be a string, got {_json_type(value)}")
-        elif choices and value not in choices:
-            self.error(name, f"must be one of {', '.join(choices)}, got {value[:50]!r}")
-        elif not value.strip():
-            self.error(name, "must be a non-empty string")
-        else:
-            return value
-        return None
-
-    def boolean(self, name: str, *, required: bool, default: bool = False) -> bool:
-        present, value = self.raw(name, required)
-        if not present:
-            return default
-        if not isinstance(value, bool):
-            self.error(name, f"must be a boolean, got {_json_type(value)}")
-            return default
-        return value
-
-    def project_id(self, name: str, *, required: bool) -> int | None:
-        """An integer, or a string of ASCII digits: Segment's production destination sends
-        ``app_id`` as a string and Amplitude accepts it."""
-        present, value = self.raw(name, required)
-        if not present:
-            return None
-        if isinstance(value, str) and value.isascii() and value.isdigit():
-            if len(value) > len(str(MAX_AMPLITUDE_ID)):
-                self.error(name, "must be a positive integer")
-                return None
-            value = int(value)
-        elif isinstance(value, str):
-            self.error(name, f"must be an integer or a string of digits, got {value[:50]!r}")
-            return None
-        return self._positive(name, value)
-
-    def _positive(self, name: str, value: Any) -> int | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.error(name, f"must be an integer, got {_json_type(value)}")
-        elif not 0 < value <= MAX_AMPLITUDE_ID:
-            self.error(name, "must be a positive integer")
-        else:
-            return value
-        return None
-
-    def ids(self, name: str, *, limit: int) -> list[str] | None:
-        present, value = self.raw(name, True)
-        if not present:
-            return None
-        if not isinstance(value, list):
-            self.error(name, f"must be an array of strings, got {_json_type(value)}")
-            return None
-        if not value:
-            self.error(name, "must hold at least one id")
-            return None
-        if len(value) > limit:
-            self.error(name, f"has {len(value)} ids: at most {limit} ids per request")
-            return None
-        for index, item in enumerate(value):
-            if not isinstance(item, str):
-                self.error(f"{name}[{index}]", f"must be a string, got {_json_type(item)}")
-                return None
-        return value
-
-    def check(self) -> None:
-        if self.errors:
-            _bad("; ".join(self.errors), errors=self.errors)
-
-
-def _sample(ids: list[str]) -> list[str]:
-    return [i if len(i) <= 200 else i[:200] + "…" for i in ids[:INVALID_SAMPLE]]
-
-
-def _by_amplitude_id(ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
-    """Valid members and invalid ids for ids that must be Amplitude ids (ASCII digits)."""
-    valid: list[tuple[int, str]] = []
-    invalid: list[str] = []
-    for raw in ids:
-        if _DIGITS.fullmatch(raw) and int(raw) <= MAX_AMPLITUDE_ID:
-            valid.append((int(raw), ""))
-        else:
-            invalid.append(raw)
-    return valid, invalid
-
-
-def _by_user_id(ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
-    """Valid members and invalid ids for ids that are user ids (not blank)."""
-    valid: list[tuple[int, str]] = []
-    invalid: list[str] = []
-    for raw in ids:
-        if raw.strip():
-            valid.append((amplitude_id_for(raw), raw))
-        else:
-            invalid.append(raw)
-    return valid, invalid
-
-
-def _classify(id_type: str, ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
-    """Distinct valid members and the invalid ids, for any of the four id types."""
-    split = _by_amplitude_id if id_type in ("BY_AMP_ID", "BY_ID") else _by_user_id
-    valid, invalid = split(ids)
-    return list(dict.fromkeys(valid)), invalid
-
-
-def _invalid_ids(invalid: list[str], id_type: str) -> NoReturn:
-    what = "Amplitude ids (digits only)" if id_type in ("BY_AMP_ID", "BY_ID") else "user ids"
-    _bad(
-        f"{len(invalid)} invalid {what} and skip_invalid_ids is false: nothing was saved",
-        invalid_ids_sample=_sample(invalid),
-        invalid_ids_count=len(invalid),
-    )
-
-
-# -- the application ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -532,15 +223,15 @@ class FakeAmplitude:
 
     async def upload(self, request: web.Request) -> web.Response:
         """``POST /api/3/cohorts/upload``: create a cohort or replace one's members."""
-        body = await _json_object(request)
-        f = _Fields(body)
+        body = await json_object(request)
+        f = Fields(body)
         f.unknown(set(self.UPLOAD_FIELDS))
         name = f.string("name", required=True)
         app_id = f.project_id("app_id", required=True)
         id_type = f.string("id_type", required=True, choices=("BY_AMP_ID", "BY_USER_ID"))
         ids = f.ids("ids", limit=self.max_ids_per_request)
         owner = f.string("owner", required=True)
-        if owner is not None and not _EMAIL.fullmatch(owner):
+        if owner is not None and not EMAIL.fullmatch(owner):
             f.error("owner", "must be the login email of the cohort's owner")
         published = f.boolean("published", required=True)
         existing = f.string("existing_cohort_id", required=False)
@@ -553,19 +244,19 @@ class FakeAmplitude:
         assert name is not None and app_id is not None and id_type is not None
         assert ids is not None and owner is not None
 
-        members, invalid = await self._run(partial(_classify, id_type, ids))
+        members, invalid = await self._run(partial(classify, id_type, ids))
         if invalid and not skip_invalid:
-            _invalid_ids(invalid, id_type)
+            invalid_ids(invalid, id_type)
         if not members:
-            _bad(
+            bad(
                 "no valid ids to upload: every id is invalid",
-                invalid_ids_sample=_sample(invalid),
+                invalid_ids_sample=sample(invalid),
                 invalid_ids_count=len(invalid),
             )
         metadata = {
             "matched": len(members),
             "totals": len(ids),
-            "invalid_ids_sample": _sample(invalid),
+            "invalid_ids_sample": sample(invalid),
         }
         if existing is not None:
             cohort = await self._run(lambda: self.store.cohort(existing))
@@ -627,8 +318,8 @@ class FakeAmplitude:
 
     async def membership(self, request: web.Request) -> web.Response:
         """``POST /api/3/cohorts/membership``: ADD or REMOVE members of an existing cohort."""
-        body = await _json_object(request)
-        f = _Fields(body)
+        body = await json_object(request)
+        f = Fields(body)
         f.unknown(set(self.MEMBERSHIP_FIELDS))
         cohort_id = f.string("cohort_id", required=True)
         count_group = f.string("count_group", required=False)
@@ -637,7 +328,7 @@ class FakeAmplitude:
         entries: list[tuple[str, str, list[str]]] = []
         if present:
             if not isinstance(raw_changes, list):
-                f.error("memberships", f"must be an array, got {_json_type(raw_changes)}")
+                f.error("memberships", f"must be an array, got {json_type(raw_changes)}")
             elif not raw_changes:
                 f.error("memberships", "must hold at least one membership change")
             else:
@@ -645,10 +336,10 @@ class FakeAmplitude:
                     where = f"memberships[{index}]."
                     if not isinstance(raw, dict):
                         f.error(
-                            f"memberships[{index}]", f"must be an object, got {_json_type(raw)}"
+                            f"memberships[{index}]", f"must be an object, got {json_type(raw)}"
                         )
                         continue
-                    g = _Fields(raw, where)
+                    g = Fields(raw, where)
                     g.unknown(set(self.CHANGE_FIELDS))
                     ids = g.ids("ids", limit=self.max_ids_per_request)
                     id_type = g.string("id_type", required=True, choices=("BY_ID", "BY_NAME"))
@@ -668,9 +359,9 @@ class FakeAmplitude:
         changes: list[MemberChange] = []
         results: list[dict[str, Any]] = []
         for id_type, operation, ids in entries:
-            members, invalid = await self._run(partial(_classify, id_type, ids))
+            members, invalid = await self._run(partial(classify, id_type, ids))
             if invalid and not skip_invalid:
-                _invalid_ids(invalid, id_type)
+                invalid_ids(invalid, id_type)
             changes.append(MemberChange(operation, members))
             results.append({"skipped_ids": invalid, "id_type": id_type, "operation": operation})
 
@@ -681,7 +372,7 @@ class FakeAmplitude:
             )
         wanted_group = count_group or "User"
         if wanted_group != cohort.count_group:
-            _bad(
+            bad(
                 f"count_group {wanted_group!r} does not match the cohort's group "
                 f"{cohort.count_group!r}",
                 count_group=cohort.count_group,
@@ -698,7 +389,7 @@ class FakeAmplitude:
         """``GET /api/3/cohorts``: every cohort; ``includeSyncInfo=true`` adds syncMetadata."""
         raw = request.query.get("includeSyncInfo", "false").lower()
         if raw not in ("true", "false"):
-            _bad(f"includeSyncInfo must be true or false, got {raw[:20]!r}")
+            bad(f"includeSyncInfo must be true or false, got {raw[:20]!r}")
         await self.checkpoint()
         cohorts = [c.as_api() for c in await self._run(self.store.cohorts)]
         if raw == "true":
@@ -713,7 +404,7 @@ class FakeAmplitude:
         properties); ``{"matches": []}`` when none."""
         query = request.query.get("user")
         if query is None or not query.strip():
-            _bad("user is required: an Amplitude id, a user id or the start of a user id")
+            bad("user is required: an Amplitude id, a user id or the start of a user id")
         await self.checkpoint()
         found = await self._run(partial(self.store.search_users, query, limit=USER_SEARCH_LIMIT))
         exact = any(query in (user, str(amp)) for user, amp in found)
@@ -726,12 +417,12 @@ class FakeAmplitude:
         cohort_id = request.match_info["cohort_id"]
         props = request.query.get("props", "0")
         if props not in ("0", "1"):
-            _bad(f"props must be 0 or 1, got {props[:20]!r}")
+            bad(f"props must be 0 or 1, got {props[:20]!r}")
         prop_keys: list[str] | None = None
         if props == "1":
             prop_keys = [k for k in request.query.getall("propKeys", []) if k]
         elif "propKeys" in request.query:
-            _bad("propKeys needs props=1")
+            bad("propKeys needs props=1")
         await self.checkpoint()
         if await self._run(lambda: self.store.cohort(cohort_id)) is None:
             raise ApiError(
@@ -800,7 +491,7 @@ class FakeAmplitude:
                 404, f"export request {request_id!r} not found", metadata={"request_id": request_id}
             )
         if job.polls <= self.export_polls:
-            _bad(
+            bad(
                 f"export {request_id} is not completed yet: poll "
                 f"/api/5/cohorts/request-status/{request_id} until JOB COMPLETED",
                 async_status="JOB INPROGRESS",

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cohortctl.errors import IdFileError
-from cohortctl.servers.amplitude_store import MAX_AMPLITUDE_ID, CohortStore
+from cohortctl.servers.amplitude.store import MAX_AMPLITUDE_ID, CohortStore
 
 _FIELDS = {"user_id", "amplitude_id", "user_properties"}
 
