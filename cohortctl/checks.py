@@ -44,11 +44,14 @@ import httpx
 
 from cohortctl import files, mock, payloads, reports
 from cohortctl.destination import AuthMode, Destination, is_sensitive_header, redact_url
-from cohortctl.errors import CheckFailed, InputError
+from cohortctl.errors import InputError
 from cohortctl.mock import FlowMode, MockSpec, PreparedRequest, Step
 from cohortctl.outcomes import Outcome, describe_status
+from cohortctl.partner.destinations import REJECTS
+from cohortctl.partner.judging import judge_list_create, unclassified_statuses, user_field
 from cohortctl.render import body_excerpt
 from cohortctl.reports import CaseResult, Status
+from cohortctl.retry import server_wait
 from cohortctl.templates import Template
 
 Clock = Callable[[], float]
@@ -88,6 +91,8 @@ class CheckOptions:
     max_latency_ms: float | None = None
     templates: Mapping[str, Template] = field(default_factory=dict)
     variables: Mapping[str, str] = field(default_factory=dict)
+    list_id: str | None = None  # an existing list: no list-create is sent
+    rejects: Mapping[str, int | None] = field(default_factory=lambda: dict(REJECTS))
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
@@ -130,6 +135,7 @@ class CheckOptions:
             batch_size=self.batch_size,
             templates=self.templates,
             variables=self.variables,
+            list_id=self.list_id,
         )
 
 
@@ -146,6 +152,9 @@ class CheckRun:
     cases: list[CaseResult] = field(default_factory=list)
     cleanup: list[dict[str, Any]] = field(default_factory=list)
     leftovers: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    unclassified: list[int] = field(default_factory=list)  # non-2xx met without a classification
+    list_given: bool = False
 
     @property
     def passed(self) -> bool:
@@ -171,13 +180,17 @@ class CheckRun:
                 "skipped": counts.skipped,
             },
             "cases": [case.to_dict() for case in self.cases],
+            "warnings": self.warnings,
+            "unclassified": self.unclassified,
             "cleanup": {"requests": self.cleanup, "leftovers": self.leftovers},
         }
 
     def test_data_note(self) -> str:
         """What test data remains after the run, for the reports."""
         note = f"test data: {self.label!r}"
-        if self.list_id is not None:
+        if self.list_id is not None and self.list_given:
+            note += f"; the test users were removed from the given list {self.list_id}"
+        elif self.list_id is not None:
             note += (
                 f"; list {self.list_id} is left empty (Amplitude's protocol has no delete-list "
                 "call)"
@@ -207,7 +220,7 @@ def usable_retry_after(value: str | None) -> bool:
 def _actual(outcome: Outcome) -> str:
     if outcome.status is None:
         return outcome.error or "no answer"
-    return f"{outcome.status} {describe_status(outcome.status, outcome.retry_after)}"
+    return f"{outcome.status} {outcome.meaning}"
 
 
 def _why(outcome: Outcome) -> str:
@@ -317,7 +330,7 @@ class Suite:
             if outcome.status != 429 or len(throttled) >= THROTTLE_RETRIES:
                 break
             throttled.append(outcome)
-            self.sleep(_retry_wait(outcome.retry_after, len(throttled)))
+            self.sleep(_retry_wait(outcome, len(throttled)))
         sent = _Sent(request, outcome, tuple(ids), tracked, throttled)
         self._track(sent)
         return sent
@@ -352,8 +365,8 @@ class Suite:
         started = self.clock()
         requests = self._prepare(call, ids, member=member)
         sent = []
-        for request, chunk in zip(requests, _chunks(ids, self.spec.batch_size, call), strict=True):
-            sent.append(self._send(request, chunk))
+        for request in requests:
+            sent.append(self._send(request, request.user_ids))
         self.accepted_outcomes += [s.outcome for s in sent]
         bad = next((s.outcome for s in sent if not s.outcome.ok), None)
         if bad is None:
@@ -416,47 +429,63 @@ class Suite:
 
     # --- rejected requests, shared by both modes ------------------------------------------------
 
-    def _rejections(self, call: str, group: str, ids: Sequence[str], field_name: str) -> None:
+    def _expects(self, key: str) -> int | None:
+        return self.options.rejects.get(key, REJECTS[key])
+
+    def _rejections(self, call: str, group: str, ids: Sequence[str]) -> None:
         one = list(ids[:1])
-        unauthorized = _expected_status(401)
-        if not self.destination.sends_credentials:
-            reason = "--auth none: the endpoint takes no credentials"
-            self._skip(f"{call} rejects a wrong api key", group, unauthorized, reason)
-            self._skip(f"{call} rejects missing credentials", group, unauthorized, reason)
-        else:
-            wrong = self._prepare(call, one, destination=_wrong_key(self.destination))
-            self._rejected(
-                f"{call} rejects a wrong api key",
-                group,
-                [(r, one) for r in wrong],
-                status=401,
-                why="the endpoint accepted a request with a wrong api key",
-            )
-            anonymous = self._prepare(call, one, destination=_no_credentials(self.destination))
-            self._rejected(
-                f"{call} rejects missing credentials",
-                group,
-                [(r, one) for r in anonymous],
-                status=401,
-                why="the endpoint accepted a request without credentials",
-            )
+        field_name = self.field_name(call)
+        not_expected = "the destination file says the receiver has no such answer (rejects:)"
+        credential_cases = (
+            ("wrong_key", "rejects a wrong api key", _wrong_key, "with a wrong api key"),
+            ("no_credentials", "rejects missing credentials", _no_credentials,
+             "without credentials"),
+        )  # fmt: skip
+        for key, label, change, how in credential_cases:
+            expected = self._expects(key)
+            shown = _expected_status(expected or 401, self._meaning(expected or 401))
+            if not self.destination.sends_credentials:
+                reason = "--auth none: the endpoint takes no credentials"
+                self._skip(f"{call} {label}", group, shown, reason)
+            elif expected is None:
+                self._skip(f"{call} {label}", group, shown, not_expected)
+            else:
+                requests = self._prepare(call, one, destination=change(self.destination))
+                self._rejected(
+                    f"{call} {label}",
+                    group,
+                    [(r, one) for r in requests],
+                    status=expected,
+                    why=f"the endpoint accepted a request {how}",
+                    meaning=self._meaning(expected),
+                )
         valid = self._prepare(call, one)[0]
+        malformed_status = self._expects("malformed")
         malformed = replace(valid, content=valid.content[: max(1, len(valid.content) // 2)])
-        self._rejected(
-            f"{call} rejects malformed JSON",
-            group,
-            [(malformed, ())],
-            status=400,
-            why="the endpoint accepted a body that is not JSON",
-        )
+        if malformed_status is None:
+            self._skip(f"{call} rejects malformed JSON", group, "-", not_expected)
+        else:
+            self._rejected(
+                f"{call} rejects malformed JSON",
+                group,
+                [(malformed, ())],
+                status=malformed_status,
+                why="the endpoint accepted a body that is not JSON",
+                meaning=self._meaning(malformed_status),
+            )
         name = f"{call} rejects a body without {field_name}"
-        target = list(one) if call == payloads.LIST_ADD else one[0]
+        missing_status = self._expects("missing_field")
+        target: Any = valid.body.get(field_name) if isinstance(valid.body, dict) else None
+        if target is None:
+            target = list(one) if call != payloads.IDENTIFY else one[0]
         stripped = _drop_field(valid.body, target)
-        if stripped is None:
+        if missing_status is None:
+            self._skip(name, group, "-", not_expected)
+        elif stripped is None:
             self._skip(
                 name,
                 group,
-                _expected_status(400),
+                _expected_status(missing_status),
                 f"cannot tell which field of the {call} payload template carries the user ids",
             )
         else:
@@ -465,9 +494,18 @@ class Suite:
                 name,
                 group,
                 [(replace(valid, body=stripped, content=content), ())],
-                status=400,
+                status=missing_status,
                 why=f"the endpoint accepted a body without {field_name}",
+                meaning=self._meaning(missing_status),
             )
+
+    def field_name(self, call: str) -> str:
+        """The body field carrying the users, as the call's template names it."""
+        return user_field(call, self.spec.templates.get(call))
+
+    def _meaning(self, status: int) -> str:
+        entry = next((e for e in self.destination.errors if e.status == status), None)
+        return entry.reason if entry is not None else describe_status(status)
 
     def _unknown_user(self, call: str, group: str) -> None:
         name = f"{call} rejects an unknown user"
@@ -492,14 +530,15 @@ class Suite:
         """List-based sync: create, add, the rejections, remove."""
         self._list_create()
         users = self.users
-        if self.list_id is None:
+        if self.list_id is None and not self.destination.no_list_id:
             needs = "needs the list id from list-create"
+            field_name = self.field_name(payloads.LIST_ADD)
             for name, expected in (
                 ("list-add accepted", ACCEPTED),
                 ("list-add rejects a wrong api key", _expected_status(401)),
                 ("list-add rejects missing credentials", _expected_status(401)),
                 ("list-add rejects malformed JSON", _expected_status(400)),
-                ("list-add rejects a body without userIds", _expected_status(400)),
+                (f"list-add rejects a body without {field_name}", _expected_status(400)),
             ):
                 self._skip(name, LIST, expected, needs)
             self._unknown_list()
@@ -508,7 +547,7 @@ class Suite:
             self._skip("list-remove accepted", LIST, ACCEPTED, needs)
             return
         self._accepted("list-add accepted", LIST, payloads.LIST_ADD, users)
-        self._rejections(payloads.LIST_ADD, LIST, users, "userIds")
+        self._rejections(payloads.LIST_ADD, LIST, users)
         self._unknown_list()
         self._unknown_user(payloads.LIST_ADD, LIST)
         extra = sorted(self.in_list - set(users))
@@ -516,8 +555,16 @@ class Suite:
 
     def _list_create(self) -> None:
         name = "list-create accepted"
-        paths = " or ".join(self.destination.list_id_paths())
-        expected = f"2xx with a list id at {paths}"
+        if self.options.list_id is not None:
+            self.list_id = self.run.list_id = self.options.list_id
+            self.run.list_given = True
+            self._skip(name, LIST, ACCEPTED, f"the list {self.list_id!r} is given (--list-id)")
+            return
+        if self.destination.no_list_id:
+            self._accepted(name, LIST, payloads.LIST_CREATE, ())
+            return
+        path = self.destination.configured_list_id_path
+        expected = f"2xx with a list id at {path}"
         started = self.clock()
         request = self._prepare(payloads.LIST_CREATE, ())[0]
         sent = self._send(request, ())
@@ -528,14 +575,17 @@ class Suite:
         if not outcome.ok:
             detail = f"{_why(outcome)}; without a list id the list cases cannot run"
         else:
-            try:
-                self.list_id = self.destination.find_list_id(outcome.body)
-            except CheckFailed as exc:
-                detail = exc.message + (f" ({exc.hint})" if exc.hint else "")
-            else:
+            verdict = judge_list_create(self.destination, outcome.body)
+            # An id under a fallback name still lets the run go on (and clean up).
+            self.list_id = self.run.list_id = verdict.list_id
+            if verdict.list_id is not None:
+                actual += f", list id {verdict.list_id}"
+            detail = verdict.detail
+            if verdict.passed:
                 status = "pass"
-                actual += f", list id {self.list_id}"
-                self.run.list_id = self.list_id
+            for warning in verdict.warnings:
+                self.run.warnings.append(f"{name}: {warning}")
+                detail = f"warning: {warning}"
         records = sent.records()
         if self.list_id is not None:
             records[-1]["list_id"] = self.list_id
@@ -546,39 +596,63 @@ class Suite:
         )
 
     def _unknown_list(self) -> None:
+        name = "list-add rejects an unknown list"
+        expected = self._expects("unknown_list")
+        if expected is None:
+            reason = "the destination file says the receiver has no such answer (rejects:)"
+            self._skip(name, LIST, "-", reason)
+            return
+        if self.destination.no_list_id or not self.destination.needs_list_id(payloads.LIST_ADD):
+            reason = "list-add names no list ($listId) at this destination"
+            self._skip(name, LIST, _expected_status(expected, "unknown list"), reason)
+            return
         missing = f"{COHORT_NAME}-{self.options.run_id}-no-such-list"
         one = list(self.users[:1])
         requests = self._prepare(payloads.LIST_ADD, one, list_id=missing)
         self._rejected(
-            "list-add rejects an unknown list",
+            name,
             LIST,
             [(r, one) for r in requests],
-            status=404,
+            status=expected,
             why=f"the endpoint accepted an add to the list {missing!r}, which does not exist",
             meaning="unknown list",
             tracked=False,
         )
 
     def property_cases(self) -> None:
-        """Property-based sync: identify true/false, batch true, the rejections, batch false."""
+        """Property-based sync: identify true/false, batch true, the rejections, batch false.
+
+        A destination without identify (one batch endpoint) has its rejections checked on
+        identify-batch; one without identify-batch is sent identify calls throughout.
+        """
         users = self.users
         first = list(users[:1])
-        self._accepted("identify true accepted", PROPERTY, payloads.IDENTIFY, first, member=True)
-        self._accepted("identify false accepted", PROPERTY, payloads.IDENTIFY, first, member=False)
+        single = self.destination.has_call(payloads.IDENTIFY)
+        batch_call = (
+            payloads.IDENTIFY_BATCH
+            if self.destination.has_call(payloads.IDENTIFY_BATCH)
+            else payloads.IDENTIFY
+        )
+        if single:
+            self._accepted("identify true accepted", PROPERTY, payloads.IDENTIFY, first)
+            self._accepted(
+                "identify false accepted", PROPERTY, payloads.IDENTIFY, first, member=False
+            )
         self._accepted(
-            f"identify-batch true accepted ({len(users)} users)",
+            f"{batch_call} true accepted ({len(users)} users)",
             PROPERTY,
-            payloads.IDENTIFY_BATCH,
+            batch_call,
             users,
             member=True,
         )
-        self._rejections(payloads.IDENTIFY, PROPERTY, users, "userId")
-        self._unknown_user(payloads.IDENTIFY, PROPERTY)
+        rejected = payloads.IDENTIFY if single else batch_call
+        self._rejections(rejected, PROPERTY, users)
+        self._unknown_user(rejected, PROPERTY)
         extra = sorted(self.trait_set - set(users))
         self._accepted(
-            "identify-batch false accepted",
+            f"{batch_call} false accepted",
             PROPERTY,
-            payloads.IDENTIFY_BATCH,
+            batch_call,
             [*users, *extra],
             member=False,
         )
@@ -670,16 +744,21 @@ class Suite:
                 self.run.leftovers.append(f"{len(ids)} user(s) in list {self.list_id}")
         if self.trait_set:
             ids = sorted(self.trait_set)
-            ok = self._patiently(payloads.IDENTIFY_BATCH, ids, member=False)
+            call = (
+                payloads.IDENTIFY_BATCH
+                if self.destination.has_call(payloads.IDENTIFY_BATCH)
+                else payloads.IDENTIFY
+            )
+            ok = self._patiently(call, ids, member=False)
             if not ok:
                 self.run.leftovers.append(f"trait {self.run.label!r} true on {len(ids)} user(s)")
 
     def _patiently(self, call: str, ids: Sequence[str], *, member: bool) -> bool:
         requests = self._prepare(call, ids, member=member)
         all_ok = True
-        for request, chunk in zip(requests, _chunks(ids, self.spec.batch_size, call), strict=True):
+        for request in requests:
             for attempt in range(1, CLEANUP_ATTEMPTS + 1):
-                sent = self._send(request, chunk)
+                sent = self._send(request, request.user_ids)
                 self.run.cleanup += sent.records()
                 if sent.outcome.ok:
                     break
@@ -687,7 +766,7 @@ class Suite:
                 if not retryable or attempt == CLEANUP_ATTEMPTS:
                     all_ok = False
                     break
-                self.sleep(_retry_wait(sent.outcome.retry_after, attempt))
+                self.sleep(_retry_wait(sent.outcome, attempt))
         return all_ok
 
     # --- the whole run --------------------------------------------------------------------------
@@ -704,23 +783,31 @@ class Suite:
             self.throttling()
         finally:
             self.cleanup()
+        met = [
+            Outcome(c.get("call", ""), c.get("method", ""), "", c.get("status"), "", 0.0)
+            for case in self.run.cases
+            for c in case.requests
+        ]
+        if self.destination.errors:
+            self.run.unclassified = unclassified_statuses(self.destination, met)
         return self.run
 
 
-def _chunks(ids: Sequence[str], size: int, call: str) -> list[tuple[str, ...]]:
-    """The users of each request :func:`cohortctl.mock.prepare` builds for ``call``."""
-    if call == payloads.LIST_CREATE:
-        return [()]
-    if call == payloads.IDENTIFY:
-        return [(uid,) for uid in ids]
-    return [tuple(ids[i : i + size]) for i in range(0, len(ids), size)]
-
-
-def _retry_wait(retry_after: str | None, attempt: int) -> float:
-    """Seconds to wait before retry ``attempt``: Retry-After (capped), else 1, 2, 4 s."""
-    if retry_after is not None and retry_after.strip().isdigit():
-        return min(float(retry_after.strip()), MAX_RETRY_WAIT_S)
+def _retry_wait(outcome: Outcome, attempt: int) -> float:
+    """Seconds to wait before retry ``attempt``: Retry-After or X-Ratelimit-Reset (capped),
+    else 1, 2, 4 s."""
+    asked = server_wait(outcome.retry_after, outcome.extra.get("x_ratelimit_reset"))
+    if asked is not None:
+        return min(asked, MAX_RETRY_WAIT_S)
     return min(float(2 ** (attempt - 1)), MAX_RETRY_WAIT_S)
+
+
+def usable_throttle(outcome: Outcome) -> bool:
+    """True when a 429 says when to come back: Retry-After or X-Ratelimit-Reset."""
+    if usable_retry_after(outcome.retry_after):
+        return True
+    reset = outcome.extra.get("x_ratelimit_reset")
+    return isinstance(reset, str) and reset.strip().isdigit()
 
 
 def _wrong_key(destination: Destination) -> Destination:
@@ -760,7 +847,7 @@ def _judge_burst(sent: Sequence[_Sent], count: int, *, expect_throttle: bool) ->
     if len(outcomes) < count:
         actual += f"; {count - len(outcomes)} not sent (time budget {BURST_BUDGET_S:g}s)"
     throttled = [o for o in outcomes if o.status == 429]
-    unusable = [o for o in throttled if not usable_retry_after(o.retry_after)]
+    unusable = [o for o in throttled if not usable_throttle(o)]
     other = [o for o in outcomes if not o.ok and o.status != 429]
     problems = []
     if other:
@@ -772,14 +859,20 @@ def _judge_burst(sent: Sequence[_Sent], count: int, *, expect_throttle: bool) ->
     if unusable:
         shown = sorted({repr(o.retry_after) if o.retry_after else "none" for o in unusable})
         problems.append(
-            f"{len(unusable)} 429(s) without a usable Retry-After (got {', '.join(shown[:3])}); "
-            "Amplitude needs delay-seconds or an HTTP date to know when to retry"
+            f"{len(unusable)} 429(s) without a usable Retry-After or X-Ratelimit-Reset (got "
+            f"{', '.join(shown[:3])}); a sender needs delay-seconds, an HTTP date or an epoch "
+            "time to know when to retry"
         )
     if expect_throttle and not throttled:
         problems.append(f"no 429 in {len(outcomes)} requests: the endpoint did not throttle")
     if throttled and not unusable:
-        retry = sorted({o.retry_after or "" for o in throttled})
-        actual += f"; Retry-After: {', '.join(retry[:3])}"
+        retry = sorted({o.retry_after or "" for o in throttled if o.retry_after})
+        resets = sorted({str(o.extra.get("x_ratelimit_reset")) for o in throttled
+                         if not o.retry_after})  # fmt: skip
+        if retry:
+            actual += f"; Retry-After: {', '.join(retry[:3])}"
+        if resets:
+            actual += f"; X-Ratelimit-Reset: {', '.join(resets[:3])}"
     return CaseResult(
         "throttling",
         ENDPOINT,
@@ -805,7 +898,16 @@ def run_check(
     Never raises for what the endpoint answers (or fails to answer): that is a failed case.
     """
     spec = options.spec()
-    mock.plan(destination, mock.flow_steps(options.mode, spec), spec)
+    if (
+        options.mode in (FlowMode.list, FlowMode.both)
+        and options.list_id is None
+        and not destination.has_call(payloads.LIST_CREATE)
+    ):
+        raise InputError(
+            f"destination {destination.name or destination.base_url!r} has no list-create "
+            "call: give the id of an existing list with --list-id"
+        )
+    mock.plan(destination, mock.flow_steps(options.mode, spec, destination), spec)
     return Suite(client, destination, options, clock=clock, sleep=sleep).execute()
 
 

@@ -26,12 +26,14 @@ from cohortctl import payloads, templates
 from cohortctl.config import ensure_safe_url, redact
 from cohortctl.errors import CheckFailed, ConfigError, InputError
 from cohortctl.http.redact import Redactor, credential_values
+from cohortctl.partner.classify import ErrorClass, classify, special_meaning
 from cohortctl.render import body_excerpt
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_LIST_ID_PATH = "listId"
 # Spec part B: "default listId, falling back to id, list_id, data.id".
 LIST_ID_FALLBACKS = ("listId", "id", "list_id", "data.id")
+NO_LIST_ID = "none"  # list_id_path: the create answer holds no id (paths name no $listId)
 
 # Header names whose values are credentials, whoever set them (auth mode or --header).
 _SENSITIVE_HEADER = re.compile(r"auth|api[-_]?key|token|secret|password|cookie|session", re.I)
@@ -154,13 +156,20 @@ class Destination:
     app_id: str | None = None
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     paths: Mapping[str, str] = field(default_factory=lambda: dict(payloads.DEFAULT_PATHS))
-    list_id_path: str | None = None  # None: listId, then id, list_id, data.id
+    list_id_path: str | None = None  # None: listId (then id, list_id, data.id, with a warning)
     timeout: float = DEFAULT_TIMEOUT
+    name: str | None = None  # the destination file's name, for messages
+    methods: Mapping[str, str] = field(default_factory=dict)  # call -> method (default POST)
+    calls: frozenset[str] | None = None  # the calls the destination has (None: every call)
+    success: tuple[int, ...] = ()  # statuses that are success (empty: any 2xx)
+    auth_header: str | None = None  # --auth header: the key's header (None: api_key, app_id)
+    errors: tuple[ErrorClass, ...] = ()  # the Portal's error classifications
+    max_body_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:
             raise InputError(f"--timeout must be more than 0 seconds, got {self.timeout}")
-        if self.list_id_path is not None:
+        if self.list_id_path is not None and not self.no_list_id:
             parse_list_id_path(self.list_id_path)
         unknown = sorted(set(self.paths) - set(payloads.CALLS))
         if unknown:
@@ -233,6 +242,8 @@ class Destination:
             return {"Authorization": f"Basic {self._basic_token()}"}
         if self.auth is AuthMode.bearer:
             return {"Authorization": f"Bearer {self.api_key or ''}"}
+        if self.auth is AuthMode.header and self.auth_header:
+            return {self.auth_header: self.api_key or ""}
         if self.auth is AuthMode.header:
             headers = {"api_key": self.api_key or ""}
             if self.app_id:
@@ -270,11 +281,54 @@ class Destination:
             raise InputError(f"unknown call {call!r}: use {', '.join(payloads.CALLS)}")
         return self.paths.get(call, payloads.DEFAULT_PATHS[call])
 
+    def has_call(self, call: str) -> bool:
+        """True when the destination has ``call`` (a destination file may leave calls out)."""
+        return self.calls is None or call in self.calls
+
+    def method_for(self, call: str) -> str:
+        """The HTTP method of ``call`` (POST unless the destination says otherwise)."""
+        return self.methods.get(call, "POST")
+
+    def is_success(self, status: int | None) -> bool:
+        """True for a success status: the destination's list, or any 2xx."""
+        if status is None:
+            return False
+        return status in self.success if self.success else 200 <= status < 300
+
+    def meaning(
+        self,
+        status: int,
+        *,
+        call: str,
+        url: str,
+        body: str = "",
+        location: str | None = None,
+        content_type: str | None = None,
+    ) -> str | None:
+        """The label of a non-success answer: a shape :mod:`cohortctl.partner.classify` names,
+        else the destination's classification; None: the spec's status table applies."""
+        # A framework's route page or slash redirect is no answer of the partner's API, so it
+        # is named before the classifications (which describe what the API answers).
+        special = special_meaning(
+            status, call=call, url=url, body=body, location=location, content_type=content_type
+        )
+        if special is not None:
+            return special
+        entry = classify(self.errors, status, body)
+        return entry.label() if entry is not None else None
+
+    def classified(self, status: int, body: str = "") -> bool:
+        """True when the destination's error classifications cover this answer."""
+        return classify(self.errors, status, body) is not None
+
     def url_template(self, call: str) -> str:
-        """Base URL joined with the call's path; a path that is a full URL is used as is."""
+        """Base URL joined with the call's path; a path that is a full URL is used as is, an
+        empty path is the base URL exactly as given."""
         path = self.path_for(call)
         if "://" in path:
             return path
+        if not path.strip():
+            return self.base_url
         parts = urlsplit(self.base_url)
         if not path.startswith("/"):
             path = "/" + path
@@ -303,29 +357,83 @@ class Destination:
 
     # --- list-create answer ------------------------------------------------------------------
 
-    def list_id_paths(self) -> tuple[str, ...]:
-        """The JSON paths tried, in order, to find the new list id in the create answer."""
-        return (self.list_id_path,) if self.list_id_path else LIST_ID_FALLBACKS
+    @property
+    def no_list_id(self) -> bool:
+        """True for ``list_id_path: none``: the create answer holds no id and none is needed."""
+        return (self.list_id_path or "").strip().lower() == NO_LIST_ID
 
-    def find_list_id(self, body: str) -> str:
-        """The list id in a list-create answer; CheckFailed (showing the body) when absent."""
-        tried = self.list_id_paths()
+    @property
+    def configured_list_id_path(self) -> str:
+        """Where Amplitude reads the id: the configured path, default ``listId``."""
+        return self.list_id_path or DEFAULT_LIST_ID_PATH
+
+    def list_id_paths(self) -> tuple[str, ...]:
+        """The JSON paths tried, in order: the configured one, then the fallbacks."""
+        first = self.configured_list_id_path
+        return (first, *(p for p in LIST_ID_FALLBACKS if p != first))
+
+    def locate_list_id(self, body: str) -> tuple[str, str] | None:
+        """The list id in a list-create answer and the path it was found at, or None."""
         try:
             data = json.loads(body)
         except ValueError:
             data = None
-        for path in tried:
+        for path in self.list_id_paths():
             value = _lookup(data, parse_list_id_path(path))
             if isinstance(value, bool) or value is None:
                 continue
             if isinstance(value, (str, int)) and str(value).strip():
-                return str(value)
-        where = " or ".join(tried)
+                return str(value), path
+        return None
+
+    def find_list_id(self, body: str) -> str:
+        """The list id in a list-create answer; CheckFailed (showing the body) when absent.
+
+        An id found only under a fallback name is returned (:meth:`list_id_warning` says why
+        Amplitude would not find it).
+        """
+        found = self.locate_list_id(body)
+        if found is not None:
+            return found[0]
+        where = " or ".join(self.list_id_paths())
         shown = body_excerpt(self.scrub(body), 200) if body.strip() else "(empty)"
         raise CheckFailed(
             f"no list id in the list-create answer at {where}; body starts: {shown}",
-            hint="set --list-id-path to where your endpoint puts the new list's id",
+            hint="set --list-id-path (list_id_path) to where your endpoint puts the new list's "
+            "id, or list_id_path: none when it answers none",
         )
+
+    def nested_list_id(self, body: str) -> bool:
+        """True when the answer also holds an id at ``response.<path>`` (the production
+        worker's reader, spec part B)."""
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return False
+        value = _lookup(data, ("response", *parse_list_id_path(self.configured_list_id_path)))
+        return isinstance(value, (str, int)) and not isinstance(value, bool) and bool(str(value))
+
+    def list_id_warning(self, body: str) -> str | None:
+        """Why Amplitude would not read the id of this answer, when it sits only under a
+        fallback name (spec part B, "What Amplitude production reads"); None otherwise."""
+        found = self.locate_list_id(body)
+        if found is None or found[1] == self.configured_list_id_path:
+            return None
+        return (
+            f"the list id is only under {found[1]!r}, but Amplitude reads "
+            f"{self.configured_list_id_path!r}: answer "
+            f"{both_readers_shape(self.configured_list_id_path)} or set "
+            f"list_id_path: {found[1]} (--list-id-path)"
+        )
+
+
+def both_readers_shape(path: str) -> str:
+    """The create answer known to pass both of Amplitude's readers, for ``path``."""
+    steps = parse_list_id_path(path)
+    value: Any = "L"
+    for step in reversed(steps):
+        value = [value] if isinstance(step, int) else {str(step): value}
+    return json.dumps({**value, "response": value}) if isinstance(value, dict) else str(value)
 
 
 def build_headers(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:

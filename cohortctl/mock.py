@@ -29,7 +29,12 @@ import httpx
 from cohortctl import payloads, templates
 from cohortctl.destination import Destination, redact_url
 from cohortctl.errors import CheckFailed, InputError
-from cohortctl.outcomes import Outcome, classify_transport_error, describe_status
+from cohortctl.outcomes import (
+    Outcome,
+    classify_transport_error,
+    describe_status,
+    names_unknown_list,
+)
 from cohortctl.templates import Template
 
 Clock = Callable[[], float]
@@ -100,6 +105,7 @@ class PreparedRequest:
     body: Any
     ids: int
     member: bool | None = None
+    user_ids: tuple[str, ...] = ()
 
     def shown(self, destination: Destination, *, abbreviate: int | None = None) -> dict[str, Any]:
         """The request as it may be printed: credentials redacted, big id arrays abbreviated."""
@@ -139,8 +145,14 @@ def call_steps(call: str, spec: MockSpec) -> list[Step]:
     return [Step(call, ids, spec.member)]
 
 
-def flow_steps(mode: FlowMode, spec: MockSpec) -> list[Step]:
-    """The steps of ``mock flow`` (see the module docstring)."""
+def flow_steps(
+    mode: FlowMode, spec: MockSpec, destination: Destination | None = None
+) -> list[Step]:
+    """The steps of ``mock flow`` (see the module docstring).
+
+    With a given list id (``--list-id``) or a destination without list-create, no list is
+    created; the calls a destination does not have are left out.
+    """
     first = spec.ids[:1]
     steps: list[Step] = []
     if mode in (FlowMode.list, FlowMode.both):
@@ -149,6 +161,8 @@ def flow_steps(mode: FlowMode, spec: MockSpec) -> list[Step]:
             Step(payloads.LIST_ADD, spec.ids),
             Step(payloads.LIST_REMOVE, first),
         ]
+        if spec.list_id is not None:
+            steps = steps[1:]
     if mode in (FlowMode.property, FlowMode.both):
         steps += [
             Step(payloads.IDENTIFY, first, True),
@@ -156,6 +170,13 @@ def flow_steps(mode: FlowMode, spec: MockSpec) -> list[Step]:
             Step(payloads.IDENTIFY_BATCH, spec.ids, True),
             Step(payloads.IDENTIFY_BATCH, first, False),
         ]
+    if destination is not None:
+        steps = [step for step in steps if destination.has_call(step.call)]
+        if not steps:
+            raise InputError(
+                f"destination {destination.name or destination.base_url!r} has none of the "
+                f"calls of --mode {mode.value}"
+            )
     return steps
 
 
@@ -179,38 +200,65 @@ def prepare(
         groups = [(uid,) for uid in step.ids]
     else:
         groups = list(_chunks(step.ids, spec.batch_size))
-    is_identify = step.call in (payloads.IDENTIFY, payloads.IDENTIFY_BATCH)
-    headers = destination.request_headers()
-    template = spec.templates.get(step.call)
-    requests = []
+    requests: list[PreparedRequest] = []
     for ids in groups:
-        values = templates.variables(
-            ids=ids,
-            cohort_name=spec.cohort_name,
-            cohort_id=spec.cohort_id,
-            list_id=list_id,
-            member=step.member,
-            custom=spec.variables,
-        )
-        if template is not None:
-            text, body = template.render(values)
-            content = text.encode("utf-8")
-        else:
-            body = _builder_body(step.call, ids, spec, step.member)
-            content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        requests.append(
-            PreparedRequest(
-                call=step.call,
-                method="POST",
-                url=destination.url(step.call, values=values),
-                headers=headers,
-                content=content,
-                body=body,
-                ids=len(ids),
-                member=step.member if is_identify else None,
-            )
-        )
+        requests += _fitted(destination, step, spec, list_id, ids)
     return requests
+
+
+def _fitted(
+    destination: Destination,
+    step: Step,
+    spec: MockSpec,
+    list_id: str | None,
+    ids: tuple[str, ...],
+) -> list[PreparedRequest]:
+    """One request for ``ids``, or halves of them until each body fits max_body_bytes."""
+    request = _request(destination, step, spec, list_id, ids)
+    limit = destination.max_body_bytes
+    if limit is None or len(request.content) <= limit or len(ids) < 2:
+        return [request]
+    half = len(ids) // 2
+    return [
+        *_fitted(destination, step, spec, list_id, ids[:half]),
+        *_fitted(destination, step, spec, list_id, ids[half:]),
+    ]
+
+
+def _request(
+    destination: Destination,
+    step: Step,
+    spec: MockSpec,
+    list_id: str | None,
+    ids: tuple[str, ...],
+) -> PreparedRequest:
+    is_identify = step.call in (payloads.IDENTIFY, payloads.IDENTIFY_BATCH)
+    template = spec.templates.get(step.call)
+    values = templates.variables(
+        ids=ids,
+        cohort_name=spec.cohort_name,
+        cohort_id=spec.cohort_id,
+        list_id=list_id,
+        member=step.member,
+        custom=spec.variables,
+    )
+    if template is not None:
+        text, body = template.render(values)
+        content = text.encode("utf-8")
+    else:
+        body = _builder_body(step.call, ids, spec, step.member)
+        content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return PreparedRequest(
+        call=step.call,
+        method=destination.method_for(step.call),
+        url=destination.url(step.call, values=values),
+        headers=destination.request_headers(),
+        content=content,
+        body=body,
+        ids=len(ids),
+        member=step.member if is_identify else None,
+        user_ids=ids,
+    )
 
 
 def plan(destination: Destination, steps: Sequence[Step], spec: MockSpec) -> list[PreparedRequest]:
@@ -224,8 +272,15 @@ def plan(destination: Destination, steps: Sequence[Step], spec: MockSpec) -> lis
 
 def _check_list_id(destination: Destination, steps: Sequence[Step], spec: MockSpec) -> None:
     creates = any(step.call == payloads.LIST_CREATE for step in steps)
-    if creates and spec.list_id is not None and len(steps) > 1:
-        raise InputError("a flow takes the list id from the list-create answer: drop --list-id")
+    if creates and destination.no_list_id:
+        return
+    for step in steps:
+        if not destination.has_call(step.call):
+            raise InputError(
+                f"destination {destination.name!r} has no {step.call} call"
+                if destination.name
+                else f"the destination has no {step.call} call"
+            )
     if creates or spec.list_id is not None:
         return
     for step in steps:
@@ -233,9 +288,12 @@ def _check_list_id(destination: Destination, steps: Sequence[Step], spec: MockSp
             step.call in spec.templates and templates.LIST_ID in spec.templates[step.call].names()
         )
         if uses:
-            raise InputError(
-                f"{step.call} needs a list id: give --list-id (or run `cohortctl mock flow`)"
+            hint = (
+                "`cohortctl mock flow`"
+                if destination.has_call(payloads.LIST_CREATE)
+                else "the id of an existing list"
             )
+            raise InputError(f"{step.call} needs a list id: give --list-id ({hint})")
 
 
 def send(
@@ -291,10 +349,14 @@ def _exchange(
         return failed, ""
     latency = (clock() - started) * 1000
     retry_after = response.headers.get("Retry-After")
+    reset = response.headers.get("X-Ratelimit-Reset")
+    if retry_after is None and reset is not None:
+        extra["x_ratelimit_reset"] = reset
     status = response.status_code
-    passed = status == expect if expect is not None else 200 <= status < 300
+    passed = status == expect if expect is not None else destination.is_success(status)
     extra["passed"] = passed
-    meaning = describe_status(status, retry_after)
+    extra["success"] = destination.is_success(status)
+    meaning = answer_meaning(destination, request, response)
     if expect is not None and not passed:
         meaning += f" (expected {expect})"
     answered = Outcome(
@@ -309,6 +371,37 @@ def _exchange(
         extra=extra,
     )
     return answered, response.text
+
+
+def answer_meaning(
+    destination: Destination, request: PreparedRequest, response: httpx.Response
+) -> str:
+    """The label of an answer: the destination's classification, a named shape, or the
+    spec's status table (with the throttling header the receiver sent)."""
+    status = response.status_code
+    retry_after = response.headers.get("Retry-After")
+    reset = response.headers.get("X-Ratelimit-Reset")
+    if destination.is_success(status):
+        return describe_status(status) if 200 <= status < 300 else "success (by the destination)"
+    if 200 <= status < 300:
+        shown = ", ".join(str(s) for s in destination.success)
+        return f"{status} is not a success status of this destination (success: {shown})"
+    special = destination.meaning(
+        status,
+        call=request.call,
+        url=request.url,
+        body=response.text[:BODY_KEEP],
+        location=response.headers.get("Location"),
+        content_type=response.headers.get("Content-Type"),
+    )
+    if special is None:
+        if names_unknown_list(status, response.text[:BODY_KEEP]):
+            return "unknown list: the partner does not know this list id"
+        return describe_status(status, retry_after, reset)
+    if status == 429 and (retry_after or reset):
+        header = "Retry-After" if retry_after else "X-Ratelimit-Reset"
+        special += f", {header}: {retry_after or reset}"
+    return special
 
 
 def skipped(destination: Destination, request: PreparedRequest, reason: str) -> Outcome:
@@ -334,6 +427,10 @@ def _capture_list_id(destination: Destination, outcome: Outcome, body: str) -> s
         return None
     outcome.extra["list_id"] = list_id
     outcome.meaning = f"{outcome.meaning}; list id {list_id}"
+    warning = destination.list_id_warning(body)
+    if warning is not None:
+        outcome.extra["warning"] = warning
+        outcome.meaning += f" (warning: {warning})"
     return list_id
 
 
@@ -360,10 +457,10 @@ def run(
                 continue
             outcome, text = _exchange(client, destination, request, expect=spec.expect, clock=clock)
             results.append(outcome)
-            if step.call != payloads.LIST_CREATE:
+            if step.call != payloads.LIST_CREATE or destination.no_list_id:
                 continue
             captured = None
-            if outcome.ok:
+            if outcome.extra.get("success"):
                 captured = _capture_list_id(destination, outcome, text)
             if captured is None:
                 stop_reason = "list-create gave no list id"
@@ -372,6 +469,6 @@ def run(
 
 
 def passed(results: Sequence[Outcome]) -> bool:
-    """True when every request sent got a 2xx (or the ``--expect`` status) and was usable."""
+    """True when every request sent got a success (or the ``--expect`` status) and was usable."""
     sent = [o for o in results if not o.extra.get("skipped")]
     return bool(sent) and all(o.extra.get("passed", o.ok) for o in sent)

@@ -54,7 +54,9 @@ def classify_transport_error(exc: httpx.TransportError) -> str:
     return NETWORK
 
 
-def describe_status(status: int, retry_after: str | None = None) -> str:
+def describe_status(
+    status: int, retry_after: str | None = None, ratelimit_reset: str | None = None
+) -> str:
     """A short meaning for an HTTP status, as Amplitude's partner docs define it."""
     meaning = PARTNER_STATUS_MEANINGS.get(status)
     if meaning is None:
@@ -70,7 +72,12 @@ def describe_status(status: int, retry_after: str | None = None) -> str:
         else:
             meaning = f"unexpected status {status}: Amplitude reports it as unclassified"
     if status == 429:
-        meaning += f", Retry-After: {retry_after}" if retry_after else ", no Retry-After header"
+        if retry_after:
+            meaning += f", Retry-After: {retry_after}"
+        elif ratelimit_reset:
+            meaning += f", X-Ratelimit-Reset: {ratelimit_reset}"
+        else:
+            meaning += ", no Retry-After header"
     return meaning
 
 
@@ -92,8 +99,13 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        """True for a 2xx answer."""
-        return self.status is not None and 200 <= self.status < 300
+        """True for a success: the destination's success statuses (``extra["success"]``),
+        else any 2xx."""
+        if self.status is None:
+            return False
+        if "success" in self.extra:
+            return bool(self.extra["success"])
+        return 200 <= self.status < 300
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields, the same facts as the table row."""

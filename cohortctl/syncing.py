@@ -28,7 +28,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,7 @@ from cohortctl.delivery import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_WORKERS,
     Batch,
+    BatchFailure,
     BatchResult,
     DeliveryInterrupted,
     DeliveryReport,
@@ -59,11 +60,16 @@ from cohortctl.files import write_atomically
 from cohortctl.ids import read_ids
 from cohortctl.mock import abbreviate_json
 from cohortctl.outcomes import names_unknown_list
+from cohortctl.partner.classify import REDIRECTS
+from cohortctl.partner.sizing import fitted_batch_size
 from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
 from cohortctl.sync import inventory, lock, storage
 from cohortctl.syncplan import CohortSpec
 from cohortctl.syncstate import (
     ADD,
+    LIST_CREATED,
+    LIST_GIVEN,
+    LIST_NONE,
     REMOVE,
     Diff,
     PlannedBatches,
@@ -111,10 +117,16 @@ class SyncSettings:
     retry_file: Path | None = None
     recreate_list: bool = False  # list mode: create a new list and send the whole cohort to it
     lock_timeout: float = 0.0  # seconds to wait for another sync of the same cohort
+    list_id: str | None = None  # --list-id: an existing list, no list-create
 
     def __post_init__(self) -> None:
         if self.recreate_list and self.mode is not SyncMode.list:
             raise InputError("--recreate-list is for list mode (--mode list)")
+        if self.recreate_list and self.list_id is not None:
+            raise InputError(
+                "--recreate-list creates a new list and --list-id names an existing one: "
+                "give one of them"
+            )
         if self.lock_timeout < 0:
             raise InputError("--lock-timeout must not be negative")
         if self.batch_size < 1:
@@ -176,6 +188,8 @@ class CohortSync:
     status: str = OK
     list_id: str | None = None
     list_created: bool = False
+    list_source: str | None = None  # created, given (--list-id) or none (no id answered)
+    warnings: list[str] = field(default_factory=list)
     snapshot_users: int = 0
     entered: int = 0
     left: int = 0
@@ -221,6 +235,8 @@ class CohortSync:
             "list_created": self.list_created,
             "lost_list": self.lost_list,
             "repaired_batches": self.repaired_batches,
+            "list_source": self.list_source,
+            "warnings": self.warnings,
             "snapshot_users": self.snapshot_users,
             "entered": self.entered,
             "left": self.left,
@@ -317,7 +333,8 @@ class Requests:
         for index, (ids, ref) in enumerate(plan.batches()):
             if per_user:
                 url = self.destination.url(call, list_id, self.values(ids, list_id, member))
-            yield Batch(f"{key_prefix}:{index}", "POST", url, encode(ids), ids, call, ref)
+            method = self.destination.method_for(call)
+            yield Batch(f"{key_prefix}:{index}", method, url, encode(ids), ids, call, ref)
 
 
 def _key_prefixes(settings: SyncSettings) -> tuple[str, str]:
@@ -413,28 +430,47 @@ def _create_list(
     """Send the list-create alone; the list id from its answer, or None (recorded in result)."""
     call = payloads.LIST_CREATE
     body = requests.encoder(call, None, True)(())
-    batch = Batch(call, "POST", requests.url(call, None, True), body, (), call)
+    method = destination.method_for(call)
+    batch = Batch(call, method, requests.url(call, None, True), body, (), call)
     answers: list[BatchResult] = []
     report = deliver(
         [batch],
         on_done=lambda _b, r: answers.append(r),
         **_delivery_options(destination, settings, hooks, 1),
     )
-    _merge(result.report, report)
+    _merge(result.report, report, destination)
     if not report.ok or not answers:
         result.status = FAILED
         result.error = "the list-create request failed: nothing else was sent"
         return None
+    if destination.no_list_id:
+        return ""
     answer_text = answers[0].body.decode("utf-8", "replace")
     try:
-        return destination.find_list_id(answer_text)
+        list_id = destination.find_list_id(answer_text)
     except CheckFailed as exc:
         result.status = FAILED
         result.error = exc.message
         return None
+    warning = destination.list_id_warning(answer_text)
+    if warning is not None:
+        result.warnings.append(warning)
+    return list_id
 
 
-def _merge(into: DeliveryReport, report: DeliveryReport) -> None:
+def _labelled(destination: Destination, failure: BatchFailure) -> BatchFailure:
+    """The failure labelled with the destination's error classification (or a named shape)."""
+    if not failure.reason.isdigit() or int(failure.reason) in REDIRECTS:
+        return failure  # redirects already carry the delivery's note (and its Location)
+    label = destination.meaning(int(failure.reason), call=failure.kind, url="", body=failure.body)
+    return failure if label is None else replace(failure, meaning=label)
+
+
+def _merge(
+    into: DeliveryReport, report: DeliveryReport, destination: Destination | None = None
+) -> None:
+    if destination is not None:
+        report.failures = [_labelled(destination, f) for f in report.failures]
     into.batches_ok += report.batches_ok
     into.batches_failed += report.batches_failed
     into.users_ok += report.users_ok
@@ -510,6 +546,8 @@ def _sync_opened(
 ) -> CohortSync:
     clock = _Clock(result.phases)
     list_mode = settings.mode is SyncMode.list
+    if list_mode:
+        _given_list(destination, settings, hooks, state)
     list_id = state.list_id if list_mode else None
     requests.check_templates(list_id)
     if list_mode and settings.recreate_list:
@@ -518,7 +556,7 @@ def _sync_opened(
         if new_id is None:
             return result
         # The create answered 2xx: from here the state is about the new, empty list.
-        state.replace_list(new_id)
+        state.replace_list(new_id, LIST_NONE if destination.no_list_id else LIST_CREATED)
         list_id = new_id
         result.list_created = True
     hooks.phase("comparing with what the destination already has")
@@ -541,11 +579,13 @@ def _sync_opened(
         list_id = _create_list(destination, requests, settings, hooks, result)
         if list_id is None:
             return result
-        state.set_list_id(list_id)
+        state.set_list_id(list_id, LIST_NONE if destination.no_list_id else LIST_CREATED)
         result.list_created = True
-    result.list_id = list_id
+    if list_mode:
+        result.list_source = state.list_source
+    result.list_id = list_id or None
     _deliver_diff(destination, requests, settings, hooks, state, diff, result, list_id)
-    if list_mode and list_id is not None and _list_is_gone(result.report):
+    if list_mode and list_id and _list_is_gone(result.report):
         result.lost_list = list_id
         result.error = (
             f"the partner no longer has list {list_id} (it answered 404 unknown list); "
@@ -569,6 +609,28 @@ def _list_is_gone(report: DeliveryReport) -> bool:
     )
 
 
+def _given_list(
+    destination: Destination, settings: SyncSettings, hooks: SyncHooks, state: SyncState
+) -> None:
+    """Record a ``--list-id`` list (a new one starts the destination over); InputError when
+    the destination has no list-create and no list is given or remembered."""
+    given = settings.list_id
+    if given is None:
+        if state.list_id is None and not destination.has_call(payloads.LIST_CREATE):
+            raise InputError(
+                f"destination {destination.name or destination.base_url!r} has no list-create "
+                "call: give the id of an existing list with --list-id"
+            )
+        return
+    if state.list_id == given:
+        return
+    if state.list_id is None:
+        state.set_list_id(given, LIST_GIVEN)
+        return
+    hooks.phase(f"a different list ({given}): what the old one had no longer counts")
+    state.replace_list(given, LIST_GIVEN)
+
+
 def _deliver_diff(
     destination: Destination,
     requests: Requests,
@@ -581,6 +643,11 @@ def _deliver_diff(
 ) -> None:
     clock = _Clock(result.phases)
     size = settings.users_per_request
+    if destination.max_body_bytes is not None:
+        enter_call, leave_call = settings.calls()
+        for call, ids, member in ((enter_call, diff.entered, True), (leave_call, diff.left, False)):
+            encode = requests.encoder(call, list_id, member)
+            size = fitted_batch_size(encode, ids, size, destination.max_body_bytes)
     hooks.phase("planning the batches")
     with clock("diff"):
         state.discard_plans()
@@ -631,7 +698,7 @@ def _deliver_diff(
     finally:
         with clock("confirm"):
             confirmer.close()
-    _merge(result.report, report)
+    _merge(result.report, report, destination)
     result.added, result.removed = done[ADD], done[REMOVE]
     if status == OK and not report.ok:
         status = FAILED
@@ -788,6 +855,10 @@ def plan_cohort(destination: Destination, cohort: CohortSpec, settings: SyncSett
     else:
         list_id = held[0] if settings.mode is SyncMode.list else None
         diff = diff_against(snapshot, held[1], full=settings.full)
+    if settings.mode is SyncMode.list and settings.list_id is not None:
+        if list_id != settings.list_id:
+            diff = plan_diff_empty(snapshot)
+        list_id = settings.list_id
     requests.check_templates(list_id)
     size = settings.users_per_request
     enter_call, leave_call = settings.calls()
@@ -806,7 +877,7 @@ def plan_cohort(destination: Destination, cohort: CohortSpec, settings: SyncSett
         first.append(
             {
                 "call": label,
-                "method": "POST",
+                "method": destination.method_for(call),
                 "url": destination.scrub(redact_url(url)),
                 "headers": headers,
                 "users": len(ids),
@@ -817,6 +888,11 @@ def plan_cohort(destination: Destination, cohort: CohortSpec, settings: SyncSett
         )
 
     if settings.mode is SyncMode.list and list_id is None:
+        if not destination.has_call(payloads.LIST_CREATE):
+            raise InputError(
+                f"destination {destination.name or destination.base_url!r} has no list-create "
+                "call: give the id of an existing list with --list-id"
+            )
         show(payloads.LIST_CREATE, payloads.LIST_CREATE, (), True, 1)
     enter_label, leave_label = (
         (enter_call, leave_call)

@@ -47,6 +47,7 @@ SEGMENT_SIZE = 100_000
 
 ADD = 1
 REMOVE = 0
+LIST_CREATED, LIST_GIVEN, LIST_NONE = "created", "given", "none"
 
 
 def default_state_path() -> Path:
@@ -219,10 +220,23 @@ class SyncState:
         ).fetchone()
         return None if row is None else row[0]
 
-    def set_list_id(self, list_id: str) -> None:
-        """Record the list id the partner answered to list creation (committed at once)."""
+    @property
+    def list_source(self) -> str | None:
+        """Where the list id came from: ``created`` (the create answer), ``given``
+        (``--list-id``), ``none`` (the create answers no id); None before any list."""
+        row = self._conn.execute(
+            "SELECT list_source FROM destinations WHERE id = ?", (self._dest,)
+        ).fetchone()
+        if row is None or self.list_id is None:
+            return None
+        return row[0] or LIST_CREATED
+
+    def set_list_id(self, list_id: str, source: str = "created") -> None:
+        """Record the list id and where it came from (committed at once); ``""`` with source
+        ``none``: the list was created and has no id."""
         self._conn.execute(
-            "UPDATE destinations SET list_id = ? WHERE id = ?", (list_id, self._dest)
+            "UPDATE destinations SET list_id = ?, list_source = ? WHERE id = ?",
+            (list_id, source, self._dest),
         )
 
     # -- confirmations ----------------------------------------------------------------------
@@ -383,7 +397,7 @@ class SyncState:
         ).fetchone()
         return int(count)
 
-    def replace_list(self, list_id: str) -> None:
+    def replace_list(self, list_id: str, source: str = LIST_CREATED) -> None:
         """Switch to a new, empty list ``list_id`` (after its create answered 2xx).
 
         In one transaction the members, journal and plans of the old list are dropped and the
@@ -393,7 +407,8 @@ class SyncState:
             for table in ("segments", "journal", "planned", "properties"):
                 self._conn.execute(f"DELETE FROM {table} WHERE dest = ?", (self._dest,))
             self._conn.execute(
-                "UPDATE destinations SET list_id = ? WHERE id = ?", (list_id, self._dest)
+                "UPDATE destinations SET list_id = ?, list_source = ? WHERE id = ?",
+                (list_id, source, self._dest),
             )
 
     def forget(self) -> None:
@@ -401,7 +416,10 @@ class SyncState:
         with _transaction(self._conn, immediate=True):
             for table in ("segments", "journal", "planned"):
                 self._conn.execute(f"DELETE FROM {table} WHERE dest = ?", (self._dest,))
-            self._conn.execute("UPDATE destinations SET list_id = NULL WHERE id = ?", (self._dest,))
+            self._conn.execute(
+                "UPDATE destinations SET list_id = NULL, list_source = NULL WHERE id = ?",
+                (self._dest,),
+            )
 
     # -- webhook user properties ---------------------------------------------------------
     def sent_properties(self) -> dict[str, str]:

@@ -38,14 +38,19 @@ ITEMS = "items"
 LIST_ID = "listId"
 COHORT_NAME = "amplitude_cohort_name"
 COHORT_ID = "amplitude_cohort_id"
+COHORT_NAME_AS_IS = "cohort_name"
 USER_ID = "userId"
+USER_ID_SNAKE = "user_id"
 MEMBER = "member"
+DEFAULT_ITEMS = '"$user_id"'
 
 BUILTIN_VARIABLES: dict[str, str] = {
     ITEMS: "the user ids of the request, a JSON array",
     LIST_ID: "the partner's list id (from --list-id or the list-create answer)",
     COHORT_NAME: "the cohort name, slugified (NFKD, non [A-Za-z0-9_] -> '-', 100 chars)",
     COHORT_ID: "the cohort id",
+    COHORT_NAME_AS_IS: "the cohort name as is",
+    USER_ID_SNAKE: "in items: the user; elsewhere the first (identify: the only) user id",
     USER_ID: "the first (for identify: the only) user id of the request",
     MEMBER: "the trait value: true (entered the cohort) or false (left it)",
 }
@@ -94,7 +99,9 @@ def variables(
             LIST_ID: Unresolved("{listId}") if list_id is None else list_id,
             COHORT_NAME: payloads.slugify_cohort_name(cohort_name),
             COHORT_ID: cohort_id,
+            COHORT_NAME_AS_IS: cohort_name,
             USER_ID: ids[0] if ids else "",
+            USER_ID_SNAKE: ids[0] if ids else "",
             MEMBER: member,
         }
     )
@@ -148,6 +155,7 @@ class Template:
 
     text: str
     source: str = "<template>"
+    items: str | None = None  # the Portal's item template: what each user becomes in $items
 
     @classmethod
     def from_file(cls, path: Path) -> Template:
@@ -162,11 +170,27 @@ class Template:
         return cls(text, str(path))
 
     def names(self) -> set[str]:
-        """Every variable name the template uses."""
-        found = set()
-        for match in _VARIABLE.finditer(self.text.replace("$$", "")):
-            found.add(match.group(1) or match.group(2))
-        return found
+        """Every variable name the template uses (its item template's included)."""
+        items = self.items if self.uses_items_template else None
+        return template_names(self.text) | (template_names(items) if items else set())
+
+    @property
+    def uses_items_template(self) -> bool:
+        """True when ``$items`` is built from an item template other than the plain id."""
+        return self.items is not None and self.items.strip() != DEFAULT_ITEMS
+
+    def items_json(self, values: Mapping[str, Any]) -> str:
+        """``$items`` as a JSON array: the ids, or each id through the item template."""
+        ids = values[ITEMS]
+        if not self.uses_items_template or self.items is None:
+            return _as_json(ids)
+        item = Template(self.items, f"{self.source} (items)")
+        per_user = dict(values)
+        rendered = []
+        for uid in ids:
+            per_user[USER_ID_SNAKE] = per_user[USER_ID] = uid
+            rendered.append(item.substitute(per_user))
+        return "[" + ",".join(rendered) + "]"
 
     def check(self, known: Iterable[str]) -> None:
         """InputError listing the known variables when the template uses an unknown one."""
@@ -198,7 +222,7 @@ class Template:
             if c == '"':
                 whole = _WHOLE_STRING_VARIABLE.match(text, i)
                 if whole and (whole.group(1) or whole.group(2)) == ITEMS:
-                    out.append(_as_json(values[ITEMS]))
+                    out.append(self.items_json(values))
                     i = whole.end()
                     continue
                 in_string = True
@@ -209,9 +233,8 @@ class Template:
             i += 1
         return "".join(out)
 
-    @staticmethod
     def _variable(
-        text: str, i: int, values: Mapping[str, Any], out: list[str], *, bare: bool
+        self, text: str, i: int, values: Mapping[str, Any], out: list[str], *, bare: bool
     ) -> int:
         if text.startswith("$$", i):
             out.append("$")
@@ -222,7 +245,10 @@ class Template:
             return i + 1
         name = match.group(1) or match.group(2)
         value = values[name]
-        out.append(_builtin_json(name, value) if bare else _escaped(value))
+        if bare and name == ITEMS:
+            out.append(self.items_json(values))
+        else:
+            out.append(_builtin_json(name, value) if bare else _escaped(value))
         return match.end()
 
     def render(self, values: Mapping[str, Any]) -> tuple[str, Any]:
@@ -237,6 +263,25 @@ class Template:
                 f"{exc.msg}; line {exc.lineno} is: {line.strip()[:120]}",
                 hint='write $items bare or as "$items"; other variables inside strings',
             ) from None
+
+
+def template_names(text: str) -> set[str]:
+    """Every ``$name`` / ``${name}`` in ``text`` (``$$`` is a literal dollar, not a name)."""
+    return {m.group(1) or m.group(2) for m in _VARIABLE.finditer(text.replace("$$", ""))}
+
+
+def render_text(text: str, values: Mapping[str, Any], *, source: str) -> str:
+    """``text`` (a header value) with every variable as plain text; ``$$`` is a ``$``."""
+    unknown = sorted(n for n in template_names(text) if n not in values)
+    if unknown:
+        raise _unknown_error(source, unknown, values)
+
+    def replace(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        return _as_text(values[match.group(1) or match.group(2)])
+
+    return re.sub(rf"\$\$|\$\{{({_NAME})\}}|\$({_NAME})", replace, text)
 
 
 def render_url(template: str, values: Mapping[str, Any], *, source: str = "--path") -> str:

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from cohortctl.cli import app
 from tests.credentials import API_KEY, SECRET_KEY, SECRETS
 
-pytest_plugins = ["tests.servers_fixtures", "tests.partner_fixtures"]
+pytest_plugins = ["tests.servers_fixtures", "tests.partner_fixtures", "tests.partners.fixtures"]
 
 
 _SCRUBBED_ENV = (

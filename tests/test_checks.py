@@ -297,7 +297,7 @@ def test_templates_paths_and_list_id_path(
     with httpx.Client() as client:
         run = run_check(client, destination, options)
     assert [(c.name, c.status) for c in run.cases if c.status == "fail"] == []
-    assert by_name(run)["list-add rejects a body without userIds"].status == "pass"
+    assert by_name(run)["list-add rejects a body without user_ids"].status == "pass"
     assert run.list_id == "L1" and partner.members == set()
 
 

@@ -165,8 +165,8 @@ def test_find_list_id_fails_clearly_showing_the_body() -> None:
     message = str(info.value)
     assert "listId or id or list_id or data.id" in message
     assert '{"ok": true' in message
-    with pytest.raises(CheckFailed, match=r"at data\.key"):
-        Destination(BASE, list_id_path="data.key").find_list_id('{"listId": "L1"}')
+    with pytest.raises(CheckFailed, match=r"at data\.key or listId"):
+        Destination(BASE, list_id_path="data.key").find_list_id('{"ID": "L1"}')
     with pytest.raises(CheckFailed, match=r"\(empty\)"):
         Destination(BASE).find_list_id("")
 
@@ -182,3 +182,30 @@ def test_bad_timeout_and_unknown_call() -> None:
         Destination(BASE, timeout=0)
     with pytest.raises(InputError, match="unknown call"):
         Destination(BASE).url("list-delete")
+
+
+def test_a_fallback_id_is_read_with_a_warning_naming_what_amplitude_reads() -> None:
+    configured = Destination(BASE, list_id_path="data.key")
+    assert configured.find_list_id('{"listId": "L1"}') == "L1"
+    warning = configured.list_id_warning('{"listId": "L1"}')
+    assert warning is not None and "'listId'" in warning and "reads 'data.key'" in warning
+    default = Destination(BASE)
+    assert default.find_list_id('{"list_id": "L2"}') == "L2"
+    warning = default.list_id_warning('{"list_id": "L2"}')
+    assert warning is not None
+    assert '{"listId": "L", "response": {"listId": "L"}}' in warning
+    assert "list_id_path: list_id" in warning
+    assert default.list_id_warning('{"listId": "L3"}') is None
+    assert not default.nested_list_id('{"listId": "L3"}')
+    assert default.nested_list_id('{"listId": "L3", "response": {"listId": "L3"}}')
+
+
+def test_empty_path_is_the_base_url_exactly_as_given() -> None:
+    d = Destination("https://app.example/api/amplitude/", paths={"identify-batch": ""})
+    assert d.url("identify-batch") == "https://app.example/api/amplitude/"
+
+
+def test_header_auth_with_a_named_header() -> None:
+    d = Destination(BASE, auth=AuthMode.header, api_key=PARTNER_KEY, auth_header="Authorization")
+    assert d.auth_headers() == {"Authorization": PARTNER_KEY}
+    assert d.redacted_headers()["Authorization"] != PARTNER_KEY

@@ -115,12 +115,18 @@ def test_httpx_clients_report_real_exchanges(
     with recording(path), make_client(destination) as client:
         answer = client.post(f"{partner_server.url}/lists", json=body,
                              headers=destination.request_headers())  # fmt: skip
-        assert answer.json() == {"listId": "1"}  # the caller still reads the answer
+        assert answer.json() == {
+            "listId": "1",
+            "response": {"listId": "1"},
+        }  # the caller still reads the answer
         with contextlib.suppress(httpx.TransportError):
             client.post("http://127.0.0.1:9/lists", json=body)
     entries = assert_valid_har(path)["log"]["entries"]
     assert [e["response"]["status"] for e in entries] == [200, 0]
-    assert json.loads(entries[0]["response"]["content"]["text"]) == {"listId": "1"}
+    assert json.loads(entries[0]["response"]["content"]["text"]) == {
+        "listId": "1",
+        "response": {"listId": "1"},
+    }
     assert "ConnectError" in entries[1]["_error"]
     assert PARTNER_KEY not in path.read_text()
 

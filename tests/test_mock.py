@@ -245,13 +245,14 @@ def test_tls_detected_from_the_cause_chain() -> None:
     assert classify_transport_error(exc) == outcomes.TLS
 
 
-def test_plan_needs_a_list_id_for_list_calls_and_refuses_one_in_a_flow() -> None:
+def test_plan_needs_a_list_id_for_list_calls_and_a_flow_uses_a_given_one() -> None:
     destination = Destination("http://127.0.0.1:1")
     with pytest.raises(InputError, match="list-add needs a list id"):
         plan(destination, call_steps("list-add", MockSpec()), MockSpec())
     spec = MockSpec(list_id="L")
-    with pytest.raises(InputError, match="drop --list-id"):
-        plan(destination, flow_steps(FlowMode.list, spec), spec)
+    given = plan(destination, flow_steps(FlowMode.list, spec), spec)
+    assert [r.call for r in given] == ["list-add", "list-remove"]
+    assert given[0].url.endswith("/lists/L/add")
     remove_path = Destination("http://127.0.0.1:1", paths={"list-remove": "/remove"})
     assert plan(remove_path, call_steps("list-remove", MockSpec()), MockSpec())[0].url.endswith(
         "/remove"

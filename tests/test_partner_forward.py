@@ -68,7 +68,7 @@ def test_a_sync_through_the_proxy_ends_exact_behind_it_every_request_recorded_an
     assert members == sorted(f"user-{n}" for n in range(120))
     assert [r["call"] for r in rows] == ["list-create"] + ["list-add"] * 5
     assert all(r["ok"] and r["problem"] is None and r["status"] == 200 for r in rows)
-    assert json.loads(rows[0]["response_body"]) == {"listId": "1"}
+    assert json.loads(rows[0]["response_body"]) == {"listId": "1", "response": {"listId": "1"}}
     assert inspect["lists"] == [
         {"listId": "1", "name": "[Amplitude] Power Users: p1", "added": 120, "removed": 0}
     ]

@@ -51,6 +51,11 @@ register("mock", "cohortctl.cli.mock:app", "Fire Amplitude's cohort-sync payload
 register("sync", "cohortctl.cli.sync:sync", "Replay Amplitude's whole cohort sync at a partner.")
 register("state", "cohortctl.cli.state:app", "See and change what the sync state holds.")
 register("check", "cohortctl.cli.check:check", "Run the conformance suite against a partner.")
+register(
+    "destination",
+    "cohortctl.cli.destination_cmd:app",
+    "Destination files and the built-in profiles.",
+)
 register("replay", "cohortctl.cli.replay:replay", "Send a HAR recording again at an endpoint.")
 register("wait", "cohortctl.cli.wait:wait", "Block until an endpoint answers (for CI).")
 register("serve", "cohortctl.cli.serve:app", "Run an embedded server: fake Amplitude, partner.")

@@ -28,6 +28,7 @@ from cohortctl.errors import ExitCode, InputError
 from cohortctl.http.har import recording
 from cohortctl.mock import FlowMode
 from cohortctl.partner.calls import call_matcher
+from cohortctl.partner.destinations import REJECTS
 from cohortctl.render import OutputFormat, err, out, print_json, table
 from cohortctl.templates import parse_vars
 
@@ -36,22 +37,25 @@ REPORTS = "Reports"
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
 Mode = Annotated[
-    FlowMode,
+    FlowMode | None,
     typer.Option(
         "--mode",
         help="list: list-create/add/remove; property: identify and identify-batch; both; "
-        "webhook: Cohort Webhook messages to --url itself.",
+        "webhook: Cohort Webhook messages to --url itself. [default: the destination's mode, "
+        "else list]",
         case_sensitive=False,
+        show_default=False,
         rich_help_panel=SUITE_PANEL,
     ),
 ]
 BatchSize = Annotated[
-    int,
+    int | None,
     typer.Option(
         "--batch-size",
-        help="Test users generated (cohortctl-check-RUN-N), all sent in one list-add and one "
-        "identify-batch (Amplitude's default batch: 1000).",
+        help="Test users generated (cohortctl-check-RUN-N), sent in batches of the "
+        "destination's size [default: 1000, or the destination's batch size if smaller].",
         min=1,
+        show_default=False,
         rich_help_panel=SUITE_PANEL,
     ),
 ]
@@ -138,13 +142,25 @@ def _render(run: checks.CheckRun, output: OutputFormat, *, quiet: bool = False) 
         f"{counts.skipped} skipped"
     )
     err.print(escape(summary) if run.passed else f"[red]{escape(summary)}[/]")
+    for warning in run.warnings:
+        err.print(escape(f"warning: {warning}"))
+    if run.unclassified:
+        shown = ", ".join(str(s) for s in run.unclassified)
+        err.print(
+            escape(
+                f"unclassified: {shown} (no error classification of the destination covers "
+                "them; Amplitude shows them as unclassified errors)"
+            )
+        )
     if not quiet:
         err.print(escape(run.test_data_note()))
 
 
 def check(
+    destination_name: dest.DestinationName = None,
     url: dest.Url = None,
-    mode: Mode = FlowMode.list,
+    list_id: dest.GivenListId = None,
+    mode: Mode = None,
     create_path: dest.CreatePath = None,
     add_path: dest.AddPath = None,
     remove_path: dest.RemovePath = None,
@@ -157,7 +173,7 @@ def check(
     header: dest.Header = None,
     list_id_path: dest.ListIdPath = None,
     timeout: dest.Timeout = DEFAULT_TIMEOUT,
-    batch_size: BatchSize = checks.DEFAULT_BATCH_SIZE,
+    batch_size: BatchSize = None,
     ids: Ids = None,
     ids_file: IdsFile = None,
     column: dest.IdColumn = None,
@@ -213,6 +229,13 @@ def check(
     """
     check_verbosity(verbose, quiet)
     cfg = Config.load(profile, path=config)
+    file = dest.load_destination(destination_name)
+    if batch_size is None:
+        batch_size = checks.DEFAULT_BATCH_SIZE
+        if file is not None and file.batch_size is not None:
+            batch_size = min(batch_size, file.batch_size)
+    variables = dest.custom_variables(file, parse_vars(var or []))
+    mode = mode or (FlowMode(file.mode) if file is not None else FlowMode.list)
     if mode is not FlowMode.webhook and require_header:
         raise InputError("--require-header is for --mode webhook")
     options = checks.CheckOptions(
@@ -223,14 +246,19 @@ def check(
         burst=burst,
         expect_throttle=expect_throttle,
         max_latency_ms=max_latency_ms,
-        templates=dest.load_templates(
-            create=create_payload,
-            add=add_payload,
-            remove=remove_payload,
-            identify=identify_payload,
-            batch=batch_payload,
+        templates=dest.merged_templates(
+            file,
+            dest.load_templates(
+                create=create_payload,
+                add=add_payload,
+                remove=remove_payload,
+                identify=identify_payload,
+                batch=batch_payload,
+            ),
         ),
-        variables=parse_vars(var or []),
+        variables=variables,
+        list_id=list_id,
+        rejects=file.rejects if file is not None else REJECTS,
     )
     summary_path = os.environ.get(SUMMARY_ENV) or None
     if mode is FlowMode.webhook:
@@ -275,6 +303,8 @@ def check(
             batch=batch_path,
         ),
         allow_insecure_http=allow_insecure_http,
+        file=file,
+        variables=variables,
     )
     _check_reports(junit, summary_path)
     with (

@@ -8,12 +8,13 @@ way: flag > environment > config profile > default (see :mod:`cohortctl.config`)
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from cohortctl import payloads
+from cohortctl import payloads, templates
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.config import Config
 from cohortctl.destination import (
@@ -25,9 +26,31 @@ from cohortctl.destination import (
 )
 from cohortctl.errors import ConfigError
 from cohortctl.ids import read_ids
+from cohortctl.partner.destinations import DestinationFile, resolve
 from cohortctl.templates import Template
 
 PANEL = "Destination"
+
+DestinationName = Annotated[
+    str | None,
+    typer.Option(
+        "--destination",
+        help="Destination file (YAML: calls, auth, items, errors...) or a built-in profile: "
+        "amplitude, flagsmith, launchdarkly, segment, statsig. Flags override its values; "
+        "see `cohortctl destination`.",
+        show_default=False,
+        rich_help_panel=PANEL,
+    ),
+]
+GivenListId = Annotated[
+    str | None,
+    typer.Option(
+        "--list-id",
+        help="Use this existing list (its id is $listId): no list-create is sent.",
+        show_default=False,
+        rich_help_panel=PANEL,
+    ),
+]
 
 Url = Annotated[
     str | None,
@@ -166,31 +189,82 @@ def destination_from_options(
     paths: Mapping[str, str] | None = None,
     require_credentials: bool = True,
     allow_insecure_http: bool = False,
+    file: DestinationFile | None = None,
+    variables: Mapping[str, str] | None = None,
 ) -> Destination:
     """Resolve the destination options against ``cfg`` into a checked :class:`Destination`.
 
-    ``require_credentials=False`` (a dry run) accepts a missing API key; the URL is always
-    validated, and credentials are refused over plain http to non-loopback hosts unless
+    With a destination ``file``: a flag wins over the file, the file over the environment and
+    the config profile. ``variables`` fill the file's header values. ``require_credentials=
+    False`` (a dry run) accepts a missing API key; the URL is always validated, and
+    credentials are refused over plain http to non-loopback hosts unless
     ``allow_insecure_http``.
     """
+    if file is not None and url is None and file.url:
+        url = file.url
+    if file is not None and auth is None and file.auth is not None:
+        auth = file.auth
     base_url = cfg.require("partner_url", url, flag_name="--url")
     mode = parse_auth_mode(cfg.get("partner_auth", auth))
     resolved_app_id = cfg.get("partner_app_id", app_id)
+    file_headers: tuple[tuple[str, str], ...] = ()
+    if file is not None:
+        values = dict(variables or {})
+        file_headers = tuple(
+            (name, templates.render_text(value, values, source=f"{file.source}: headers.{name}"))
+            for name, value in file.headers
+        )
+        paths = {**file.paths(), **(paths or {})}
+        list_id_path = list_id_path or file.list_id_path
     destination = Destination(
         base_url=str(base_url).strip(),
         auth=mode,
         api_key=_text(cfg.get("partner_api_key", api_key)),
         secret=_text(cfg.get("partner_secret", secret)),
         app_id=None if resolved_app_id is None else str(resolved_app_id),
-        headers=build_headers(headers or []),
+        headers=file_headers + build_headers(headers or []),
         paths={**payloads.DEFAULT_PATHS, **(paths or {})},
         list_id_path=list_id_path,
         timeout=timeout,
     )
+    if file is not None:
+        destination = replace(
+            destination,
+            name=file.name,
+            methods=file.methods(),
+            calls=frozenset(file.calls),
+            success=file.success,
+            errors=file.errors,
+            max_body_bytes=file.max_body_bytes,
+            auth_header=file.auth_header if mode is file.auth else None,
+        )
     if require_credentials:
         destination.require_credentials()
     destination.ensure_safe(allow_insecure_http=allow_insecure_http or not require_credentials)
     return destination
+
+
+def load_destination(value: str | None) -> DestinationFile | None:
+    """The ``--destination`` file or built-in profile, or None."""
+    return resolve(value) if value is not None else None
+
+
+def merged_templates(
+    file: DestinationFile | None, given: Mapping[str, Template]
+) -> dict[str, Template]:
+    """The file's payload templates, the ones given on the command line winning; every
+    template builds ``$items`` with the file's item template."""
+    if file is None:
+        return dict(given)
+    found = file.templates()
+    for call, template in given.items():
+        found[call] = Template(template.text, template.source, items=file.items)
+    return found
+
+
+def custom_variables(file: DestinationFile | None, given: Mapping[str, str]) -> dict[str, str]:
+    """The custom variables: the file's, ``--var`` winning (the file's required ones checked)."""
+    return file.variable_values(given) if file is not None else dict(given)
 
 
 def _text(value: object) -> str | None:

@@ -29,6 +29,7 @@ from cohortctl.errors import ExitCode
 from cohortctl.http.har import recording
 from cohortctl.outcomes import Outcome
 from cohortctl.partner.calls import call_matcher
+from cohortctl.partner.destinations import DestinationFile
 from cohortctl.render import OutputFormat, body_excerpt, err, out, print_json, table
 from cohortctl.templates import Template, parse_vars
 
@@ -74,10 +75,10 @@ Ids = Annotated[
     ),
 ]
 BatchSize = Annotated[
-    int,
+    int | None,
     typer.Option(
-        "--batch-size", help="Ids per request (Amplitude's default: 1000).", min=1,
-        rich_help_panel=COHORT,
+        "--batch-size", help="Ids per request [default: the destination's, else 1000].",
+        min=1, show_default=False, rich_help_panel=COHORT,
     ),
 ]  # fmt: skip
 Member = Annotated[
@@ -112,6 +113,14 @@ DryRun = Annotated[
         rich_help_panel=SENDING,
     ),
 ]
+
+
+def _batch_size(flag: int | None, file: DestinationFile | None) -> int:
+    if flag is not None:
+        return flag
+    if file is not None and file.batch_size is not None:
+        return file.batch_size
+    return mock.DEFAULT_BATCH_SIZE
 
 
 def _read_ids(ids_file: Path | None, column: str | None, ids: list[str] | None) -> tuple[str, ...]:
@@ -190,7 +199,7 @@ def _render_dry_run(
 def _execute(
     cfg: Config,
     *,
-    steps_for: Callable[[mock.MockSpec], list[mock.Step]],
+    steps_for: Callable[[mock.MockSpec, Destination], list[mock.Step]],
     spec: mock.MockSpec,
     destination_kwargs: dict[str, Any],
     dry_run: bool,
@@ -199,9 +208,9 @@ def _execute(
     quiet: bool = False,
 ) -> None:
     destination = dest.destination_from_options(
-        cfg, require_credentials=not dry_run, **destination_kwargs
+        cfg, require_credentials=not dry_run, variables=spec.variables, **destination_kwargs
     )
-    steps = steps_for(spec)
+    steps = steps_for(spec, destination)
     if dry_run:
         _render_dry_run(destination, mock.plan(destination, steps, spec), output)
         return
@@ -221,6 +230,7 @@ def _execute(
 
 def _call_command(call: str) -> Callable[..., None]:
     def command(
+        destination_name: dest.DestinationName = None,
         url: dest.Url = None,
         path: str | None = None,  # annotated below: the help names the call's path
         api_key: dest.ApiKey = None,
@@ -236,7 +246,7 @@ def _call_command(call: str) -> Callable[..., None]:
         ids_file: IdsFile = None,
         column: dest.IdColumn = None,
         ids: Ids = None,
-        batch_size: BatchSize = mock.DEFAULT_BATCH_SIZE,
+        batch_size: BatchSize = None,
         member: Member = True,
         payload: Annotated[Path | None, dest.payload_option("--payload", "this call")] = None,
         var: dest.Var = None,
@@ -252,20 +262,22 @@ def _call_command(call: str) -> Callable[..., None]:
     ) -> None:
         check_verbosity(verbose, quiet)
         cfg = Config.load(profile, path=config)
+        file = dest.load_destination(destination_name)
+        given = {call: Template.from_file(payload)} if payload is not None else {}
         spec = mock.MockSpec(
             cohort_name=cohort_name,
             cohort_id=cohort_id,
             ids=_read_ids(ids_file, column, ids),
-            batch_size=batch_size,
+            batch_size=_batch_size(batch_size, file),
             member=member,
             list_id=list_id,
-            templates={call: Template.from_file(payload)} if payload is not None else {},
-            variables=parse_vars(var or []),
+            templates=dest.merged_templates(file, given),
+            variables=dest.custom_variables(file, parse_vars(var or [])),
             expect=expect,
         )
         _execute(
             cfg,
-            steps_for=lambda s: mock.call_steps(call, s),
+            steps_for=lambda s, _d: mock.call_steps(call, s),
             spec=spec,
             destination_kwargs={
                 "url": url,
@@ -278,6 +290,7 @@ def _call_command(call: str) -> Callable[..., None]:
                 "timeout": timeout,
                 "paths": {call: path} if path is not None else {},
                 "allow_insecure_http": allow_insecure_http,
+                "file": file,
             },
             dry_run=dry_run,
             output=output,
@@ -326,14 +339,17 @@ for _call in payloads.CALLS:
 @app.command("flow")
 def flow(
     mode: Annotated[
-        mock.FlowMode,
+        mock.FlowMode | None,
         typer.Option(
             "--mode",
             help="list: create, add, remove; property: identify and identify-batch true/false; "
-            "both; webhook: Cohort Webhook messages entering, then leaving.",
+            "both; webhook: Cohort Webhook messages entering, then leaving. "
+            "[default: the destination's mode, else list]",
             case_sensitive=False,
+            show_default=False,
         ),
-    ] = mock.FlowMode.list,
+    ] = None,
+    destination_name: dest.DestinationName = None,
     url: dest.Url = None,
     create_path: dest.CreatePath = None,
     add_path: dest.AddPath = None,
@@ -352,7 +368,8 @@ def flow(
     ids_file: IdsFile = None,
     column: dest.IdColumn = None,
     ids: Ids = None,
-    batch_size: BatchSize = mock.DEFAULT_BATCH_SIZE,
+    list_id: dest.GivenListId = None,
+    batch_size: BatchSize = None,
     create_payload: dest.CreatePayload = None,
     add_payload: dest.AddPayload = None,
     remove_payload: dest.RemovePayload = None,
@@ -378,11 +395,15 @@ def flow(
     message_id ...::enter::N), then the first id leaving (...::exit::0), POSTed to --url
     itself with your --header values (at most 5) and no Authorization.
     Either way every id ends in the cohort but the first. The flow stops after a list-create
-    that gives no list id; the rest is shown as skipped.
+    that gives no list id; the rest is shown as skipped. With --list-id the list exists: no
+    list-create is sent. With a destination whose list_id_path is none, the create is sent
+    and no id is needed.
     """
     check_verbosity(verbose, quiet)
     cfg = Config.load(profile, path=config)
-    if mode is mock.FlowMode.webhook:
+    file = dest.load_destination(destination_name)
+    resolved_mode = mode or (mock.FlowMode(file.mode) if file is not None else mock.FlowMode.list)
+    if resolved_mode is mock.FlowMode.webhook:
         from cohortctl.cli import mock_webhook
 
         destination = wh.webhook_destination(
@@ -399,7 +420,7 @@ def flow(
             cohort_name,
             cohort_id,
             wh.read_users(ids_file, column, ids, wh.selection(None, False, False), mock.SAMPLE_IDS),
-            batch_size=batch_size,
+            batch_size=_batch_size(batch_size, file),
             expect=expect,
             dry_run=dry_run,
             output=output,
@@ -409,15 +430,19 @@ def flow(
         cohort_name=cohort_name,
         cohort_id=cohort_id,
         ids=_read_ids(ids_file, column, ids),
-        batch_size=batch_size,
-        templates=dest.load_templates(
-            create=create_payload,
-            add=add_payload,
-            remove=remove_payload,
-            identify=identify_payload,
-            batch=batch_payload,
+        batch_size=_batch_size(batch_size, file),
+        list_id=list_id,
+        templates=dest.merged_templates(
+            file,
+            dest.load_templates(
+                create=create_payload,
+                add=add_payload,
+                remove=remove_payload,
+                identify=identify_payload,
+                batch=batch_payload,
+            ),
         ),
-        variables=parse_vars(var or []),
+        variables=dest.custom_variables(file, parse_vars(var or [])),
         expect=expect,
     )
     paths = dest.call_paths(
@@ -429,7 +454,7 @@ def flow(
     )
     _execute(
         cfg,
-        steps_for=lambda s: mock.flow_steps(mode, s),
+        steps_for=lambda s, d: mock.flow_steps(resolved_mode, s, d),
         spec=spec,
         destination_kwargs={
             "url": url,
@@ -442,6 +467,7 @@ def flow(
             "timeout": timeout,
             "paths": paths,
             "allow_insecure_http": allow_insecure_http,
+            "file": file,
         },
         dry_run=dry_run,
         output=output,

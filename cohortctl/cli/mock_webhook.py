@@ -120,14 +120,15 @@ def webhook(
     users = wh.read_users(
         ids_file, column, ids, wh.selection(prop, all_properties, typed_properties), mock.SAMPLE_IDS
     )
-    _check_spec(cohort_name, cohort_id, batch_size, expect)
+    size = batch_size if batch_size is not None else mock.DEFAULT_BATCH_SIZE
+    _check_spec(cohort_name, cohort_id, size, expect)
     requests = plan_messages(
         destination,
         cohort_name,
         cohort_id,
         users,
         in_cohort=member,
-        batch_size=batch_size,
+        batch_size=size,
         run=WebhookRun(),
     )
     _execute(destination, requests, expect=expect, dry_run=dry_run, output=output)

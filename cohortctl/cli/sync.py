@@ -75,14 +75,16 @@ def sync(
             dir_okay=False,
         ),
     ] = None,
+    destination_name: dest.DestinationName = None,
     url: dest.Url = None,
+    list_id: dest.GivenListId = None,
     mode: Annotated[
         syncing.SyncMode | None,
         typer.Option(
             "--mode",
             help="list: create a list, then add / remove user ids; property: set the cohort "
             "trait true / false with identify calls; webhook: Cohort Webhook messages to --url "
-            "itself (users entering and leaving). [default: list]",
+            "itself (users entering and leaving). [default: the destination's, else list]",
             case_sensitive=False,
             show_default=False,
             rich_help_panel=COHORT,
@@ -152,14 +154,16 @@ def sync(
         ),
     ] = None,
     batch: Annotated[
-        bool,
+        bool | None,
         typer.Option(
             "--batch/--no-batch",
             help="Property mode: batch identify calls to --path "
-            "(default /batch), or one identify call per user (/identify).",
+            "(default /batch), or one identify call per user (/identify). [default: batch, "
+            "unless the destination has identify only]",
+            show_default=False,
             rich_help_panel=SYNC,
         ),
-    ] = True,
+    ] = None,
     retry_policy: Annotated[
         str,
         typer.Option(
@@ -349,13 +353,25 @@ def sync(
     sync_plan = load_plan(plan) if plan is not None else None
     cohorts = _cohorts(snapshot, sync_plan, cohort_name, cohort_id, column)
     plan_dest = dict(sync_plan.destination) if sync_plan is not None else {}
-    resolved_mode = syncing.SyncMode(_pick(mode, plan_dest, "mode", syncing.SyncMode.list.value))
+    file = dest.load_destination(destination_name)
+    default_mode = file.mode if file is not None else syncing.SyncMode.list.value
+    resolved_mode = syncing.SyncMode(_pick(mode, plan_dest, "mode", default_mode))
+    if batch is None:
+        batch = file is None or payloads.IDENTIFY_BATCH in file.calls
+    elif file is not None and resolved_mode is syncing.SyncMode.property:
+        wanted = payloads.IDENTIFY_BATCH if batch else payloads.IDENTIFY
+        if wanted not in file.calls:
+            raise InputError(f"destination {file.name!r} has no {wanted} call")
     property_call = payloads.IDENTIFY_BATCH if batch else payloads.IDENTIFY
     webhook_mode = resolved_mode is syncing.SyncMode.webhook
     if not webhook_mode and (prop or all_properties or resend_changed_properties):
         raise InputError(
             "--property, --all-properties and --resend-changed-properties are for --mode webhook"
         )
+    default_batch = DEFAULT_BATCH_SIZE
+    if file is not None and file.batch_size is not None:
+        default_batch = file.batch_size
+    variables = dest.custom_variables(file, parse_vars(var or []))
     if path is not None and resolved_mode is syncing.SyncMode.list:
         raise InputError(
             "--path is the identify path of property mode; in list mode use "
@@ -373,30 +389,34 @@ def sync(
         paths[property_call] = chosen_path
     settings = syncing.SyncSettings(
         mode=resolved_mode,
-        batch_size=int(_pick(batch_size, plan_dest, "batch_size", DEFAULT_BATCH_SIZE)),
+        batch_size=int(_pick(batch_size, plan_dest, "batch_size", default_batch)),
         workers=int(_pick(workers, plan_dest, "workers", DEFAULT_WORKERS)),
         policy=named_policy(
             retry_policy, retries=retries, base_delay=backoff_base, max_delay=backoff_max
         ),
         full=full,
         batch=batch,
-        templates=_templates(
-            resolved_mode,
-            property_call,
-            None if webhook_mode else payload,
-            dest.load_templates(
-                create=create_payload,
-                add=add_payload,
-                remove=remove_payload,
-                identify=identify_payload,
-                batch=batch_payload,
+        templates=dest.merged_templates(
+            file,
+            _templates(
+                resolved_mode,
+                property_call,
+                None if webhook_mode else payload,
+                dest.load_templates(
+                    create=create_payload,
+                    add=add_payload,
+                    remove=remove_payload,
+                    identify=identify_payload,
+                    batch=batch_payload,
+                ),
             ),
         ),
-        variables=parse_vars(var or []),
+        variables=variables,
         state_path=state,
         retry_file=retry_file,
         recreate_list=recreate_list,
         lock_timeout=parse_duration(lock_timeout, option="--lock-timeout"),
+        list_id=list_id,
     )
     syncing.check_state(settings, create=not dry_run)
     period = parse_duration(every, option="--every") if every is not None else None
@@ -446,6 +466,8 @@ def sync(
         paths=paths,
         require_credentials=not dry_run,
         allow_insecure_http=allow_insecure_http,
+        file=file,
+        variables=variables,
     )
     if dry_run:
         plans = [syncing.plan_cohort(destination, c, settings) for c in cohorts]
@@ -661,7 +683,10 @@ def _render_cohort(
     rows: list[tuple[str, Any]] = [
         ("status", result.status + (f": {result.error}" if result.error else "")),
         ("mode", result.mode.value),
-        ("list id", result.list_id or "-"),
+        (
+            "list id",
+            (result.list_id or "-") + (f" ({result.list_source})" if result.list_source else ""),
+        ),
         ("snapshot", f"{result.snapshot_users:,} users"),
         (
             "to send",
@@ -685,6 +710,8 @@ def _render_cohort(
         rows.append(("retry file", f"{result.retry_file} ({result.retry_users:,} users)"))
     title = f"{result.cohort.name} ({result.cohort.id})"
     out.print(key_values([(k, escape(str(v))) for k, v in rows], title=escape(title)))
+    for warning in result.warnings:
+        err.print(escape(f"warning: {warning}"))
     if r.failures:
         shown = r.failures[:FAILURES_SHOWN]
         out.print(

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from cohortctl.cli import destination_options as dest
 from cohortctl.cli.options import Output, Quiet, Verbose, check_verbosity
 from cohortctl.config import Config
 from cohortctl.durations import format_duration, parse_duration
@@ -17,8 +18,13 @@ from cohortctl.waiting import wait_for
 def wait(
     url: Annotated[
         str | None,
-        typer.Option("--url", help="Endpoint to poll (default: partner_url from config/env)."),
+        typer.Option(
+            "--url",
+            help="Endpoint to poll (default: the --destination's url, else partner_url from "
+            "config/env).",
+        ),
     ] = None,
+    destination_name: dest.DestinationName = None,
     timeout: Annotated[
         str, typer.Option("--timeout", help="Give up after this long: 60s, 2m, 1h.")
     ] = "60s",
@@ -35,7 +41,8 @@ def wait(
     `cohortctl serve partner --port 8080 & cohortctl wait --url http://127.0.0.1:8080`.
     """
     check_verbosity(verbose, quiet)
-    target = url or Config.load().get("partner_url")
+    file = dest.load_destination(destination_name)
+    target = url or (file.url if file is not None else None) or Config.load().get("partner_url")
     if not target:
         raise ConfigError("no URL to wait for: pass --url or set COHORTCTL_PARTNER_URL")
     result = wait_for(

@@ -2,7 +2,7 @@
 
 Routes (the default paths of both sync modes)::
 
-    POST /lists                  {"name", "context"}       -> 200 {"listId"}
+    POST /lists                  {"name", "context"}       -> 200 {"listId", "response": {"listId"}}
     POST /lists/{listId}/add     {"userIds", "context"}    -> 200 {"listId", "added", "size"}
     POST /lists/{listId}/remove  {"userIds", "context"}    -> 200 {"listId", "removed", "size"}
     POST /identify, POST /batch  identify or {"batch": []} -> 200 {"updated"}
@@ -470,7 +470,8 @@ class Receiver:
         name = validate_list_create(body)
         entry = Entry(request.method, request.path, 0, _body_size(request, raw), time.time())
         list_id, _ = await self._store().create_list(name, entry)
-        return web.json_response({"listId": str(list_id)})
+        # Both of Amplitude's readers: the body as sent and the body under "response" (spec B).
+        return web.json_response({"listId": str(list_id), "response": {"listId": str(list_id)}})
 
     async def add_members(self, request: web.Request) -> web.StreamResponse:
         """``POST /lists/{listId}/add``."""

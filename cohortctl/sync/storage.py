@@ -25,11 +25,12 @@ from cohortctl.errors import StateFileError
 from cohortctl.files import os_reason
 
 APPLICATION_ID = 0x63435354  # "cCST": cohortctl state
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The schema this cohortctl writes; files of a higher version are refused, lower migrated.
 
 1: destinations, segments, journal, planned, runs. 2: ``properties``, the user properties a
-webhook-mode sync last sent per user (created by the migration from 1).
+webhook-mode sync last sent per user (created by the migration from 1). 3:
+``destinations.list_source``, where the list id came from (created, given, none).
 """
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS destinations (
     id INTEGER PRIMARY KEY,
     key TEXT NOT NULL UNIQUE,
     list_id TEXT,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    list_source TEXT
 );
 CREATE TABLE IF NOT EXISTS segments (
     id INTEGER PRIMARY KEY,
@@ -308,9 +310,17 @@ def _to_version_2(conn: sqlite3.Connection) -> None:
     """Nothing to change: the new ``properties`` table comes from :data:`SCHEMA`."""
 
 
+def _to_version_3(conn: sqlite3.Connection) -> None:
+    """``destinations.list_source``: where the list id came from (created, given, none)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(destinations)")}
+    if columns and "list_source" not in columns:
+        conn.execute("ALTER TABLE destinations ADD COLUMN list_source TEXT")
+
+
 MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {
     1: _to_version_1,
     2: _to_version_2,
+    3: _to_version_3,
 }
 """``MIGRATIONS[n]`` brings a file of schema ``n - 1`` to ``n`` (0: before application ids).
 
