@@ -151,3 +151,24 @@ def test_200k_users_then_a_delta_through_faults_converge(
     assert state["members"] == sorted(users)
     assert state["properties"] == users
     assert _assert_retries_identical(_journal(server.url)) > 0
+
+
+def test_a_doc_template_and_the_streaming_policy(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    from tests.test_webhook_freemarker import DOC_DEFAULT
+
+    server = partner_server_factory(webhook_headers=(("X-Hook", HOOK),), fail_rate=0.3, seed=3)
+    template = tmp_path / "amplitude.ftl"
+    template.write_text(DOC_DEFAULT)
+    users = {f"u{i}": {"plan": "pro" if i % 2 else "", "seats": str(i)} for i in range(30)}
+    snapshot = _write(tmp_path / "cohort.csv", users)
+    result = _sync(cli, snapshot, server.url, "--payload", str(template), "--batch-size", "2",
+                   "--retry-policy", "streaming", "--backoff-max", "0.01")  # fmt: skip
+    cohort = result["cohorts"][0]
+    assert cohort["added"] == 30 and cohort["delivery"]["retries"] > 0
+    state = _cohort(server.url)
+    assert state["members"] == sorted(users)
+    expected = {uid: {k: v for k, v in p.items() if v} for uid, p in users.items()}
+    assert state["properties"] == expected
+    assert _assert_retries_identical(_journal(server.url)) > 0

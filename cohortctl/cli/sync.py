@@ -423,6 +423,8 @@ def sync(
     if period is not None and period <= 0:
         raise InputError("--every must be longer than 0 seconds")
     if webhook_mode:
+        if har is not None:
+            raise InputError("--har is not available with --mode webhook")
         from cohortctl.cli import sync_webhook
         from cohortctl.sync.webhook import WebhookSync
 

@@ -41,7 +41,6 @@ import hmac
 import json
 import math
 import random
-import re
 import socket
 import struct
 import time
@@ -72,10 +71,10 @@ from cohortctl.servers.partner_webhooks import (
 )
 from cohortctl.servers.partner_webhooks import (
     EXPECTED_USER_AGENT,
-    WebhookRefused,
     WebhookState,
-    check_headers,
-    validate_webhook,
+    handle_webhook,
+    loose_message_id,
+    webhook_views,
 )
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -86,13 +85,6 @@ ADMIN_PREFIX = "/_cohortctl/"
 CLIENT_MAX_SIZE = 64 * 1024 * 1024
 UNKNOWN_USERS_SHOWN = 5
 _NOT_FOUND = ("unknown list", "unknown users")
-_LOOSE_MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([^"\\]{1,200})"')
-
-
-def _loose_message_id(raw: bytes) -> str | None:
-    """The message_id of a body that may not be valid (for the webhook journal)."""
-    found = _LOOSE_MESSAGE_ID.search(raw[:65536])
-    return found.group(1).decode("utf-8", "replace") if found else None
 
 
 def _no_constants(name: str) -> Any:
@@ -425,7 +417,7 @@ class Receiver:
         if request.path != self.settings.webhook_path:
             return
         raw = await request.read()
-        self.webhooks.note(status, reason, raw, _loose_message_id(raw))
+        self.webhooks.note(status, reason, raw, loose_message_id(raw))
 
     def _accepted_anyway(self, answer: _Answer) -> _Answer | None:
         """With a contract-breaking switch, the 200 that replaces a 400 or 404 answer."""
@@ -521,35 +513,19 @@ class Receiver:
         """``POST /webhook``: one Cohort Webhook message, applied once per ``message_id``."""
         raw = await request.read()
         settings = self.settings
-        state = self.webhooks
-        try:
-            check_headers(
-                request.headers,
-                user_agent=settings.webhook_user_agent,
-                required=settings.webhook_headers,
-            )
-            try:
-                body = _DECODER.decode(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError) as exc:
-                raise InvalidPayload("(body)", f"not valid JSON: {exc}") from None
-            except RecursionError:
-                raise InvalidPayload("(body)", "not valid JSON: nested too deeply") from None
-            message = validate_webhook(body)
-        except WebhookRefused as refused:
-            state.note(refused.status, refused.reason, raw, _loose_message_id(raw))
-            raise _NotedAnswer(refused.status, refused.body, refused.reason) from None
-        except InvalidPayload as exc:
-            invalid = _invalid(exc.field, exc.reason)
-            state.note(400, invalid.reason, raw, _loose_message_id(raw))
-            raise _NotedAnswer(400, invalid.body, invalid.reason) from None
-        status, answer, reason = state.apply(message, raw)
-        state.note(status, reason, raw, message.message_id)
-        users = len(message.users)
-        if status != 200:
-            raise _NotedAnswer(status, answer, reason, users=users)
-        entry = Entry(request.method, request.path, users, len(raw), time.time())
-        await self._store().record(entry, status, reason)
-        return web.json_response(answer)
+        answer = handle_webhook(
+            self.webhooks,
+            request.headers,
+            raw,
+            user_agent=settings.webhook_user_agent,
+            required=settings.webhook_headers,
+            decode=_DECODER.decode,
+        )
+        if answer.status != 200:
+            raise _NotedAnswer(answer.status, answer.body, answer.reason, users=answer.users)
+        entry = Entry(request.method, request.path, answer.users, len(raw), time.time())
+        await self._store().record(entry, answer.status, answer.reason)
+        return web.json_response(answer.body)
 
     # --- read-only views (no auth: a local test receiver) ---------------------------------------
 
@@ -610,27 +586,6 @@ class Receiver:
         """``GET /_cohortctl/ui``: the inspector page (live, by polling ``inspect``)."""
         return web.Response(body=page(), content_type="text/html", charset="utf-8")
 
-    async def webhook_state(self, request: web.Request) -> web.StreamResponse:
-        """``GET /_cohortctl/webhooks``."""
-        return web.json_response(self.webhooks.view())
-
-    async def webhook_cohort(self, request: web.Request) -> web.StreamResponse:
-        """``GET /_cohortctl/webhooks/cohorts/{cohortId}``."""
-        cohort_id = request.match_info["cohort_id"]
-        data = self.webhooks.cohort(cohort_id)
-        if data is None:
-            return web.json_response(
-                {"error": "unknown cohort", "cohort_id": cohort_id}, status=404
-            )
-        return web.json_response(data)
-
-    async def webhook_journal(self, request: web.Request) -> web.StreamResponse:
-        """``GET /_cohortctl/webhooks/journal?limit=N``: the last N webhook requests."""
-        text = request.query.get("limit", "100")
-        if not text.isdigit():
-            return web.json_response({"error": "limit must be a whole number"}, status=400)
-        return web.json_response({"messages": self.webhooks.last(int(text))})
-
     async def reset(self, request: web.Request) -> web.StreamResponse:
         """``POST /_cohortctl/reset``: forget every list, trait, journal entry and counter."""
         self.webhooks.clear()
@@ -663,9 +618,7 @@ def create_app(
     app.router.add_get("/_cohortctl/journal", receiver.journal)
     app.router.add_get("/_cohortctl/inspect", receiver.inspect)
     app.router.add_get("/_cohortctl/ui", receiver.ui)
-    app.router.add_get("/_cohortctl/webhooks", receiver.webhook_state)
-    app.router.add_get("/_cohortctl/webhooks/cohorts/{cohort_id}", receiver.webhook_cohort)
-    app.router.add_get("/_cohortctl/webhooks/journal", receiver.webhook_journal)
+    app.router.add_routes(webhook_views(receiver.webhooks))
     app.router.add_post("/_cohortctl/reset", receiver.reset)
     app[RECEIVER_KEY] = receiver
     app.on_startup.append(receiver.open)

@@ -19,11 +19,14 @@ body it is a 409, recorded in the webhook journal. The state is held in memory.
 from __future__ import annotations
 
 import hashlib
+import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
+
+from aiohttp import web
 
 from cohortctl.partner.webhooks.payload import MAX_PROPERTIES, MESSAGE_ID
 from cohortctl.servers.partner_validation import InvalidPayload
@@ -269,3 +272,82 @@ class WebhookState:
         self.messages.clear()
         self.journal.clear()
         self.counters.clear()
+
+
+_LOOSE_MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([^"\\]{1,200})"')
+
+
+def loose_message_id(raw: bytes) -> str | None:
+    """The message_id of a body that may not be valid (for the webhook journal)."""
+    found = _LOOSE_MESSAGE_ID.search(raw[:65536])
+    return found.group(1).decode("utf-8", "replace") if found else None
+
+
+@dataclass(frozen=True)
+class WebhookAnswer:
+    """What the receiver answers one webhook request (already in the webhook journal)."""
+
+    status: int
+    body: dict[str, Any]
+    reason: str
+    users: int = 0
+
+
+def handle_webhook(
+    state: WebhookState,
+    headers: Mapping[str, str],
+    raw: bytes,
+    *,
+    user_agent: str | None,
+    required: tuple[tuple[str, str], ...],
+    decode: Callable[[str], Any],
+) -> WebhookAnswer:
+    """Check, validate and apply one webhook request, journaling it whatever the outcome."""
+    try:
+        check_headers(headers, user_agent=user_agent, required=required)
+        try:
+            body = decode(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise InvalidPayload("(body)", f"not valid JSON: {exc}") from None
+        except RecursionError:
+            raise InvalidPayload("(body)", "not valid JSON: nested too deeply") from None
+        message = validate_webhook(body)
+    except WebhookRefused as refused:
+        state.note(refused.status, refused.reason, raw, loose_message_id(raw))
+        return WebhookAnswer(refused.status, refused.body, refused.reason)
+    except InvalidPayload as exc:
+        reason = f"invalid request: {exc.field} {exc.reason}"
+        state.note(400, reason, raw, loose_message_id(raw))
+        body = {"error": "invalid request", "field": exc.field, "reason": exc.reason}
+        return WebhookAnswer(400, body, reason)
+    status, answer, reason = state.apply(message, raw)
+    state.note(status, reason, raw, message.message_id)
+    return WebhookAnswer(status, answer, reason, len(message.users))
+
+
+def webhook_views(state: WebhookState) -> list[web.RouteDef]:
+    """The read-only views of the webhook state under ``/_cohortctl/webhooks``."""
+
+    async def overview(request: web.Request) -> web.StreamResponse:
+        return web.json_response(state.view())
+
+    async def cohort(request: web.Request) -> web.StreamResponse:
+        cohort_id = request.match_info["cohort_id"]
+        data = state.cohort(cohort_id)
+        if data is None:
+            return web.json_response(
+                {"error": "unknown cohort", "cohort_id": cohort_id}, status=404
+            )
+        return web.json_response(data)
+
+    async def journal(request: web.Request) -> web.StreamResponse:
+        text = request.query.get("limit", "100")
+        if not text.isdigit():
+            return web.json_response({"error": "limit must be a whole number"}, status=400)
+        return web.json_response({"messages": state.last(int(text))})
+
+    return [
+        web.get("/_cohortctl/webhooks", overview),
+        web.get("/_cohortctl/webhooks/cohorts/{cohort_id}", cohort),
+        web.get("/_cohortctl/webhooks/journal", journal),
+    ]

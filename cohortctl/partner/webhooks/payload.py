@@ -230,8 +230,21 @@ class WebhookDestination:
         return text
 
     def render(self, body: Mapping[str, Any]) -> tuple[bytes, Any]:
-        """The bytes and JSON of a request for the default ``body`` (through the template)."""
+        """The bytes and JSON of a request for the default ``body`` (through the template).
+
+        In a template's ``input`` every user has ``user_properties`` (``{}`` when none), so
+        a template that prints them (Amplitude's example does) works for every user.
+        """
         if self.template is None:
             return encode(body), body
-        text, rendered = self.template.render(body)
+        text, rendered = self.template.render(template_input(body))
         return text.encode("utf-8"), rendered
+
+
+def template_input(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``input`` of a template: the default body, ``user_properties`` always there."""
+    users = [
+        {**user, "user_properties": user.get("user_properties", {})}
+        for user in body.get("users", [])
+    ]
+    return {**body, "users": users}
