@@ -161,11 +161,12 @@ def _wait_for_holder(state: Path, url: str, cohort_id: str, pid: int) -> None:
 def test_two_syncs_of_one_cohort_at_once_one_exits_busy_then_both_converge(
     tmp_path: Path, partner_server_factory: PartnerFactory
 ) -> None:
-    server = partner_server_factory(api_key=PARTNER_KEY, delay_ms=50)
+    server = partner_server_factory(api_key=PARTNER_KEY, delay_ms=100)
     state = tmp_path / "state.sqlite"
     snapshot = tmp_path / "cohort.txt"
     snapshot.write_text("\n".join(users(0, 20_000)) + "\n", encoding="utf-8")
-    # One worker at 50 ms a request: the first run takes 10 s unless interrupted.
+    # One worker at 100 ms a request: the first run takes 20 s unless interrupted, room
+    # enough for the second to start on a loaded machine.
     first = _sync(snapshot, server.url, state, "c7", "--workers", "1")
     _wait_for_holder(state, server.url, "c7", first.pid)
     second = _sync(snapshot, server.url, state, "c7")
