@@ -124,6 +124,7 @@ def test_expect_recorded_compares_statuses_and_2xx_accepts_success(
                    "--junit", str(junit))  # fmt: skip
     assert recorded.exit_code == 1, recorded.output
     assert "MISMATCH" in recorded.stdout and "1 of 2 replayed request(s)" in recorded.stderr
+    assert "#2 list-create: recorded 503" in recorded.stderr and "now 200" in recorded.stderr
     suite = ET.parse(junit).getroot()
     assert suite.get("tests") == "2" and suite.get("failures") == "1"
     success = cli("replay", str(har), "--url", receiver.url, "--auth", "none", "--expect", "2xx")

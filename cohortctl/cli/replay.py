@@ -110,6 +110,17 @@ def _render(run: ReplayRun, output: OutputFormat, expect: Expect) -> None:
         ]
         columns = ["#", "call", "method", "url", "recorded", "status", "result", "ms", "body"]
         out.print(table(columns, rows))
+    if output is not OutputFormat.json:
+        for r in run.results:
+            if r.matched:
+                continue
+            recorded = body_excerpt(r.recorded_body, 120) if r.recorded_body else "(no body)"
+            now = body_excerpt(r.body, 120) if r.body else (r.error or "(no body)")
+            err.print(
+                f"#{r.index + 1} {escape(r.call or r.method)}: recorded "
+                f"{escape(_status(r.recorded_status))} {escape(recorded)}; now "
+                f"{escape(_status(r.status, r.error))} {escape(now)}"
+            )
     for old, new in run.list_ids.items():
         err.print(f"list id {escape(old)} of the recording is {escape(new)} in this replay")
     summary = f"{len(run.results)} request(s) replayed: {run.mismatched} did not match"

@@ -12,6 +12,24 @@ from cohortctl.destination import Destination
 _VARIABLE = re.compile(r"\\\$[A-Za-z_]\w*|\\\{[A-Za-z_]\w*\\\}")
 
 CallOf = Callable[[str, str], "str | None"]
+_MEMBERS = re.compile(r"/lists/([^/]+)/(add|remove)")
+
+
+def default_call(method: str, path: str) -> tuple[str | None, str | None]:
+    """The call a request is on Amplitude's default paths, and the list id in its path."""
+    if method.upper() != "POST":
+        return None, None
+    if path == "/lists":
+        return payloads.LIST_CREATE, None
+    if path == "/identify":
+        return payloads.IDENTIFY, None
+    if path == "/batch":
+        return payloads.IDENTIFY_BATCH, None
+    match = _MEMBERS.fullmatch(path)
+    if match:
+        call = payloads.LIST_ADD if match.group(2) == "add" else payloads.LIST_REMOVE
+        return call, match.group(1)
+    return None, None
 
 
 def call_matcher(destination: Destination) -> CallOf:

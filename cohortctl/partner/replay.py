@@ -27,6 +27,7 @@ from cohortctl.destination import AuthMode, Destination, is_sensitive_header
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import request_body, response_text
 from cohortctl.outcomes import classify_transport_error
+from cohortctl.partner.calls import default_call
 from cohortctl.render import body_excerpt
 
 BODY_KEEP = 2000
@@ -184,13 +185,16 @@ def recorded_requests(
             and not is_sensitive_header(k)
         )
         body = request_body(entry)
+        relative = _relative(request["url"], base if isinstance(base, str) else None)
         call = entry.get("_call") if isinstance(entry.get("_call"), str) else None
+        if call is None:
+            call = default_call(request["method"], urlsplit(relative).path)[0]
         found.append(
             RecordedRequest(
                 index=start + index,
                 method=request["method"].upper(),
                 url=request["url"],
-                relative=_relative(request["url"], base if isinstance(base, str) else None),
+                relative=relative,
                 headers=kept,
                 body=body,
                 call=call,

@@ -10,7 +10,6 @@ and one counter per second for the last :data:`SERIES_SECONDS` seconds.
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -18,33 +17,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from cohortctl import payloads
 from cohortctl.http.redact import Redactor
 
 BODY_KEEP = 16 * 1024
 SERIES_SECONDS = 120
 DEFAULT_KEEP = 500
 UI_FILE = "inspector.html"
-
-
-_MEMBERS = re.compile(r"/lists/([^/]+)/(add|remove)")
-
-
-def default_call(method: str, path: str) -> tuple[str | None, str | None]:
-    """The call a request is on Amplitude's default paths, and the list id in its path."""
-    if method.upper() != "POST":
-        return None, None
-    if path == "/lists":
-        return payloads.LIST_CREATE, None
-    if path == "/identify":
-        return payloads.IDENTIFY, None
-    if path == "/batch":
-        return payloads.IDENTIFY_BATCH, None
-    match = _MEMBERS.fullmatch(path)
-    if match:
-        call = payloads.LIST_ADD if match.group(2) == "add" else payloads.LIST_REMOVE
-        return call, match.group(1)
-    return None, None
 
 
 def _cut(body: bytes) -> bytes:

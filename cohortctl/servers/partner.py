@@ -52,7 +52,8 @@ from aiohttp import web
 
 from cohortctl.http.har import redact_url
 from cohortctl.http.redact import is_sensitive_header
-from cohortctl.servers.inspector import Inspector, default_call, dumps, page
+from cohortctl.partner.calls import default_call
+from cohortctl.servers.inspector import Inspector, dumps, page
 from cohortctl.servers.partner_store import (
     DEFAULT_JOURNAL_LIMIT,
     Entry,

@@ -26,7 +26,8 @@ from cohortctl import payloads
 from cohortctl.http.har import HarWriter, har_entry, redact_url
 from cohortctl.http.observe import Exchange
 from cohortctl.http.redact import Redactor
-from cohortctl.servers.inspector import Inspector, default_call, dumps, page
+from cohortctl.partner.calls import default_call
+from cohortctl.servers.inspector import Inspector, dumps, page
 from cohortctl.servers.partner_validation import (
     InvalidPayload,
     plain_json,
