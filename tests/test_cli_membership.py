@@ -65,9 +65,7 @@ def test_dry_run_body_and_nothing_sent(cli, amplitude_server, tmp_path: Path) ->
     body = requests[1]["body"]
     assert body["cohort_id"] == "abc1234" and body["skip_invalid_ids"] is False
     assert body["count_group"] == "org"
-    assert body["memberships"] == [
-        {"id_type": "BY_NAME", "operation": "ADD", "ids": {"count": 1, "first": ["u100000"]}}
-    ]
+    assert body["memberships"] == [{"id_type": "BY_NAME", "operation": "ADD", "ids": ["u100000"]}]
     assert amplitude_server.app[TRAFFIC_KEY].requests() == []
 
 

@@ -313,22 +313,26 @@ def test_dry_run_sends_nothing_and_shows_no_secret(cli: RunCli, receiver: Backgr
     result = cli("mock", "flow", "--mode", "both", "--url", receiver.url, "--dry-run",
                  env={**KEY_ENV, "COHORTCTL_PARTNER_SECRET": PARTNER_SECRET})  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert f"POST {receiver.url}/lists\n" in result.stdout
-    assert f"POST {receiver.url}/lists/{{listId}}/add" in result.stdout
-    assert "Authorization: Basic ***redacted***" in result.stdout
+    lines = result.stdout.splitlines()
+    assert "> POST /lists HTTP/1.1" in lines
+    assert "> POST /lists/{listId}/add HTTP/1.1" in lines
+    assert f"> Host: {receiver.url.removeprefix('http://')}" in lines
+    assert "> Authorization: Basic ***redacted***" in lines
     assert '"userIds": [' in result.stdout
     assert "7 request(s) shown, nothing sent" in result.stderr
     assert journal(receiver) == []
 
 
-def test_dry_run_needs_no_credentials_and_abbreviates(cli: RunCli) -> None:
+def test_dry_run_needs_no_credentials_and_shows_every_id(cli: RunCli) -> None:
     ids = [f"--id=u{i}" for i in range(25)]
     result = cli("mock", "list-add", "--url", "https://partner.example", "--list-id", "L9",
                  "--auth", "bearer", "--dry-run", *ids)  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "POST https://partner.example/lists/L9/add" in result.stdout
-    assert "Authorization: Bearer (not set)" in result.stdout
-    assert "… 15 more (of 25)" in result.stdout
+    lines = result.stdout.splitlines()
+    assert lines[:3] == ["# 1/1 list-add (25 ids)", "> POST /lists/L9/add HTTP/1.1",
+                         "> Host: partner.example"]  # fmt: skip
+    assert "> Authorization: Bearer (not set)" in lines
+    assert '    "u0",' in lines and '    "u24"' in lines
     code, data = mock_json(cli, "list-add", "--url", "https://partner.example", "--list-id",
                            "L9", "--dry-run", *ids, env={})  # fmt: skip
     assert code == 0

@@ -87,10 +87,14 @@ def test_dry_run_sends_nothing_and_redacts(cli, amplitude_server, tmp_path: Path
     path = write_ids(tmp_path, [f"u{i}" for i in range(100_003)])
     result = cli(*base_args(amplitude_server, path, "--dry-run"))
     assert result.exit_code == 0, result.output
-    assert "POST " + amplitude_server.url + "/api/3/cohorts/upload" in result.stdout
-    assert "POST " + amplitude_server.url + "/api/3/cohorts/membership" in result.stdout
-    assert "Authorization: Basic ***redacted***" in result.stdout
-    assert '"count": 100000' in result.stdout and '"u0", "u1"' in result.stdout
+    lines = result.stdout.splitlines()
+    assert "# 1/2 upload (100,000 ids)" in lines and "# 2/2 membership ADD (3 ids)" in lines
+    assert "> POST /api/3/cohorts/upload HTTP/1.1" in lines
+    assert "> POST /api/3/cohorts/membership HTTP/1.1" in lines
+    assert f"> Host: {amplitude_server.url.removeprefix('http://')}" in lines
+    assert "> Authorization: Basic ***redacted***" in lines
+    # the ids in full, not summarised: every one of them, one per line
+    assert '    "u0",' in lines and '    "u99999"' in lines and '        "u100002"' in lines
     assert "nothing was sent" in result.stderr
     assert amplitude_server.app[TRAFFIC_KEY].requests() == []
     assert amplitude_server.app[STORE_KEY].cohorts() == []
@@ -107,7 +111,7 @@ def test_dry_run_works_without_credentials(cli, tmp_path: Path) -> None:
         "id_type": "BY_USER_ID",
         "owner": "o@x.io",
         "published": True,
-        "ids": {"count": 1, "first": ["a"]},
+        "ids": ["a"],
     }
 
 
@@ -137,7 +141,7 @@ def test_region_and_column(cli, tmp_path: Path) -> None:
     path.write_text("email,user_id\nx@y.z,u1\nq@y.z,u2\n", encoding="utf-8")
     data = dry_run_bodies(cli, path, "--region", "eu", "--column", "user_id")
     assert data["requests"][0]["url"].startswith("https://analytics.eu.amplitude.com/")
-    assert data["requests"][0]["body"]["ids"]["first"] == ["u1", "u2"]
+    assert data["requests"][0]["body"]["ids"] == ["u1", "u2"]
 
 
 def test_settings_from_env_and_profile(cli, isolated_env: Path, tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cohortctl.cli.exchanges import EnvRef, curl_command, dry_run_block, write_lines
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.config import Config, amplitude_base_url, ensure_safe_url
@@ -242,24 +243,48 @@ def progress_reporter(
         yield update
 
 
-def print_dry_run(plan: Plan, base_url: str, ids: IdList, output: OutputFormat) -> None:
-    """Show the exact requests a plan would send (Authorization redacted); send nothing."""
-    described = plan.describe(base_url)
-    if output is OutputFormat.json:
+def print_dry_run(
+    plan: Plan, base_url: str, ids: IdList, output: OutputFormat, *, as_curl: bool = False
+) -> None:
+    """Show the exact requests a plan would send, ids in full (Authorization redacted, or
+    ``as_curl``: curl commands reading the keys from the environment); send nothing."""
+    described = plan.describe(base_url, whole=True)
+    if output is OutputFormat.json and not as_curl:
         print_json({"dry_run": True, "file": dataclasses.asdict(ids.stats), "requests": described})
         return
-    out.print(key_values(file_rows(ids), title="ID file"))
-    for request in described:
+    if not as_curl:
+        out.print(key_values(file_rows(ids), title="ID file"))
         out.print()
-        out.print(
-            f"request {request['request']}/{len(described)} ({request['call']}): "
-            f"{request['method']} {request['url']}",
-            markup=False,
-        )
-        for name, value in request["headers"].items():
-            out.print(f"  {name}: {value}", markup=False)
-        out.print(f"  body: {json.dumps(request['body'], ensure_ascii=False)}", markup=False)
+    lines: list[str] = []
+    for request in described:
+        title = f"{request['call']} ({_id_count(request['body']):,} ids)"
+        if as_curl:
+            headers = [(k, v) for k, v in request["headers"].items() if k != "Authorization"]
+            body = json.dumps(request["body"], ensure_ascii=False, separators=(",", ":"))
+            user = EnvRef("$AMPLITUDE_API_KEY:$AMPLITUDE_SECRET_KEY")
+            lines += [f"# {request['request']}/{len(described)} {title}"]
+            command = curl_command(
+                request["method"], request["url"], list(headers), body.encode(), user=user
+            )
+            lines += [command, ""]
+        else:
+            lines += dry_run_block(
+                request["request"],
+                len(described),
+                title,
+                request["method"],
+                request["url"],
+                list(request["headers"].items()),
+                request["body"],
+            )
+    write_lines(lines)
     err.print("dry run: nothing was sent")
+
+
+def _id_count(body: dict[str, Any]) -> int:
+    if "ids" in body:
+        return len(body["ids"])
+    return sum(len(m.get("ids", ())) for m in body.get("memberships", ()))
 
 
 def print_run_result(

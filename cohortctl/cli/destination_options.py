@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from cohortctl import payloads, templates
+from cohortctl.cli.exchanges import EnvRef, env_name_for_header
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.config import Config
 from cohortctl.destination import (
@@ -22,6 +23,7 @@ from cohortctl.destination import (
     AuthMode,
     Destination,
     build_headers,
+    is_sensitive_header,
     parse_auth_mode,
 )
 from cohortctl.errors import ConfigError
@@ -347,3 +349,36 @@ def read_user_ids(
         found += read_ids(str(ids_file), column=column).ids
     found += [i.strip() for i in ids or [] if i.strip()]
     return tuple(dict.fromkeys(found))
+
+
+def curl_credentials(
+    destination: Destination, headers: Mapping[str, str]
+) -> tuple[EnvRef | None, list[tuple[str, str | EnvRef]]]:
+    """A request's headers for ``--as-curl``: every credential as an ``$ENV`` reference.
+
+    Basic auth becomes ``--user "$COHORTCTL_PARTNER_API_KEY:$COHORTCTL_PARTNER_SECRET"``;
+    bearer and header auth name the same variables; a credential-looking ``--header`` reads
+    ``$COHORTCTL_HEADER_<NAME>``.
+    """
+    key, secret = "$COHORTCTL_PARTNER_API_KEY", "$COHORTCTL_PARTNER_SECRET"
+    user: EnvRef | None = None
+    shown: list[tuple[str, str | EnvRef]] = []
+    extra = {name.lower() for name, _ in destination.headers}
+    for name, value in headers.items():
+        lower = name.lower()
+        if lower in extra:
+            if is_sensitive_header(name) or value in destination.secrets():
+                shown.append((name, EnvRef(f"${env_name_for_header(name)}")))
+            else:
+                shown.append((name, value))
+        elif lower == "authorization" and destination.auth is AuthMode.basic:
+            user = EnvRef(f"{key}:{secret if destination.secret else ''}")
+        elif lower == "authorization" and destination.auth is AuthMode.bearer:
+            shown.append((name, EnvRef(f"Bearer {key}")))
+        elif lower == "api_key" and destination.auth is AuthMode.header:
+            shown.append((name, EnvRef(key)))
+        elif lower == "app_id" and destination.auth is AuthMode.header:
+            shown.append((name, EnvRef("$COHORTCTL_PARTNER_APP_ID")))
+        else:
+            shown.append((name, value))
+    return user, shown

@@ -23,9 +23,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import shlex
 import sys
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import IO, Any
 from urllib.parse import urlsplit
 
@@ -33,6 +36,7 @@ from cohortctl.http.observe import Exchange
 from cohortctl.http.text import terminal_text
 
 BODY_LIMIT = 64 * 1024
+_LINES_PER_WRITE = 2000
 
 _GREEN, _YELLOW, _RED, _RESET = "\x1b[32m", "\x1b[33m", "\x1b[31m", "\x1b[0m"
 
@@ -199,5 +203,56 @@ def dry_run_block(
 def write_lines(lines: Sequence[str], stream: IO[str] | None = None) -> None:
     """Write ``lines`` to ``stream`` (default stdout) and flush."""
     target = stream or sys.stdout
-    target.write("\n".join(lines) + ("\n" if lines else ""))
-    target.flush()
+    # In pieces: one huge write to a pipe its reader closed does not raise, so a `| head`
+    # would not stop the command; a piece-wise write does.
+    for start in range(0, len(lines), _LINES_PER_WRITE):
+        target.write("\n".join(lines[start : start + _LINES_PER_WRITE]) + "\n")
+        target.flush()
+
+
+@dataclass(frozen=True)
+class EnvRef:
+    """A header value (or ``-u`` user) the shell fills in from environment variables.
+
+    ``text`` holds only ``$NAME`` references and literal text without ``"``, ``\\`` or
+    backquotes, so it is safe inside double quotes.
+    """
+
+    text: str
+
+
+def curl_command(
+    method: str,
+    url: str,
+    headers: Sequence[tuple[str, str | EnvRef]],
+    body: bytes,
+    *,
+    user: EnvRef | None = None,
+) -> str:
+    """A runnable ``curl`` command for one request; credentials only as ``$ENV`` references."""
+    parts = ["curl", "--silent", "--show-error", "--request", method, shlex.quote(url)]
+    if user is not None:
+        parts += ["--user", f'"{user.text}"']
+    for name, value in headers:
+        if name.lower() in ("host", "content-length"):
+            continue
+        if isinstance(value, EnvRef):
+            parts += ["--header", f'"{name}: {value.text}"']
+        else:
+            parts += ["--header", shlex.quote(f"{name}: {value}")]
+    if body:
+        parts += ["--data-binary", shlex.quote(body.decode("utf-8", errors="replace"))]
+    return " \\\n  ".join(_pairs(parts))
+
+
+def _pairs(parts: list[str]) -> list[str]:
+    # one option and its value per line: "curl … URL", then "--header 'X: y'", …
+    lines = [" ".join(parts[:6])]
+    rest = parts[6:]
+    lines += [f"{rest[i]} {rest[i + 1]}" for i in range(0, len(rest), 2)]
+    return lines
+
+
+def env_name_for_header(name: str) -> str:
+    """The variable a dry run's curl command reads an extra credential header from."""
+    return "COHORTCTL_HEADER_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()

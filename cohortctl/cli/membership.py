@@ -28,12 +28,14 @@ from cohortctl.cli.customer_options import (
 )
 from cohortctl.cli.options import (
     AllowInsecureHttp,
+    AsCurl,
     ConfigFile,
     Har,
     Output,
     Profile,
     Quiet,
     Verbose,
+    check_as_curl,
     check_verbosity,
 )
 from cohortctl.customer.uploading import execute, plan_membership
@@ -68,6 +70,7 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
         group_type: GroupType = None,
         column: Column = None,
         dry_run: DryRun = False,
+        as_curl: AsCurl = False,
         output: Output = OutputFormat.table,
         verbose: Verbose = 0,
         quiet: Quiet = False,
@@ -81,6 +84,7 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
         retries: Retries = DEFAULT_RETRIES,
     ) -> None:
         check_verbosity(verbose, quiet)
+        check_as_curl(as_curl, dry_run)
         cfg, url = load_target(
             profile,
             config,
@@ -99,7 +103,7 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
             stats=ids.stats,
         )
         if dry_run:
-            print_dry_run(plan, url, ids, output)
+            print_dry_run(plan, url, ids, output, as_curl=as_curl)
             return
         with (
             open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,

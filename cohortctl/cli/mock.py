@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,18 +11,21 @@ import typer
 from cohortctl import mock, payloads
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
+from cohortctl.cli.exchanges import curl_command, dry_run_block, write_lines
 from cohortctl.cli.options import (
     AllowInsecureHttp,
+    AsCurl,
     ConfigFile,
     Har,
     Output,
     Profile,
     Quiet,
     Verbose,
+    check_as_curl,
     check_verbosity,
 )
 from cohortctl.config import Config
-from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client
+from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client, redact_url
 from cohortctl.errors import ExitCode
 from cohortctl.http.har import recording
 from cohortctl.outcomes import Outcome
@@ -180,19 +181,31 @@ def _render_results(
 
 
 def _render_dry_run(
-    destination: Destination, requests: Sequence[mock.PreparedRequest], output: OutputFormat
+    destination: Destination,
+    requests: Sequence[mock.PreparedRequest],
+    output: OutputFormat,
+    *,
+    as_curl: bool = False,
 ) -> None:
-    if output is OutputFormat.json:
+    if output is OutputFormat.json and not as_curl:
         print_json({"dry_run": True, "requests": [r.shown(destination) for r in requests]})
         return
+    lines: list[str] = []
     for number, request in enumerate(requests, 1):
-        shown = request.shown(destination, abbreviate=DRY_RUN_KEEP)
-        lines = [f"# {number}/{len(requests)} {request.call} ({request.ids} ids)"]
-        lines.append(f"{shown['method']} {shown['url']}")
-        lines += [f"{k}: {v}" for k, v in shown["headers"].items()]
-        lines += ["", json.dumps(shown["body"], indent=2, ensure_ascii=False), ""]
-        sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
+        title = f"{request.call} ({request.ids} ids)"
+        url = destination.scrub(redact_url(request.url))
+        if as_curl:
+            user, headers = dest.curl_credentials(destination, request.headers)
+            lines += [f"# {number}/{len(requests)} {title}"]
+            content = destination.scrub(request.content.decode("utf-8", errors="replace")).encode()
+            lines += [curl_command(request.method, url, headers, content, user=user), ""]
+        else:
+            shown = destination.redacted_headers(request.headers)
+            body = destination.scrub(request.content.decode("utf-8", errors="replace"))
+            lines += dry_run_block(
+                number, len(requests), title, request.method, url, list(shown.items()), body
+            )
+    write_lines(lines)
     err.print(f"dry run: {len(requests)} request(s) shown, nothing sent")
 
 
@@ -206,13 +219,15 @@ def _execute(
     output: OutputFormat,
     har: Path | None = None,
     quiet: bool = False,
+    as_curl: bool = False,
 ) -> None:
+    check_as_curl(as_curl, dry_run)
     destination = dest.destination_from_options(
         cfg, require_credentials=not dry_run, variables=spec.variables, **destination_kwargs
     )
     steps = steps_for(spec, destination)
     if dry_run:
-        _render_dry_run(destination, mock.plan(destination, steps, spec), output)
+        _render_dry_run(destination, mock.plan(destination, steps, spec), output, as_curl=as_curl)
         return
     with (
         recording(
@@ -252,6 +267,7 @@ def _call_command(call: str) -> Callable[..., None]:
         var: dest.Var = None,
         expect: Expect = None,
         dry_run: DryRun = False,
+        as_curl: AsCurl = False,
         har: Har = None,
         output: Output = OutputFormat.table,
         verbose: Verbose = 0,
@@ -296,6 +312,7 @@ def _call_command(call: str) -> Callable[..., None]:
             output=output,
             har=har,
             quiet=quiet,
+            as_curl=as_curl,
         )
 
     command.__annotations__["path"] = Annotated[
@@ -379,6 +396,7 @@ def flow(
     user_agent: wh.UserAgent = None,
     expect: Expect = None,
     dry_run: DryRun = False,
+    as_curl: AsCurl = False,
     har: Har = None,
     output: Output = OutputFormat.table,
     verbose: Verbose = 0,
@@ -473,6 +491,7 @@ def flow(
         output=output,
         har=har,
         quiet=quiet,
+        as_curl=as_curl,
     )
 
 

@@ -115,3 +115,19 @@ def check_verbosity(verbose: int, quiet: bool) -> None:
     """-v and -q contradict each other: a usage error."""
     if verbose and quiet:
         raise InputError("--verbose and --quiet cannot be used together")
+
+
+AsCurl = Annotated[
+    bool,
+    typer.Option(
+        "--as-curl",
+        help="With --dry-run: print each request as a runnable curl command, credentials "
+        "as $ENV_VAR references (never their values).",
+    ),
+]
+
+
+def check_as_curl(as_curl: bool, dry_run: bool) -> None:
+    """--as-curl only shapes a dry run."""
+    if as_curl and not dry_run:
+        raise InputError("--as-curl goes with --dry-run (it prints requests instead of sending)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ from rich.markup import escape
 from cohortctl import payloads, syncing
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
+from cohortctl.cli.exchanges import dry_run_block
 from cohortctl.cli.options import (
     AllowInsecureHttp,
     ConfigFile,
@@ -760,11 +760,16 @@ def _render_dry_run(plans: Sequence[syncing.DryRun], output: OutputFormat) -> No
             f"# would send: {calls}",
             "",
         ]
-        for request in plan.first_requests:
-            lines.append(f"## first {request['call']} ({request['users']} users)")
-            lines.append(f"{request['method']} {request['url']}")
-            lines += [f"{k}: {v}" for k, v in request["headers"].items()]
-            lines += ["", json.dumps(request["body"], indent=2, ensure_ascii=False), ""]
+        for number, request in enumerate(plan.first_requests, 1):
+            lines += dry_run_block(
+                number,
+                len(plan.first_requests),
+                f"first {request['call']} ({request['users']:,} users)",
+                request["method"],
+                request["url"],
+                list(request["headers"].items()),
+                request["body"],
+            )
     sys.stdout.write("\n".join(lines) + "\n")
     sys.stdout.flush()
     err.print("dry run: nothing sent")

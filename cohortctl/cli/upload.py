@@ -28,12 +28,14 @@ from cohortctl.cli.customer_options import (
 )
 from cohortctl.cli.options import (
     AllowInsecureHttp,
+    AsCurl,
     ConfigFile,
     Har,
     Output,
     Profile,
     Quiet,
     Verbose,
+    check_as_curl,
     check_verbosity,
 )
 from cohortctl.customer.uploading import UploadSpec, execute, plan_upload
@@ -91,6 +93,7 @@ def upload(
     group_type: GroupType = None,
     column: Column = None,
     dry_run: DryRun = False,
+    as_curl: AsCurl = False,
     output: Output = OutputFormat.table,
     verbose: Verbose = 0,
     quiet: Quiet = False,
@@ -111,6 +114,7 @@ def upload(
     is sent. Credentials: AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY or a config profile.
     """
     check_verbosity(verbose, quiet)
+    check_as_curl(as_curl, dry_run)
     cfg, url = load_target(
         profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
     )
@@ -127,7 +131,7 @@ def upload(
     ids = load_ids(file, column=column, id_type=id_type)
     plan = plan_upload(ids.ids, spec, id_type=id_type, stats=ids.stats)
     if dry_run:
-        print_dry_run(plan, url, ids, output)
+        print_dry_run(plan, url, ids, output, as_curl=as_curl)
         return
     with (
         open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,

@@ -152,8 +152,11 @@ class Plan:
             group_type=self.group_type,
         )
 
-    def describe(self, base_url: str, *, sample: int = ID_SAMPLE_SIZE) -> list[dict[str, Any]]:
-        """What ``--dry-run`` shows: method, URL, headers (auth redacted), a body summary."""
+    def describe(
+        self, base_url: str, *, sample: int = ID_SAMPLE_SIZE, whole: bool = False
+    ) -> list[dict[str, Any]]:
+        """What ``--dry-run`` shows: method, URL, headers (auth redacted), the body (``whole``)
+        or a summary of it."""
         known = self.cohort_id or (self.spec.existing_cohort_id if self.spec else None)
         described = []
         for number, step in enumerate(self.steps, 1):
@@ -165,7 +168,7 @@ class Plan:
                     "method": step.method,
                     "url": base_url.rstrip("/") + step.path,
                     "headers": {"Authorization": REDACTED_AUTH, "Content-Type": "application/json"},
-                    "body": summarize_body(body, sample=sample),
+                    "body": body if whole else summarize_body(body, sample=sample),
                 }
             )
         return described
