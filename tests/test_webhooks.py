@@ -224,3 +224,14 @@ def test_the_fast_encoder_writes_the_same_bytes(plain: bool) -> None:
             )
         )
         assert fast == slow
+
+
+def test_mock_webhook_verbose_shows_the_exchange_without_header_values(
+    cli: RunCli, partner_server_factory: PartnerFactory
+) -> None:
+    server = partner_server_factory(webhook_headers=(("X-Hook", HOOK_SECRET),))
+    result = cli("mock", "webhook", "--url", f"{server.url}/webhook", "-H",
+                 f"X-Hook:{HOOK_SECRET}", "--id", "a", "-v")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "User-Agent: Amplitude/Webhook/1.0" in result.stderr
+    assert "X-Hook:" in result.stderr and HOOK_SECRET not in result.output

@@ -442,6 +442,7 @@ def flow(
             expect=expect,
             dry_run=dry_run,
             output=output,
+            quiet=quiet,
         )
         return
     spec = mock.MockSpec(

@@ -24,7 +24,15 @@ from cohortctl.cli.mock import (
     Member,
     _render_results,
 )
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.options import (
+    AllowInsecureHttp,
+    ConfigFile,
+    Output,
+    Profile,
+    Quiet,
+    Verbose,
+    check_verbosity,
+)
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT
 from cohortctl.errors import CheckFailed, InputError
@@ -94,6 +102,8 @@ def webhook(
     expect: Expect = None,
     dry_run: DryRun = False,
     output: Output = OutputFormat.table,
+    verbose: Verbose = 0,
+    quiet: Quiet = False,
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
@@ -106,6 +116,7 @@ def webhook(
     "{uuid}::enter|exit::{n}", "users": [{"user_id", "user_properties"}]}, one message per
     --batch-size users, or the --payload FreeMarker template's output.
     """
+    check_verbosity(verbose, quiet)
     cfg = Config.load(profile, path=config)
     destination = wh.webhook_destination(
         cfg,
@@ -131,7 +142,7 @@ def webhook(
         batch_size=size,
         run=WebhookRun(),
     )
-    _execute(destination, requests, expect=expect, dry_run=dry_run, output=output)
+    _execute(destination, requests, expect=expect, dry_run=dry_run, output=output, quiet=quiet)
 
 
 def _check_spec(cohort_name: str, cohort_id: str, batch_size: int, expect: int | None) -> None:
@@ -153,6 +164,7 @@ def webhook_flow(
     expect: int | None,
     dry_run: bool,
     output: OutputFormat,
+    quiet: bool = False,
 ) -> None:
     """``mock flow --mode webhook``: every user enters, then the first one leaves."""
     run = WebhookRun()
@@ -162,7 +174,7 @@ def webhook_flow(
     requests += plan_messages(
         destination, cohort_name, cohort_id, users[:1], in_cohort=False, batch_size=1, run=run
     )
-    _execute(destination, requests, expect=expect, dry_run=dry_run, output=output)
+    _execute(destination, requests, expect=expect, dry_run=dry_run, output=output, quiet=quiet)
 
 
 def _execute(
@@ -172,6 +184,7 @@ def _execute(
     expect: int | None,
     dry_run: bool,
     output: OutputFormat,
+    quiet: bool = False,
 ) -> None:
     if dry_run:
         _render_dry_run(destination, requests, output)
@@ -180,7 +193,7 @@ def _execute(
     with make_webhook_client(destination) as client:
         for request in requests:
             results.append(send_message(client, destination, request, expect=expect))
-    if not _render_results(results, output):
+    if not _render_results(results, output, quiet=quiet):
         raise CheckFailed("not every webhook message was accepted")
 
 

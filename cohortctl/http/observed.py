@@ -58,8 +58,11 @@ class _ObservedStream(httpx.SyncByteStream):
 class ObservingTransport(httpx.BaseTransport):
     """Forwards to ``inner`` (default: httpx's own) and reports each exchange."""
 
-    def __init__(self, inner: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self, inner: httpx.BaseTransport | None = None, *, secrets: tuple[str, ...] = ()
+    ) -> None:
         self.inner = inner or httpx.HTTPTransport()
+        self.secrets = secrets  # redacted too, whatever header carries them (webhook headers)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         """Send ``request``; report it (and what came back, or why nothing did)."""
@@ -68,6 +71,8 @@ class ObservingTransport(httpx.BaseTransport):
             return self.inner.handle_request(request)
         headers = _headers(request.headers)
         redactor = Redactor.for_headers(headers)
+        if self.secrets:
+            redactor = redactor.merged(Redactor(self.secrets))
         base = Exchange(
             method=request.method,
             url=redactor.text(str(request.url)),
@@ -123,14 +128,15 @@ class ObservingTransport(httpx.BaseTransport):
         self.inner.close()
 
 
-def observed(client: httpx.Client) -> httpx.Client:
+def observed(client: httpx.Client, *, secrets: tuple[str, ...] = ()) -> httpx.Client:
     """``client`` with its transports (proxy mounts included) reporting to the observers.
 
     Wrapping after construction keeps what httpx set up from the environment (proxies).
+    ``secrets`` are redacted from every exchange besides the credential-looking headers.
     """
-    client._transport = ObservingTransport(client._transport)
+    client._transport = ObservingTransport(client._transport, secrets=secrets)
     client._mounts = {
-        pattern: None if transport is None else ObservingTransport(transport)
+        pattern: None if transport is None else ObservingTransport(transport, secrets=secrets)
         for pattern, transport in client._mounts.items()
     }
     return client

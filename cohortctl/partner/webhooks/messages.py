@@ -153,5 +153,9 @@ def send_message(
 
 
 def make_webhook_client(destination: WebhookDestination) -> httpx.Client:
-    """An httpx client for webhook messages: the destination's timeout, no redirects."""
-    return httpx.Client(timeout=httpx.Timeout(destination.timeout), follow_redirects=False)
+    """An httpx client for webhook messages: the destination's timeout, no redirects, seen by
+    the observers (``-v``) with every custom header value redacted."""
+    from cohortctl.http.observed import observed
+
+    client = httpx.Client(timeout=httpx.Timeout(destination.timeout), follow_redirects=False)
+    return observed(client, secrets=tuple(destination.secrets()))
