@@ -299,6 +299,7 @@ class Suite:
         self.in_list: set[str] = set()  # users the run's list may hold
         self.trait_set: set[str] = set()  # users whose trait may be true
         self.accepted_outcomes: list[Outcome] = []
+        self.met: list[Outcome] = []  # every answer, for the statuses no classification covers
         self.run = CheckRun(
             run_id=options.run_id,
             target=destination.scrub(redact_url(destination.base_url)),
@@ -332,6 +333,7 @@ class Suite:
             throttled.append(outcome)
             self.sleep(_retry_wait(outcome, len(throttled)))
         sent = _Sent(request, outcome, tuple(ids), tracked, throttled)
+        self.met += [*throttled, outcome]
         self._track(sent)
         return sent
 
@@ -677,7 +679,12 @@ class Suite:
             self._skip(name, ENDPOINT, expected, "list-add needs the list id from list-create")
             return
         else:
-            request = self._prepare(payloads.IDENTIFY, one, member=True)[0]
+            call = (
+                payloads.IDENTIFY
+                if self.destination.has_call(payloads.IDENTIFY)
+                else payloads.IDENTIFY_BATCH
+            )
+            request = self._prepare(call, one, member=True)[0]
         started = self.clock()
         sent = self._burst(request, one, count)
         case = _judge_burst(sent, count, expect_throttle=self.options.expect_throttle)
@@ -696,6 +703,7 @@ class Suite:
         with ThreadPoolExecutor(min(count, BURST_CONCURRENCY), "cohortctl-burst") as pool:
             outcomes = list(pool.map(one, range(count)))
         sent = [_Sent(request, o, tuple(ids), True) for o in outcomes if o is not None]
+        self.met += [s.outcome for s in sent]
         for item in sent:
             self._track(item)
         return sent
@@ -783,13 +791,8 @@ class Suite:
             self.throttling()
         finally:
             self.cleanup()
-        met = [
-            Outcome(c.get("call", ""), c.get("method", ""), "", c.get("status"), "", 0.0)
-            for case in self.run.cases
-            for c in case.requests
-        ]
         if self.destination.errors:
-            self.run.unclassified = unclassified_statuses(self.destination, met)
+            self.run.unclassified = unclassified_statuses(self.destination, self.met)
         return self.run
 
 

@@ -1,0 +1,82 @@
+"""The statsig profile against a reconstruction of Statsig's ID-list segment API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import RunCli
+from tests.credentials import PARTNER_KEY
+from tests.partners.fixtures import Receiver, write_ids
+from tests.partners.statsig import Statsig
+
+ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
+
+
+def _check(cli: RunCli, url: str, *args: str) -> tuple[int, dict[str, Any]]:
+    result = cli(
+        "check", "--destination", "statsig", "--url", url, "--list-id", "seg1",
+        "--batch-size", "5", "--output", "json", *args, env=ENV,
+    )  # fmt: skip
+    return result.exit_code, json.loads(result.stdout)
+
+
+def _failed(data: dict[str, Any]) -> set[str]:
+    return {c["name"] for c in data["cases"] if c["status"] == "fail"}
+
+
+def test_check_passes_on_a_given_segment(cli: RunCli, receiver: Receiver) -> None:
+    statsig = Statsig(PARTNER_KEY, segments={"seg1": {"kept"}})
+    server = receiver(statsig.app)
+    code, data = _check(cli, server.url)
+    assert code == 0, data
+    by_name = {c["name"]: c for c in data["cases"]}
+    assert by_name["list-create accepted"]["status"] == "skip"
+    assert by_name["list-add rejects a body without ids"]["status"] == "pass"
+    assert by_name["list-add rejects an unknown list"]["expected"].startswith("404")
+    methods = {r["method"] for c in data["cases"] for r in c["requests"]}
+    assert methods == {"PATCH", "DELETE"}
+    assert statsig.segments["seg1"] == {"kept"}  # test users removed, the rest untouched
+
+
+def test_no_create_call_needs_a_list_id(cli: RunCli, receiver: Receiver) -> None:
+    server = receiver(Statsig(PARTNER_KEY, segments={"seg1": set()}).app)
+    result = cli("check", "--destination", "statsig", "--url", server.url, env=ENV)
+    assert result.exit_code == 2 and "--list-id" in result.stderr
+
+
+def test_sync_20000_users_then_a_delta_ends_exact_within_the_rate_limit(
+    cli: RunCli, receiver: Receiver, tmp_path: Path
+) -> None:
+    statsig = Statsig(PARTNER_KEY, segments={"seg1": set()})
+    server = receiver(statsig.app)
+    first = [f"user-{n}" for n in range(20_000)]
+    snapshot = write_ids(tmp_path / "cohort.txt", first)
+    args = (
+        "sync", str(snapshot), "--destination", "statsig", "--url", server.url,
+        "--list-id", "seg1", "--cohort-name", "Power users", "--cohort-id", "c1",
+        "--state", str(tmp_path / "s.db"), "--output", "json",
+    )  # fmt: skip
+    result = cli(*args, env=ENV)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["cohorts"][0]
+    assert (report["list_id"], report["list_source"], report["list_created"]) == (
+        "seg1", "given", False,
+    )  # fmt: skip
+    assert statsig.segments["seg1"] == set(first)
+    second = first[700:] + [f"new-{n}" for n in range(500)]
+    write_ids(snapshot, second)
+    result = cli(*args[:-1], "json", env=ENV)
+    assert result.exit_code == 0, result.output
+    assert statsig.segments["seg1"] == set(second)
+    assert statsig.throttled == 0 and statsig.requests <= 12
+
+
+def test_broken_receivers_fail_the_right_cases(cli: RunCli, receiver: Receiver) -> None:
+    any_key = receiver(Statsig(PARTNER_KEY, segments={"seg1": set()}, accept_any_key=True).app)
+    code, data = _check(cli, any_key.url)
+    assert code == 1 and _failed(data) == {"list-add rejects a wrong api key"}
+    wrong = receiver(Statsig(PARTNER_KEY, segments={"seg1": set()}, ids_field="userIds").app)
+    code, data = _check(cli, wrong.url)
+    assert code == 1 and {"list-add accepted", "list-remove accepted"} <= _failed(data)
