@@ -89,8 +89,12 @@ class SyncLock:
         self.key = key
 
     def release(self) -> None:
-        """Drop the lock (closing the file drops the kernel lock)."""
+        """Drop the lock (closing the file drops the kernel lock), clearing the holder."""
         if self._handle is not None:
+            with contextlib.suppress(OSError):
+                self._handle.seek(0)
+                self._handle.truncate()
+                self._handle.flush()
             self._handle.close()
             self._handle = None
 
@@ -102,20 +106,32 @@ class SyncLock:
 
 
 def holder(state_path: Path, key: str) -> Holder | None:
-    """Who holds the lock of ``key`` right now, or None when nobody does."""
-    path = lock_path(state_path, key)
+    """Who holds the lock of ``key`` right now, as far as can be seen; None when nobody does.
+
+    For display only (``state list``): it reads what the holder wrote and, on this host,
+    whether that process is alive, without touching the kernel lock, so looking can never
+    make a starting sync find the lock taken.
+    """
     try:
-        handle = path.open("r", encoding="utf-8")
+        with lock_path(state_path, key).open("r", encoding="utf-8") as handle:
+            found = _read_holder(handle)
     except OSError:
         return None
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return _read_holder(handle)
-            return None
+    if found.pid is None:
         return None
+    if found.host == socket.gethostname() and not _alive(found.pid):
+        return None
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def acquire(
