@@ -9,6 +9,7 @@ and one counter per second for the last :data:`SERIES_SECONDS` seconds.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections import deque
@@ -17,7 +18,11 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from cohortctl.http.redact import Redactor
+from aiohttp import web
+
+from cohortctl.http.har import redact_url
+from cohortctl.http.redact import Redactor, is_sensitive_header
+from cohortctl.partner.calls import default_call
 
 BODY_KEEP = 16 * 1024
 SERIES_SECONDS = 120
@@ -237,3 +242,46 @@ def page() -> bytes:
 def dumps(data: Any) -> str:
     """Compact JSON for the poll answers."""
     return json.dumps(data, ensure_ascii=False, separators=(",", ":"))
+
+
+async def record_request(
+    inspector: Inspector,
+    request: web.Request,
+    response: web.StreamResponse,
+    reason: str | None,
+    *,
+    at: float,
+    started: float,
+) -> None:
+    """Show one request the receiver answered (``reason``: why, for anything but success;
+    a 599 with a reason is a connection it dropped on purpose)."""
+    reset = response.status == 599 and reason is not None
+    body = b""
+    if not reset:
+        with contextlib.suppress(Exception):
+            body = await request.read()
+    answer = response.body if isinstance(response, web.Response) else None
+    inspector.add(
+        method=request.method,
+        path=redact_url(request.path_qs),
+        call=default_call(request.method, request.path)[0],
+        status=None if reset else response.status,
+        latency_ms=(time.perf_counter() - started) * 1000,
+        problem=None if reset or response.status < 400 else reason,
+        request_body=body,
+        response_body=answer if isinstance(answer, bytes) else b"",
+        error=reason if reset else None,
+        at=at,
+        credentials=tuple((k, v) for k, v in request.headers.items() if is_sensitive_header(k)),
+    )
+
+
+def since(request: web.Request) -> int:
+    """The ``since`` query parameter of a poll (0 when absent or not a number)."""
+    text = request.query.get("since", "0")
+    return int(text) if text.isdigit() else 0
+
+
+async def ui(request: web.Request) -> web.StreamResponse:
+    """``GET /_cohortctl/ui``: the inspector page (live, by polling ``inspect``)."""
+    return web.Response(body=page(), content_type="text/html", charset="utf-8")

@@ -50,10 +50,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from cohortctl.http.har import redact_url
-from cohortctl.http.redact import is_sensitive_header
-from cohortctl.partner.calls import default_call
-from cohortctl.servers.inspector import Inspector, dumps, page
+from cohortctl.servers.inspector import Inspector, dumps, record_request, since, ui
 from cohortctl.servers.partner_store import (
     DEFAULT_JOURNAL_LIMIT,
     Entry,
@@ -311,36 +308,8 @@ class Receiver:
         at = time.time()
         started = time.perf_counter()
         response, reason = await self._checked(request, handler)
-        await self._inspect(request, response, reason, at, started)
+        await record_request(self.inspector, request, response, reason, at=at, started=started)
         return response
-
-    async def _inspect(
-        self,
-        request: web.Request,
-        response: web.StreamResponse,
-        reason: str | None,
-        at: float,
-        started: float,
-    ) -> None:
-        reset = response.status == 599 and reason is not None
-        body = b""
-        if not reset:
-            with contextlib.suppress(Exception):
-                body = await request.read()
-        answer = response.body if isinstance(response, web.Response) else None
-        self.inspector.add(
-            method=request.method,
-            path=redact_url(request.path_qs),
-            call=default_call(request.method, request.path)[0],
-            status=None if reset else response.status,
-            latency_ms=(time.perf_counter() - started) * 1000,
-            problem=None if reset or response.status < 400 else reason,
-            request_body=body,
-            response_body=answer if isinstance(answer, bytes) else b"",
-            error=reason if reset else None,
-            at=at,
-            credentials=tuple((k, v) for k, v in request.headers.items() if is_sensitive_header(k)),
-        )
 
     async def _checked(
         self, request: web.Request, handler: Handler
@@ -572,20 +541,13 @@ class Receiver:
 
     async def inspect(self, request: web.Request) -> web.StreamResponse:
         """``GET /_cohortctl/inspect?since=ID``: what the inspector page shows."""
-        after = request.query.get("since", "0")
         store = self._store()
         await store.committed()
         snapshot = self.inspector.snapshot(
-            int(after) if after.isdigit() else 0,
-            mode="receiver",
-            lists=store.state()["lists"],
+            since(request), mode="receiver", lists=store.state()["lists"],
             traits=store.trait_counts(),
-        )
+        )  # fmt: skip
         return web.json_response(snapshot, dumps=dumps)
-
-    async def ui(self, request: web.Request) -> web.StreamResponse:
-        """``GET /_cohortctl/ui``: the inspector page (live, by polling ``inspect``)."""
-        return web.Response(body=page(), content_type="text/html", charset="utf-8")
 
     async def reset(self, request: web.Request) -> web.StreamResponse:
         """``POST /_cohortctl/reset``: forget every list, trait, journal entry and counter."""
@@ -618,7 +580,7 @@ def create_app(
     app.router.add_get("/_cohortctl/traits", receiver.traits)
     app.router.add_get("/_cohortctl/journal", receiver.journal)
     app.router.add_get("/_cohortctl/inspect", receiver.inspect)
-    app.router.add_get("/_cohortctl/ui", receiver.ui)
+    app.router.add_get("/_cohortctl/ui", ui)
     app.router.add_routes(webhook_views(receiver.webhooks))
     app.router.add_post("/_cohortctl/reset", receiver.reset)
     app[RECEIVER_KEY] = receiver

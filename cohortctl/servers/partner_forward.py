@@ -27,7 +27,7 @@ from cohortctl.http.har import HarWriter, har_entry, redact_url
 from cohortctl.http.observe import Exchange
 from cohortctl.http.redact import Redactor
 from cohortctl.partner.calls import default_call
-from cohortctl.servers.inspector import Inspector, dumps, page
+from cohortctl.servers.inspector import Inspector, dumps, since, ui
 from cohortctl.servers.partner_validation import (
     InvalidPayload,
     plain_json,
@@ -273,19 +273,14 @@ class Forwarder:
 
     async def inspect(self, request: web.Request) -> web.StreamResponse:
         """``GET /_cohortctl/inspect?since=ID``: what the inspector page shows."""
-        after = request.query.get("since", "0")
         snapshot = self.inspector.snapshot(
-            int(after) if after.isdigit() else 0,
+            since(request),
             mode="forward",
             lists=self.inspector.seen_lists(),
             traits=self.inspector.seen_traits(),
             upstream=self.upstream,
         )
         return web.json_response(snapshot, dumps=dumps)
-
-    async def ui(self, request: web.Request) -> web.StreamResponse:
-        """``GET /_cohortctl/ui``: the inspector page."""
-        return web.Response(body=page(), content_type="text/html", charset="utf-8")
 
 
 FORWARDER_KEY: web.AppKey[Forwarder] = web.AppKey("partner_forwarder", Forwarder)
@@ -298,7 +293,7 @@ def create_forward_app(settings: ForwardSettings) -> web.Application:
     app.router.add_get("/_cohortctl/health", forwarder.health)
     app.router.add_get("/_cohortctl/journal", forwarder.journal)
     app.router.add_get("/_cohortctl/inspect", forwarder.inspect)
-    app.router.add_get("/_cohortctl/ui", forwarder.ui)
+    app.router.add_get("/_cohortctl/ui", ui)
     app.router.add_route("*", "/{tail:.*}", forwarder.forward)
     app[FORWARDER_KEY] = forwarder
     app.on_startup.append(forwarder.open)
