@@ -13,26 +13,17 @@ from typing import Annotated, Any
 
 import typer
 
+from cohortctl.cli.bundles import with_bundles
 from cohortctl.cli.cohorts_reconcile import reconcile_command
 from cohortctl.cli.customer_options import (
-    DEFAULT_RETRIES,
     DEFAULT_TIMEOUT_TEXT,
-    BaseUrl,
+    AmplitudeOptions,
     IdTypeOption,
-    Region,
-    Retries,
-    Timeout,
     export_progress,
-    load_target,
-    open_client,
 )
 from cohortctl.cli.options import (
     TIMEOUT_HELP,
-    AllowInsecureHttp,
-    ConfigFile,
-    Har,
     Output,
-    Profile,
     Verbose,
 )
 from cohortctl.customer.cohorts import find_cohort
@@ -54,7 +45,18 @@ OutputLong = Annotated[
 ]
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportOptions(AmplitudeOptions):
+    """``cohorts download``'s bundle: its per-request deadline is ``--request-timeout``
+    (``--timeout`` is the deprecated name of the export wait there)."""
+
+    timeout: Annotated[
+        str, typer.Option("--request-timeout", metavar="DURATION", help=TIMEOUT_HELP)
+    ] = DEFAULT_TIMEOUT_TEXT
+
+
 @app.command("list")
+@with_bundles
 def list_cohorts(
     include_sync_info: Annotated[
         bool,
@@ -62,20 +64,12 @@ def list_cohorts(
     ] = False,
     output: Output = OutputFormat.table,
     verbose: Verbose = 0,
-    region: Region = None,
-    base_url: BaseUrl = None,
-    har: Har = None,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
-    retries: Retries = DEFAULT_RETRIES,
+    *,
+    amplitude: AmplitudeOptions,
 ) -> None:
     """List the project's cohorts: id, name, size, owners, published, last modified."""
-    cfg, url = load_target(
-        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
-    )
-    with open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client:
+    cfg, url = amplitude.target()
+    with amplitude.client(cfg, url) as client:
         cohorts = client.list_cohorts(include_sync_info=include_sync_info)
     if output is OutputFormat.json:
         print_json({"cohorts": cohorts})
@@ -115,28 +109,21 @@ def _timestamp(value: Any) -> str:
 
 
 @app.command("show")
+@with_bundles
 def show(
     cohort_id: Annotated[str, typer.Argument(help="The cohort to show.", show_default=False)],
     output: Output = OutputFormat.table,
     verbose: Verbose = 0,
-    region: Region = None,
-    base_url: BaseUrl = None,
-    har: Har = None,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
-    retries: Retries = DEFAULT_RETRIES,
+    *,
+    amplitude: AmplitudeOptions,
 ) -> None:
     """Show one cohort: size, owners, published, last computed, sync destinations.
 
     Amplitude has no endpoint for one cohort, so this lists the project's cohorts with their
     sync information (includeSyncInfo) and picks ID; an unknown id is exit 1.
     """
-    cfg, url = load_target(
-        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
-    )
-    with open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client:
+    cfg, url = amplitude.target()
+    with amplitude.client(cfg, url) as client:
         cohort = find_cohort(client, cohort_id, include_sync_info=True)
     if output is OutputFormat.json:
         print_json({"cohort": cohort})
@@ -167,6 +154,7 @@ def _sync_text(sync: Any) -> str:
 
 
 @app.command("download")
+@with_bundles
 def download(
     cohort_id: Annotated[str, typer.Argument(help="The cohort to export.", show_default=False)],
     out_file: Annotated[
@@ -223,19 +211,10 @@ def download(
             show_default=False,
         ),
     ] = None,
-    request_timeout: Annotated[
-        str,
-        typer.Option("--request-timeout", metavar="DURATION", help=TIMEOUT_HELP),
-    ] = DEFAULT_TIMEOUT_TEXT,
     output: OutputLong = OutputFormat.table,
     verbose: Verbose = 0,
-    region: Region = None,
-    base_url: BaseUrl = None,
-    har: Har = None,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
-    retries: Retries = DEFAULT_RETRIES,
+    *,
+    amplitude: ExportOptions,
 ) -> None:
     """Export a cohort and write its members to -o FILE (- for stdout): Amplitude's CSV, or
     ids only.
@@ -250,12 +229,10 @@ def download(
             "--props/--prop-key apply when an export is requested; a resumed export "
             "(--request-id) has the columns it was requested with"
         )
-    cfg, url = load_target(
-        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
-    )
+    cfg, url = amplitude.target()
     to_stdout = str(out_file) == "-"
     with (
-        open_client(cfg, url, timeout=request_timeout, retries=retries, har=har) as client,
+        amplitude.client(cfg, url) as client,
         export_progress(cohort_id) as on_poll,
         tempfile.TemporaryDirectory(prefix="cohortctl-") as scratch,
     ):

@@ -10,23 +10,18 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
+from cohortctl.cli.bundles import with_bundles
 from cohortctl.cli.customer_options import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT_TEXT,
-    BaseUrl,
+    AmplitudeOptions,
     Column,
+    IdFile,
     IdTypeOption,
-    Region,
-    Retries,
     StrictIds,
-    Timeout,
     file_rows,
     load_ids,
-    load_target,
-    open_client,
     progress_bar,
 )
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Har, Output, Profile
+from cohortctl.cli.options import Output
 from cohortctl.customer.reconcile import (
     APPLY,
     EXPORT,
@@ -43,14 +38,9 @@ from cohortctl.render import OutputFormat, err, key_values, out, print_json
 SHOWN_IDS = 5
 
 
+@with_bundles
 def reconcile_command(
-    file: Annotated[
-        str,
-        typer.Argument(
-            help="ID file: one id per line, or CSV/TSV (see --column); .gz ok; - for stdin.",
-            show_default=False,
-        ),
-    ],
+    file: IdFile,
     cohort_id: Annotated[
         str,
         typer.Option("--cohort-id", help="The cohort to bring in line.", show_default=False),
@@ -71,14 +61,8 @@ def reconcile_command(
         typer.Option("--export-timeout", help="Give up if the export is not ready after this."),
     ] = "15m",
     output: Output = OutputFormat.table,
-    region: Region = None,
-    base_url: BaseUrl = None,
-    har: Har = None,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
-    retries: Retries = DEFAULT_RETRIES,
+    *,
+    amplitude: AmplitudeOptions,
 ) -> None:
     """Make cohort --cohort-id hold exactly the ids of FILE, sending only the differences.
 
@@ -88,13 +72,11 @@ def reconcile_command(
     changed during the export nothing is sent; if it changed while the changes were sent,
     the summary says so and the exit code is 1.
     """
-    cfg, url = load_target(
-        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
-    )
+    cfg, url = amplitude.target()
     wait = parse_duration(export_timeout, option="--export-timeout")
     ids = load_ids(file, column=column, id_type=id_type)
     with (
-        open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,
+        amplitude.client(cfg, url) as client,
         reconcile_progress(cohort_id) as on_event,
     ):
         result = reconcile(

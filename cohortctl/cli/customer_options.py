@@ -21,7 +21,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from cohortctl.cli.exchanges import EnvRef, curl_command, dry_run_block, write_lines
-from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
+from cohortctl.cli.options import (
+    TIMEOUT_HELP,
+    AllowInsecureHttp,
+    ConfigFile,
+    Har,
+    Profile,
+    request_deadline,
+)
 from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.config import Config, amplitude_base_url, ensure_safe_url
 from cohortctl.customer.api import AMPLITUDE_REQUEST_TIMEOUT, DEFAULT_RETRY, ExportPoll
@@ -115,6 +122,48 @@ DEFAULT_RETRIES = DEFAULT_RETRY.retries
 def retry_policy(retries: int) -> RetryPolicy:
     """The retry policy for ``--retries``: waits double from 1 s, Retry-After wins."""
     return dataclasses.replace(DEFAULT_RETRY, retries=retries)
+
+
+IdFile = Annotated[
+    str,
+    typer.Argument(
+        help="ID file: one id per line, or CSV/TSV (see --column); .gz ok; - for stdin.",
+        show_default=False,
+    ),
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class AmplitudeOptions:
+    """The customer commands' bundle: where Amplitude is, whose credentials, how to call it.
+
+    Spread into each command's options by :func:`cohortctl.cli.bundles.with_bundles`.
+    """
+
+    region: Region = None
+    base_url: BaseUrl = None
+    har: Har = None
+    profile: Profile = None
+    config: ConfigFile = None
+    allow_insecure_http: AllowInsecureHttp = False
+    timeout: Timeout = DEFAULT_TIMEOUT_TEXT
+    retries: Retries = DEFAULT_RETRIES
+
+    def target(self) -> tuple[Config, str]:
+        """The settings and the Amplitude host (flag > env > profile > default), http checked."""
+        return load_target(
+            self.profile,
+            self.config,
+            region=self.region,
+            base_url=self.base_url,
+            allow_insecure_http=self.allow_insecure_http,
+        )
+
+    def client(
+        self, cfg: Config, base_url: str
+    ) -> contextlib.AbstractContextManager[AmplitudeClient]:
+        """A client on ``base_url`` with these settings (HAR recording included)."""
+        return open_client(cfg, base_url, timeout=self.timeout, retries=self.retries, har=self.har)
 
 
 def load_target(

@@ -7,53 +7,32 @@ from typing import Annotated
 
 import typer
 
+from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.customer_options import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT_TEXT,
-    BaseUrl,
+    AmplitudeOptions,
     Column,
     DryRun,
     GroupType,
+    IdFile,
     IdTypeOption,
-    Region,
-    Retries,
     StrictIds,
-    Timeout,
     load_ids,
-    load_target,
-    open_client,
     print_dry_run,
     print_run_result,
     progress_reporter,
 )
 from cohortctl.cli.options import (
-    AllowInsecureHttp,
     AsCurl,
-    ConfigFile,
-    Har,
-    Output,
-    Profile,
-    Quiet,
-    Verbose,
     check_as_curl,
-    check_verbosity,
 )
 from cohortctl.customer.uploading import execute, plan_membership
 from cohortctl.ids import IdType
-from cohortctl.render import OutputFormat
 
 app = typer.Typer(
     help="Add ids to or remove ids from an existing cohort, without replacing it.",
     no_args_is_help=True,
 )
 
-FileArgument = Annotated[
-    str,
-    typer.Argument(
-        help="ID file: one id per line, or CSV/TSV (see --column); .gz ok; - for stdin.",
-        show_default=False,
-    ),
-]
 CohortId = Annotated[
     str, typer.Option("--cohort-id", help="The cohort to change.", show_default=False)
 ]
@@ -63,7 +42,7 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
     """One command per operation: the same options, a different ``operation``."""
 
     def command(
-        file: FileArgument,
+        file: IdFile,
         cohort_id: CohortId,
         id_type: IdTypeOption = IdType.user,
         strict_ids: StrictIds = False,
@@ -71,27 +50,12 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
         column: Column = None,
         dry_run: DryRun = False,
         as_curl: AsCurl = False,
-        output: Output = OutputFormat.table,
-        verbose: Verbose = 0,
-        quiet: Quiet = False,
-        region: Region = None,
-        base_url: BaseUrl = None,
-        har: Har = None,
-        profile: Profile = None,
-        config: ConfigFile = None,
-        allow_insecure_http: AllowInsecureHttp = False,
-        timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
-        retries: Retries = DEFAULT_RETRIES,
+        *,
+        view: OutputOptions,
+        amplitude: AmplitudeOptions,
     ) -> None:
-        check_verbosity(verbose, quiet)
         check_as_curl(as_curl, dry_run)
-        cfg, url = load_target(
-            profile,
-            config,
-            region=region,
-            base_url=base_url,
-            allow_insecure_http=allow_insecure_http,
-        )
+        cfg, url = amplitude.target()
         ids = load_ids(file, column=column, id_type=id_type)
         plan = plan_membership(
             ids.ids,
@@ -103,20 +67,20 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
             stats=ids.stats,
         )
         if dry_run:
-            print_dry_run(plan, url, ids, output, as_curl=as_curl)
+            print_dry_run(plan, url, ids, view.output, as_curl=as_curl)
             return
         with (
-            open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,
-            progress_reporter(f"membership {operation}", len(ids.ids)) as on_progress,
-            open_client(cfg, url, timeout=timeout, retries=retries) as client,
-            progress_reporter(f"membership {operation}", len(ids.ids), quiet=quiet) as on_progress,
+            amplitude.client(cfg, url) as client,
+            progress_reporter(
+                f"membership {operation}", len(ids.ids), quiet=view.quiet
+            ) as on_progress,
         ):
             result = execute(client, plan, on_progress=on_progress)
-        print_run_result(result, ids, output, quiet=quiet)
+        print_run_result(result, ids, view.output, quiet=view.quiet)
 
     command.__doc__ = doc
     command.__name__ = operation.lower()
-    return command
+    return with_bundles(command)
 
 
 app.command("add")(

@@ -6,51 +6,32 @@ from typing import Annotated
 
 import typer
 
+from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.customer_options import (
-    DEFAULT_RETRIES,
-    DEFAULT_TIMEOUT_TEXT,
-    BaseUrl,
+    AmplitudeOptions,
     Column,
     DryRun,
     GroupType,
+    IdFile,
     IdTypeOption,
-    Region,
-    Retries,
     StrictIds,
-    Timeout,
     app_id_of,
     load_ids,
-    load_target,
-    open_client,
     print_dry_run,
     print_run_result,
     progress_reporter,
 )
 from cohortctl.cli.options import (
-    AllowInsecureHttp,
     AsCurl,
-    ConfigFile,
-    Har,
-    Output,
-    Profile,
-    Quiet,
-    Verbose,
     check_as_curl,
-    check_verbosity,
 )
 from cohortctl.customer.uploading import UploadSpec, execute, plan_upload
 from cohortctl.ids import IdType
-from cohortctl.render import OutputFormat
 
 
+@with_bundles
 def upload(
-    file: Annotated[
-        str,
-        typer.Argument(
-            help="ID file: one id per line, or CSV/TSV (see --column); .gz ok; - for stdin.",
-            show_default=False,
-        ),
-    ],
+    file: IdFile,
     name: Annotated[str, typer.Option("--name", help="Cohort name.", show_default=False)],
     app_id: Annotated[
         int | None,
@@ -94,17 +75,9 @@ def upload(
     column: Column = None,
     dry_run: DryRun = False,
     as_curl: AsCurl = False,
-    output: Output = OutputFormat.table,
-    verbose: Verbose = 0,
-    quiet: Quiet = False,
-    region: Region = None,
-    base_url: BaseUrl = None,
-    har: Har = None,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
-    timeout: Timeout = DEFAULT_TIMEOUT_TEXT,
-    retries: Retries = DEFAULT_RETRIES,
+    *,
+    view: OutputOptions,
+    amplitude: AmplitudeOptions,
 ) -> None:
     """Upload an ID file into an Amplitude cohort (new, or replacing --existing-cohort-id).
 
@@ -113,11 +86,8 @@ def upload(
     other. More than 2,000,000 ids (Amplitude's cohort limit) are refused before anything
     is sent. Credentials: AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY or a config profile.
     """
-    check_verbosity(verbose, quiet)
     check_as_curl(as_curl, dry_run)
-    cfg, url = load_target(
-        profile, config, region=region, base_url=base_url, allow_insecure_http=allow_insecure_http
-    )
+    cfg, url = amplitude.target()
     spec = UploadSpec(
         name=name,
         app_id=app_id_of(cfg, app_id),
@@ -131,13 +101,11 @@ def upload(
     ids = load_ids(file, column=column, id_type=id_type)
     plan = plan_upload(ids.ids, spec, id_type=id_type, stats=ids.stats)
     if dry_run:
-        print_dry_run(plan, url, ids, output, as_curl=as_curl)
+        print_dry_run(plan, url, ids, view.output, as_curl=as_curl)
         return
     with (
-        open_client(cfg, url, timeout=timeout, retries=retries, har=har) as client,
-        progress_reporter("upload", len(ids.ids)) as on_progress,
-        open_client(cfg, url, timeout=timeout, retries=retries) as client,
-        progress_reporter("upload", len(ids.ids), quiet=quiet) as on_progress,
+        amplitude.client(cfg, url) as client,
+        progress_reporter("upload", len(ids.ids), quiet=view.quiet) as on_progress,
     ):
         result = execute(client, plan, on_progress=on_progress)
-    print_run_result(result, ids, output, quiet=quiet)
+    print_run_result(result, ids, view.output, quiet=view.quiet)

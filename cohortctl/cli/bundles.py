@@ -1,0 +1,88 @@
+"""Option bundles: options several commands share, declared once as a dataclass.
+
+A bundle is a frozen dataclass whose fields are ``Annotated`` typer options with defaults
+(sqlite-utils' ``@output_options`` is the model). A command names the bundle as one
+parameter and :func:`with_bundles` spreads the bundle's fields into the command's options::
+
+    @with_bundles
+    def show(cohort_id: CohortId, *, amplitude: AmplitudeOptions) -> None:
+        cfg, url = amplitude.target()
+
+Typer sees ``--region``, ``--base-url``... as options of ``show``; the function receives one
+``AmplitudeOptions``. A bundle parameter is keyword-only and needs no default: the
+decorator supplies the fields' defaults.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import typing
+from collections.abc import Callable
+from typing import Any
+
+from cohortctl.cli.options import Output, Quiet, Verbose, check_verbosity
+from cohortctl.render import OutputFormat
+
+_KEYWORD = inspect.Parameter.KEYWORD_ONLY
+
+
+def is_bundle(annotation: Any) -> bool:
+    """True for a dataclass type used as an option bundle."""
+    return isinstance(annotation, type) and dataclasses.is_dataclass(annotation)
+
+
+def with_bundles(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func`` with every bundle parameter replaced by the bundle's options (see module)."""
+    hints = typing.get_type_hints(func, include_extras=True)
+    signature = inspect.signature(func)
+    parameters: list[inspect.Parameter] = []
+    bundles: dict[str, tuple[type[Any], list[str]]] = {}
+    for parameter in signature.parameters.values():
+        annotation = hints.get(parameter.name, parameter.annotation)
+        if not is_bundle(annotation):
+            parameters.append(parameter.replace(kind=_KEYWORD, annotation=annotation))
+            continue
+        field_hints = typing.get_type_hints(annotation, include_extras=True)
+        names = []
+        for field in dataclasses.fields(annotation):
+            if not field.init:
+                continue
+            if field.default is dataclasses.MISSING:
+                raise TypeError(f"bundle field {annotation.__name__}.{field.name} needs a default")
+            parameters.append(
+                inspect.Parameter(
+                    field.name, _KEYWORD, default=field.default, annotation=field_hints[field.name]
+                )
+            )
+            names.append(field.name)
+        bundles[parameter.name] = (annotation, names)
+    seen = [p.name for p in parameters]
+    if len(seen) != len(set(seen)):
+        raise TypeError(f"{func.__name__}: a bundle option repeats a parameter name")
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        for name, (bundle, names) in bundles.items():
+            kwargs[name] = bundle(**{field: kwargs.pop(field) for field in names})
+        return func(**kwargs)
+
+    returns = hints.get("return", signature.return_annotation)
+    command.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=parameters, return_annotation=returns
+    )
+    command.__annotations__ = {p.name: p.annotation for p in parameters} | {"return": returns}
+    return command
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputOptions:
+    """The output bundle: ``-o table|json``, ``-v`` (every exchange), ``-q`` (summary only)."""
+
+    output: Output = OutputFormat.table
+    verbose: Verbose = 0
+    quiet: Quiet = False
+
+    def __post_init__(self) -> None:
+        check_verbosity(self.verbose, self.quiet)
