@@ -37,6 +37,34 @@ def partner_payloads() -> dict[str, Any]:
     }
 
 
+WEBHOOK_UUID = "9baaa88f-9d46-4ee5-a946-be0c6aea0046"
+COMPUTED_TIME = "1692206763"
+
+
+def webhook_payloads() -> dict[str, Any]:
+    """The default Cohort Webhook bodies (spec part C): users entering, a user leaving."""
+    from cohortctl.partner.webhooks.payload import message_id, webhook_body
+
+    return {
+        "webhook_enter.json": webhook_body(
+            COHORT_NAME,
+            COHORT_ID,
+            in_cohort=True,
+            computed_time=COMPUTED_TIME,
+            message_id=message_id(WEBHOOK_UUID, entering=True, batch=0),
+            users=[(USER_IDS[0], {"plan": "pro"}), *((uid, None) for uid in USER_IDS[1:])],
+        ),
+        "webhook_exit.json": webhook_body(
+            COHORT_NAME,
+            COHORT_ID,
+            in_cohort=False,
+            computed_time=COMPUTED_TIME,
+            message_id=message_id(WEBHOOK_UUID, entering=False, batch=0),
+            users=[(USER_IDS[0], None)],
+        ),
+    }
+
+
 def upload_payload() -> dict[str, Any]:
     """The body of Amplitude's ``POST /api/3/cohorts/upload`` for the sample ids."""
     from cohortctl.customer.api import upload_body
@@ -53,7 +81,11 @@ def upload_payload() -> dict[str, Any]:
 
 def all_payloads() -> dict[str, Any]:
     """Every sample file's content, keyed by file name."""
-    return {**partner_payloads(), "amplitude_upload.json": upload_payload()}
+    return {
+        **partner_payloads(),
+        **webhook_payloads(),
+        "amplitude_upload.json": upload_payload(),
+    }
 
 
 def render(payload: Any) -> str:

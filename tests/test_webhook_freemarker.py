@@ -145,6 +145,47 @@ CASES: list[tuple[str, Any]] = [
     # UtilClass.toJsonString
     ("${UtilClass.toJsonString(input)}", {"b": True, "l": [1, 2.5, "x", None], "o": {}}),
     ("${UtilClass.toJsonString(input.s)}", {"s": 'q"\n\\'}),
+    # more white-space stripping: else/elseif lines, nested blocks, comments, CRLF, tabs
+    (
+        '{\n  <#if input.b>\n    "a": 1\n  <#elseif input.c>\n    "a": 2\n  <#else>\n'
+        '    "a": 3\n  </#if>\n}\n',
+        {"b": False, "c": True},
+    ),
+    (
+        "[\n<#list input.xs as x>\n  <#if x_has_next>\n  ${x},\n  <#else>\n  ${x}\n"
+        "  </#if>\n</#list>\n]",
+        {"xs": ["1", "2", "3"]},
+    ),
+    ("\t<#list input.xs as x>\r\n\t\t${x}<#sep>,</#sep>\r\n\t</#list>\r\n", {"xs": ["a", "b"]}),
+    ("<#-- c1 -->\n<#-- c2 -->\n${input.s}\n<#-- c3 --> \n", {"s": "v"}),
+    ("a <#if input.b>x</#if>\n  <#if input.b>\n  y\n  </#if>  \nz", {"b": True}),
+    ("<#list input.xs as x>${x}</#list>\n\n  <#if input.b></#if>\n\nend", {"xs": ["a"], "b": True}),
+    ("<#if input.b>\n<#list input.xs as x>\n${x}\n</#list>\n</#if>\n", {"b": True, "xs": ["q"]}),
+    (
+        '<#list input.users as user>\n{"id": "${user.user_id}"}<#sep>,\n</#sep>\n</#list>',
+        {"users": [{"user_id": "a"}, {"user_id": "b"}]},
+    ),
+    # numbers in more shapes
+    ("${input.n} ${input.n?c} ${input.n?string}", {"n": 123456789012}),
+    ("${input.x?string} ${input.x?json_string}", {"x": 1234.5}),
+    ("${input.x} ${input.x?c}", {"x": 1e20}),
+    ("${input.x} ${input.x?c}", {"x": 0.123456789012345678}),
+    ("${input.x} ${input.x?c}", {"x": -1234567.891}),
+    ("<#if input.n == 2.0>eq<#else>ne</#if>", {"n": 2}),
+    ("<#if input.a == input.b>eq<#else>ne</#if>", {"a": "x", "b": "x"}),
+    ("<#if !input.a && (input.b || input.c)>yes</#if>", {"a": False, "b": False, "c": True}),
+    ("<#if input.t == true>t</#if>", {"t": True}),
+    # toJsonString of nested and unusual values
+    ("${UtilClass.toJsonString(input.o)}", {"o": {"a": {"b": [1, {"c": "d"}]}, "e": []}}),
+    ("${UtilClass.toJsonString(input.o)}", {"o": {"q": "\u2028<\\/script>\u00e9"}}),
+    ("${UtilClass.toJsonString(input.l)}", {"l": [True, False, 0, -5, 2.25]}),
+    (
+        "<#list input.users as u>${UtilClass.toJsonString(u)}<#sep>;</#list>",
+        {"users": [{"user_id": "a", "user_properties": {}}, {"user_id": "b"}]},
+    ),
+    # string literal escapes
+    ('${"tab\\tnl\\nq\\"a\\\\"}', {}),
+    ("${'it\\'s'}", {}),
     # missing values
     ("${input.nope}", {}),
     ("${input.a.b}", {"a": {}}),

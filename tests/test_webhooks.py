@@ -235,3 +235,11 @@ def test_mock_webhook_verbose_shows_the_exchange_without_header_values(
     assert result.exit_code == 0, result.output
     assert "User-Agent: Amplitude/Webhook/1.0" in result.stderr
     assert "X-Hook:" in result.stderr and HOOK_SECRET not in result.output
+
+
+def test_the_sample_webhook_bodies_pass_the_receivers_validation() -> None:
+    from cohortctl.samples import SAMPLES_DIR
+
+    for name in ("webhook_enter.json", "webhook_exit.json"):
+        body = json.loads((SAMPLES_DIR / name).read_text(encoding="utf-8"))
+        assert validate_webhook(body).cohort_id == "7y6y3ij"
