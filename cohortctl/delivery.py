@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import (
     Awaitable,
     Callable,
+    Collection,
     Coroutine,
     Iterable,
     Iterator,
@@ -97,7 +98,7 @@ class Batch:
 class BatchResult:
     """The final result of one batch (after any retries)."""
 
-    __slots__ = ("attempts", "body", "detail", "error", "status")
+    __slots__ = ("_success", "attempts", "body", "detail", "error", "status")
 
     def __init__(
         self,
@@ -106,7 +107,9 @@ class BatchResult:
         attempts: int,
         body: bytes,
         detail: str | None = None,
+        success: bool | None = None,
     ) -> None:
+        self._success = success  # the destination's verdict (its success statuses), if any
         self.status = status
         self.error = error  # an outcomes kind (REFUSED, TIMEOUT, RESET, ...) when no answer
         self.attempts = attempts
@@ -115,7 +118,9 @@ class BatchResult:
 
     @property
     def ok(self) -> bool:
-        """True for a 2xx answer."""
+        """True for a success: the destination's success statuses when it has them, else 2xx."""
+        if self._success is not None:
+            return self._success
         return self.status is not None and 200 <= self.status < 300
 
     @property
@@ -313,9 +318,11 @@ class Delivery:
         proxy: str | None = None,
         user_agent: str | None = None,
         redactor: Redactor | None = None,
+        success: Collection[int] = (),
     ) -> None:
         if workers < 1:
             raise InputError("workers must be at least 1")
+        self._success = frozenset(success)  # empty: any 2xx
         self._batches: Iterator[Batch] = iter(batches)
         self._headers = dict(headers or {})
         self._timeout = timeout
@@ -447,7 +454,9 @@ class Delivery:
             report.latencies.append(clock() - started)
             report.requests += 1
             status = answer.status
-            if status is not None and 200 <= status < 300:
+            if self._success and status in self._success:
+                return BatchResult(status, None, attempt, answer.body, success=True)
+            if not self._success and status is not None and 200 <= status < 300:
                 return BatchResult(status, None, attempt, answer.body)
             reason = str(status) if status is not None else (answer.error or outcomes.NETWORK)
             report.attempt_failures[reason] += 1
@@ -456,7 +465,10 @@ class Delivery:
                 detail = answer.detail
                 if status is not None and 300 <= status < 400:
                     detail = redirect_note(answer.location, batch.url)
-                return BatchResult(status, answer.error, attempt, answer.body, detail)
+                return BatchResult(
+                    status, answer.error, attempt, answer.body, detail,
+                    success=False if self._success else None,
+                )  # fmt: skip
             delay = policy.delay(attempt, server_wait(answer.retry_after, answer.rate_reset))
             report.retries += 1
             report.retry_delays.append(delay)

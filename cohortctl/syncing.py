@@ -407,6 +407,7 @@ def _delivery_options(
 ) -> dict[str, Any]:
     options: dict[str, Any] = {
         "headers": destination.request_headers(),
+        "success": destination.success,
         "workers": workers,
         "policy": settings.policy,
         "timeout": destination.timeout,

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 
 from cohortctl import delivery
 from cohortctl.errors import InputError
@@ -14,6 +15,7 @@ from cohortctl.partner.sizing import fitted_batch_size
 from cohortctl.templates import Template, variables
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
+from tests.partners.fixtures import Receiver
 
 ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
 GOOD = """\
@@ -156,3 +158,31 @@ def test_fitted_batch_size_keeps_every_body_under_the_limit() -> None:
 def test_unknown_destination_name_lists_the_builtins() -> None:
     with pytest.raises(InputError, match="built-ins: amplitude, flagsmith"):
         destinations.resolve("nope")
+
+
+def test_sync_and_mock_judge_by_the_success_statuses(
+    cli: RunCli, receiver: Receiver, tmp_path: Path
+) -> None:
+    async def answer(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=409 if request.path.endswith("/add") else 202)
+
+    def app() -> web.Application:
+        a = web.Application()
+        a.router.add_post("/{tail:.*}", answer)
+        return a
+
+    server = receiver(app)
+    file = tmp_path / "d.yaml"
+    body = "calls: {list-add: {path: '/l/$listId/add'}, list-remove: {path: '/l/$listId/rm'}}\n"
+    file.write_text(f"name: conflicts are fine\nsuccess: [200, 409]\n{body}", encoding="utf-8")
+    snapshot = tmp_path / "s.txt"
+    snapshot.write_text("a\nb\n", encoding="utf-8")
+    args = ("sync", str(snapshot), "--destination", str(file), "--url", server.url,
+            "--list-id", "L", "--cohort-name", "C", "--cohort-id", "c1")  # fmt: skip
+    result = cli(*args, "--state", str(tmp_path / "1.db"), env=ENV)
+    assert result.exit_code == 0, result.output
+    result = cli("mock", "list-remove", "--destination", str(file), "--url", server.url,
+                 "--list-id", "L", "-o", "json", env=ENV)  # fmt: skip
+    assert result.exit_code == 1
+    row = json.loads(result.stdout)["results"][0]
+    assert row["ok"] is False and "not a success status" in row["meaning"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cohortctl.partner import destinations
 from cohortctl.partner.classify import NO_SUCH_ROUTE
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
@@ -108,3 +109,40 @@ def test_missing_slash_and_wrong_base_are_named(cli: RunCli, receiver: Receiver)
                  "-o", "json", env=ENV)  # fmt: skip
     assert result.exit_code == 1
     assert json.loads(result.stdout)["results"][0]["meaning"] == NO_SUCH_ROUTE
+
+
+def test_a_list_deleted_on_the_flagsmith_side_is_named_and_recreated(
+    cli: RunCli, receiver: Receiver, tmp_path: Path
+) -> None:
+    flagsmith = Flagsmith(PARTNER_KEY)
+    server = receiver(flagsmith.app)
+    snapshot = write_ids(tmp_path / "cohort.txt", [f"user-{n}" for n in range(50)])
+    args = (
+        "sync", str(snapshot), "--destination", "flagsmith", "--url", server.url + BASE,
+        "--cohort-name", "C", "--cohort-id", "c1", "--state", str(tmp_path / "s.db"),
+        "--output", "json", "--retries", "0",
+    )  # fmt: skip
+    first = json.loads(cli(*args, env=ENV).stdout)["cohorts"][0]["list_id"]
+    flagsmith.delete_list(first)
+    write_ids(snapshot, [f"user-{n}" for n in range(60)])
+    result = cli(*args, env=ENV)
+    assert result.exit_code == 1
+    report = json.loads(result.stdout)["cohorts"][0]
+    assert report["lost_list"] == first
+    assert report["failures"][0]["meaning"].startswith("List not found")
+    result = cli(*args, "--recreate-list", env=ENV)
+    assert result.exit_code == 0, result.output
+    second = json.loads(result.stdout)["cohorts"][0]["list_id"]
+    assert second != first and len(flagsmith.members[second]) == 60
+
+
+def test_wait_takes_the_destination_url(cli: RunCli, receiver: Receiver, tmp_path: Path) -> None:
+    server = receiver(Flagsmith(PARTNER_KEY).app)
+    file = tmp_path / "d.yaml"
+    text = destinations.builtin_text("flagsmith").replace(
+        "url: https://api.flagsmith.com/api/v1/cohort-sync/amplitude", f"url: {server.url}{BASE}"
+    )
+    file.write_text(text, encoding="utf-8")
+    result = cli("wait", "--destination", str(file), "--timeout", "5s", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["url"] == server.url + BASE
