@@ -72,10 +72,13 @@ def load_command(name: str) -> click.Command:
     if isinstance(target, typer.Typer):
         command = typer.main.get_group(target)
     else:
-        single = typer.Typer(context_settings=_CONTEXT)
+        single = typer.Typer(context_settings=_CONTEXT, add_completion=False)
         single.command(name)(target)
         command = typer.main.get_command(single)
     command.name = name
+    from cohortctl.cli.examples import attach_examples
+
+    attach_examples(name, command)
     return command
 
 

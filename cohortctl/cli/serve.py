@@ -28,6 +28,26 @@ PortOption = Annotated[
     int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")
 ]
 
+_quiet = False
+
+
+def _set_quiet(value: bool) -> bool:
+    global _quiet
+    _quiet = value
+    return value
+
+
+ServeQuiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet",
+        "-q",
+        callback=_set_quiet,
+        help="Do not log each request on stderr (time, method, path, status, ms, and why a "
+        "request was rejected).",
+    ),
+]
+
 app = typer.Typer(
     help="Run an embedded server on 127.0.0.1: the fake Amplitude API or a partner receiver.",
     no_args_is_help=True,
@@ -55,7 +75,12 @@ def serve_in_foreground(
     Once listening, prints ``describe(url)`` and how to stop on stderr, then the URL alone on
     stdout. A port that cannot be bound is a :class:`CohortctlError`.
     """
+    from cohortctl.cli import serve_log
     from cohortctl.servers.runner import serve_forever
+
+    if not _quiet:
+        serve_log.install(app)
+    undo_logging = serve_log.quiet_tracebacks()
 
     def ready(url: str) -> None:
         err.print(describe(url), markup=False)
@@ -71,6 +96,7 @@ def serve_in_foreground(
     except OSError as exc:
         raise CohortctlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
     finally:
+        undo_logging()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 
@@ -100,6 +126,7 @@ def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str]
 def amplitude(
     host: HostOption = "127.0.0.1",
     port: PortOption = 0,
+    quiet: ServeQuiet = False,
     db: Annotated[
         Path | None,
         typer.Option(
@@ -173,8 +200,9 @@ def amplitude(
     --api-key/--secret-key or AMPLITUDE_API_KEY/AMPLITUDE_SECRET_KEY (both required, any
     values; the same variables cohortctl's client reads), never printed.
 
-    Example: URL=$(cohortctl serve amplitude --db fake.sqlite &) and point cohortctl at it
-    with AMPLITUDE_BASE_URL=$URL.
+    Start it on a fixed port in the background (cohortctl serve amplitude --port 8600 &),
+    then point cohortctl at it with --base-url http://127.0.0.1:8600 (or
+    AMPLITUDE_BASE_URL). Each request is logged on stderr; --quiet leaves that out.
     """
     from cohortctl.servers.amplitude.app import STORE_KEY, create_app
     from cohortctl.servers.amplitude.users import add_users, read_users

@@ -15,6 +15,7 @@ from cohortctl.cli.options import AllowInsecureHttp
 from cohortctl.cli.serve import (
     HostOption,
     PortOption,
+    ServeQuiet,
     serve_in_foreground,
     warn_if_exposed,
 )
@@ -57,6 +58,7 @@ def parse_rate(text: str) -> float:
 def partner(
     host: HostOption = "127.0.0.1",
     port: PortOption = 0,
+    quiet: ServeQuiet = False,
     api_key: Annotated[
         str | None,
         typer.Option(

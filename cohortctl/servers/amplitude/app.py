@@ -86,8 +86,6 @@ STORE_KEY = web.AppKey("cohortctl.amplitude.store", CohortStore)
 TRAFFIC_KEY = web.AppKey("cohortctl.amplitude.traffic", Traffic)
 
 
-
-
 @dataclass(frozen=True)
 class _SignedUrl:
     request_id: str
@@ -335,9 +333,7 @@ class FakeAmplitude:
                 for index, raw in enumerate(raw_changes):
                     where = f"memberships[{index}]."
                     if not isinstance(raw, dict):
-                        f.error(
-                            f"memberships[{index}]", f"must be an object, got {json_type(raw)}"
-                        )
+                        f.error(f"memberships[{index}]", f"must be an object, got {json_type(raw)}")
                         continue
                     g = Fields(raw, where)
                     g.unknown(set(self.CHANGE_FIELDS))
