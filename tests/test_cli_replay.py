@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from cohortctl import payloads
+from cohortctl.destination import AuthMode
 from cohortctl.http.har import HarWriter
 from cohortctl.http.observe import Exchange
 from cohortctl.servers.runner import BackgroundServer
@@ -166,3 +167,23 @@ def test_a_recorded_sync_replayed_on_an_empty_receiver_leaves_what_the_original_
     name = payloads.cohort_label("Power Users", "p1")
     assert members(fresh)[name] == members(original)[name]
     assert len(members(fresh)[name]) == 230
+
+
+def test_new_list_ids_go_into_paths_and_list_naming_body_values() -> None:
+    from cohortctl.partner.replay import RecordedRequest, substitute
+
+    body = {"segmentListId": "2", "id": 2, "userIds": ["2", "u"], "flag": True}
+    request = RecordedRequest(
+        index=0, method="POST", url="https://p.example/api/lists/2/add?list=2",
+        relative="/api/lists/2/add?list=2", headers=(), body=json.dumps(body).encode(),
+        call=payloads.LIST_ADD, recorded_status=200, recorded_body="", auth=AuthMode.none,
+    )  # fmt: skip
+    url, sent = substitute(request, {"2": "17"}, "http://127.0.0.1:9/base")
+    assert url == "http://127.0.0.1:9/base/api/lists/17/add?list=2"
+    assert json.loads(sent) == {
+        "segmentListId": "17",
+        "id": 17,
+        "userIds": ["2", "u"],
+        "flag": True,
+    }  # fmt: skip  (user ids are never touched)
+
