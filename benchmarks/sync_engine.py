@@ -126,7 +126,7 @@ def run_sender(url: str, count: int, workers: int, seconds: float) -> dict[str, 
 
 def run_engine(url: str, count: int, workers: int, seconds: float) -> dict[str, Any]:
     """The whole engine: bodies built lazily per batch, every 2xx confirmed into SQLite."""
-    from cohortctl.syncstate import SyncState, destination_key
+    from cohortctl.sync.state import SyncState, destination_key
 
     deadline = time.perf_counter() + seconds
     ids = user_ids(0, count * BATCH_USERS)
@@ -242,7 +242,7 @@ def summary(name: str, requests: int, seconds: float) -> dict[str, Any]:
 
 def diff_setup(db: str, size: int) -> None:
     """Child: confirm ``size`` ids into a fresh state (the previous sync), fold, print timing."""
-    from cohortctl.syncstate import SyncState
+    from cohortctl.sync.state import SyncState
 
     ids = [f"user-{i:011d}" for i in range(size)]
     started = time.perf_counter()
@@ -257,7 +257,7 @@ def diff_setup(db: str, size: int) -> None:
 
 def diff_run(db: str, size: int) -> None:
     """Child: build the new snapshot (10% left, 10% joined), time ``plan_diff``, print RSS."""
-    from cohortctl.syncstate import SyncState, plan_diff
+    from cohortctl.sync.state import SyncState, plan_diff
 
     snapshot = [f"user-{i:011d}" for i in range(size) if i % 10 != 0]
     snapshot += [f"user-{i:011d}" for i in range(size, size + size // 10)]

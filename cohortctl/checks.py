@@ -45,11 +45,11 @@ import httpx
 from cohortctl import files, mock, payloads, reports
 from cohortctl.destination import AuthMode, Destination, is_sensitive_header, redact_url
 from cohortctl.errors import InputError
+from cohortctl.http.text import body_excerpt
 from cohortctl.mock import FlowMode, MockSpec, PreparedRequest, Step
 from cohortctl.outcomes import Outcome, describe_status
 from cohortctl.partner.destinations import REJECTS
 from cohortctl.partner.judging import judge_list_create, unclassified_statuses, user_field
-from cohortctl.render import body_excerpt
 from cohortctl.reports import CaseResult, Status
 from cohortctl.retry import server_wait
 from cohortctl.templates import Template

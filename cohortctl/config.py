@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import typer
+import click
 import yaml
 
 from cohortctl.errors import ConfigError
@@ -100,9 +100,14 @@ def redact(value: str | None) -> str:
     return "***redacted***"
 
 
+def app_dir() -> Path:
+    """cohortctl's per-user directory (``~/.config/cohortctl`` on Linux, as click places it)."""
+    return Path(click.get_app_dir("cohortctl"))
+
+
 def default_config_path() -> Path:
     """Where the config file is looked for when ``$COHORTCTL_CONFIG`` is not set."""
-    return Path(typer.get_app_dir("cohortctl")) / "config.yaml"
+    return app_dir() / "config.yaml"
 
 
 class Config:

@@ -67,7 +67,7 @@ class Batch:
     """One prepared request: the users it carries and the exact bytes to send.
 
     ``ref`` is the caller's handle to confirm the batch with (a planned batch's
-    :data:`cohortctl.syncstate.BatchRef`); a plain slotted class, since one is built per
+    :data:`cohortctl.sync.state.BatchRef`); a plain slotted class, since one is built per
     request on the hot path.
     """
 

@@ -26,8 +26,8 @@ from cohortctl import payloads, templates
 from cohortctl.config import ensure_safe_url, redact
 from cohortctl.errors import CheckFailed, ConfigError, InputError
 from cohortctl.http.redact import Redactor, credential_values
+from cohortctl.http.text import body_excerpt
 from cohortctl.partner.classify import ErrorClass, classify, special_meaning
-from cohortctl.render import body_excerpt
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_LIST_ID_PATH = "listId"

@@ -64,8 +64,7 @@ from cohortctl.partner.classify import REDIRECTS
 from cohortctl.partner.sizing import fitted_batch_size
 from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
 from cohortctl.sync import inventory, lock, storage
-from cohortctl.syncplan import CohortSpec
-from cohortctl.syncstate import (
+from cohortctl.sync.state import (
     ADD,
     LIST_CREATED,
     LIST_GIVEN,
@@ -78,6 +77,7 @@ from cohortctl.syncstate import (
     destination_key,
     plan_diff,
 )
+from cohortctl.syncplan import CohortSpec
 from cohortctl.templates import Template
 
 Encoder = Callable[[Sequence[str]], bytes]

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync import lock
-from cohortctl.syncstate import SyncState, destination_key
+from cohortctl.sync.state import SyncState, destination_key
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 
@@ -158,7 +158,7 @@ def test_check_names_the_damage_and_list_of_no_file_is_empty(cli: RunCli, tmp_pa
 
 
 def test_a_killed_run_shows_as_unfinished(cli: RunCli, tmp_path: Path) -> None:
-    from cohortctl.syncstate import Diff
+    from cohortctl.sync.state import Diff
 
     state = tmp_path / "state.sqlite"
     key = destination_key("http://127.0.0.1:9", "list", "c9")

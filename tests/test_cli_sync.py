@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.syncstate import SyncState, default_state_path, destination_key
+from cohortctl.sync.state import SyncState, default_state_path, destination_key
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory

@@ -11,7 +11,7 @@ from typing import Any
 from cohortctl import payloads
 from cohortctl.servers.partner import ReceiverSettings, create_app
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.syncstate import SyncState, destination_key
+from cohortctl.sync.state import SyncState, destination_key
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 

@@ -37,7 +37,7 @@ from cohortctl.delivery import (
 from cohortctl.errors import ExitCode, InputError
 from cohortctl.retry import RetryPolicy
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.syncstate import SyncState, destination_key, plan_diff
+from cohortctl.sync.state import SyncState, destination_key, plan_diff
 
 DROP = "drop"
 

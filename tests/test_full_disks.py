@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.syncstate import SyncState, destination_key
+from cohortctl.sync.state import SyncState, destination_key
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory

@@ -18,7 +18,7 @@ import pytest
 from cohortctl.errors import Busy, ExitCode
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync import lock
-from cohortctl.syncstate import SyncState, destination_key
+from cohortctl.sync.state import SyncState, destination_key
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
 

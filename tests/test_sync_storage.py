@@ -12,7 +12,7 @@ import pytest
 from cohortctl.errors import StateFileError
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync import storage
-from cohortctl.syncstate import SyncState, destination_key
+from cohortctl.sync.state import SyncState, destination_key
 from tests.conftest import CliResult, RunCli
 from tests.credentials import PARTNER_KEY
 

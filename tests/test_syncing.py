@@ -22,6 +22,7 @@ from cohortctl import payloads
 from cohortctl.destination import AuthMode, Destination
 from cohortctl.retry import RetryPolicy
 from cohortctl.servers.runner import BackgroundServer
+from cohortctl.sync.state import SyncState
 from cohortctl.syncing import (
     FAILED,
     OK,
@@ -35,7 +36,6 @@ from cohortctl.syncing import (
     sync_cohort,
 )
 from cohortctl.syncplan import CohortSpec
-from cohortctl.syncstate import SyncState
 from cohortctl.templates import Template
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory

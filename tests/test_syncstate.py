@@ -11,13 +11,7 @@ from pathlib import Path
 import pytest
 
 from cohortctl.errors import InputError
-from cohortctl.syncstate import (
-    Diff,
-    SyncState,
-    default_state_path,
-    destination_key,
-    plan_diff,
-)
+from cohortctl.sync.state import Diff, SyncState, default_state_path, destination_key, plan_diff
 
 KEY = destination_key("http://127.0.0.1:9000/", "list", "c1")
 
@@ -118,7 +112,7 @@ def test_crash_after_k_confirmations_converges(tmp_path: Path) -> None:
     # A real kill: a child process confirms 4 batches and dies without closing anything.
     child = f"""
 import os
-from cohortctl.syncstate import SyncState, plan_diff
+from cohortctl.sync.state import SyncState, plan_diff
 state = SyncState.open({str(tmp_path / "state.sqlite")!r}, {KEY!r})
 entered = plan_diff({snapshot!r}, state).entered
 for i in range(0, 4000, 1000):
@@ -204,7 +198,7 @@ def test_forget(tmp_path: Path) -> None:
 
 
 def test_planned_batches_confirmed_by_reference(tmp_path: Path) -> None:
-    from cohortctl.syncstate import ADD, REMOVE
+    from cohortctl.sync.state import ADD, REMOVE
 
     with open_state(tmp_path) as state:
         state.confirm_added(ids(0, 1000))
@@ -225,12 +219,12 @@ def test_planned_batches_confirmed_by_reference(tmp_path: Path) -> None:
 
 
 def test_plans_span_parts_and_survive_a_kill(tmp_path: Path) -> None:
-    from cohortctl import syncstate
+    from cohortctl.sync import state as syncstate
 
     snapshot = ids(0, 250_000)
     child = f"""
 import os
-from cohortctl.syncstate import ADD, SyncState, plan_diff
+from cohortctl.sync.state import ADD, SyncState, plan_diff
 state = SyncState.open({str(tmp_path / "state.sqlite")!r}, {KEY!r})
 snapshot = [f"u{{i:06d}}" for i in range(250_000)]
 plan = state.plan_batches(ADD, plan_diff(snapshot, state).entered, 1000)

@@ -130,7 +130,7 @@ class CohortctlGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CohortctlError as error:
-            from cohortctl.render import report_error
+            from cohortctl.cli.render import report_error
 
             report_error(error)
             raise click.exceptions.Exit(int(error.exit_code)) from None

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 from cohortctl.cli.options import Output, Quiet, Verbose, check_verbosity
-from cohortctl.render import OutputFormat
+from cohortctl.cli.render import OutputFormat
 
 _KEYWORD = inspect.Parameter.KEYWORD_ONLY
 

@@ -22,6 +22,7 @@ from cohortctl.cli.options import (
     Verbose,
     check_verbosity,
 )
+from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client
 from cohortctl.errors import ExitCode, InputError
@@ -29,7 +30,6 @@ from cohortctl.http.har import recording
 from cohortctl.mock import FlowMode
 from cohortctl.partner.calls import call_matcher
 from cohortctl.partner.destinations import REJECTS
-from cohortctl.render import OutputFormat, err, out, print_json, table
 from cohortctl.templates import parse_vars
 
 SUITE_PANEL = "Suite"

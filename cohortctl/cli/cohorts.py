@@ -26,12 +26,12 @@ from cohortctl.cli.options import (
     Output,
     Verbose,
 )
+from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.customer.cohorts import find_cohort
 from cohortctl.customer.export import download_cohort
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
 from cohortctl.ids import IdType
-from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
 
 app = typer.Typer(
     help="Read cohorts (list, show, download) and reconcile one with a file.",

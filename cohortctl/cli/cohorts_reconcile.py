@@ -22,6 +22,7 @@ from cohortctl.cli.customer_options import (
     progress_bar,
 )
 from cohortctl.cli.options import Output
+from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json
 from cohortctl.customer.reconcile import (
     APPLY,
     EXPORT,
@@ -33,7 +34,6 @@ from cohortctl.customer.reconcile import (
 from cohortctl.durations import parse_duration
 from cohortctl.errors import CheckFailed
 from cohortctl.ids import IdType
-from cohortctl.render import OutputFormat, err, key_values, out, print_json
 
 SHOWN_IDS = 5
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from cohortctl.cli.options import ConfigFile, Output, Profile
+from cohortctl.cli.render import OutputFormat, key_values, out, print_json, table
 from cohortctl.config import SETTINGS, Config
-from cohortctl.render import OutputFormat, key_values, out, print_json, table
 
 app = typer.Typer(
     help="Inspect settings: flag > environment > profile > default.", no_args_is_help=True

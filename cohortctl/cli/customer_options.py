@@ -30,6 +30,7 @@ from cohortctl.cli.options import (
     request_deadline,
 )
 from cohortctl.cli.progress import Meter, make_bar
+from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json
 from cohortctl.config import Config, amplitude_base_url, ensure_safe_url
 from cohortctl.customer.api import AMPLITUDE_REQUEST_TIMEOUT, DEFAULT_RETRY, ExportPoll
 from cohortctl.customer.client import AmplitudeClient, connect
@@ -37,7 +38,6 @@ from cohortctl.customer.uploading import Plan, RunResult, UploadProgress
 from cohortctl.errors import InputError
 from cohortctl.http.har import recording
 from cohortctl.ids import IdList, IdType, read_ids
-from cohortctl.render import OutputFormat, err, key_values, out, print_json
 from cohortctl.retry import RetryPolicy
 
 # How the commands wait between retries and polls; tests replace it to record the waits.

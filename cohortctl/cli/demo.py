@@ -15,8 +15,8 @@ import typer
 import typer.main
 
 from cohortctl import samples
+from cohortctl.cli.render import err
 from cohortctl.errors import CheckFailed
-from cohortctl.render import err
 from cohortctl.servers.runner import BackgroundServer
 
 DEMO_COHORT = "Demo power users"

@@ -10,10 +10,10 @@ from rich.markup import escape
 
 from cohortctl import templates
 from cohortctl.cli.options import Output
+from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.errors import InputError
 from cohortctl.partner import destinations
 from cohortctl.partner.destinations import BUILTIN_PAYLOADS, DestinationFile
-from cohortctl.render import OutputFormat, err, out, print_json, table
 
 app = typer.Typer(
     help=(

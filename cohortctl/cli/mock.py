@@ -24,14 +24,15 @@ from cohortctl.cli.options import (
     check_as_curl,
     check_verbosity,
 )
+from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client, redact_url
 from cohortctl.errors import ExitCode
 from cohortctl.http.har import recording
+from cohortctl.http.text import body_excerpt
 from cohortctl.outcomes import Outcome
 from cohortctl.partner.calls import call_matcher
 from cohortctl.partner.destinations import DestinationFile
-from cohortctl.render import OutputFormat, body_excerpt, err, out, print_json, table
 from cohortctl.templates import Template, parse_vars
 
 app = typer.Typer(

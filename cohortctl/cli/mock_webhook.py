@@ -33,6 +33,7 @@ from cohortctl.cli.options import (
     Verbose,
     check_verbosity,
 )
+from cohortctl.cli.render import OutputFormat, err, print_json
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT
 from cohortctl.errors import CheckFailed, InputError
@@ -45,7 +46,6 @@ from cohortctl.partner.webhooks.messages import (
     send_message,
 )
 from cohortctl.partner.webhooks.payload import User, WebhookDestination, WebhookRun
-from cohortctl.render import OutputFormat, err, print_json
 
 DRY_RUN_KEEP = 10
 

@@ -8,9 +8,9 @@ from typing import Annotated
 
 import typer
 
+from cohortctl.cli.render import OutputFormat
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
-from cohortctl.render import OutputFormat
 
 TIMEOUT_HELP = "Give up on one request after this long, connect to last byte: 10s, 2m or seconds."
 

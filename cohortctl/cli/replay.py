@@ -12,10 +12,12 @@ from cohortctl import reports
 from cohortctl.checks import check_writable, write_text
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client, parse_auth_mode
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import read_har
+from cohortctl.http.text import body_excerpt
 from cohortctl.partner.replay import (
     Expect,
     RecordedRequest,
@@ -24,7 +26,6 @@ from cohortctl.partner.replay import (
     recorded_auth,
     recorded_requests,
 )
-from cohortctl.render import OutputFormat, body_excerpt, err, out, print_json, table
 
 HarFiles = Annotated[
     list[Path],

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from cohortctl.cli.render import err
 from cohortctl.config import is_loopback_host
 from cohortctl.errors import CohortctlError, ConfigError, InputError
-from cohortctl.render import err
 
 if TYPE_CHECKING:
     from aiohttp import web

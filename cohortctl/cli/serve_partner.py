@@ -12,6 +12,7 @@ import typer
 from rich.markup import escape
 
 from cohortctl.cli.options import AllowInsecureHttp
+from cohortctl.cli.render import err
 from cohortctl.cli.serve import (
     HostOption,
     PortOption,
@@ -22,7 +23,6 @@ from cohortctl.cli.serve import (
 from cohortctl.cli.serve import app as serve_app
 from cohortctl.destination import build_headers
 from cohortctl.errors import InputError
-from cohortctl.render import err
 
 FORWARD = "Validating proxy"
 

@@ -8,10 +8,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.errors import StateFileError
-from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.sync import inventory
-from cohortctl.syncstate import default_state_path
+from cohortctl.sync.state import default_state_path
 
 app = typer.Typer(
     help="See and change the sync state: what each destination and cohort is believed to hold.",

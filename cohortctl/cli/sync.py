@@ -27,6 +27,7 @@ from cohortctl.cli.options import (
     check_verbosity,
 )
 from cohortctl.cli.progress import Meter, make_bar
+from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.config import Config
 from cohortctl.delivery import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, Batch
 from cohortctl.delivery import Progress as DeliveryProgress
@@ -36,7 +37,6 @@ from cohortctl.errors import ExitCode, InputError
 from cohortctl.http.har import recording
 from cohortctl.partner.calls import call_matcher
 from cohortctl.partner.webhooks.payload import WebhookDestination
-from cohortctl.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.retry import named_policy
 from cohortctl.syncplan import CohortSpec, load_plan
 from cohortctl.templates import Template, parse_vars

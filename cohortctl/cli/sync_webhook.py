@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from cohortctl import syncing
+from cohortctl.cli.render import OutputFormat, err
 from cohortctl.errors import ExitCode
-from cohortctl.render import OutputFormat, err
 from cohortctl.sync import webhook
 from cohortctl.syncplan import CohortSpec
 

@@ -8,10 +8,10 @@ import typer
 
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli.options import Output, Quiet, Verbose, check_verbosity
+from cohortctl.cli.render import OutputFormat, err, print_json
 from cohortctl.config import Config
 from cohortctl.durations import format_duration, parse_duration
 from cohortctl.errors import CheckFailed, ConfigError
-from cohortctl.render import OutputFormat, err, print_json
 from cohortctl.waiting import wait_for
 
 

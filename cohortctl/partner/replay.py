@@ -26,9 +26,9 @@ from cohortctl import payloads
 from cohortctl.destination import AuthMode, Destination, is_sensitive_header
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import request_body, response_text
+from cohortctl.http.text import body_excerpt
 from cohortctl.outcomes import classify_transport_error
 from cohortctl.partner.calls import default_call
-from cohortctl.render import body_excerpt
 
 BODY_KEEP = 2000
 # Never resent as recorded: the transport sets them for the new connection and body.

@@ -16,7 +16,7 @@ from typing import Any
 from cohortctl.errors import InputError
 from cohortctl.files import write_atomically
 from cohortctl.sync import lock, storage
-from cohortctl.syncstate import ADD, RunRecord, destination_key
+from cohortctl.sync.state import ADD, RunRecord, destination_key
 
 MODES = ("list", "property", "webhook")
 

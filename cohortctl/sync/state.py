@@ -55,9 +55,9 @@ def default_state_path() -> Path:
     env = os.environ.get("COHORTCTL_DATA_DIR")
     if env:
         return Path(env) / "state.sqlite"
-    import typer
+    from cohortctl.config import app_dir
 
-    return Path(typer.get_app_dir("cohortctl")) / "state.sqlite"
+    return app_dir() / "state.sqlite"
 
 
 def destination_key(base_url: str, mode: str, cohort_id: str) -> str:

@@ -47,6 +47,7 @@ from cohortctl.sync.properties import (
     properties_json,
     read_properties,
 )
+from cohortctl.sync.state import ADD, REMOVE, PlannedBatches, SyncState, destination_key, plan_diff
 from cohortctl.syncing import (
     FAILED,
     INTERRUPTED,
@@ -62,7 +63,6 @@ from cohortctl.syncing import (
     retry_file_for,
 )
 from cohortctl.syncplan import CohortSpec
-from cohortctl.syncstate import ADD, REMOVE, PlannedBatches, SyncState, destination_key, plan_diff
 
 ENTER_KEY = "webhook-enter"
 EXIT_KEY = "webhook-exit"
