@@ -246,15 +246,13 @@ def check(
         burst=burst,
         expect_throttle=expect_throttle,
         max_latency_ms=max_latency_ms,
-        templates=dest.merged_templates(
-            file,
-            dest.load_templates(
-                create=create_payload,
-                add=add_payload,
-                remove=remove_payload,
-                identify=identify_payload,
-                batch=batch_payload,
-            ),
+        templates=dest.load_templates(
+            create=create_payload,
+            add=add_payload,
+            remove=remove_payload,
+            identify=identify_payload,
+            batch=batch_payload,
+            file=file,
         ),
         variables=variables,
         list_id=list_id,

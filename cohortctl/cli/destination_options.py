@@ -328,8 +328,13 @@ def load_templates(
     remove: Path | None = None,
     identify: Path | None = None,
     batch: Path | None = None,
+    file: DestinationFile | None = None,
 ) -> dict[str, Template]:
-    """The payload templates given on the command line, keyed by call; bad ones exit 2."""
+    """The payload templates given on the command line, keyed by call; bad ones exit 2.
+
+    With a destination ``file``: its templates, those given here winning (see
+    :func:`merged_templates`).
+    """
     files = {
         payloads.LIST_CREATE: create,
         payloads.LIST_ADD: add,
@@ -337,7 +342,8 @@ def load_templates(
         payloads.IDENTIFY: identify,
         payloads.IDENTIFY_BATCH: batch,
     }
-    return {call: Template.from_file(path) for call, path in files.items() if path is not None}
+    given = {call: Template.from_file(path) for call, path in files.items() if path is not None}
+    return merged_templates(file, given)
 
 
 def read_user_ids(

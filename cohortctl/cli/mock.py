@@ -452,15 +452,13 @@ def flow(
         ids=_read_ids(ids_file, column, ids),
         batch_size=_batch_size(batch_size, file),
         list_id=list_id,
-        templates=dest.merged_templates(
-            file,
-            dest.load_templates(
-                create=create_payload,
-                add=add_payload,
-                remove=remove_payload,
-                identify=identify_payload,
-                batch=batch_payload,
-            ),
+        templates=dest.load_templates(
+            create=create_payload,
+            add=add_payload,
+            remove=remove_payload,
+            identify=identify_payload,
+            batch=batch_payload,
+            file=file,
         ),
         variables=dest.custom_variables(file, parse_vars(var or [])),
         expect=expect,
