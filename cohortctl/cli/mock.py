@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -347,10 +348,27 @@ _CALL_HELP = {
     ),
 }
 
+# Options a call does not use are not offered at all (click then names them as unknown).
+_UNUSED: dict[str, set[str]] = {
+    payloads.LIST_CREATE: {"list_id", "ids_file", "column", "ids", "batch_size", "member"},
+    payloads.LIST_ADD: {"member", "list_id_path"},
+    payloads.LIST_REMOVE: {"member", "list_id_path"},
+    payloads.IDENTIFY: {"list_id", "batch_size", "list_id_path"},
+    payloads.IDENTIFY_BATCH: {"list_id", "list_id_path"},
+}
+
+
+def _only_used_options(command: Callable[..., None], call: str) -> None:
+    signature = inspect.signature(command, eval_str=True)
+    kept = [p for p in signature.parameters.values() if p.name not in _UNUSED.get(call, set())]
+    command.__signature__ = signature.replace(parameters=kept)  # type: ignore[attr-defined]
+
+
 for _call in payloads.CALLS:
     _command = _call_command(_call)
     _command.__doc__ = _CALL_HELP[_call]
     _command.__name__ = _call.replace("-", "_")
+    _only_used_options(_command, _call)
     app.command(_call)(_command)
 
 
