@@ -260,8 +260,6 @@ def check(
     )
     summary_path = os.environ.get(SUMMARY_ENV) or None
     if mode is FlowMode.webhook:
-        if har is not None:
-            raise InputError("--har is not available with --mode webhook")
         from cohortctl.partner.webhooks import conformance
         from cohortctl.partner.webhooks.messages import make_webhook_client
 
@@ -279,7 +277,10 @@ def check(
             max_latency_ms=max_latency_ms or conformance.DEFAULT_MAX_LATENCY_MS,
         )
         _check_reports(junit, summary_path)
-        with make_webhook_client(webhook_dest) as webhook_client:
+        with (
+            wh.webhook_recording(har, webhook_dest),
+            make_webhook_client(webhook_dest) as webhook_client,
+        ):
             run = conformance.run_webhook_check(webhook_client, webhook_dest, options, extra)
         _finish(run, junit, summary_path, output, quiet=quiet)
         return

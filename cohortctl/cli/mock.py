@@ -462,6 +462,7 @@ def flow(
             dry_run=dry_run,
             output=output,
             quiet=quiet,
+            har=har,
         )
         return
     spec = mock.MockSpec(

@@ -27,6 +27,7 @@ from cohortctl.cli.mock import (
 from cohortctl.cli.options import (
     AllowInsecureHttp,
     ConfigFile,
+    Har,
     Output,
     Profile,
     Quiet,
@@ -107,6 +108,7 @@ def webhook(
     profile: Profile = None,
     config: ConfigFile = None,
     allow_insecure_http: AllowInsecureHttp = False,
+    har: Har = None,
 ) -> None:
     """Send Cohort Webhook messages: users entering (--member) or leaving (--not-member).
 
@@ -142,7 +144,9 @@ def webhook(
         batch_size=size,
         run=WebhookRun(),
     )
-    _execute(destination, requests, expect=expect, dry_run=dry_run, output=output, quiet=quiet)
+    _execute(
+        destination, requests, expect=expect, dry_run=dry_run, output=output, quiet=quiet, har=har
+    )
 
 
 def _check_spec(cohort_name: str, cohort_id: str, batch_size: int, expect: int | None) -> None:
@@ -165,6 +169,7 @@ def webhook_flow(
     dry_run: bool,
     output: OutputFormat,
     quiet: bool = False,
+    har: Path | None = None,
 ) -> None:
     """``mock flow --mode webhook``: every user enters, then the first one leaves."""
     run = WebhookRun()
@@ -174,7 +179,9 @@ def webhook_flow(
     requests += plan_messages(
         destination, cohort_name, cohort_id, users[:1], in_cohort=False, batch_size=1, run=run
     )
-    _execute(destination, requests, expect=expect, dry_run=dry_run, output=output, quiet=quiet)
+    _execute(
+        destination, requests, expect=expect, dry_run=dry_run, output=output, quiet=quiet, har=har
+    )
 
 
 def _execute(
@@ -185,12 +192,13 @@ def _execute(
     dry_run: bool,
     output: OutputFormat,
     quiet: bool = False,
+    har: Path | None = None,
 ) -> None:
     if dry_run:
         _render_dry_run(destination, requests, output)
         return
     results: list[Outcome] = []
-    with make_webhook_client(destination) as client:
+    with wh.webhook_recording(har, destination), make_webhook_client(destination) as client:
         for request in requests:
             results.append(send_message(client, destination, request, expect=expect))
     if not _render_results(results, output, quiet=quiet):

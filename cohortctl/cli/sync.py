@@ -423,8 +423,6 @@ def sync(
     if period is not None and period <= 0:
         raise InputError("--every must be longer than 0 seconds")
     if webhook_mode:
-        if har is not None:
-            raise InputError("--har is not available with --mode webhook")
         from cohortctl.cli import sync_webhook
         from cohortctl.sync.webhook import WebhookSync
 
@@ -442,16 +440,17 @@ def sync(
             wh.selection(prop, all_properties, typed_properties),
             resend_changed_properties,
         )
-        code = sync_webhook.run(
-            spec,
-            cohorts,
-            settings,
-            period=period,
-            max_runs=max_runs,
-            verbose=verbose >= 1,
-            dry_run=dry_run,
-            output=output,
-        )
+        with wh.webhook_recording(None if dry_run else har, spec.destination):
+            code = sync_webhook.run(
+                spec,
+                cohorts,
+                settings,
+                period=period,
+                max_runs=max_runs,
+                verbose=verbose >= 1,
+                dry_run=dry_run,
+                output=output,
+            )
         if code is not ExitCode.OK:
             raise typer.Exit(int(code))
         return

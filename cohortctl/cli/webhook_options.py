@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,7 +14,7 @@ from cohortctl.errors import InputError
 from cohortctl.ids import read_ids
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 from cohortctl.partner.webhooks.messages import users_of
-from cohortctl.partner.webhooks.payload import User, WebhookDestination
+from cohortctl.partner.webhooks.payload import CALL, User, WebhookDestination
 from cohortctl.sync.properties import PropertySelection, read_properties
 
 PANEL = "Cohort Webhooks (--mode webhook)"
@@ -102,3 +102,21 @@ def read_users(
         id_column = read_ids(str(ids_file), column=column).stats.column
         properties = read_properties(str(ids_file), id_column, chosen)
     return users_of(user_ids, properties)
+
+
+def webhook_recording(har: Path | None, destination: WebhookDestination) -> Any:
+    """``--har`` for webhook messages: a HAR recording of every message, custom headers hidden.
+
+    Webhook messages all go to the one URL, so every entry is the ``webhook`` call.
+    """
+    from urllib.parse import urlsplit
+
+    from cohortctl.http.har import recording
+
+    parts = urlsplit(destination.url)
+    return recording(
+        har,
+        base_url=f"{parts.scheme}://{parts.netloc}",
+        secrets=destination.secrets(),
+        call_of=lambda _method, _url: CALL,
+    )
