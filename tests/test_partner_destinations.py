@@ -71,7 +71,8 @@ def test_show_fails_on_a_variable_used_but_not_declared(cli: RunCli, tmp_path: P
         ),
         ("name: x\ncalls: {list-add: {method: GET}, list-remove: {}}\n", "calls.list-add.method"),
         ("name: x\ncalls: {list-add: {}}\n", "calls.list-remove"),
-        ("name: x\nmode: webhook\ncalls: {}\n", "mode"),
+        ("name: x\nmode: webhook\ncalls: {list-add: {}}\n", "calls"),
+        ("name: x\nmode: hologram\ncalls: {}\n", "mode"),
         (
             "name: x\nerrors: [{status: 99, reason: r}]\ncalls: {list-add: {}, list-remove: {}}\n",
             "errors[0].status",

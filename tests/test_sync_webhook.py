@@ -172,3 +172,36 @@ def test_a_doc_template_and_the_streaming_policy(
     expected = {uid: {k: v for k, v in p.items() if v} for uid, p in users.items()}
     assert state["properties"] == expected
     assert _assert_retries_identical(_journal(server.url)) > 0
+
+
+def test_a_webhook_destination_file(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    server = partner_server_factory(
+        webhook_path="/hooks/amplitude", webhook_headers=(("X-Hook", HOOK), ("X-Team", "growth"))
+    )
+    file = tmp_path / "hook.yaml"
+    file.write_text(
+        f"name: my-hook\nmode: webhook\nurl: {server.url}/hooks\nheaders:\n  X-Team: growth\n"
+        "batch_size: 3\ncalls:\n  webhook:\n    path: /amplitude\n",
+        encoding="utf-8",
+    )
+    users = {f"u{i}": {"plan": "pro", "seats": str(i)} for i in range(7)}
+    snapshot = _write(tmp_path / "cohort.csv", users)
+    result = cli("sync", str(snapshot), "--destination", str(file), "--cohort-name", "Power Users",
+                 "--cohort-id", "c7", "-H", f"X-Hook:{HOOK}", "--property", "plan", "-o", "json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cohorts"][0]["delivery"]["requests"] == 3
+    state = _cohort(server.url)
+    assert state["members"] == sorted(users)
+    assert state["properties"]["u1"] == {"plan": "pro"}
+    checked = cli("check", "--destination", str(file), "-H", f"X-Hook:{HOOK}",
+                  "--require-header", "X-Hook", "--batch-size", "2")  # fmt: skip
+    assert checked.exit_code == 0, checked.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: b\nmode: webhook\ncalls:\n  webhook:\n    payload: '<#assign x=1>'\n")
+    refused = cli("destination", "validate", str(bad))
+    assert refused.exit_code == 2 and "calls.webhook.payload:1: <#assign>" in refused.output
+    six = tmp_path / "six.yaml"
+    six.write_text("name: s\nmode: webhook\nheaders: {A: 1, B: 2, C: 3, D: 4, E: 5, F: 6}\n")
+    assert "at most 5" in cli("destination", "validate", str(six)).output

@@ -271,6 +271,7 @@ def check(
             user_agent=user_agent,
             timeout=timeout,
             allow_insecure_http=allow_insecure_http,
+            file=file,
         )
         extra = conformance.WebhookCheckOptions(
             require_headers=tuple(h.strip() for h in require_header or [] if h.strip()),

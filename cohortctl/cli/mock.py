@@ -451,6 +451,7 @@ def flow(
             user_agent=user_agent,
             timeout=timeout,
             allow_insecure_http=allow_insecure_http,
+            file=file,
         )
         mock_webhook.webhook_flow(
             destination,

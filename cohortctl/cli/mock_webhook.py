@@ -85,6 +85,7 @@ Template = Annotated[
 
 def webhook(
     url: dest.Url = None,
+    destination_name: dest.DestinationName = None,
     path: WebhookPath = None,
     header: WebhookHeader = None,
     user_agent: wh.UserAgent = None,
@@ -129,6 +130,7 @@ def webhook(
         timeout=timeout,
         payload=payload,
         allow_insecure_http=allow_insecure_http,
+        file=dest.load_destination(destination_name),
     )
     users = wh.read_users(
         ids_file, column, ids, wh.selection(prop, all_properties, typed_properties), mock.SAMPLE_IDS

@@ -436,6 +436,7 @@ def sync(
                 timeout=timeout,
                 payload=payload,
                 allow_insecure_http=allow_insecure_http,
+                file=file,
             ),
             wh.selection(prop, all_properties, typed_properties),
             resend_changed_properties,

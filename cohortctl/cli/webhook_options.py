@@ -12,6 +12,7 @@ from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT
 from cohortctl.errors import InputError
 from cohortctl.ids import read_ids
+from cohortctl.partner.destinations import DestinationFile
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 from cohortctl.partner.webhooks.messages import users_of
 from cohortctl.partner.webhooks.payload import CALL, User, WebhookDestination
@@ -71,14 +72,29 @@ def webhook_destination(
     timeout: float = DEFAULT_TIMEOUT,
     payload: Path | None = None,
     allow_insecure_http: bool = False,
+    file: DestinationFile | None = None,
 ) -> WebhookDestination:
-    """The webhook URL (``--url``, env COHORTCTL_PARTNER_URL, profile) and its headers."""
+    """The webhook URL (``--url``, a ``mode: webhook`` destination file, env
+    COHORTCTL_PARTNER_URL, profile), its headers (the file's, then ``--header``), path and
+    template (``--payload``, else the file's)."""
+    if file is not None and file.mode != "webhook":
+        raise InputError(f"destination {file.name!r} is in {file.mode} mode, not webhook")
+    if url is None and file is not None:
+        url = file.url
     resolved = cfg.require("partner_url", url, flag_name="--url")
     template = WebhookTemplate.from_file(str(payload)) if payload is not None else None
+    given = list(headers or [])
+    if file is not None:
+        names = {h.partition(":")[0].strip().lower() for h in given}
+        given = [f"{k}:{v}" for k, v in file.headers if k.lower() not in names] + given
+        path = path if path is not None else file.webhook_path
+        if template is None and file.webhook_payload is not None:
+            source = f"{file.source}: calls.webhook.payload"
+            template = WebhookTemplate.parse(file.webhook_payload, source)
     return WebhookDestination.from_options(
         str(resolved),
         path=path,
-        headers=headers or [],
+        headers=given,
         user_agent=user_agent,
         timeout=timeout,
         template=template,

@@ -27,8 +27,10 @@ from cohortctl.errors import InputError
 from cohortctl.partner.classify import ErrorClass
 from cohortctl.templates import BUILTIN_VARIABLES, Template, template_names
 
-MODES = ("list", "property")
-FUTURE_MODES = ("webhook",)
+MODES = ("list", "property", "webhook")
+FUTURE_MODES: tuple[str, ...] = ()
+WEBHOOK = "webhook"  # the one call of a webhook-mode file: {path, payload (FreeMarker)}
+MAX_WEBHOOK_HEADERS = 5
 CALL_ALIASES = {"batch": payloads.IDENTIFY_BATCH}
 METHODS = ("POST", "PUT", "PATCH", "DELETE")
 KEYS = (
@@ -89,6 +91,8 @@ class DestinationFile:
     errors: tuple[ErrorClass, ...] = ()
     rejects: Mapping[str, int | None] = field(default_factory=lambda: dict(REJECTS))
     description: str | None = None
+    webhook_path: str | None = None  # webhook mode: added to the url
+    webhook_payload: str | None = None  # webhook mode: a FreeMarker template over `input`
 
     # --- what commands take from it ----------------------------------------------------------
 
@@ -294,7 +298,9 @@ class _Reader:
         if mode in FUTURE_MODES:
             raise self.fail("mode", f"{mode!r} is not supported yet; use list or property")
         if mode not in MODES:
-            raise self.fail("mode", f"must be list or property, got {mode!r}")
+            raise self.fail("mode", f"must be list, property or webhook, got {mode!r}")
+        if mode == WEBHOOK:
+            return self.read_webhook(data, name.strip())
         auth, auth_header = self.auth(data.get("auth"))
         list_id_path = self.text(data, "list_id_path", "list_id_path")
         if list_id_path is not None and list_id_path.strip().lower() != NO_LIST_ID:
@@ -394,6 +400,45 @@ class _Reader:
             else:
                 raise self.fail(where, "must be text, a number, true/false or null")
         return found
+
+    def read_webhook(self, data: Mapping[str, Any], name: str) -> DestinationFile:
+        """A ``mode: webhook`` file: url, headers (at most 5), batch_size, and optionally
+        ``calls: {webhook: {path, payload}}`` with a FreeMarker payload."""
+        from cohortctl.partner.webhooks.freemarker import WebhookTemplate
+
+        allowed = ("name", "mode", "url", "headers", "batch_size", "calls", "description")
+        extra = sorted(str(k) for k in data if k not in allowed)
+        if extra:
+            raise self.fail(extra[0], f"not used in webhook mode; known: {', '.join(allowed)}")
+        headers = self.headers(data.get("headers"))
+        if len(headers) > MAX_WEBHOOK_HEADERS:
+            raise self.fail(
+                "headers", f"{len(headers)} headers: Amplitude's Cohort Webhooks send at most 5"
+            )
+        path: str | None = None
+        payload: str | None = None
+        calls = data.get("calls")
+        if calls is not None:
+            if not isinstance(calls, dict) or set(calls) - {WEBHOOK}:
+                raise self.fail("calls", "webhook mode has one call: webhook: {path, payload}")
+            spec = calls.get(WEBHOOK) or {}
+            if not isinstance(spec, dict) or set(spec) - {"path", "payload"}:
+                raise self.fail("calls.webhook", "must be a mapping {path, payload}")
+            path = self.text(spec, "path", "calls.webhook.path")
+            payload = self.text(spec, "payload", "calls.webhook.payload")
+            if payload is not None:
+                WebhookTemplate.parse(payload, f"{self.source}: calls.webhook.payload")
+        return DestinationFile(
+            name=name,
+            source=self.source,
+            mode=WEBHOOK,
+            url=self.text(data, "url", "url"),
+            headers=headers,
+            batch_size=self.positive(data, "batch_size"),
+            description=self.text(data, "description", "description"),
+            webhook_path=path,
+            webhook_payload=payload,
+        )
 
     def calls(self, value: Any, mode: str) -> dict[str, CallSpec]:
         if not isinstance(value, dict) or not value:
