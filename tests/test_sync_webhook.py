@@ -188,8 +188,10 @@ def test_a_webhook_destination_file(
     )
     users = {f"u{i}": {"plan": "pro", "seats": str(i)} for i in range(7)}
     snapshot = _write(tmp_path / "cohort.csv", users)
-    result = cli("sync", str(snapshot), "--destination", str(file), "--cohort-name", "Power Users",
-                 "--cohort-id", "c7", "-H", f"X-Hook:{HOOK}", "--property", "plan", "-o", "json")  # fmt: skip
+    result = cli(
+        "sync", str(snapshot), "--destination", str(file), "--cohort-name", "Power Users",
+        "--cohort-id", "c7", "-H", f"X-Hook:{HOOK}", "--property", "plan", "-o", "json",
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["cohorts"][0]["delivery"]["requests"] == 3
     state = _cohort(server.url)
