@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.text import Text
 
 from cohortctl import mock, payloads
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.exchanges import curl_command, dry_run_block, write_lines
+from cohortctl.cli.exchanges import curl_command, dry_run_block, status_style, write_lines
 from cohortctl.cli.options import (
     AllowInsecureHttp,
     AsCurl,
@@ -135,10 +136,12 @@ def _call_label(outcome: Outcome) -> str:
     return outcome.call if member is None else f"{outcome.call} ({str(member).lower()})"
 
 
-def _status_cell(outcome: Outcome) -> str:
-    if outcome.status is not None:
-        return str(outcome.status)
-    return outcome.error or "-"
+def _status_cell(outcome: Outcome) -> Text:
+    """The status, coloured on a terminal: 2xx green, 429 and redirects yellow, else red."""
+    shown = str(outcome.status) if outcome.status is not None else outcome.error or "-"
+    if outcome.extra.get("skipped"):
+        return Text(shown)
+    return Text(shown, style=status_style(outcome.status))
 
 
 def _render_results(
@@ -157,7 +160,7 @@ def _render_results(
     elif not quiet:
         rows = [
             tuple(
-                str(cell)
+                cell if isinstance(cell, Text) else str(cell)
                 for cell in (
                     _call_label(o),
                     o.method,

@@ -49,7 +49,7 @@ def make_bar(label: str, total: int, console: Any) -> tuple[Any, Any]:
 
     bar = Progress(
         TextColumn(escape(label)),
-        BarColumn(bar_width=24),
+        BarColumn(bar_width=24 if console.width >= 100 else 12),
         TextColumn("{task.fields[line]}"),
         console=console,
         transient=True,

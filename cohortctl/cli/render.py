@@ -15,6 +15,7 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from cohortctl.errors import CohortctlError, FileWriteError, RequestFailed
 from cohortctl.http.text import body_excerpt
@@ -50,8 +51,14 @@ def table(
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
-        t.add_row(*("" if v is None else escape(str(v)) for v in row))
+        t.add_row(*(_cell(v) for v in row))
     return t
+
+
+def _cell(value: Any) -> Text | str:
+    if value is None:
+        return ""
+    return value if isinstance(value, Text) else escape(str(value))
 
 
 def key_values(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> Table:

@@ -580,6 +580,9 @@ def _one_run(
     return run
 
 
+WIDE = 120  # columns from which the bar also shows requests and req/s
+
+
 class _ProgressView:
     """A progress bar on a terminal, plain lines every few seconds otherwise (stderr)."""
 
@@ -617,10 +620,12 @@ class _ProgressView:
         if self.quiet:
             return
         done = p.users_done + p.users_failed
-        line = self._meter.line(
-            done,
-            f"{p.requests:,} requests, {p.retries:,} retries, {p.requests_per_second:,.0f} req/s",
+        extra = (
+            f"{p.requests:,} requests, {p.retries:,} retries, {p.requests_per_second:,.0f} req/s"
         )
+        if self._bar is not None and err.width < WIDE:
+            extra = f"{p.retries:,} retries" if p.retries else ""  # the bar fits 80 columns
+        line = self._meter.line(done, extra)
         if self._bar is not None:
             self._bar.update(self._task, completed=done, line=line)
             return
