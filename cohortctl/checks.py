@@ -172,7 +172,7 @@ class CheckRun:
             "label": self.label,
             "users": self.users,
             "list_id": self.list_id,
-            "passed": self.passed,
+            "ok": self.passed,
             "totals": {
                 "tests": counts.tests,
                 "passed": counts.passed,

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
 from cohortctl import outcomes, payloads
+from cohortctl.durations import json_seconds
 from cohortctl.errors import CohortctlError, ExitCode, InputError
 from cohortctl.http.fast import Answer, FastTransport
 from cohortctl.http.proxy import proxy_for as proxy_for
@@ -236,7 +237,7 @@ class DeliveryReport:
         def pct(q: float) -> float:
             if not ordered:
                 return 0.0
-            return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))] * 1000
+            return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
         return {
             "ok": self.ok,
@@ -247,11 +248,15 @@ class DeliveryReport:
             "users_failed": self.users_failed,
             "requests": self.requests,
             "retries": self.retries,
-            "retry_delays": self.retry_delays,
+            "retry_delays_s": [json_seconds(d) for d in self.retry_delays],
             "attempt_failures": dict(self.attempt_failures),
             "failed_by": dict(self.failed_by),
-            "latency_ms": {"p50": pct(0.50), "p95": pct(0.95), "p99": pct(0.99)},
-            "duration_s": self.duration,
+            "latency_s": {
+                "p50": json_seconds(pct(0.50)),
+                "p95": json_seconds(pct(0.95)),
+                "p99": json_seconds(pct(0.99)),
+            },
+            "duration_s": json_seconds(self.duration),
             "requests_per_s": self.requests_per_second,
             "users_per_s": self.users_per_second,
             "failures": [f.to_dict() for f in self.failures],

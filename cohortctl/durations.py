@@ -31,6 +31,11 @@ def parse_duration(text: str, *, option: str = "duration") -> float:
     return seconds
 
 
+def json_seconds(seconds: float | None) -> float | None:
+    """A duration as the JSON output writes it: seconds rounded to milliseconds (None stays)."""
+    return None if seconds is None else round(seconds, 3)
+
+
 def format_duration(seconds: float) -> str:
     """A short human rendering: ``850ms``, ``12.3s``, ``4m05s``, ``2h00m``."""
     if seconds < 1:

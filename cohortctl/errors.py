@@ -114,6 +114,12 @@ class FileWriteError(InputError):
         self.reason = reason
 
 
+class Interrupted(CohortctlError):
+    """Stopped by Ctrl-C or SIGTERM; what was confirmed before is kept."""
+
+    exit_code = ExitCode.INTERRUPTED
+
+
 class Busy(CohortctlError):
     """Another process holds the sync lock of this state file, destination and cohort."""
 

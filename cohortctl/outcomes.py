@@ -13,6 +13,8 @@ from typing import Any
 
 import httpx
 
+from cohortctl.durations import json_seconds
+
 # Spec part B, "What the partner answers".
 PARTNER_STATUS_MEANINGS: dict[int, str] = {
     200: "success",
@@ -108,9 +110,15 @@ class Outcome:
         return 200 <= self.status < 300
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields, the same facts as the table row."""
+        """JSON-ready fields, the same facts as the table row (README: the JSON vocabulary).
+
+        ``ok`` is the row's verdict: a 2xx, or what ``extra["passed"]`` judged (``--expect``;
+        null for a request that was skipped); ``latency_s`` is seconds.
+        """
         data = asdict(self)
-        data["ok"] = self.ok
+        data["latency_s"] = json_seconds(data.pop("latency_ms") / 1000)
+        extra = data["extra"]
+        data["ok"] = extra.pop("passed") if "passed" in extra else self.ok
         return data
 
 

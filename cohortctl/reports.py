@@ -12,6 +12,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Literal
 
+from cohortctl.durations import json_seconds
+
 Status = Literal["pass", "fail", "skip"]
 _ICONS = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭️ skip"}
 
@@ -30,8 +32,11 @@ class CaseResult:
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return asdict(self)
+        """JSON-ready fields: ``result`` is pass, fail or skip (``status`` is kept for HTTP)."""
+        data = asdict(self)
+        data["result"] = data.pop("status")
+        data["duration_s"] = json_seconds(self.duration_s)
+        return data
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from cohortctl.delivery import (
     write_retry_file,
 )
 from cohortctl.destination import Destination, redact_url
+from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.files import write_atomically
 from cohortctl.ids import read_ids
@@ -228,7 +229,7 @@ class CohortSync:
             "cohort": {"name": self.cohort.name, "id": self.cohort.id},
             "mode": self.mode.value,
             "destination": self.destination,
-            "status": self.status,
+            "result": self.status,
             "ok": self.ok,
             "error": self.error,
             "list_id": self.list_id,
@@ -248,7 +249,7 @@ class CohortSync:
             "users_failed": r.users_failed,
             "retry_file": self.retry_file,
             "retry_users": self.retry_users,
-            "duration_s": self.duration,
+            "duration_s": json_seconds(self.duration),
             "phases": self.phase_seconds(),
             "delivery": data,
             "failures": failures,

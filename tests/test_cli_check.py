@@ -43,8 +43,8 @@ def test_broken_receiver_exit_1_and_json_says_why(
     )
     code, data = check_json(cli, "--url", server.url, "--unknown-user", "ghost")
     assert code == 1
-    assert data["passed"] is False and data["totals"]["failed"] == 6
-    failed = {c["name"]: c for c in data["cases"] if c["status"] == "fail"}
+    assert data["ok"] is False and data["totals"]["failed"] == 6
+    failed = {c["name"]: c for c in data["cases"] if c["result"] == "fail"}
     assert "list-add rejects an unknown list" in failed
     wrong = failed["list-add rejects a wrong api key"]
     assert wrong["expected"].startswith("401") and wrong["actual"].startswith("200")

@@ -63,14 +63,14 @@ def test_list_create_shows_the_list_id(cli: RunCli, receiver: BackgroundServer) 
 def test_json_output_has_every_fact(cli: RunCli, receiver: BackgroundServer) -> None:
     code, data = mock_json(cli, "list-create", "--url", receiver.url)
     assert code == 0
-    assert data["passed"] is True
+    assert data["ok"] is True
     row = data["results"][0]
     assert row["call"] == "list-create"
     assert row["method"] == "POST"
     assert row["url"] == f"{receiver.url}/lists"
     assert row["status"] == 200 and row["ok"] is True
     assert row["meaning"].startswith("success")
-    assert row["latency_ms"] >= 0
+    assert row["latency_s"] >= 0 and row["latency_s"] == round(row["latency_s"], 3)
     assert row["extra"]["list_id"] == data["list_id"]
     assert data["list_id"] in row["body"]
     assert row["error"] is None and row["retry_after"] is None

@@ -63,9 +63,9 @@ def test_first_sync_then_delta(
         500,
         500,
     )
-    for key in ("requests", "retries", "failed_by", "latency_ms", "duration_s", "users_per_s"):
+    for key in ("requests", "retries", "failed_by", "latency_s", "duration_s", "users_per_s"):
         assert key in cohort["delivery"]
-    assert set(cohort["delivery"]["latency_ms"]) == {"p50", "p95", "p99"}
+    assert set(cohort["delivery"]["latency_s"]) == {"p50", "p95", "p99"}
     assert list_members(url) == set(users(500, 3500))
     state_bytes = default_state_path().read_bytes()
     assert PARTNER_KEY.encode() not in state_bytes

@@ -348,7 +348,7 @@ def test_the_default_retry_schedule_is_amplitudes(
     )
     assert waits == [1, 2, 4, 8, 16, 32, 64, 128]
     assert result.report.retry_delays == waits
-    assert result.to_dict()["delivery"]["retry_delays"] == waits
+    assert result.to_dict()["delivery"]["retry_delays_s"] == waits
     assert result.report.requests == 1 + 9  # list-create, then 1 + 8 retries
 
 

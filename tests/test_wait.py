@@ -80,7 +80,7 @@ def test_wait_returns_once_a_late_server_answers(cli) -> None:
         server.stop()
     assert result.exit_code == 0, result
     data = json.loads(result.stdout)
-    assert data["answered"] is True and data["status"] == 418
+    assert data["ok"] is True and data["status"] == 418
     assert data["attempts"] > 1
 
 

@@ -25,7 +25,7 @@ from cohortctl.cli.options import (
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client
-from cohortctl.errors import ExitCode, InputError
+from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import recording
 from cohortctl.mock import FlowMode
 from cohortctl.partner.calls import call_matcher
@@ -343,4 +343,5 @@ def _finish(
         )
     _render(run, output, quiet=quiet)
     if not run.passed:
-        raise typer.Exit(int(ExitCode.FAILED))
+        failed = reports.totals(run.cases).failed
+        raise CheckFailed(f"{failed} of {len(run.cases)} conformance cases failed")

@@ -29,7 +29,7 @@ from cohortctl.cli.options import (
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client, redact_url
-from cohortctl.errors import ExitCode
+from cohortctl.errors import CheckFailed
 from cohortctl.http.har import recording
 from cohortctl.http.text import body_excerpt
 from cohortctl.outcomes import Outcome
@@ -152,7 +152,7 @@ def _render_results(
     if output is OutputFormat.json:
         print_json(
             {
-                "passed": ok,
+                "ok": ok,
                 "list_id": list_ids[-1] if list_ids else None,
                 "results": [o.to_dict() for o in results],
             }
@@ -245,7 +245,7 @@ def _execute(
     ):
         results = mock.run(client, destination, steps, spec)
     if not _render_results(results, output, quiet=quiet):
-        raise typer.Exit(int(ExitCode.FAILED))
+        raise CheckFailed("not every request got the answer expected (see the rows above)")
 
 
 def _call_command(call: str) -> Callable[..., None]:

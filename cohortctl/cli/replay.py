@@ -15,6 +15,7 @@ from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
 from cohortctl.destination import DEFAULT_TIMEOUT, make_client, parse_auth_mode
+from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import read_har
 from cohortctl.http.text import body_excerpt
@@ -90,7 +91,7 @@ def _render(run: ReplayRun, output: OutputFormat, expect: Expect) -> None:
                 "requests": len(run.results),
                 "mismatched": run.mismatched,
                 "list_ids": run.list_ids,
-                "duration_s": run.duration_s,
+                "duration_s": json_seconds(run.duration_s),
                 "results": [r.to_dict() for r in run.results],
             }
         )

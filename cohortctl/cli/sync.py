@@ -33,7 +33,7 @@ from cohortctl.delivery import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, Batch
 from cohortctl.delivery import Progress as DeliveryProgress
 from cohortctl.destination import DEFAULT_TIMEOUT, Destination
 from cohortctl.durations import format_duration, parse_duration
-from cohortctl.errors import ExitCode, InputError
+from cohortctl.errors import CheckFailed, InputError, Interrupted
 from cohortctl.http.har import recording
 from cohortctl.partner.calls import call_matcher
 from cohortctl.partner.webhooks.payload import WebhookDestination
@@ -497,10 +497,11 @@ def sync(
             on_wait=_announce_next,
         )
     if runs[-1].interrupted:
-        err.print("interrupted: what was confirmed is kept; run the same command to send the rest")
-        raise typer.Exit(int(ExitCode.INTERRUPTED))
+        raise Interrupted(
+            "interrupted: what was confirmed is kept; run the same command to send the rest"
+        )
     if not all(run.ok for run in runs):
-        raise typer.Exit(int(ExitCode.FAILED))
+        raise CheckFailed("the sync did not confirm everything it planned (see the summary)")
 
 
 def _cohorts(

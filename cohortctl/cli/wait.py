@@ -10,7 +10,7 @@ from cohortctl.cli import destination_options as dest
 from cohortctl.cli.options import Output, Quiet, Verbose, check_verbosity
 from cohortctl.cli.render import OutputFormat, err, print_json
 from cohortctl.config import Config
-from cohortctl.durations import format_duration, parse_duration
+from cohortctl.durations import format_duration, json_seconds, parse_duration
 from cohortctl.errors import CheckFailed, ConfigError
 from cohortctl.waiting import wait_for
 
@@ -54,11 +54,11 @@ def wait(
         print_json(
             {
                 "url": target,
-                "answered": result.answered,
+                "ok": result.answered,
                 "status": result.status,
                 "attempts": result.attempts,
-                "waited_s": round(result.waited_s, 3),
-                "last_error": result.last_error,
+                "waited_s": json_seconds(result.waited_s),
+                "error": result.last_error,
             }
         )
     elif result.answered:

@@ -24,6 +24,7 @@ import httpx
 
 from cohortctl import payloads
 from cohortctl.destination import AuthMode, Destination, is_sensitive_header
+from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import request_body, response_text
 from cohortctl.http.text import body_excerpt
@@ -91,6 +92,7 @@ class ReplayResult:
         """JSON-ready fields (one vocabulary: ``ok``, ``status``, ``error``)."""
         data = asdict(self)
         data["ok"] = data.pop("matched")
+        data["latency_s"] = json_seconds(data.pop("latency_ms") / 1000)
         return data
 
 
