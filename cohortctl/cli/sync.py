@@ -442,7 +442,7 @@ def sync(
             resend_changed_properties,
         )
         with wh.webhook_recording(None if dry_run else har, spec.destination):
-            code = sync_webhook.run(
+            sync_webhook.run(
                 spec,
                 cohorts,
                 settings,
@@ -452,8 +452,6 @@ def sync(
                 dry_run=dry_run,
                 output=output,
             )
-        if code is not ExitCode.OK:
-            raise typer.Exit(int(code))
         return
     destination = dest.destination_from_options(
         cfg,
@@ -496,6 +494,11 @@ def sync(
             max_runs=max_runs,
             on_wait=_announce_next,
         )
+    raise_unless_ok(runs)
+
+
+def raise_unless_ok(runs: Sequence[syncing.SyncRun]) -> None:
+    """Exit 130 (through the error map) if the last run was interrupted, 1 if any failed."""
     if runs[-1].interrupted:
         raise Interrupted(
             "interrupted: what was confirmed is kept; run the same command to send the rest"

@@ -7,7 +7,6 @@ from datetime import datetime
 
 from cohortctl import syncing
 from cohortctl.cli.render import OutputFormat, err
-from cohortctl.errors import ExitCode
 from cohortctl.sync import webhook
 from cohortctl.syncplan import CohortSpec
 
@@ -22,14 +21,14 @@ def run(
     verbose: bool,
     dry_run: bool,
     output: OutputFormat,
-) -> ExitCode:
-    """Run (or plan, with ``dry_run``) the webhook sync of every cohort; the exit code."""
+) -> None:
+    """Run (or plan, with ``dry_run``) the webhook sync of every cohort; raises on failure."""
     from cohortctl.cli import sync as sync_cli
 
     if dry_run:
         plans = [webhook.plan_webhook_cohort(spec, c, settings) for c in cohorts]
         sync_cli._render_dry_run(plans, output)
-        return ExitCode.OK
+        return
 
     def once(number: int) -> syncing.SyncRun:
         if period is not None:
@@ -58,7 +57,4 @@ def run(
     runs = syncing.run_schedule(
         once, every=period, max_runs=max_runs, on_wait=sync_cli._announce_next
     )
-    if runs[-1].interrupted:
-        err.print("interrupted: what was confirmed is kept; run the same command to send the rest")
-        return ExitCode.INTERRUPTED
-    return ExitCode.OK if all(r.ok for r in runs) else ExitCode.FAILED
+    sync_cli.raise_unless_ok(runs)
