@@ -61,7 +61,7 @@ def test_embedded_receiver_passes_every_case(
         "webhook: leaving batch accepted",
         "webhook: answers within 2000 ms",
     ]
-    assert all(c["status"] == "pass" for c in data["cases"])
+    assert all(c["result"] == "pass" for c in data["cases"])
     assert 'tests="6"' in junit.read_text() and "webhook" in summary.read_text()
 
 
@@ -71,7 +71,7 @@ def test_an_endpoint_that_accepts_anything_fails_the_right_cases(
     result = cli("check", "--mode", "webhook", "--url", accept_all, "--require-header",
                  "X-Hook", "-H", f"X-Hook:{HOOK}", "-o", "json")  # fmt: skip
     assert result.exit_code == 1, result.output
-    failed = {c["name"] for c in json.loads(result.stdout)["cases"] if c["status"] == "fail"}
+    failed = {c["name"] for c in json.loads(result.stdout)["cases"] if c["result"] == "fail"}
     assert failed == {
         "webhook: a body that is not JSON rejected",
         "webhook: a message without X-Hook rejected",

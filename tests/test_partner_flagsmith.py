@@ -24,7 +24,7 @@ def _check(cli: RunCli, url: str, *args: str) -> tuple[int, dict]:
 
 
 def _failed(data: dict) -> dict[str, dict]:
-    return {c["name"]: c for c in data["cases"] if c["status"] == "fail"}
+    return {c["name"]: c for c in data["cases"] if c["result"] == "fail"}
 
 
 def test_check_passes_with_no_other_flag(cli: RunCli, receiver: Receiver) -> None:
