@@ -22,9 +22,9 @@ def test_check_and_flow_need_no_list_id(cli: RunCli, receiver: Receiver) -> None
     data = json.loads(result.stdout)
     assert result.exit_code == 0, data
     by_name = {c["name"]: c for c in data["cases"]}
-    assert by_name["list-create accepted"]["status"] == "pass"
-    assert by_name["list-add rejects a body without user_ids"]["status"] == "pass"
-    assert by_name["list-add rejects an unknown list"]["status"] == "skip"
+    assert by_name["list-create accepted"]["result"] == "pass"
+    assert by_name["list-add rejects a body without user_ids"]["result"] == "pass"
+    assert by_name["list-add rejects an unknown list"]["result"] == "skip"
     assert attune.cohorts[data["run_id"]] == set()
     result = cli("mock", "flow", "--destination", FILE, "--url", server.url + BASE,
                  "--cohort-id", "c9", "-o", "json", env=ENV)  # fmt: skip

@@ -24,7 +24,7 @@ def _check(cli: RunCli, url: str, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def _failed(data: dict[str, Any]) -> set[str]:
-    return {c["name"] for c in data["cases"] if c["status"] == "fail"}
+    return {c["name"] for c in data["cases"] if c["result"] == "fail"}
 
 
 def test_check_passes_against_the_one_endpoint(cli: RunCli, receiver: Receiver) -> None:
@@ -34,8 +34,8 @@ def test_check_passes_against_the_one_endpoint(cli: RunCli, receiver: Receiver) 
     assert code == 0, data
     by_name = {c["name"]: c for c in data["cases"]}
     wrong = by_name["identify-batch rejects a wrong api key"]
-    assert wrong["status"] == "pass" and wrong["expected"].startswith("403 Unauthorized")
-    assert by_name["identify-batch rejects a body without batch"]["status"] == "pass"
+    assert wrong["result"] == "pass" and wrong["expected"].startswith("403 Unauthorized")
+    assert by_name["identify-batch rejects a body without batch"]["result"] == "pass"
     assert all(r["url"] == server.url + PATH for c in data["cases"] for r in c["requests"])
     assert data["unclassified"] == []
     assert ld.segments[data["run_id"]] == set()  # every test user left again
@@ -87,7 +87,7 @@ def test_x_ratelimit_reset_is_honoured(cli: RunCli, receiver: Receiver, tmp_path
     assert ld.throttled > 0 and ld.segments["c1"] == set(users)
     _code, data = _check(cli, server.url + PATH, "--burst", "6")
     throttling = next(c for c in data["cases"] if c["name"] == "throttling")
-    assert throttling["status"] == "pass", throttling
+    assert throttling["result"] == "pass", throttling
     assert "X-Ratelimit-Reset" in throttling["actual"]
 
 

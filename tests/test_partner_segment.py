@@ -23,7 +23,7 @@ def _check(cli: RunCli, url: str, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def _failed(data: dict[str, Any]) -> set[str]:
-    return {c["name"] for c in data["cases"] if c["status"] == "fail"}
+    return {c["name"] for c in data["cases"] if c["result"] == "fail"}
 
 
 def test_check_passes(cli: RunCli, receiver: Receiver) -> None:

@@ -23,7 +23,7 @@ def _check(cli: RunCli, url: str, *args: str) -> tuple[int, dict[str, Any]]:
 
 
 def _failed(data: dict[str, Any]) -> set[str]:
-    return {c["name"] for c in data["cases"] if c["status"] == "fail"}
+    return {c["name"] for c in data["cases"] if c["result"] == "fail"}
 
 
 def test_check_passes_on_a_given_segment(cli: RunCli, receiver: Receiver) -> None:
@@ -32,8 +32,8 @@ def test_check_passes_on_a_given_segment(cli: RunCli, receiver: Receiver) -> Non
     code, data = _check(cli, server.url)
     assert code == 0, data
     by_name = {c["name"]: c for c in data["cases"]}
-    assert by_name["list-create accepted"]["status"] == "skip"
-    assert by_name["list-add rejects a body without ids"]["status"] == "pass"
+    assert by_name["list-create accepted"]["result"] == "skip"
+    assert by_name["list-add rejects a body without ids"]["result"] == "pass"
     assert by_name["list-add rejects an unknown list"]["expected"].startswith("404")
     methods = {r["method"] for c in data["cases"] for r in c["requests"]}
     assert methods == {"PATCH", "DELETE"}

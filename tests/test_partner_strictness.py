@@ -70,13 +70,13 @@ def test_an_id_only_under_a_fallback_name_fails(cli: RunCli, receiver: Receiver,
     app, _ = shaped(answer)
     code, data = _check(cli, receiver(app).url)
     create = _case(data, "list-create accepted")
-    assert code == 1 and create["status"] == "fail"
+    assert code == 1 and create["result"] == "fail"
     assert (
         f"only under '{key}'" in create["detail"] and "Amplitude reads 'listId'" in create["detail"]
     )
-    assert _case(data, "list-add accepted")["status"] == "pass"  # the run still goes on
+    assert _case(data, "list-add accepted")["result"] == "pass"  # the run still goes on
     code, data = _check(cli, receiver(app).url, "--list-id-path", key)
-    assert _case(data, "list-create accepted")["status"] == "pass"
+    assert _case(data, "list-create accepted")["result"] == "pass"
     assert f"response.{key}" in data["warnings"][0]
 
 
