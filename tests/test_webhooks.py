@@ -243,3 +243,33 @@ def test_the_sample_webhook_bodies_pass_the_receivers_validation() -> None:
     for name in ("webhook_enter.json", "webhook_exit.json"):
         body = json.loads((SAMPLES_DIR / name).read_text(encoding="utf-8"))
         assert validate_webhook(body).cohort_id == "7y6y3ij"
+
+
+def test_a_file_db_keeps_webhook_state_across_a_restart(
+    partner_server_factory: PartnerFactory, tmp_path: Path
+) -> None:
+    db = str(tmp_path / "receiver.sqlite")
+    first = partner_server_factory(db=db)
+    url = f"{first.url}/webhook"
+    raw = encode(_body())
+    assert httpx.post(url, content=raw, headers=HEADERS).status_code == 200
+    assert httpx.post(url, content=raw, headers=HEADERS).json()["duplicate"] is True
+    leave = encode(
+        _body(in_cohort=False, message_id=f"{RUN_UUID}::exit::0", users=[{"user_id": "u2"}])
+    )
+    assert httpx.post(url, content=leave, headers=HEADERS).status_code == 200
+    before = _state(first.url, "7khm89cz")
+    first.stop()
+    second = partner_server_factory(db=db)
+    url = f"{second.url}/webhook"
+    assert _state(second.url, "7khm89cz") == before
+    assert before["properties"] == {"user_one@example.com": {"plan": "pro"}}
+    # the message_ids seen are kept: the same body is a duplicate, another one a conflict
+    assert httpx.post(url, content=raw, headers=HEADERS).json()["duplicate"] is True
+    other = encode(_body(users=[{"user_id": "someone-else"}]))
+    assert httpx.post(url, content=other, headers=HEADERS).status_code == 409
+    assert _state(second.url, "7khm89cz")["members"] == ["user_one@example.com"]
+    assert httpx.post(f"{second.url}/_cohortctl/reset").status_code == 200
+    second.stop()
+    third = partner_server_factory(db=db)
+    assert httpx.get(f"{third.url}/_cohortctl/webhooks").json()["cohorts"] == []

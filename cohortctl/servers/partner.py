@@ -53,6 +53,7 @@ from aiohttp import web
 from cohortctl.servers.inspector import Inspector, dumps, record_request, since, ui
 from cohortctl.servers.partner_store import (
     DEFAULT_JOURNAL_LIMIT,
+    WEBHOOK_LOG,
     Entry,
     PartnerStore,
     StoreError,
@@ -288,6 +289,8 @@ class Receiver:
         """Open the database and load its state (aiohttp ``on_startup``)."""
         settings = self.settings
         self.store = await PartnerStore.open(settings.db, journal_limit=settings.journal_limit)
+        for raw in await self.store.webhook_bodies():
+            self.webhooks.replay(raw, _DECODER.decode)
 
     async def close(self, app: web.Application) -> None:
         """Finish the commits under way and close the database (aiohttp ``on_cleanup``)."""
@@ -494,7 +497,12 @@ class Receiver:
         if answer.status != 200:
             raise _NotedAnswer(answer.status, answer.body, answer.reason, users=answer.users)
         entry = Entry(request.method, request.path, answer.users, len(raw), time.time())
-        await self._store().record(entry, answer.status, answer.reason)
+        applied = (
+            ()
+            if answer.body.get("duplicate")
+            else ((WEBHOOK_LOG, (answer.body["message_id"], raw)),)
+        )
+        await self._store().record(entry, answer.status, answer.reason, applied)
         return web.json_response(answer.body)
 
     # --- read-only views (no auth: a local test receiver) ---------------------------------------

@@ -78,12 +78,21 @@ CREATE TABLE IF NOT EXISTS journal (
     user_count INTEGER NOT NULL,
     body_size INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS webhook_log (
+    seq INTEGER PRIMARY KEY,
+    message_id TEXT NOT NULL,
+    body BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
-_TABLES = ("lists", "ops", "snapshot_members", "snapshot_traits", "journal", "counters")
+_TABLES = (
+    "lists", "ops", "snapshot_members", "snapshot_traits", "journal", "counters", "webhook_log"
+)  # fmt: skip
+# Each applied Cohort Webhook message, as received: replayed in order at startup.
+WEBHOOK_LOG = "INSERT INTO webhook_log(message_id, body) VALUES (?, ?)"
 # Earlier versions kept one row per membership and per trait; they are read once, then
 # compacted into the snapshot tables and dropped.
 _LEGACY = {
@@ -223,6 +232,11 @@ class PartnerLog:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    def webhook_bodies(self) -> list[bytes]:
+        """The applied webhook messages, in the order they were applied."""
+        rows = self._conn.execute("SELECT body FROM webhook_log ORDER BY seq")
+        return [bytes(body) for (body,) in rows]
 
     def load(self) -> PartnerState:
         """The state the database holds: snapshot, then the log folded in order.
@@ -426,9 +440,26 @@ class PartnerStore:
 
     # --- changes: each answered once committed ------------------------------------------------
 
-    async def record(self, entry: Entry, status: int | None, reason: str) -> None:
-        """Journal a request that changed nothing (rejected, faulted, throttled)."""
-        await self._submit(lambda group: self._journal(group, entry, status, reason))
+    async def record(
+        self,
+        entry: Entry,
+        status: int | None,
+        reason: str,
+        statements: Iterable[tuple[str, tuple[Any, ...]]] = (),
+    ) -> None:
+        """Journal a request that changed nothing here (rejected, faulted, throttled), or
+        whose change is kept elsewhere in memory and persisted by ``statements``."""
+
+        def change(group: _Group) -> None:
+            group.statements.extend(statements)
+            self._journal(group, entry, status, reason)
+
+        await self._submit(change)
+
+    async def webhook_bodies(self) -> list[bytes]:
+        """The applied webhook messages, in order (the receiver replays them at startup)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.log.webhook_bodies)
 
     async def create_list(self, name: str, entry: Entry) -> tuple[int, bool]:
         """The id of the list called ``name`` (created if new) and whether it was created.

@@ -13,7 +13,10 @@ and header strictly:
 
 Membership and properties are kept per cohort. A ``message_id`` seen before with the same
 body is acknowledged (200, ``"duplicate": true``) and not applied again; with a different
-body it is a 409, recorded in the webhook journal. The state is held in memory.
+body it is a 409, recorded in the webhook journal. The state is held in memory; each applied
+message is also logged, as received, to the partner store's SQLite database (``--db``) and
+replayed at startup (:meth:`WebhookState.replay`), so a restart keeps membership, properties
+and the message_ids seen. The webhook journal and its counters are not kept across restarts.
 """
 
 from __future__ import annotations
@@ -236,6 +239,10 @@ class WebhookState:
         verb = "entered" if message.in_cohort else "left"
         body = {"ok": True, "message_id": message.message_id, verb: changed, "size": len(members)}
         return 200, body, f"{len(message.users)} user(s) {verb}"
+
+    def replay(self, raw: bytes, decode: Callable[[str], Any]) -> None:
+        """Apply again a message logged when it was first applied (at startup)."""
+        self.apply(validate_webhook(decode(raw.decode("utf-8"))), raw)
 
     def view(self) -> dict[str, Any]:
         """Every cohort with its size, and the counters."""
