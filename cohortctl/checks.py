@@ -50,6 +50,7 @@ from cohortctl.mock import FlowMode, MockSpec, PreparedRequest, Step
 from cohortctl.outcomes import Outcome, describe_status
 from cohortctl.partner.destinations import REJECTS
 from cohortctl.partner.judging import judge_list_create, unclassified_statuses, user_field
+from cohortctl.partner.pacing import pacer_for
 from cohortctl.reports import CaseResult, Status
 from cohortctl.retry import server_wait
 from cohortctl.templates import Template
@@ -300,6 +301,7 @@ class Suite:
         self.trait_set: set[str] = set()  # users whose trait may be true
         self.accepted_outcomes: list[Outcome] = []
         self.met: list[Outcome] = []  # every answer, for the statuses no classification covers
+        self.pacer = pacer_for(destination.rate_limit)  # not for the burst: it tests throttling
         self.run = CheckRun(
             run_id=options.run_id,
             target=destination.scrub(redact_url(destination.base_url)),
@@ -327,6 +329,8 @@ class Suite:
         """Send once, and again after a 429 as Amplitude would (Retry-After, bounded)."""
         throttled: list[Outcome] = []
         while True:
+            if self.pacer is not None:
+                self.sleep(self.pacer.reserve())
             outcome = mock.send(self.client, self.destination, request, clock=self.clock)
             if outcome.status != 429 or len(throttled) >= THROTTLE_RETRIES:
                 break

@@ -46,6 +46,7 @@ from cohortctl.http.fast import Answer, FastTransport
 from cohortctl.http.proxy import proxy_for as proxy_for
 from cohortctl.http.redact import Redactor
 from cohortctl.http.redirects import redirect_note
+from cohortctl.partner.pacing import pacer_for
 from cohortctl.retry import (
     AMPLITUDE_SYNC_POLICY,
     RetryPolicy,
@@ -324,10 +325,12 @@ class Delivery:
         user_agent: str | None = None,
         redactor: Redactor | None = None,
         success: Collection[int] = (),
+        rate_limit: tuple[int, float] | None = None,
     ) -> None:
         if workers < 1:
             raise InputError("workers must be at least 1")
         self._success = frozenset(success)  # empty: any 2xx
+        self._pacer = pacer_for(rate_limit)
         self._batches: Iterator[Batch] = iter(batches)
         self._headers = dict(headers or {})
         self._timeout = timeout
@@ -454,6 +457,8 @@ class Delivery:
         attempt = 0
         while True:
             attempt += 1
+            if self._pacer is not None:
+                await self._sleep(self._pacer.reserve())
             started = clock()
             answer = await transport.send(batch.method, batch.url, batch.body)
             report.latencies.append(clock() - started)

@@ -165,6 +165,7 @@ class Destination:
     auth_header: str | None = None  # --auth header: the key's header (None: api_key, app_id)
     errors: tuple[ErrorClass, ...] = ()  # the Portal's error classifications
     max_body_bytes: int | None = None
+    rate_limit: tuple[int, float] | None = None  # at most N requests start per S seconds
 
     def __post_init__(self) -> None:
         if self.timeout <= 0:

@@ -35,6 +35,7 @@ from cohortctl.outcomes import (
     describe_status,
     names_unknown_list,
 )
+from cohortctl.partner.pacing import pacer_for
 from cohortctl.templates import Template
 
 Clock = Callable[[], float]
@@ -450,11 +451,14 @@ def run(
     list_id = spec.list_id
     results: list[Outcome] = []
     stop_reason: str | None = None
+    pacer = pacer_for(destination.rate_limit)
     for step in steps:
         for request in prepare(destination, step, spec, list_id):
             if stop_reason is not None:
                 results.append(skipped(destination, request, stop_reason))
                 continue
+            if pacer is not None:
+                time.sleep(pacer.reserve())
             outcome, text = _exchange(client, destination, request, expect=spec.expect, clock=clock)
             results.append(outcome)
             if step.call != payloads.LIST_CREATE or destination.no_list_id:

@@ -409,6 +409,7 @@ def _delivery_options(
     options: dict[str, Any] = {
         "headers": destination.request_headers(),
         "success": destination.success,
+        "rate_limit": destination.rate_limit,
         "workers": workers,
         "policy": settings.policy,
         "timeout": destination.timeout,

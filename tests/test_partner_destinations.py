@@ -11,6 +11,7 @@ from aiohttp import web
 from cohortctl import delivery
 from cohortctl.errors import InputError
 from cohortctl.partner import destinations
+from cohortctl.partner.pacing import Pacer
 from cohortctl.partner.sizing import fitted_batch_size
 from cohortctl.templates import Template, variables
 from tests.conftest import RunCli
@@ -187,3 +188,11 @@ def test_sync_and_mock_judge_by_the_success_statuses(
     assert result.exit_code == 1
     row = json.loads(result.stdout)["results"][0]
     assert row["ok"] is False and "not a success status" in row["meaning"]
+
+
+def test_pacer_lets_n_requests_start_per_window() -> None:
+    now = [0.0]
+    pacer = Pacer(3, 10, clock=lambda: now[0])
+    assert [pacer.reserve() for _ in range(7)] == [0, 0, 0, 10, 10, 10, 20]
+    now[0] = 35.0
+    assert pacer.reserve() == 0

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cohortctl.partner import destinations
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partners.fixtures import Receiver, write_ids
@@ -80,3 +81,26 @@ def test_broken_receivers_fail_the_right_cases(cli: RunCli, receiver: Receiver) 
     wrong = receiver(Statsig(PARTNER_KEY, segments={"seg1": set()}, ids_field="userIds").app)
     code, data = _check(cli, wrong.url)
     assert code == 1 and {"list-add accepted", "list-remove accepted"} <= _failed(data)
+
+
+def test_rate_limit_keeps_a_sync_under_the_receivers_limit(
+    cli: RunCli, receiver: Receiver, tmp_path: Path
+) -> None:
+    # The receiver allows 3 requests per 0.25 s; the file paces to 3 per 0.5 s.
+    statsig = Statsig(PARTNER_KEY, segments={"seg1": set()}, rate_limit=3, window_s=0.25)
+    server = receiver(statsig.app)
+    file = tmp_path / "statsig-fast.yaml"
+    text = destinations.builtin_text("statsig").replace(
+        "rate_limit: {requests: 10, seconds: 10}", "rate_limit: {requests: 3, seconds: 0.5}"
+    )
+    file.write_text(text, encoding="utf-8")
+    users = [f"user-{n}" for n in range(800)]
+    snapshot = write_ids(tmp_path / "cohort.txt", users)
+    result = cli(
+        "sync", str(snapshot), "--destination", str(file), "--url", server.url,
+        "--list-id", "seg1", "--batch-size", "100", "--cohort-name", "C", "--cohort-id", "c1",
+        "--state", str(tmp_path / "s.db"), env=ENV,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert statsig.segments["seg1"] == set(users)
+    assert statsig.throttled == 0 and statsig.requests == 8

@@ -37,6 +37,7 @@ auth: {type: basic}           # none | basic (key, optional secret) | bearer | h
 headers: {X-Team: growth}     # extra headers; values may use custom $variables
 batch_size: 1000              # users per request
 # max_body_bytes: 512000      # split batches to stay under this size
+# rate_limit: {requests: 12, seconds: 10}   # pace requests to the receiver's limit
 success: [200, 201, 202, 204] # default: any 2xx
 list_id_path: listId          # where the create answer holds the id; none: it holds none
 items: '"$user_id"'           # what each user becomes in $items ($user_id, $member)

@@ -238,6 +238,7 @@ def destination_from_options(
             success=file.success,
             errors=file.errors,
             max_body_bytes=file.max_body_bytes,
+            rate_limit=file.rate_limit,
             auth_header=file.auth_header if mode is file.auth else None,
         )
     if require_credentials:

@@ -36,6 +36,7 @@ METHODS = ("POST", "PUT", "PATCH", "DELETE")
 KEYS = (
     "name", "mode", "url", "auth", "headers", "batch_size", "max_body_bytes", "success",
     "list_id_path", "items", "variables", "calls", "errors", "rejects", "description",
+    "rate_limit",
 )  # fmt: skip
 # What `check` expects of the calls a receiver must refuse (null: the receiver has no such
 # answer, the case is skipped).
@@ -93,6 +94,7 @@ class DestinationFile:
     description: str | None = None
     webhook_path: str | None = None  # webhook mode: added to the url
     webhook_payload: str | None = None  # webhook mode: a FreeMarker template over `input`
+    rate_limit: tuple[int, float] | None = None  # at most N requests per S seconds
 
     # --- what commands take from it ----------------------------------------------------------
 
@@ -200,6 +202,11 @@ class DestinationFile:
             },
             "errors": [e.to_dict() for e in self.errors],
             "rejects": dict(self.rejects),
+            "rate_limit": (
+                {"requests": self.rate_limit[0], "seconds": self.rate_limit[1]}
+                if self.rate_limit
+                else None
+            ),
             "variables": self.variables_table(),
         }
 
@@ -330,6 +337,7 @@ class _Reader:
             errors=self.errors(data.get("errors")),
             rejects=self.rejects(data.get("rejects")),
             description=self.text(data, "description", "description"),
+            rate_limit=self.rate_limit(data.get("rate_limit")),
         )
         self.check_templates(result)
         if strict:
@@ -521,6 +529,18 @@ class _Reader:
                 raise self.fail(where, f"unknown key; known: {', '.join(REJECTS)}")
             found[key] = None if held is None else self.status(held, where)
         return found
+
+    def rate_limit(self, value: Any) -> tuple[int, float] | None:
+        if value is None:
+            return None
+        if not isinstance(value, dict) or set(value) != {"requests", "seconds"}:
+            raise self.fail("rate_limit", "must be {requests: N, seconds: S}")
+        requests, seconds = value["requests"], value["seconds"]
+        if isinstance(requests, bool) or not isinstance(requests, int) or requests < 1:
+            raise self.fail("rate_limit.requests", "must be a whole number of at least 1")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or seconds <= 0:
+            raise self.fail("rate_limit.seconds", "must be a number of seconds above 0")
+        return requests, float(seconds)
 
     def check_templates(self, result: DestinationFile) -> None:
         """Render every payload with sample values: a template that cannot give JSON fails."""
