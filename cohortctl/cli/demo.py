@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import shlex
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Annotated
 import click
 import typer
 import typer.main
+from rich.markup import escape
 
 from cohortctl import samples
 from cohortctl.cli.render import err
@@ -53,11 +56,46 @@ def _demo_ids_file(workdir: Path) -> Path:
     return fallback
 
 
+WIDTH = 80
+
+
+def command_lines(words: Sequence[str], *, prompt: str = "$ ") -> list[str]:
+    """A command as a user types it, broken with `` \\`` between words to fit 80 columns."""
+    lines: list[str] = []
+    current = prompt
+    for number, word in enumerate(shlex.quote(w) for w in words):
+        candidate = current + word if number == 0 else f"{current} {word}"
+        if len(candidate) > WIDTH - 2 and number > 0:
+            lines.append(current + " \\")
+            current = "    " + word
+        else:
+            current = candidate
+    return [*lines, current]
+
+
+CLOSING = """
+Try it yourself: start the servers with keys you choose, then run the commands.
+
+  export AMPLITUDE_API_KEY=local-key AMPLITUDE_SECRET_KEY=local-secret
+  cohortctl serve amplitude --port 8600 &
+  cohortctl upload sample_payloads/ids.csv --name Demo --app-id 1 \\
+      --owner me@example.com --base-url http://127.0.0.1:8600
+  cohortctl cohorts list --base-url http://127.0.0.1:8600
+
+  export COHORTCTL_PARTNER_API_KEY=local-partner-key
+  cohortctl serve partner --port 8080 &
+  cohortctl mock flow --mode both --url http://127.0.0.1:8080 -v
+
+Stop the servers with: kill %1 %2"""
+
+
 def _run(args: Sequence[str]) -> int:
     """Run one cohortctl command in-process, echoing it first as a user would type it."""
     from cohortctl.cli import app  # the root app imports this module
 
-    err.print(f"\n[bold]$ cohortctl {shlex.join(args)}[/]")
+    err.print()
+    for line in command_lines(["cohortctl", *args]):
+        err.print(f"[bold]{escape(line)}[/]")
     command = typer.main.get_command(app)
     try:
         result = command.main(list(args), prog_name="cohortctl", standalone_mode=False)
@@ -91,7 +129,8 @@ def demo(
     from cohortctl.servers.partner import create_app as partner_app
 
     failures: list[str] = []
-    with ExitStack() as stack:
+    # One stream, in order: the steps' diagnostics go where their tables go.
+    with contextlib.redirect_stderr(sys.stdout), ExitStack() as stack:
         workdir = Path(stack.enter_context(_tempdir()))
         if side in ("customer", "both"):
             api_key, secret_key = secrets.token_hex(12), secrets.token_hex(16)
@@ -125,9 +164,10 @@ def demo(
                     ]  # fmt: skip
                     if _run(step) != 0:
                         failures.append(f"mock flow --mode {mode}")
-    if failures:
-        raise CheckFailed(f"demo steps failed: {', '.join(failures)}")
-    err.print("\n[bold green]demo complete:[/] every step succeeded; servers stopped.")
+        if failures:
+            raise CheckFailed(f"demo steps failed: {', '.join(failures)}")
+        err.print("\n[bold green]demo complete:[/] every step succeeded; its servers stop now.")
+        err.print(escape(CLOSING), highlight=False)
 
 
 @contextmanager

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 from rich.text import Text
@@ -164,17 +165,17 @@ def _render_results(
                 for cell in (
                     _call_label(o),
                     o.method,
-                    o.url,
+                    urlsplit(o.url).path or o.url,
                     o.extra.get("ids") or "",
                     _status_cell(o),
                     o.meaning,
                     f"{o.latency_ms:.0f}" if not o.extra.get("skipped") else "",
-                    body_excerpt(o.body, 80),
+                    body_excerpt(o.body, 60),
                 )
             )
             for o in results
         ]
-        out.print(table(["call", "method", "url", "ids", "status", "meaning", "ms", "body"], rows))
+        out.print(table(["call", "method", "path", "ids", "status", "meaning", "ms", "body"], rows))
     sent = [o for o in results if not o.extra.get("skipped")]
     good = sum(1 for o in sent if o.extra.get("passed"))
     skipped = len(results) - len(sent)
