@@ -207,3 +207,35 @@ def test_a_webhook_destination_file(
     six = tmp_path / "six.yaml"
     six.write_text("name: s\nmode: webhook\nheaders: {A: 1, B: 2, C: 3, D: 4, E: 5, F: 6}\n")
     assert "at most 5" in cli("destination", "validate", str(six)).output
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--api-key", "pk-flag-secret-77"), ("--secret", "sk-flag-secret-77"), ("--auth", "bearer")],
+)
+def test_partner_auth_flags_are_refused_in_webhook_mode(
+    cli: RunCli, tmp_path: Path, flag: str, value: str
+) -> None:
+    snapshot = _write(tmp_path / "c.csv", {"a": {"plan": "x", "seats": "1"}})
+    url = ("--url", "http://127.0.0.1:9/webhook")
+    for command in (
+        ("sync", str(snapshot), *url, *COHORT, "--dry-run"),
+        ("check", *url, "--mode", "webhook"),
+        ("mock", "flow", *url, "--mode", "webhook", "--id", "a", "--dry-run"),
+    ):
+        result = cli(*command, flag, value)
+        assert result.exit_code == 2, (command, result.output)
+        assert f"{flag} is not used in webhook mode" in result.output
+        assert "--header" in result.output and value not in result.output
+
+
+def test_partner_credentials_from_the_environment_are_ignored_in_webhook_mode(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    monkeypatch.setenv("COHORTCTL_PARTNER_API_KEY", "pk-env-secret-88")
+    monkeypatch.setenv("COHORTCTL_PARTNER_AUTH", "bearer")
+    server = partner_server_factory(webhook_headers=(("X-Hook", HOOK),))
+    snapshot = _write(tmp_path / "c.csv", {"a": {"plan": "x", "seats": "1"}})
+    assert _sync(cli, snapshot, server.url)["cohorts"][0]["entered"] == 1
+    assert _cohort(server.url)["members"] == ["a"]

@@ -263,6 +263,7 @@ def check(
         from cohortctl.partner.webhooks import conformance
         from cohortctl.partner.webhooks.messages import make_webhook_client
 
+        wh.refuse_partner_auth(api_key=api_key, auth=auth, secret=secret, app_id=app_id)
         webhook_dest = wh.webhook_destination(
             cfg,
             url=url,

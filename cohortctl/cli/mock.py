@@ -447,6 +447,7 @@ def flow(
     if resolved_mode is mock.FlowMode.webhook:
         from cohortctl.cli import mock_webhook
 
+        wh.refuse_partner_auth(api_key=api_key, auth=auth, secret=secret, app_id=app_id)
         destination = wh.webhook_destination(
             cfg,
             url=url,

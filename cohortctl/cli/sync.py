@@ -426,6 +426,7 @@ def sync(
         from cohortctl.cli import sync_webhook
         from cohortctl.sync.webhook import WebhookSync
 
+        wh.refuse_partner_auth(api_key=api_key, auth=auth, secret=secret, app_id=app_id)
         spec = WebhookSync(
             wh.webhook_destination(
                 cfg,

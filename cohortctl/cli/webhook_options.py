@@ -57,6 +57,18 @@ TypedProperties = Annotated[
 ]
 
 
+def refuse_partner_auth(**flags: object) -> None:
+    """Refuse partner credentials given as flags in webhook mode (an input error naming the
+    first); the same settings from the environment or a profile are ignored quietly."""
+    for name, value in flags.items():
+        if value is not None:
+            option = "--" + name.replace("_", "-")
+            raise InputError(
+                f"{option} is not used in webhook mode: a webhook's only auth is "
+                "--header NAME:VALUE (at most 5)"
+            )
+
+
 def selection(names: list[str] | None, everything: bool, typed: bool) -> PropertySelection:
     """The ``--property``/``--all-properties``/``--typed-properties`` choice."""
     return PropertySelection(tuple(n.strip() for n in names or [] if n.strip()), everything, typed)
