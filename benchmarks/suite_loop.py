@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -65,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print the tally as JSON")
     parser.add_argument("pytest_args", nargs="*", help="passed to pytest (tests, -k ...)")
     args = parser.parse_args(argv)
+    # Started in the background by a shell, this process may ignore SIGINT, and the runs would
+    # inherit that: the tests that press Ctrl-C on a child would then fail for nothing.
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
     load_before = os.getloadavg()
     tally: dict[str, Counter[str]] = {}
