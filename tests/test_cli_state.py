@@ -167,3 +167,20 @@ def test_a_killed_run_shows_as_unfinished(cli: RunCli, tmp_path: Path) -> None:
     listed = cli("state", "list", "--state", str(state), "--output", "json")
     (entry,) = json.loads(listed.stdout)["entries"]
     assert entry["last_run"]["status"] == "unfinished"
+
+
+def test_a_killed_run_stays_unfinished_after_later_runs(cli: RunCli, tmp_path: Path) -> None:
+    from cohortctl.syncstate import Diff
+
+    state = tmp_path / "state.sqlite"
+    key = destination_key("http://127.0.0.1:9", "list", "c9")
+    with SyncState.open(state, key) as opened:
+        opened.start_run(Diff(entered=["a"], left=[]))  # killed: never finished
+        later = opened.start_run(Diff(entered=["a"], left=[]))
+        opened.finish_run(later, status="ok", added=1, removed=0, failed=0)
+    shown = cli(
+        "state", "show", "--state", str(state), "--url", "http://127.0.0.1:9",
+        "--cohort-id", "c9", "--output", "json",
+    )
+    assert shown.exit_code == 0, shown.output
+    assert [run["status"] for run in json.loads(shown.stdout)["runs"]] == ["unfinished", "ok"]

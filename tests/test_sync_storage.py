@@ -243,3 +243,34 @@ def test_unreadable_state_is_one_line(cli: RunCli, tmp_path: Path) -> None:
     snapshot = write_ids(tmp_path / "cohort.txt", users(0, 10))
     result = sync(cli, snapshot, "http://127.0.0.1:1", state)
     assert result.exit_code == 2 and "Permission denied" in result.stderr
+
+
+def test_garbage_anywhere_in_a_file_left_by_a_real_sync(
+    cli: RunCli, tmp_path: Path, partner_server: BackgroundServer
+) -> None:
+    """A first sync at the default batch size leaves the state as a user's would be.
+
+    Its planned batches were dropped after the run: the pages they freed must not be where
+    garbage goes unnoticed, and damage inside the member blobs (which ``quick_check`` does
+    not read) is found too. Every refusal is one line on stderr and nothing else.
+    """
+    state = tmp_path / "state.sqlite"
+    snapshot = write_ids(tmp_path / "cohort.txt", users(0, 20_000))
+    first = sync(cli, snapshot, partner_server.url, state)
+    assert first.exit_code == 0, first.output
+    data = state.read_bytes()
+    sent = len(server_journal(partner_server))
+    for tenth in range(1, 10):
+        damaged = tmp_path / f"damaged-{tenth}.sqlite"
+        offset = len(data) * tenth // 10
+        garbage = random.Random(tenth).randbytes(20_000)
+        damaged.write_bytes(data[:offset] + garbage + data[offset + len(garbage) :])
+        result = sync(cli, snapshot, partner_server.url, damaged)
+        assert result.exit_code == 2, (tenth, result.output)
+        assert result.stdout == ""
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1, (tenth, result.stderr)
+        assert str(damaged) in lines[0] and "damaged" in lines[0], lines[0]
+        checked = cli("state", "check", "--state", str(damaged))
+        assert checked.exit_code == 2 and len(checked.stderr.strip().splitlines()) == 1
+    assert len(server_journal(partner_server)) == sent

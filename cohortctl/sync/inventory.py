@@ -108,9 +108,12 @@ def _runs(conn: sqlite3.Connection, dest: int, *, running: bool) -> list[RunReco
     runs = [
         RunRecord(r[0], r[1], r[2], r[3], bool(r[4]), r[5], r[6], r[7], r[8], r[9]) for r in rows
     ]
-    if runs and runs[-1].status == "running" and not running:
-        runs[-1] = replace(runs[-1], status=UNFINISHED)
-    return runs
+    # Only the newest run can be live (one sync per destination at a time).
+    live = len(runs) - 1 if running else -1
+    return [
+        replace(run, status=UNFINISHED) if run.status == "running" and at != live else run
+        for at, run in enumerate(runs)
+    ]
 
 
 def _members(conn: sqlite3.Connection, dest: int) -> set[str] | int:

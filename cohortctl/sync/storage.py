@@ -17,6 +17,7 @@ A cohortctl state file is an SQLite database whose header carries
 from __future__ import annotations
 
 import contextlib
+import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -127,6 +128,7 @@ def _tune(conn: sqlite3.Connection) -> None:
 
 COMPACT_MIN_FREE = 64  # pages
 COMPACT_FREE_SHARE = 8  # compact when more than 1/8 of the pages are free
+COMPACT_ALWAYS_PAGES = 4096  # files up to 64 MiB (16 KiB pages): compact any free page
 
 
 def compact(conn: sqlite3.Connection) -> bool:
@@ -139,7 +141,11 @@ def compact(conn: sqlite3.Connection) -> bool:
     """
     (free,) = conn.execute("PRAGMA freelist_count").fetchone()
     (pages,) = conn.execute("PRAGMA page_count").fetchone()
-    if free < COMPACT_MIN_FREE or free * COMPACT_FREE_SHARE < pages:
+    if not free:
+        return False
+    if pages > COMPACT_ALWAYS_PAGES and (
+        free < COMPACT_MIN_FREE or free * COMPACT_FREE_SHARE < pages
+    ):
         return False
     try:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the WAL's space, for VACUUM's copy
@@ -260,10 +266,52 @@ def _prepare(conn: sqlite3.Connection, path: Path, *, create: bool, quick_check:
     if quick_check:
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
-            raise StateFileError(path, f"damaged (quick_check: {problems[0]}); {MOVE_AWAY}")
+            raise StateFileError(path, f"damaged (quick_check: {_one_line(problems)}); {MOVE_AWAY}")
     _tune(conn)
     if app_id == 0 or version < SCHEMA_VERSION:
         _migrate(conn, version if app_id else 0)
+    if quick_check:
+        _check_blobs(conn, path)
+
+
+def _one_line(problems: list[str]) -> str:
+    """quick_check's answer (several lines, each maybe several) as one short line."""
+    lines = [line.strip() for text in problems for line in text.splitlines()]
+    found = [line for line in lines if line and not line.startswith("***")]
+    text = "; ".join(found[:2]) or "not ok"
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+_CONTROL = re.compile(rb"[\x00-\x09\x0b-\x1f]")
+
+
+def _check_blobs(conn: sqlite3.Connection, path: Path) -> None:
+    """Every stored id list holds as many ids as its row says, valid UTF-8 without controls.
+
+    ``quick_check`` does not read the content of overflow pages, where the big id lists
+    live: garbage written there would otherwise become ids nobody sent.
+    """
+    for table in ("segments", "journal", "planned"):
+        planned = ", planned" if table == "journal" else ", NULL"
+        rows = conn.execute(f"SELECT rowid, n, CAST(ids AS BLOB){planned} FROM {table}")
+        for rowid, n, blob, part in rows:
+            blob = bytes(blob or b"")
+            if part is not None:
+                ok = not blob  # a confirmed planned batch: its ids live in ``planned``
+            elif not blob:
+                ok = n == 0
+            else:
+                ok = blob.count(b"\n") + 1 == n and _CONTROL.search(blob) is None
+                if ok:
+                    try:
+                        blob.decode("utf-8")
+                    except UnicodeDecodeError:
+                        ok = False
+            if not ok:
+                raise StateFileError(
+                    path, f"damaged (the ids of {table} row {rowid} are not what was stored); "
+                    f"{MOVE_AWAY}"
+                )
 
 
 @contextlib.contextmanager
