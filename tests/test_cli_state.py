@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync import lock
 from cohortctl.sync.state import SyncState, destination_key
@@ -184,3 +186,20 @@ def test_a_killed_run_stays_unfinished_after_later_runs(cli: RunCli, tmp_path: P
     )
     assert shown.exit_code == 0, shown.output
     assert [run["status"] for run in json.loads(shown.stdout)["runs"]] == ["unfinished", "ok"]
+
+
+def test_export_to_stdout(cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``-o -`` writes the ids to stdout, as ``cohorts download -o -`` does (no file named -)."""
+    monkeypatch.chdir(tmp_path)
+    state = tmp_path / "state.sqlite"
+    key = destination_key("http://127.0.0.1:9", "list", "c9")
+    with SyncState.open(state, key) as opened:
+        opened.confirm_added(["u1", "u2", "u3"])
+    where = ["--state", str(state), "--url", "http://127.0.0.1:9", "--cohort-id", "c9"]
+    result = cli("state", "export", *where, "-o", "-")
+    assert result.exit_code == 0, result.output
+    assert sorted(result.stdout.split()) == ["u1", "u2", "u3"]
+    assert not (tmp_path / "-").exists()
+    as_json = cli("state", "export", *where, "-o", "-", "--output", "json")
+    assert sorted(as_json.stdout.split()) == ["u1", "u2", "u3"]
+    assert json.loads(as_json.stderr)["written"] == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -143,7 +145,8 @@ def export(
         typer.Option(
             "--out",
             "-o",
-            help="File to write the user ids to, one per line (replaced when complete).",
+            help="File to write the user ids to, one per line (replaced when complete);"
+            " - for stdout.",
             dir_okay=False,
             show_default=False,
         ),
@@ -155,9 +158,16 @@ def export(
     """Write the user ids the partner is believed to hold (what a sync compares against)."""
     path = _path(state)
     entry = inventory.find(path, url, cohort_id, mode)
-    count = inventory.export(path, entry, out_file)
+    to_stdout = str(out_file) == "-"
+    count = inventory.export(path, entry, sys.stdout if to_stdout else out_file)
+    if to_stdout:
+        sys.stdout.flush()
     if output is OutputFormat.json:
-        print_json({**entry.to_dict(), "file": str(out_file), "written": count})
+        data = {**entry.to_dict(), "file": str(out_file), "written": count}
+        if to_stdout:  # stdout holds the ids
+            sys.stderr.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+        else:
+            print_json(data)
         return
     err.print(escape(f"wrote {count:,} user ids to {out_file}"))
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from cohortctl.errors import InputError
 from cohortctl.files import write_atomically
@@ -223,23 +223,31 @@ def find(path: Path, url: str, cohort_id: str, mode: str | None = None) -> Entry
     return matches[0]
 
 
-def export(path: Path, entry: Entry, dest: Path) -> int:
-    """Write the user ids the partner is believed to hold to ``dest``, one per line."""
+def export(path: Path, entry: Entry, dest: Path | TextIO) -> int:
+    """Write the user ids the partner is believed to hold to ``dest``, one per line.
+
+    ``dest`` is a file (replaced only once complete) or an open text stream (stdout).
+    """
     conn = _open(path)
     try:
         (dest_id,) = conn.execute(
             "SELECT id FROM destinations WHERE key = ?", (entry.key,)
         ).fetchone()
 
-        def write(tmp: Path) -> int:
+        def write_to(handle: TextIO) -> int:
             count = 0
-            with tmp.open("w", encoding="utf-8") as handle:
-                for user_id in _member_ids(conn, dest_id):
-                    handle.write(user_id)
-                    handle.write("\n")
-                    count += 1
+            for user_id in _member_ids(conn, dest_id):
+                handle.write(user_id)
+                handle.write("\n")
+                count += 1
             return count
 
+        def write(tmp: Path) -> int:
+            with tmp.open("w", encoding="utf-8") as handle:
+                return write_to(handle)
+
+        if not isinstance(dest, Path):
+            return write_to(dest)
         return write_atomically(dest, write, what="export")
     except sqlite3.Error as exc:
         raise storage.state_error(path, exc) from None
