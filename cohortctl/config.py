@@ -215,10 +215,10 @@ def _warn_if_readable_by_others(path: Path, profiles: Mapping[str, Any]) -> None
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.exists():
-        return {}
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read config file: {exc}") from None
     except yaml.YAMLError as exc:

@@ -91,3 +91,36 @@ def test_config_with_keys_readable_by_others_warns(cli, isolated_env: Path) -> N
     isolated_env.chmod(0o600)
     private = cli("config", "show", credentials=False)
     assert "chmod 600" not in private.stderr
+
+
+def test_config_in_a_directory_the_user_cannot_enter(tmp_path: Path) -> None:
+    """A config path behind a directory without permission: one line and exit 2 (real process).
+
+    Runs the CLI as an unprivileged user (root reads everything), so it needs root and setpriv.
+    """
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv to run the CLI as a user without access")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    (locked / "config.yaml").write_text("profiles: {}\n", encoding="utf-8")
+    locked.chmod(0o700)
+    tmp_path.chmod(0o755)
+    script = "import sys; from cohortctl.cli import main; sys.exit(main())"
+    env = {"PATH": os.environ.get("PATH", ""), "COHORTCTL_CONFIG": str(locked / "config.yaml")}
+    done = subprocess.run(
+        [setpriv, "--reuid", "65534", "--regid", "65534", "--clear-groups",
+         sys.executable, "-c", script, "config", "show"],
+        capture_output=True, text=True, timeout=60, env=env, cwd="/",
+    )
+    if "Permission denied" in done.stderr and "python" in done.stderr.split(":")[0]:
+        pytest.skip("the unprivileged user cannot run this Python")
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and str(locked / "config.yaml") in lines[0], done.stderr
