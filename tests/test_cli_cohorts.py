@@ -157,3 +157,28 @@ def test_download_prop_keys_each_sent_as_a_parameter(cli, amplitude_server, tmp_
     rows = list(csv.reader(dest.read_text(encoding="utf-8").splitlines()))
     assert rows[0] == ["amplitude_id", "user_id", "plan", "seats"]
     assert rows[1][1:] == ["alice", "pro", "2"]
+
+
+def test_download_to_a_full_stdout(cli, amplitude_server, tmp_path: Path) -> None:
+    """``-o -`` into a full device (a real process, stdout on /dev/full): one line, exit 2."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.credentials import API_KEY, SECRET_KEY
+
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this machine")
+    cohort_id = make_cohort(cli, amplitude_server, tmp_path, [f"u{i}" for i in range(5000)])
+    env = {**os.environ, "AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY}
+    script = "import sys; from cohortctl.cli import main; sys.exit(main())"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", script, "cohorts", "download", cohort_id, "-o", "-",
+             "--base-url", amplitude_server.url],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "standard output" in errors[0], done.stderr

@@ -203,3 +203,23 @@ def test_export_to_stdout(cli: RunCli, tmp_path: Path, monkeypatch: pytest.Monke
     as_json = cli("state", "export", *where, "-o", "-", "--output", "json")
     assert sorted(as_json.stdout.split()) == ["u1", "u2", "u3"]
     assert json.loads(as_json.stderr)["written"] == 3
+
+
+def test_export_to_a_full_stdout(tmp_path: Path) -> None:
+    """``state export -o -`` into a full device (a real process): one line, exit 2."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this machine")
+    state = tmp_path / "state.sqlite"
+    key = destination_key("http://127.0.0.1:9", "list", "c9")
+    with SyncState.open(state, key) as opened:
+        opened.confirm_added([f"user-{i}" for i in range(50_000)])
+    script = "import sys; from cohortctl.cli import main; sys.exit(main())"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-c", script, "state", "export", "--state", str(state),
+             "--url", "http://127.0.0.1:9", "--cohort-id", "c9", "-o", "-"],
+            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "standard output" in lines[0], done.stderr

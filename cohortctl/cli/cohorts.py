@@ -26,7 +26,15 @@ from cohortctl.cli.options import (
     Output,
     Verbose,
 )
-from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
+from cohortctl.cli.render import (
+    OutputFormat,
+    err,
+    key_values,
+    out,
+    print_json,
+    table,
+    writing_stdout,
+)
 from cohortctl.customer.cohorts import find_cohort
 from cohortctl.customer.export import download_cohort
 from cohortctl.durations import parse_duration
@@ -249,9 +257,9 @@ def download(
             request_id=request_id,
         )
         if to_stdout:
-            with open(result.path, "rb") as members:
+            with open(result.path, "rb") as members, writing_stdout():
                 shutil.copyfileobj(members, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
+                sys.stdout.buffer.flush()
             result = dataclasses.replace(result, path="-")
     summary = err if to_stdout else out
     if output is OutputFormat.json:

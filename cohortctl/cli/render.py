@@ -6,9 +6,11 @@ also work under ``CliRunner``. ``NO_COLOR`` and non-TTY output are honoured by r
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
 from typing import Any
 
@@ -29,6 +31,22 @@ class OutputFormat(str, Enum):
 
     table = "table"
     json = "json"
+
+
+@contextlib.contextmanager
+def writing_stdout() -> Iterator[None]:
+    """Data written to stdout inside: an OS error (a full disk behind it) is one line, exit 2.
+
+    A closed pipe (``| head``) is left to the CLI, which ends quietly.
+    """
+    try:
+        yield
+    except BrokenPipeError:
+        raise
+    except OSError as exc:
+        if exc.errno == errno.EPIPE:
+            raise
+        raise FileWriteError("output", "to standard output", exc.strerror or str(exc)) from None
 
 
 def print_json(data: Any) -> None:

@@ -10,7 +10,15 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
+from cohortctl.cli.render import (
+    OutputFormat,
+    err,
+    key_values,
+    out,
+    print_json,
+    table,
+    writing_stdout,
+)
 from cohortctl.errors import StateFileError
 from cohortctl.sync import inventory
 from cohortctl.sync.state import default_state_path
@@ -159,9 +167,12 @@ def export(
     path = _path(state)
     entry = inventory.find(path, url, cohort_id, mode)
     to_stdout = str(out_file) == "-"
-    count = inventory.export(path, entry, sys.stdout if to_stdout else out_file)
     if to_stdout:
-        sys.stdout.flush()
+        with writing_stdout():
+            count = inventory.export(path, entry, sys.stdout)
+            sys.stdout.flush()
+    else:
+        count = inventory.export(path, entry, out_file)
     if output is OutputFormat.json:
         data = {**entry.to_dict(), "file": str(out_file), "written": count}
         if to_stdout:  # stdout holds the ids
