@@ -223,3 +223,23 @@ def test_export_to_a_full_stdout(tmp_path: Path) -> None:
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "standard output" in lines[0], done.stderr
+
+
+def test_tables_to_a_full_stdout(tmp_path: Path) -> None:
+    """A table or line for people into a full device (a real process): one line, exit 2."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this machine")
+    state = tmp_path / "state.sqlite"
+    key = destination_key("http://127.0.0.1:9", "list", "c9")
+    with SyncState.open(state, key) as opened:
+        opened.confirm_added(["a", "b"])
+    script = "import sys; from cohortctl.cli import main; sys.exit(main())"
+    for command in ("list", "check"):
+        with open("/dev/full", "w") as full:
+            done = subprocess.run(
+                [sys.executable, "-c", script, "state", command, "--state", str(state)],
+                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
+            )  # fmt: skip
+        assert done.returncode == 2, (command, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "standard output" in lines[0], (command, done.stderr)

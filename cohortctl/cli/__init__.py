@@ -140,6 +140,29 @@ class CohortctlGroup(TyperGroup):
         except BrokenPipeError:
             _quiet_broken_pipe()
             raise click.exceptions.Exit(int(ExitCode.OK)) from None
+        except OSError as error:
+            if not _raised_by_stdout_console(error):
+                raise
+            from cohortctl.errors import FileWriteError
+            from cohortctl.render import report_error
+
+            reason = error.strerror or str(error)
+            report_error(FileWriteError("output", "to standard output", reason))
+            _quiet_broken_pipe()
+            raise click.exceptions.Exit(int(ExitCode.USAGE)) from None
+
+
+def _raised_by_stdout_console(error: OSError) -> bool:
+    """Whether ``error`` came from writing a table or line to stdout (a full disk behind it)."""
+    if error.errno == errno.EPIPE or "cohortctl.render" not in sys.modules:
+        return False
+    stdout_console = sys.modules["cohortctl.render"].out
+    frame = error.__traceback__
+    while frame is not None:
+        if frame.tb_frame.f_locals.get("self") is stdout_console:
+            return True
+        frame = frame.tb_next
+    return False
 
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
