@@ -131,6 +131,8 @@ def test_forget_while_a_sync_holds_the_cohort_exits_3(tmp_path: Path) -> None:
         )  # fmt: skip
         assert proc.returncode == 3, proc.stderr
         assert "busy" in proc.stderr
+        assert "--lock-timeout" not in proc.stderr  # forget has no such option
+        assert len(proc.stderr.strip().splitlines()) == 1
         # A run recorded as running by a live holder shows as running.
     with SyncState.open(state, key) as opened:
         assert opened.member_count() == 3

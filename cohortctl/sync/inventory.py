@@ -260,7 +260,9 @@ def forget(path: Path, entry: Entry) -> None:
 
     Takes the entry's sync lock first: a sync running on it makes this :class:`Busy`.
     """
-    with lock.acquire(path, entry.key, what=f"cohort {entry.cohort_id}"):
+    with lock.acquire(
+        path, entry.key, what=f"cohort {entry.cohort_id}", hint="forget it once that sync ends"
+    ):
         conn = _open(path)
         try:
             conn.execute("BEGIN IMMEDIATE")

@@ -140,12 +140,13 @@ def acquire(
     *,
     timeout: float = 0.0,
     what: str = "",
+    hint: str = "--lock-timeout DURATION waits for it",
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], object] = time.sleep,
 ) -> SyncLock:
     """Take the lock of ``key``, waiting up to ``timeout`` seconds; :class:`Busy` otherwise.
 
-    ``what`` names the destination and cohort in the message.
+    ``what`` names the destination and cohort in the message, ``hint`` what to do.
     """
     path = lock_path(state_path, key)
     try:
@@ -168,8 +169,7 @@ def acquire(
                 waited = f" after waiting {timeout:g}s" if timeout > 0 else ""
                 subject = f" of {what}" if what else ""
                 raise Busy(
-                    f"busy: another sync{subject} holds {state_path}{waited}: {who} "
-                    "(--lock-timeout DURATION waits for it)"
+                    f"busy: another sync{subject} holds {state_path}{waited}: {who} ({hint})"
                 )
             sleep(min(POLL_INTERVAL, max(0.0, deadline - clock())))
         handle.seek(0)
