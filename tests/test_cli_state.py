@@ -174,7 +174,7 @@ def test_a_killed_run_shows_as_unfinished(cli: RunCli, tmp_path: Path) -> None:
 
 
 def test_a_killed_run_stays_unfinished_after_later_runs(cli: RunCli, tmp_path: Path) -> None:
-    from cohortctl.syncstate import Diff
+    from cohortctl.sync.state import Diff
 
     state = tmp_path / "state.sqlite"
     key = destination_key("http://127.0.0.1:9", "list", "c9")

@@ -143,8 +143,8 @@ class CohortctlGroup(TyperGroup):
         except OSError as error:
             if not _raised_by_stdout_console(error):
                 raise
+            from cohortctl.cli.render import report_error
             from cohortctl.errors import FileWriteError
-            from cohortctl.render import report_error
 
             reason = error.strerror or str(error)
             report_error(FileWriteError("output", "to standard output", reason))
@@ -154,9 +154,9 @@ class CohortctlGroup(TyperGroup):
 
 def _raised_by_stdout_console(error: OSError) -> bool:
     """Whether ``error`` came from writing a table or line to stdout (a full disk behind it)."""
-    if error.errno == errno.EPIPE or "cohortctl.render" not in sys.modules:
+    if error.errno == errno.EPIPE or "cohortctl.cli.render" not in sys.modules:
         return False
-    stdout_console = sys.modules["cohortctl.render"].out
+    stdout_console = sys.modules["cohortctl.cli.render"].out
     frame = error.__traceback__
     while frame is not None:
         if frame.tb_frame.f_locals.get("self") is stdout_console:
