@@ -225,3 +225,31 @@ def test_json_to_a_full_filesystem(tmpfs: Mount, tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "cannot write" in proc.stderr and "No space left on device" in proc.stderr
+
+
+def test_state_commands_read_a_state_on_a_read_only_filesystem(
+    cli: RunCli, tmpfs: Mount, tmp_path: Path, partner_server: BackgroundServer
+) -> None:
+    """list, show, export and check only read: a read-only disk (a backup) is no obstacle."""
+    disk = tmpfs("16m")
+    state = disk / "state.sqlite"
+    snapshot = tmp_path / "cohort.txt"
+    snapshot.write_text("\n".join(users(0, 2000)) + "\n", encoding="utf-8")
+    args = ["sync", str(snapshot), "--url", partner_server.url, *COHORT, "--state", str(state)]
+    assert cli(*args, env=ENV).exit_code == 0
+    read_only(disk)
+    where = ["--state", str(state), "--url", partner_server.url, "--cohort-id", "c7"]
+    listed = cli("state", "list", "--state", str(state), "--output", "json")
+    assert listed.exit_code == 0, listed.output
+    (entry,) = json.loads(listed.stdout)["entries"]
+    assert entry["members"] == 2000 and entry["cohort_id"] == "c7"
+    shown = cli("state", "show", *where, "--output", "json")
+    assert shown.exit_code == 0 and json.loads(shown.stdout)["members"] == 2000, shown.output
+    held = tmp_path / "held.txt"
+    exported = cli("state", "export", *where, "-o", str(held))
+    assert exported.exit_code == 0, exported.output
+    assert sorted(held.read_text().split()) == users(0, 2000)
+    checked = cli("state", "check", "--state", str(state))
+    assert checked.exit_code == 0, checked.output
+    forgot = cli("state", "forget", *where)
+    assert forgot.exit_code == 2 and str(state) in one_line(forgot.stderr)

@@ -96,7 +96,7 @@ class Entry:
 
 
 def _open(path: Path) -> sqlite3.Connection:
-    return storage.connect(path, create=False)
+    return storage.connect(path, create=False, readable=True)
 
 
 def _runs(conn: sqlite3.Connection, dest: int, *, running: bool) -> list[RunRecord]:
@@ -307,7 +307,7 @@ def check(path: Path) -> CheckResult:
 
     A missing file fails too: ``state check`` is asked about a file that should exist.
     """
-    conn = storage.connect(path, create=False, quick_check=True)
+    conn = storage.connect(path, create=False, quick_check=True, readable=True)
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()
         (count,) = conn.execute("SELECT COUNT(*) FROM destinations").fetchone()

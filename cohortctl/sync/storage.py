@@ -17,8 +17,10 @@ A cohortctl state file is an SQLite database whose header carries
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import sqlite3
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -167,13 +169,33 @@ def raw_connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def connect(path: Path, *, create: bool = True, quick_check: bool = False) -> sqlite3.Connection:
+def connect(
+    path: Path, *, create: bool = True, quick_check: bool = False, readable: bool = False
+) -> sqlite3.Connection:
     """Open the state file ``path``, checked and migrated; create it when missing or empty.
 
     Raises :class:`StateFileError` for every file that is not usable state (see the module
     docstring); ``quick_check`` also runs SQLite's ``PRAGMA quick_check`` over the whole file.
-    With ``create`` false a missing file is an error, not new state.
+    With ``create`` false a missing file is an error, not new state. With ``readable`` (only
+    reading wanted), a file on a read-only disk or in a directory we cannot write is opened
+    read-only, as it is (nothing migrated), instead of refused.
     """
+    try:
+        return _connect(path, create=create, quick_check=quick_check)
+    except StateFileError:
+        if not readable or not path.is_file() or _writable(path):
+            raise
+    return _connect(path, create=False, quick_check=quick_check, read_only=True)
+
+
+def _writable(path: Path) -> bool:
+    """Whether SQLite can write ``path`` and its journal files next to it."""
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _connect(
+    path: Path, *, create: bool, quick_check: bool, read_only: bool = False
+) -> sqlite3.Connection:
     try:
         size = path.stat().st_size
     except FileNotFoundError:
@@ -189,12 +211,21 @@ def connect(path: Path, *, create: bool = True, quick_check: bool = False) -> sq
             path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise state_error(path, exc) from None
+    # Nobody can write a file on a read-only disk, so SQLite may read it as immutable (it
+    # cannot create the WAL index next to it otherwise).
+    where = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro&immutable=1"
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=60.0)
+        conn = sqlite3.connect(
+            where if read_only else path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=60.0,
+            uri=read_only,
+        )
     except sqlite3.Error as exc:
         raise state_error(path, exc) from None
     try:
-        _prepare(conn, path, create=create, quick_check=quick_check)
+        _prepare(conn, path, create=create, quick_check=quick_check, read_only=read_only)
     except StateFileError:
         conn.close()
         raise
@@ -229,7 +260,9 @@ def _tables(conn: sqlite3.Connection) -> set[str]:
     }
 
 
-def _prepare(conn: sqlite3.Connection, path: Path, *, create: bool, quick_check: bool) -> None:
+def _prepare(
+    conn: sqlite3.Connection, path: Path, *, create: bool, quick_check: bool, read_only: bool
+) -> None:
     (app_id,) = conn.execute("PRAGMA application_id").fetchone()
     (version,) = conn.execute("PRAGMA user_version").fetchone()
     (pages,) = conn.execute("PRAGMA page_count").fetchone()
@@ -267,9 +300,10 @@ def _prepare(conn: sqlite3.Connection, path: Path, *, create: bool, quick_check:
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(3)")]
         if problems != ["ok"]:
             raise StateFileError(path, f"damaged (quick_check: {_one_line(problems)}); {MOVE_AWAY}")
-    _tune(conn)
-    if app_id == 0 or version < SCHEMA_VERSION:
-        _migrate(conn, version if app_id else 0)
+    if not read_only:
+        _tune(conn)
+        if app_id == 0 or version < SCHEMA_VERSION:
+            _migrate(conn, version if app_id else 0)
     if quick_check:
         _check_blobs(conn, path)
 
