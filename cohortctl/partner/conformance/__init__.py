@@ -1,0 +1,1 @@
+"""Conformance: the cases ``cohortctl check`` runs against a partner, and their reports."""
