@@ -2,7 +2,7 @@
 
 Starts the receiver in a subprocess (``python -m cohortctl serve partner``, in-memory db
 unless ``--db-file``), creates a list, then fires ``POST /lists/{id}/add`` batches of 1,000
-unique user ids, each body exactly as ``cohortctl.payloads.list_members`` builds it, with
+unique user ids, each body exactly as ``cohortctl.partner.payloads.list_members`` builds it, with
 Basic auth, for at most ``--seconds`` or ``--requests`` (whichever comes first). The ids come
 in random order (as real syncs send them), then in increasing order, each against a fresh
 receiver (``--ids`` picks one). The load generator is ``wrk`` with a Lua script when
@@ -41,7 +41,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from cohortctl import payloads  # noqa: E402
+from cohortctl.partner import payloads  # noqa: E402
 
 BATCH = 1000
 MARK = "\x00IDS\x00"

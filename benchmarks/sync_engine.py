@@ -35,8 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from cohortctl import payloads  # noqa: E402
-from cohortctl.delivery import Batch, BatchResult, deliver, iter_batches  # noqa: E402
+from cohortctl.partner import payloads  # noqa: E402
+from cohortctl.sync.delivery import Batch, BatchResult, deliver, iter_batches  # noqa: E402
 
 BATCH_USERS = 1000
 AUTH = {"Authorization": "Basic YmVuY2gta2V5Og=="}  # "bench-key:", not a real credential

@@ -20,7 +20,7 @@ PartnerFactory = Callable[..., BackgroundServer]
 @pytest.fixture
 def partner_server() -> Iterator[BackgroundServer]:
     """The reference partner receiver: Basic auth with the test partner key, in-memory db."""
-    from cohortctl.servers.partner import ReceiverSettings, create_app
+    from cohortctl.servers.partner.app import ReceiverSettings, create_app
 
     settings = ReceiverSettings(api_key=PARTNER_KEY)
     with BackgroundServer(lambda: create_app(settings)) as server:
@@ -33,7 +33,7 @@ def partner_server_factory() -> Iterator[PartnerFactory]:
 
     ``clock=`` (a callable) replaces the receiver's monotonic clock.
     """
-    from cohortctl.servers.partner import ReceiverSettings, create_app
+    from cohortctl.servers.partner.app import ReceiverSettings, create_app
 
     started: list[BackgroundServer] = []
 

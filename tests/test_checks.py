@@ -11,14 +11,15 @@ import httpx
 import pytest
 from aiohttp import web
 
-from cohortctl import checks, payloads
-from cohortctl.checks import CheckOptions, CheckRun, run_check
-from cohortctl.destination import AuthMode, Destination
 from cohortctl.errors import InputError
-from cohortctl.mock import FlowMode
-from cohortctl.outcomes import Outcome
+from cohortctl.http.outcomes import Outcome
+from cohortctl.partner import payloads
+from cohortctl.partner.conformance import checks
+from cohortctl.partner.conformance.checks import CheckOptions, CheckRun, run_check
+from cohortctl.partner.destination import AuthMode, Destination
+from cohortctl.partner.mock import FlowMode
+from cohortctl.partner.templates import Template
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.templates import Template
 from tests.conftest import assert_no_secrets
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
@@ -346,7 +347,7 @@ def test_bad_options_are_input_errors(options: dict[str, Any], message: str) -> 
 
 
 def test_cases_retry_after_a_429_as_amplitude_would() -> None:
-    from cohortctl.servers.partner import ReceiverSettings, create_app
+    from cohortctl.servers.partner.app import ReceiverSettings, create_app
 
     seen = 0
 

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from cohortctl import payloads
+from cohortctl.partner import payloads
 from cohortctl.servers.runner import BackgroundServer
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY, PARTNER_SECRET

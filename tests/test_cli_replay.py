@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 
-from cohortctl import payloads
-from cohortctl.destination import AuthMode
 from cohortctl.http.har import HarWriter
 from cohortctl.http.observe import Exchange
+from cohortctl.partner import payloads
+from cohortctl.partner.destination import AuthMode
 from cohortctl.servers.runner import BackgroundServer
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY

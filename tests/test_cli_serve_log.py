@@ -9,8 +9,8 @@ import struct
 
 import httpx
 
-from cohortctl import payloads
 from cohortctl.cli.serve_log import rejection_reason, request_line
+from cohortctl.partner import payloads
 from tests.credentials import API_KEY, PARTNER_KEY, SECRET_KEY
 from tests.test_cli_serve import serve
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from cohortctl import payloads
 from cohortctl.cli.serve_partner import parse_rate
 from cohortctl.errors import InputError
+from cohortctl.partner import payloads
 from tests.conftest import RunCli, assert_no_secrets
 from tests.credentials import PARTNER_KEY, PARTNER_SECRET
 from tests.test_cli_serve import serve

@@ -8,8 +8,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from cohortctl import payloads
-from cohortctl.servers.partner import ReceiverSettings, create_app
+from cohortctl.partner import payloads
+from cohortctl.servers.partner.app import ReceiverSettings, create_app
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync.state import SyncState, destination_key
 from tests.conftest import RunCli

@@ -17,8 +17,12 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from cohortctl import outcomes, payloads
-from cohortctl.delivery import (
+from cohortctl.errors import ExitCode, InputError
+from cohortctl.http import outcomes
+from cohortctl.partner import payloads
+from cohortctl.retry import RetryPolicy
+from cohortctl.servers.runner import BackgroundServer
+from cohortctl.sync.delivery import (
     Batch,
     BatchResult,
     Delivery,
@@ -34,9 +38,6 @@ from cohortctl.delivery import (
     proxy_for,
     write_retry_file,
 )
-from cohortctl.errors import ExitCode, InputError
-from cohortctl.retry import RetryPolicy
-from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync.state import SyncState, destination_key, plan_diff
 
 DROP = "drop"

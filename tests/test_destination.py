@@ -4,7 +4,8 @@ import base64
 
 import pytest
 
-from cohortctl.destination import (
+from cohortctl.errors import CheckFailed, ConfigError, InputError
+from cohortctl.partner.destination import (
     AuthMode,
     Destination,
     build_headers,
@@ -13,7 +14,6 @@ from cohortctl.destination import (
     parse_list_id_path,
     redact_url,
 )
-from cohortctl.errors import CheckFailed, ConfigError, InputError
 from tests.credentials import PARTNER_KEY, PARTNER_SECRET
 
 BASE = "https://partner.example/amplitude"

@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 
-from cohortctl import payloads
-from cohortctl.destination import AuthMode, Destination, make_client
 from cohortctl.http.har import HarWriter, read_har, recording
 from cohortctl.http.observe import Exchange, notify
 from cohortctl.http.settings import current
+from cohortctl.partner import payloads
 from cohortctl.partner.calls import call_matcher
+from cohortctl.partner.destination import AuthMode, Destination, make_client
 from cohortctl.servers.runner import BackgroundServer
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY, PARTNER_SECRET, SECRETS

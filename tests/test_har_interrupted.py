@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-from cohortctl import payloads
 from cohortctl.http.har import read_har
+from cohortctl.partner import payloads
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.har_schema import assert_valid_har

@@ -11,8 +11,7 @@ from typing import Any
 import pytest
 import trustme
 
-from cohortctl import outcomes
-from cohortctl.http import MAX_HELD, Exchange
+from cohortctl.http import MAX_HELD, Exchange, outcomes
 from cohortctl.http.fast import Answer, FastTransport
 from tests.http_servers import CLOSE, Piece, ScriptServer, answer
 

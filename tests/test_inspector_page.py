@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from cohortctl.servers.inspector import page
-from cohortctl.servers.partner_forward import ForwardSettings, create_forward_app
+from cohortctl.servers.partner.forward import ForwardSettings, create_forward_app
 from cohortctl.servers.runner import BackgroundServer
 from tests.browser import CHROMIUM, artefact_dir, open_page
 from tests.conftest import RunCli

@@ -10,10 +10,12 @@ import httpx
 import pytest
 from aiohttp import web
 
-from cohortctl import outcomes, payloads
-from cohortctl.destination import AuthMode, Destination
 from cohortctl.errors import InputError
-from cohortctl.mock import (
+from cohortctl.http import outcomes
+from cohortctl.http.outcomes import classify_transport_error
+from cohortctl.partner import payloads
+from cohortctl.partner.destination import AuthMode, Destination
+from cohortctl.partner.mock import (
     FlowMode,
     MockSpec,
     PreparedRequest,
@@ -25,9 +27,8 @@ from cohortctl.mock import (
     run,
     send,
 )
-from cohortctl.outcomes import classify_transport_error
+from cohortctl.partner.templates import Template
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.templates import Template
 from tests.credentials import PARTNER_KEY
 
 NAME, COHORT = "Churn risk", "c42"

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from cohortctl import delivery
 from cohortctl.errors import InputError
 from cohortctl.partner import destinations
 from cohortctl.partner.pacing import Pacer
 from cohortctl.partner.sizing import fitted_batch_size
-from cohortctl.templates import Template, variables
+from cohortctl.partner.templates import Template, variables
+from cohortctl.sync import delivery
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partners.fixtures import Receiver

@@ -12,8 +12,8 @@ import httpx
 import pytest
 from aiohttp import web
 
-from cohortctl import payloads
-from cohortctl.servers.partner_forward import ForwardSettings, create_forward_app, judge
+from cohortctl.partner import payloads
+from cohortctl.servers.partner.forward import ForwardSettings, create_forward_app, judge
 from cohortctl.servers.runner import BackgroundServer
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import xml.etree.ElementTree as ET
 
-from cohortctl.reports import CaseResult, junit_xml, markdown_summary, totals
+from cohortctl.partner.conformance.reports import CaseResult, junit_xml, markdown_summary, totals
 
 CASES = [
     CaseResult(

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import json
 
-from cohortctl import samples
+from cohortctl.partner import samples
 
 
 def test_sample_files_equal_the_builders_output() -> None:
     expected = samples.all_payloads()
     on_disk = {p.name for p in samples.SAMPLES_DIR.glob("*.json")}
-    assert on_disk == set(expected), "regenerate with: python -m cohortctl.samples"
+    assert on_disk == set(expected), "regenerate with: python -m cohortctl.partner.samples"
     for name, payload in expected.items():
         text = (samples.SAMPLES_DIR / name).read_text(encoding="utf-8")
-        assert text == samples.render(payload), f"{name} drifted: python -m cohortctl.samples"
+        regenerate = "python -m cohortctl.partner.samples"
+        assert text == samples.render(payload), f"{name} drifted: {regenerate}"
         assert json.loads(text) == payload
 
 

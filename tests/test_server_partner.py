@@ -14,11 +14,11 @@ from typing import Any
 import httpx
 import pytest
 
-from cohortctl import payloads
-from cohortctl.servers import partner_store
-from cohortctl.servers.partner import RECEIVER_KEY, ReceiverSettings, TokenBucket
-from cohortctl.servers.partner_store import PartnerLog, PartnerStore
-from cohortctl.servers.partner_validation import (
+from cohortctl.partner import payloads
+from cohortctl.servers.partner import store as partner_store
+from cohortctl.servers.partner.app import RECEIVER_KEY, ReceiverSettings, TokenBucket
+from cohortctl.servers.partner.store import PartnerLog, PartnerStore
+from cohortctl.servers.partner.validation import (
     InvalidPayload,
     check_user_ids,
     plain_json,

@@ -18,12 +18,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from cohortctl import payloads
-from cohortctl.destination import AuthMode, Destination
+from cohortctl.partner import payloads
+from cohortctl.partner.destination import AuthMode, Destination
+from cohortctl.partner.templates import Template
 from cohortctl.retry import RetryPolicy
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.sync.state import SyncState
-from cohortctl.syncing import (
+from cohortctl.sync.plan import CohortSpec
+from cohortctl.sync.run import (
     FAILED,
     OK,
     SyncHooks,
@@ -35,8 +36,7 @@ from cohortctl.syncing import (
     sync_all,
     sync_cohort,
 )
-from cohortctl.syncplan import CohortSpec
-from cohortctl.templates import Template
+from cohortctl.sync.state import SyncState
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
 

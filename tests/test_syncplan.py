@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from cohortctl.errors import InputError
-from cohortctl.syncplan import load_plan
+from cohortctl.sync.plan import load_plan
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from cohortctl import payloads
 from cohortctl.errors import InputError
-from cohortctl.templates import (
+from cohortctl.partner import payloads
+from cohortctl.partner.templates import (
     BUILTIN_VARIABLES,
     Template,
     Unresolved,

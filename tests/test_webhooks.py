@@ -20,8 +20,8 @@ from cohortctl.partner.webhooks.payload import (
     webhook_body,
     webhook_url,
 )
-from cohortctl.servers.partner_validation import InvalidPayload
-from cohortctl.servers.partner_webhooks import validate_webhook
+from cohortctl.servers.partner.validation import InvalidPayload
+from cohortctl.servers.partner.webhooks import validate_webhook
 from tests.conftest import RunCli
 from tests.partner_fixtures import PartnerFactory
 
@@ -238,7 +238,7 @@ def test_mock_webhook_verbose_shows_the_exchange_without_header_values(
 
 
 def test_the_sample_webhook_bodies_pass_the_receivers_validation() -> None:
-    from cohortctl.samples import SAMPLES_DIR
+    from cohortctl.partner.samples import SAMPLES_DIR
 
     for name in ("webhook_enter.json", "webhook_exit.json"):
         body = json.loads((SAMPLES_DIR / name).read_text(encoding="utf-8"))

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from cohortctl import checks, reports
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.options import (
@@ -24,13 +23,14 @@ from cohortctl.cli.options import (
 )
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
-from cohortctl.destination import DEFAULT_TIMEOUT, make_client
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import recording
-from cohortctl.mock import FlowMode
 from cohortctl.partner.calls import call_matcher
+from cohortctl.partner.conformance import checks, reports
+from cohortctl.partner.destination import DEFAULT_TIMEOUT, make_client
 from cohortctl.partner.destinations import REJECTS
-from cohortctl.templates import parse_vars
+from cohortctl.partner.mock import FlowMode
+from cohortctl.partner.templates import parse_vars
 
 SUITE_PANEL = "Suite"
 REPORTS = "Reports"

@@ -17,9 +17,9 @@ import typer
 import typer.main
 from rich.markup import escape
 
-from cohortctl import samples
 from cohortctl.cli.render import err
 from cohortctl.errors import CheckFailed
+from cohortctl.partner import samples
 from cohortctl.servers.runner import BackgroundServer
 
 DEMO_COHORT = "Demo power users"
@@ -125,8 +125,8 @@ def demo(
     Exit 0 when every step succeeded.
     """
     from cohortctl.servers.amplitude.app import create_app as amplitude_app
-    from cohortctl.servers.partner import ReceiverSettings
-    from cohortctl.servers.partner import create_app as partner_app
+    from cohortctl.servers.partner.app import ReceiverSettings
+    from cohortctl.servers.partner.app import create_app as partner_app
 
     failures: list[str] = []
     # One stream, in order: the steps' diagnostics go where their tables go.

@@ -8,11 +8,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from cohortctl import templates
 from cohortctl.cli.options import Output
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.errors import InputError
-from cohortctl.partner import destinations
+from cohortctl.partner import destinations, templates
 from cohortctl.partner.destinations import BUILTIN_PAYLOADS, DestinationFile
 
 app = typer.Typer(

@@ -14,11 +14,13 @@ from typing import Annotated
 
 import typer
 
-from cohortctl import payloads, templates
 from cohortctl.cli.exchanges import EnvRef, env_name_for_header
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.config import Config
-from cohortctl.destination import (
+from cohortctl.errors import ConfigError
+from cohortctl.ids import read_ids
+from cohortctl.partner import payloads, templates
+from cohortctl.partner.destination import (
     DEFAULT_TIMEOUT,
     AuthMode,
     Destination,
@@ -26,10 +28,8 @@ from cohortctl.destination import (
     is_sensitive_header,
     parse_auth_mode,
 )
-from cohortctl.errors import ConfigError
-from cohortctl.ids import read_ids
 from cohortctl.partner.destinations import DestinationFile, resolve
-from cohortctl.templates import Template
+from cohortctl.partner.templates import Template
 
 PANEL = "Destination"
 

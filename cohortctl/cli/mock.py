@@ -11,7 +11,6 @@ from urllib.parse import urlsplit
 import typer
 from rich.text import Text
 
-from cohortctl import mock, payloads
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.exchanges import curl_command, dry_run_block, status_style, write_lines
@@ -29,14 +28,15 @@ from cohortctl.cli.options import (
 )
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
-from cohortctl.destination import DEFAULT_TIMEOUT, Destination, make_client, redact_url
 from cohortctl.errors import CheckFailed
 from cohortctl.http.har import recording
+from cohortctl.http.outcomes import Outcome
 from cohortctl.http.text import body_excerpt
-from cohortctl.outcomes import Outcome
+from cohortctl.partner import mock, payloads
 from cohortctl.partner.calls import call_matcher
+from cohortctl.partner.destination import DEFAULT_TIMEOUT, Destination, make_client, redact_url
 from cohortctl.partner.destinations import DestinationFile
-from cohortctl.templates import Template, parse_vars
+from cohortctl.partner.templates import Template, parse_vars
 
 app = typer.Typer(
     help=(

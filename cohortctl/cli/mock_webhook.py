@@ -10,7 +10,6 @@ from typing import Annotated
 
 import typer
 
-from cohortctl import mock
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.mock import (
@@ -36,10 +35,11 @@ from cohortctl.cli.options import (
 )
 from cohortctl.cli.render import OutputFormat, err, print_json
 from cohortctl.config import Config
-from cohortctl.destination import DEFAULT_TIMEOUT
 from cohortctl.errors import CheckFailed, InputError
-from cohortctl.mock import abbreviate_json
-from cohortctl.outcomes import Outcome
+from cohortctl.http.outcomes import Outcome
+from cohortctl.partner import mock
+from cohortctl.partner.destination import DEFAULT_TIMEOUT
+from cohortctl.partner.mock import abbreviate_json
 from cohortctl.partner.webhooks.messages import (
     WebhookRequest,
     make_webhook_client,

@@ -8,17 +8,17 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from cohortctl import reports
-from cohortctl.checks import check_writable, write_text
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
-from cohortctl.destination import DEFAULT_TIMEOUT, make_client, parse_auth_mode
 from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import read_har
 from cohortctl.http.text import body_excerpt
+from cohortctl.partner.conformance import reports
+from cohortctl.partner.conformance.checks import check_writable, write_text
+from cohortctl.partner.destination import DEFAULT_TIMEOUT, make_client, parse_auth_mode
 from cohortctl.partner.replay import (
     Expect,
     RecordedRequest,

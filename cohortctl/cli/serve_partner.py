@@ -21,8 +21,8 @@ from cohortctl.cli.serve import (
     warn_if_exposed,
 )
 from cohortctl.cli.serve import app as serve_app
-from cohortctl.destination import build_headers
 from cohortctl.errors import InputError
+from cohortctl.partner.destination import build_headers
 
 FORWARD = "Validating proxy"
 
@@ -249,8 +249,8 @@ def partner(
         return
     if record is not None:
         raise InputError("--record needs --forward URL (the receiver journals by itself)")
-    from cohortctl.servers.partner import ReceiverSettings, create_app
-    from cohortctl.servers.partner_store import PartnerLog
+    from cohortctl.servers.partner.app import ReceiverSettings, create_app
+    from cohortctl.servers.partner.store import PartnerLog
 
     rate = parse_rate(rate_limit) if rate_limit is not None else None
     db_shown = str(db) if db is not None else ":memory:"
@@ -328,7 +328,7 @@ def _forward(
     *receiver_only: object,
 ) -> None:
     from cohortctl.config import ensure_safe_url
-    from cohortctl.servers.partner_forward import ForwardSettings, create_forward_app
+    from cohortctl.servers.partner.forward import ForwardSettings, create_forward_app
 
     if any(value not in (None, 0, 0.0) for value in receiver_only):
         raise InputError(

@@ -12,7 +12,6 @@ from typing import Annotated, Any
 import typer
 from rich.markup import escape
 
-from cohortctl import payloads, syncing
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.exchanges import dry_run_block
@@ -29,17 +28,19 @@ from cohortctl.cli.options import (
 from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.config import Config
-from cohortctl.delivery import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, Batch
-from cohortctl.delivery import Progress as DeliveryProgress
-from cohortctl.destination import DEFAULT_TIMEOUT, Destination
 from cohortctl.durations import format_duration, parse_duration
 from cohortctl.errors import CheckFailed, InputError, Interrupted
 from cohortctl.http.har import recording
+from cohortctl.partner import payloads
 from cohortctl.partner.calls import call_matcher
+from cohortctl.partner.destination import DEFAULT_TIMEOUT, Destination
+from cohortctl.partner.templates import Template, parse_vars
 from cohortctl.partner.webhooks.payload import WebhookDestination
 from cohortctl.retry import named_policy
-from cohortctl.syncplan import CohortSpec, load_plan
-from cohortctl.templates import Template, parse_vars
+from cohortctl.sync import run as syncing
+from cohortctl.sync.delivery import DEFAULT_BATCH_SIZE, DEFAULT_WORKERS, Batch
+from cohortctl.sync.delivery import Progress as DeliveryProgress
+from cohortctl.sync.plan import CohortSpec, load_plan
 
 COHORT = "Cohort"
 SYNC = "Sync (Amplitude's defaults)"

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from cohortctl import syncing
 from cohortctl.cli.render import OutputFormat, err
+from cohortctl.sync import run as syncing
 from cohortctl.sync import webhook
-from cohortctl.syncplan import CohortSpec
+from cohortctl.sync.plan import CohortSpec
 
 
 def run(

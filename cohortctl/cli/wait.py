@@ -12,7 +12,7 @@ from cohortctl.cli.render import OutputFormat, err, print_json
 from cohortctl.config import Config
 from cohortctl.durations import format_duration, json_seconds, parse_duration
 from cohortctl.errors import CheckFailed, ConfigError
-from cohortctl.waiting import wait_for
+from cohortctl.http.waiting import wait_for
 
 
 def wait(

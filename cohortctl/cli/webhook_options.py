@@ -9,9 +9,9 @@ import typer
 
 from cohortctl.cli import destination_options as dest
 from cohortctl.config import Config
-from cohortctl.destination import DEFAULT_TIMEOUT
 from cohortctl.errors import InputError
 from cohortctl.ids import read_ids
+from cohortctl.partner.destination import DEFAULT_TIMEOUT
 from cohortctl.partner.destinations import DestinationFile
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 from cohortctl.partner.webhooks.messages import users_of

@@ -48,8 +48,8 @@ from cohortctl.errors import (
     RequestFailed,
     TransportFailed,
 )
+from cohortctl.http.outcomes import REFUSED, TLS, classify_transport_error
 from cohortctl.http.text import body_excerpt
-from cohortctl.outcomes import REFUSED, TLS, classify_transport_error
 from cohortctl.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
 

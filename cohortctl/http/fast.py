@@ -23,8 +23,8 @@ from collections.abc import Mapping, Sequence
 
 import httptools
 
-from cohortctl import outcomes
 from cohortctl.errors import InputError
+from cohortctl.http import outcomes
 from cohortctl.http.observe import Exchange, Observer, notify
 from cohortctl.http.proxy import Proxy, proxy_for
 from cohortctl.http.redact import Redactor
@@ -36,7 +36,7 @@ PROXY = outcomes.PROXY
 class Answer:
     """What a transport got back for one request attempt (never an exception).
 
-    ``error`` is an :mod:`cohortctl.outcomes` kind when there was no answer, ``detail`` says
+    ``error`` is an :mod:`cohortctl.http.outcomes` kind when there was no answer, ``detail`` says
     more (which proxy failed); ``cut`` means the body held is the first
     :data:`MAX_HELD` bytes only.
     """

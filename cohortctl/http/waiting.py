@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
-from cohortctl.outcomes import classify_transport_error
+from cohortctl.http.outcomes import classify_transport_error
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from cohortctl import payloads
-from cohortctl.destination import Destination
+from cohortctl.partner import payloads
+from cohortctl.partner.destination import Destination
 
 # A template variable after re.escape: \$name or \{name\}.
 _VARIABLE = re.compile(r"\\\$[A-Za-z_]\w*|\\\{[A-Za-z_]\w*\\\}")

@@ -22,11 +22,11 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from cohortctl import payloads, templates
 from cohortctl.config import ensure_safe_url, redact
 from cohortctl.errors import CheckFailed, ConfigError, InputError
 from cohortctl.http.redact import Redactor, credential_values
 from cohortctl.http.text import body_excerpt
+from cohortctl.partner import payloads, templates
 from cohortctl.partner.classify import ErrorClass, classify, special_meaning
 
 DEFAULT_TIMEOUT = 10.0
@@ -343,7 +343,7 @@ class Destination:
     ) -> str:
         """The URL of ``call``, its template variables (``$listId``...) filled in, URL-quoted.
 
-        ``values`` are template variables (:func:`cohortctl.templates.variables`); without a
+        ``values`` are template variables (:func:`cohortctl.partner.templates.variables`); without a
         list id, ``{listId}`` stays as written.
         """
         merged = dict(values or {})

@@ -21,11 +21,11 @@ from typing import Any
 
 import yaml
 
-from cohortctl import payloads, templates
-from cohortctl.destination import NO_LIST_ID, AuthMode, parse_list_id_path
 from cohortctl.errors import InputError
+from cohortctl.partner import payloads, templates
 from cohortctl.partner.classify import ErrorClass
-from cohortctl.templates import BUILTIN_VARIABLES, Template, template_names
+from cohortctl.partner.destination import NO_LIST_ID, AuthMode, parse_list_id_path
+from cohortctl.partner.templates import BUILTIN_VARIABLES, Template, template_names
 
 MODES = ("list", "property", "webhook")
 FUTURE_MODES: tuple[str, ...] = ()

@@ -12,10 +12,10 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from cohortctl import payloads
-from cohortctl.destination import Destination, both_readers_shape
-from cohortctl.outcomes import Outcome
-from cohortctl.templates import Template
+from cohortctl.http.outcomes import Outcome
+from cohortctl.partner import payloads
+from cohortctl.partner.destination import Destination, both_readers_shape
+from cohortctl.partner.templates import Template
 
 # The field a default body carries its users in (spec part B).
 DEFAULT_USER_FIELDS = {

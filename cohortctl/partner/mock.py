@@ -2,7 +2,7 @@
 
 ``mock`` shows what an endpoint answers, so every request is sent once (no retries), and an
 answer of any kind, including no answer at all, is a result row (:class:`Outcome`), not an
-error. The bodies come from :mod:`cohortctl.payloads` unless a payload template is given.
+error. The bodies come from :mod:`cohortctl.partner.payloads` unless a payload template is given.
 
 A flow is a list of :class:`Step` s; :func:`flow_steps` builds them:
 
@@ -26,17 +26,17 @@ from typing import Any
 
 import httpx
 
-from cohortctl import payloads, templates
-from cohortctl.destination import Destination, redact_url
 from cohortctl.errors import CheckFailed, InputError
-from cohortctl.outcomes import (
+from cohortctl.http.outcomes import (
     Outcome,
     classify_transport_error,
     describe_status,
     names_unknown_list,
 )
+from cohortctl.partner import payloads, templates
+from cohortctl.partner.destination import Destination, redact_url
 from cohortctl.partner.pacing import pacer_for
-from cohortctl.templates import Template
+from cohortctl.partner.templates import Template
 
 Clock = Callable[[], float]
 

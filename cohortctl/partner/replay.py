@@ -22,14 +22,14 @@ from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import httpx
 
-from cohortctl import payloads
-from cohortctl.destination import AuthMode, Destination, is_sensitive_header
 from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import request_body, response_text
+from cohortctl.http.outcomes import classify_transport_error
 from cohortctl.http.text import body_excerpt
-from cohortctl.outcomes import classify_transport_error
+from cohortctl.partner import payloads
 from cohortctl.partner.calls import default_call
+from cohortctl.partner.destination import AuthMode, Destination, is_sensitive_header
 
 BODY_KEEP = 2000
 # Never resent as recorded: the transport sets them for the new connection and body.

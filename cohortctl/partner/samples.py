@@ -1,7 +1,7 @@
 """The files in ``sample_payloads/``, generated from the package's builders (the single source).
 
-Regenerate with ``python -m cohortctl.samples [DIR]``; ``tests/test_samples.py`` fails when the
-committed files drift from what the builders produce.
+Regenerate with ``python -m cohortctl.partner.samples [DIR]``; ``tests/test_samples.py`` fails
+when the committed files drift from what the builders produce.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from cohortctl import payloads
+from cohortctl.partner import payloads
 
 COHORT_NAME = "Power Users"
 COHORT_ID = "7y6y3ij"
@@ -20,7 +20,7 @@ USER_IDS = ("user-1001", "user-1002", "user-1003")
 APP_ID = 153957
 OWNER = "datamonster@example.com"
 
-SAMPLES_DIR = Path(__file__).resolve().parent.parent / "sample_payloads"
+SAMPLES_DIR = Path(__file__).resolve().parents[2] / "sample_payloads"
 DEMO_IDS_FILE = "ids.csv"
 
 

@@ -15,7 +15,7 @@ Substitution follows where the variable stands, so the result is always JSON of 
 - ``$$`` is a literal ``$``.
 
 URL and path templates substitute the same variables URL-quoted. ``{listId}`` (the spelling of
-:data:`cohortctl.payloads.DEFAULT_PATHS`) is accepted there as well.
+:data:`cohortctl.partner.payloads.DEFAULT_PATHS`) is accepted there as well.
 
 Unknown variables and substitution results that are not JSON are :class:`InputError` (exit 2)
 naming the template, before anything is sent.
@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from cohortctl import payloads
 from cohortctl.errors import InputError
+from cohortctl.partner import payloads
 
 ITEMS = "items"
 LIST_ID = "listId"

@@ -39,13 +39,14 @@ from collections.abc import (
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
-from cohortctl import outcomes, payloads
 from cohortctl.durations import json_seconds
 from cohortctl.errors import CohortctlError, ExitCode, InputError
+from cohortctl.http import outcomes
 from cohortctl.http.fast import Answer, FastTransport
 from cohortctl.http.proxy import proxy_for as proxy_for
 from cohortctl.http.redact import Redactor
 from cohortctl.http.redirects import redirect_note
+from cohortctl.partner import payloads
 from cohortctl.partner.pacing import pacer_for
 from cohortctl.retry import (
     AMPLITUDE_SYNC_POLICY,
@@ -684,7 +685,7 @@ class _JoinedBody:
 
 
 def list_members_encoder(*, plain: bool = False) -> Callable[[Sequence[str]], bytes]:
-    """Bytes of :func:`cohortctl.payloads.list_members` for a batch of ids.
+    """Bytes of :func:`cohortctl.partner.payloads.list_members` for a batch of ids.
 
     ``plain=True`` promises every id passed :func:`ids_are_plain` (no per-batch check).
     """
@@ -697,7 +698,7 @@ def list_members_encoder(*, plain: bool = False) -> Callable[[Sequence[str]], by
 def identify_encoder(
     cohort_name: str, cohort_id: str, *, member: bool, batch: bool = True, plain: bool = False
 ) -> Callable[[Sequence[str]], bytes]:
-    """Bytes of :func:`cohortctl.payloads.identify_batch` (or of a single ``identify``).
+    """Bytes of :func:`cohortctl.partner.payloads.identify_batch` (or of a single ``identify``).
 
     ``batch=False`` encodes one user's identify call; ``plain`` as for
     :func:`list_members_encoder`.

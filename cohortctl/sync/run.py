@@ -33,8 +33,20 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from cohortctl import payloads, templates
-from cohortctl.delivery import (
+from cohortctl.durations import json_seconds
+from cohortctl.errors import CheckFailed, InputError
+from cohortctl.files import write_atomically
+from cohortctl.http.outcomes import names_unknown_list
+from cohortctl.ids import read_ids
+from cohortctl.partner import payloads, templates
+from cohortctl.partner.classify import REDIRECTS
+from cohortctl.partner.destination import Destination, redact_url
+from cohortctl.partner.mock import abbreviate_json
+from cohortctl.partner.sizing import fitted_batch_size
+from cohortctl.partner.templates import Template
+from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
+from cohortctl.sync import inventory, lock, storage
+from cohortctl.sync.delivery import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_WORKERS,
     Batch,
@@ -54,17 +66,7 @@ from cohortctl.delivery import (
     proxy_for,
     write_retry_file,
 )
-from cohortctl.destination import Destination, redact_url
-from cohortctl.durations import json_seconds
-from cohortctl.errors import CheckFailed, InputError
-from cohortctl.files import write_atomically
-from cohortctl.ids import read_ids
-from cohortctl.mock import abbreviate_json
-from cohortctl.outcomes import names_unknown_list
-from cohortctl.partner.classify import REDIRECTS
-from cohortctl.partner.sizing import fitted_batch_size
-from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
-from cohortctl.sync import inventory, lock, storage
+from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.state import (
     ADD,
     LIST_CREATED,
@@ -78,8 +80,6 @@ from cohortctl.sync.state import (
     destination_key,
     plan_diff,
 )
-from cohortctl.syncplan import CohortSpec
-from cohortctl.templates import Template
 
 Encoder = Callable[[Sequence[str]], bytes]
 OnPhase = Callable[[str], object]

@@ -1,6 +1,6 @@
 """``sync --mode webhook``: Amplitude's Cohort Webhook sync, batch for batch (spec part C).
 
-The same engine as the other modes (:mod:`cohortctl.syncing`): the snapshot is diffed against
+The same engine as the other modes (:mod:`cohortctl.sync.run`): the snapshot is diffed against
 the state, the entered users go out first (``in_cohort: true``, ``{uuid}::enter::{n}``), then
 those who left (``in_cohort: false``, ``{uuid}::exit::{n}``), each batch confirmed in the state
 only after its 2xx, with Amplitude's workers and retries. A retry sends the same bytes, so the
@@ -19,18 +19,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cohortctl.delivery import (
-    Batch,
-    BatchResult,
-    DeliveryInterrupted,
-    DeliveryReport,
-    deliver,
-    ids_are_plain,
-)
 from cohortctl.http.proxy import proxy_for
 from cohortctl.http.redact import Redactor
 from cohortctl.ids import read_ids
-from cohortctl.mock import abbreviate_json
+from cohortctl.partner.mock import abbreviate_json
 from cohortctl.partner.webhooks.messages import plan_messages, users_of
 from cohortctl.partner.webhooks.payload import (
     CALL,
@@ -40,6 +32,15 @@ from cohortctl.partner.webhooks.payload import (
     webhook_body,
 )
 from cohortctl.sync import lock, storage
+from cohortctl.sync.delivery import (
+    Batch,
+    BatchResult,
+    DeliveryInterrupted,
+    DeliveryReport,
+    deliver,
+    ids_are_plain,
+)
+from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.properties import (
     Properties,
     PropertySelection,
@@ -47,8 +48,7 @@ from cohortctl.sync.properties import (
     properties_json,
     read_properties,
 )
-from cohortctl.sync.state import ADD, REMOVE, PlannedBatches, SyncState, destination_key, plan_diff
-from cohortctl.syncing import (
+from cohortctl.sync.run import (
     FAILED,
     INTERRUPTED,
     OK,
@@ -62,7 +62,7 @@ from cohortctl.syncing import (
     plan_diff_empty,
     retry_file_for,
 )
-from cohortctl.syncplan import CohortSpec
+from cohortctl.sync.state import ADD, REMOVE, PlannedBatches, SyncState, destination_key, plan_diff
 
 ENTER_KEY = "webhook-enter"
 EXIT_KEY = "webhook-exit"
@@ -266,7 +266,7 @@ def _sync(
 
 
 def locked_all(webhook: WebhookSync, cohorts: Sequence[CohortSpec], settings: SyncSettings) -> Any:
-    """The sync lock of every cohort (as :func:`cohortctl.syncing.locked`)."""
+    """The sync lock of every cohort (as :func:`cohortctl.sync.run.locked`)."""
     keys = [(cohort_key(webhook.destination, c), f"{c.name} ({c.id})") for c in cohorts]
     return lock.acquire_all(settings.state_file, keys, timeout=settings.lock_timeout)
 

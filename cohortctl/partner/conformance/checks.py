@@ -1,7 +1,8 @@
 """``cohortctl check``: a conformance suite for a partner endpoint, with reports CI can read.
 
 One run sends Amplitude's cohort-sync calls (spec part B) to the endpoint, plus the calls it
-must refuse, and judges every answer. Each case ends as a :class:`~cohortctl.reports.CaseResult`
+must refuse, and judges every answer. Each case ends as a
+:class:`~cohortctl.partner.conformance.reports.CaseResult`
 (pass, fail or skip) saying what was expected and what came back.
 
 Cases, in the order they run (``--mode list``, ``property`` or ``both``)::
@@ -42,18 +43,20 @@ from typing import Any
 
 import httpx
 
-from cohortctl import files, mock, payloads, reports
-from cohortctl.destination import AuthMode, Destination, is_sensitive_header, redact_url
+from cohortctl import files
 from cohortctl.errors import InputError
+from cohortctl.http.outcomes import Outcome, describe_status
 from cohortctl.http.text import body_excerpt
-from cohortctl.mock import FlowMode, MockSpec, PreparedRequest, Step
-from cohortctl.outcomes import Outcome, describe_status
+from cohortctl.partner import mock, payloads
+from cohortctl.partner.conformance import reports
+from cohortctl.partner.conformance.reports import CaseResult, Status
+from cohortctl.partner.destination import AuthMode, Destination, is_sensitive_header, redact_url
 from cohortctl.partner.destinations import REJECTS
 from cohortctl.partner.judging import judge_list_create, unclassified_statuses, user_field
+from cohortctl.partner.mock import FlowMode, MockSpec, PreparedRequest, Step
 from cohortctl.partner.pacing import pacer_for
-from cohortctl.reports import CaseResult, Status
+from cohortctl.partner.templates import Template
 from cohortctl.retry import server_wait
-from cohortctl.templates import Template
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]

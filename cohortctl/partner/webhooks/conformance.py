@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import httpx
 
-from cohortctl.checks import (
+from cohortctl.http.outcomes import Outcome
+from cohortctl.partner.conformance.checks import (
     COHORT_NAME,
     CheckOptions,
     CheckRun,
@@ -30,11 +31,10 @@ from cohortctl.checks import (
     _why,
     request_record,
 )
-from cohortctl.destination import redact_url
-from cohortctl.outcomes import Outcome
+from cohortctl.partner.conformance.reports import CaseResult
+from cohortctl.partner.destination import redact_url
 from cohortctl.partner.webhooks.messages import WebhookRequest, plan_messages, send_message
 from cohortctl.partner.webhooks.payload import WebhookDestination, WebhookRun
-from cohortctl.reports import CaseResult
 
 Clock = Callable[[], float]
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 
-from cohortctl.destination import redact_url
-from cohortctl.outcomes import Outcome, classify_transport_error, describe_status
+from cohortctl.http.outcomes import Outcome, classify_transport_error, describe_status
+from cohortctl.partner.destination import redact_url
 from cohortctl.partner.webhooks.payload import (
     CALL,
     User,

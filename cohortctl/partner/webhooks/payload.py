@@ -26,9 +26,9 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cohortctl.config import ensure_safe_url, redact
-from cohortctl.destination import DEFAULT_TIMEOUT, build_headers, redact_url
 from cohortctl.errors import InputError
 from cohortctl.http.settings import WEBHOOK_USER_AGENT
+from cohortctl.partner.destination import DEFAULT_TIMEOUT, build_headers, redact_url
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 
 ENTER = "enter"
@@ -112,7 +112,7 @@ def encode_message(
     """``encode(webhook_body(...))`` without building the body (the sync hot path).
 
     ``plain``: no id holds a quote, a backslash or a control character
-    (:func:`cohortctl.delivery.ids_are_plain`), so ids are written as they are.
+    (:func:`cohortctl.sync.delivery.ids_are_plain`), so ids are written as they are.
     """
     head = _dumps(
         {

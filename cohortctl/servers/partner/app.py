@@ -51,24 +51,22 @@ from typing import Any, Literal
 from aiohttp import web
 
 from cohortctl.servers.inspector import Inspector, dumps, record_request, since, ui
-from cohortctl.servers.partner_store import (
+from cohortctl.servers.partner.store import (
     DEFAULT_JOURNAL_LIMIT,
     WEBHOOK_LOG,
     Entry,
     PartnerStore,
     StoreError,
 )
-from cohortctl.servers.partner_validation import (
+from cohortctl.servers.partner.validation import (
     InvalidPayload,
     plain_json,
     validate_identify,
     validate_list_create,
     validate_list_members,
 )
-from cohortctl.servers.partner_webhooks import (
-    DEFAULT_PATH as DEFAULT_WEBHOOK_PATH,
-)
-from cohortctl.servers.partner_webhooks import (
+from cohortctl.servers.partner.webhooks import DEFAULT_PATH as DEFAULT_WEBHOOK_PATH
+from cohortctl.servers.partner.webhooks import (
     EXPECTED_USER_AGENT,
     WebhookState,
     handle_webhook,

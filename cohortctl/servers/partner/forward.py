@@ -22,13 +22,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from cohortctl import payloads
 from cohortctl.http.har import HarWriter, har_entry, redact_url
 from cohortctl.http.observe import Exchange
 from cohortctl.http.redact import Redactor
+from cohortctl.partner import payloads
 from cohortctl.partner.calls import default_call
 from cohortctl.servers.inspector import Inspector, dumps, since, ui
-from cohortctl.servers.partner_validation import (
+from cohortctl.servers.partner.validation import (
     InvalidPayload,
     plain_json,
     validate_identify,

@@ -38,7 +38,7 @@ from itertools import groupby, islice
 from operator import itemgetter
 from typing import Any, TypeVar
 
-from cohortctl.servers.partner_validation import TraitUpdate
+from cohortctl.servers.partner.validation import TraitUpdate
 
 T = TypeVar("T")
 

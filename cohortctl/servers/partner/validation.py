@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from cohortctl.payloads import INTEGRATION_NAME, INTEGRATION_VERSION
+from cohortctl.partner.payloads import INTEGRATION_NAME, INTEGRATION_VERSION
 
 # C0 and C1 control characters, DEL, and lone surrogates (JSON "\ud800" decodes to one).
 _BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")

@@ -32,7 +32,7 @@ from typing import Any
 from aiohttp import web
 
 from cohortctl.partner.webhooks.payload import MAX_PROPERTIES, MESSAGE_ID
-from cohortctl.servers.partner_validation import InvalidPayload
+from cohortctl.servers.partner.validation import InvalidPayload
 
 DEFAULT_PATH = "/webhook"
 EXPECTED_USER_AGENT = "Amplitude/Webhook/1.0"
