@@ -24,9 +24,11 @@ from cohortctl.cli.exchanges import EnvRef, curl_command, dry_run_block, write_l
 from cohortctl.cli.options import (
     TIMEOUT_HELP,
     AllowInsecureHttp,
+    AsCurl,
     ConfigFile,
     Har,
     Profile,
+    check_as_curl,
     request_deadline,
 )
 from cohortctl.cli.progress import Meter, make_bar
@@ -131,6 +133,20 @@ IdFile = Annotated[
         show_default=False,
     ),
 ]
+
+
+@dataclasses.dataclass(frozen=True)
+class RequestOptions:
+    """How ``upload`` and ``membership`` read the ids and shape (or only show) the requests."""
+
+    strict_ids: StrictIds = False
+    group_type: GroupType = None
+    column: Column = None
+    dry_run: DryRun = False
+    as_curl: AsCurl = False
+
+    def __post_init__(self) -> None:
+        check_as_curl(self.as_curl, self.dry_run)
 
 
 @dataclasses.dataclass(frozen=True)

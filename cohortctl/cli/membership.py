@@ -10,20 +10,13 @@ import typer
 from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.customer_options import (
     AmplitudeOptions,
-    Column,
-    DryRun,
-    GroupType,
     IdFile,
     IdTypeOption,
-    StrictIds,
+    RequestOptions,
     load_ids,
     print_dry_run,
     print_run_result,
     progress_reporter,
-)
-from cohortctl.cli.options import (
-    AsCurl,
-    check_as_curl,
 )
 from cohortctl.customer.uploading import execute, plan_membership
 from cohortctl.ids import IdType
@@ -45,29 +38,24 @@ def _membership_command(operation: str, doc: str) -> Callable[..., None]:
         file: IdFile,
         cohort_id: CohortId,
         id_type: IdTypeOption = IdType.user,
-        strict_ids: StrictIds = False,
-        group_type: GroupType = None,
-        column: Column = None,
-        dry_run: DryRun = False,
-        as_curl: AsCurl = False,
         *,
+        requests: RequestOptions,
         view: OutputOptions,
         amplitude: AmplitudeOptions,
     ) -> None:
-        check_as_curl(as_curl, dry_run)
         cfg, url = amplitude.target()
-        ids = load_ids(file, column=column, id_type=id_type)
+        ids = load_ids(file, column=requests.column, id_type=id_type)
         plan = plan_membership(
             ids.ids,
             cohort_id=cohort_id,
             operation=operation,
             id_type=id_type,
-            strict_ids=strict_ids,
-            group_type=group_type,
+            strict_ids=requests.strict_ids,
+            group_type=requests.group_type,
             stats=ids.stats,
         )
-        if dry_run:
-            print_dry_run(plan, url, ids, view.output, as_curl=as_curl)
+        if requests.dry_run:
+            print_dry_run(plan, url, ids, view.output, as_curl=requests.as_curl)
             return
         with (
             amplitude.client(cfg, url) as client,

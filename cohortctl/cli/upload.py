@@ -9,21 +9,14 @@ import typer
 from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.customer_options import (
     AmplitudeOptions,
-    Column,
-    DryRun,
-    GroupType,
     IdFile,
     IdTypeOption,
-    StrictIds,
+    RequestOptions,
     app_id_of,
     load_ids,
     print_dry_run,
     print_run_result,
     progress_reporter,
-)
-from cohortctl.cli.options import (
-    AsCurl,
-    check_as_curl,
 )
 from cohortctl.customer.uploading import UploadSpec, execute, plan_upload
 from cohortctl.ids import IdType
@@ -70,12 +63,8 @@ def upload(
             "100,000 ids every chunk is sent as its own validate-only upload.",
         ),
     ] = False,
-    strict_ids: StrictIds = False,
-    group_type: GroupType = None,
-    column: Column = None,
-    dry_run: DryRun = False,
-    as_curl: AsCurl = False,
     *,
+    requests: RequestOptions,
     view: OutputOptions,
     amplitude: AmplitudeOptions,
 ) -> None:
@@ -86,7 +75,6 @@ def upload(
     other. More than 2,000,000 ids (Amplitude's cohort limit) are refused before anything
     is sent. Credentials: AMPLITUDE_API_KEY / AMPLITUDE_SECRET_KEY or a config profile.
     """
-    check_as_curl(as_curl, dry_run)
     cfg, url = amplitude.target()
     spec = UploadSpec(
         name=name,
@@ -94,14 +82,14 @@ def upload(
         owner=str(cfg.require("owner", owner, flag_name="--owner")),
         published=published,
         existing_cohort_id=existing_cohort_id,
-        strict_ids=strict_ids,
+        strict_ids=requests.strict_ids,
         validate_only=validate_only,
-        group_type=group_type,
+        group_type=requests.group_type,
     )
-    ids = load_ids(file, column=column, id_type=id_type)
+    ids = load_ids(file, column=requests.column, id_type=id_type)
     plan = plan_upload(ids.ids, spec, id_type=id_type, stats=ids.stats)
-    if dry_run:
-        print_dry_run(plan, url, ids, view.output, as_curl=as_curl)
+    if requests.dry_run:
+        print_dry_run(plan, url, ids, view.output, as_curl=requests.as_curl)
         return
     with (
         amplitude.client(cfg, url) as client,
