@@ -13,6 +13,7 @@ from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.options import (
     AllowInsecureHttp,
+    CaCert,
     ConfigFile,
     Har,
     Output,
@@ -20,6 +21,7 @@ from cohortctl.cli.options import (
     Quiet,
     Verbose,
     check_verbosity,
+    set_user_agent,
 )
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
@@ -173,6 +175,7 @@ def check(
     header: dest.Header = None,
     list_id_path: dest.ListIdPath = None,
     timeout: dest.Timeout = DEFAULT_TIMEOUT,
+    ca_cert: CaCert = None,
     batch_size: BatchSize = None,
     ids: Ids = None,
     ids_file: IdsFile = None,
@@ -286,6 +289,7 @@ def check(
             run = conformance.run_webhook_check(webhook_client, webhook_dest, options, extra)
         _finish(run, junit, summary_path, output, quiet=quiet)
         return
+    set_user_agent(user_agent)  # --user-agent also replaces cohortctl's own outside webhooks
     destination = dest.destination_from_options(
         cfg,
         url=url,

@@ -25,9 +25,11 @@ from cohortctl.cli.options import (
     TIMEOUT_HELP,
     AllowInsecureHttp,
     AsCurl,
+    CaCert,
     ConfigFile,
     Har,
     Profile,
+    UserAgent,
     check_as_curl,
     request_deadline,
 )
@@ -164,6 +166,8 @@ class AmplitudeOptions:
     allow_insecure_http: AllowInsecureHttp = False
     timeout: Timeout = DEFAULT_TIMEOUT_TEXT
     retries: Retries = DEFAULT_RETRIES
+    user_agent: UserAgent = None
+    ca_cert: CaCert = None
 
     def target(self) -> tuple[Config, str]:
         """The settings and the Amplitude host (flag > env > profile > default), http checked."""

@@ -17,14 +17,17 @@ from cohortctl.cli.exchanges import curl_command, dry_run_block, status_style, w
 from cohortctl.cli.options import (
     AllowInsecureHttp,
     AsCurl,
+    CaCert,
     ConfigFile,
     Har,
     Output,
     Profile,
     Quiet,
+    UserAgent,
     Verbose,
     check_as_curl,
     check_verbosity,
+    set_user_agent,
 )
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
@@ -261,6 +264,8 @@ def _call_command(call: str) -> Callable[..., None]:
         header: dest.Header = None,
         list_id_path: dest.ListIdPath = None,
         timeout: dest.Timeout = DEFAULT_TIMEOUT,
+        user_agent: UserAgent = None,
+        ca_cert: CaCert = None,
         cohort_name: CohortName = mock.DEFAULT_COHORT_NAME,
         cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
         list_id: ListId = None,
@@ -403,6 +408,7 @@ def flow(
     header: dest.Header = None,
     list_id_path: dest.ListIdPath = None,
     timeout: dest.Timeout = DEFAULT_TIMEOUT,
+    ca_cert: CaCert = None,
     cohort_name: CohortName = mock.DEFAULT_COHORT_NAME,
     cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
     ids_file: IdsFile = None,
@@ -471,6 +477,7 @@ def flow(
             har=har,
         )
         return
+    set_user_agent(user_agent)  # the flow's --user-agent also replaces cohortctl's own
     spec = mock.MockSpec(
         cohort_name=cohort_name,
         cohort_id=cohort_id,

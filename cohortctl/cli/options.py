@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from cohortctl import http
 from cohortctl.cli.render import OutputFormat
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
@@ -131,3 +133,51 @@ def check_as_curl(as_curl: bool, dry_run: bool) -> None:
     """--as-curl only shapes a dry run."""
     if as_curl and not dry_run:
         raise InputError("--as-curl goes with --dry-run (it prints requests instead of sending)")
+
+
+def set_user_agent(value: str | None) -> str | None:
+    """Make ``value`` (or, for None, ``cohortctl/<version>``) the User-Agent of every request."""
+    # Called for every command that sends (given or not): each run starts from the default.
+    if value is not None:
+        if not value.strip() or any(c in value for c in "\r\n\0"):
+            raise typer.BadParameter("give a non-empty one-line User-Agent")
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            raise typer.BadParameter("a User-Agent must be latin-1 text") from None
+    http.configure(user_agent=value if value is not None else http.USER_AGENT)
+    return value
+
+
+def _set_ca_cert(value: Path | None) -> Path | None:
+    if value is not None:
+        try:
+            http.settings.ssl_context(str(value))
+        except (OSError, ssl.SSLError) as exc:
+            raise typer.BadParameter(f"cannot load CA certificates from {value}: {exc}") from None
+    http.configure(ca_cert=str(value) if value is not None else None)
+    return value
+
+
+UserAgent = Annotated[
+    str | None,
+    typer.Option(
+        "--user-agent",
+        help=f"User-Agent to send instead of {http.USER_AGENT}.",
+        callback=set_user_agent,
+        show_default=False,
+        metavar="TEXT",
+    ),
+]
+CaCert = Annotated[
+    Path | None,
+    typer.Option(
+        "--ca-cert",
+        help="Trust the CA certificates in this PEM file (default: SSL_CERT_FILE, else the "
+        "system store).",
+        callback=_set_ca_cert,
+        show_default=False,
+        dir_okay=False,
+        metavar="FILE",
+    ),
+]

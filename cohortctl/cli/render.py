@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from cohortctl.errors import CohortctlError, FileWriteError, RequestFailed
-from cohortctl.http.text import body_excerpt
+from cohortctl.http.text import body_excerpt, terminal_text
 
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -76,7 +76,7 @@ def table(
 def _cell(value: Any) -> Text | str:
     if value is None:
         return ""
-    return value if isinstance(value, Text) else escape(str(value))
+    return value if isinstance(value, Text) else _safe(value)
 
 
 def key_values(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) -> Table:
@@ -85,14 +85,19 @@ def key_values(pairs: Iterable[tuple[str, Any]], *, title: str | None = None) ->
     t.add_column(style="bold")
     t.add_column(overflow="fold")
     for key, value in pairs:
-        t.add_row(escape(key), "" if value is None else escape(str(value)))
+        t.add_row(escape(key), "" if value is None else _safe(value))
     return t
+
+
+def _safe(value: Any) -> str:
+    """A cell as rich markup: markup escaped, control characters (ANSI...) shown as \\xNN."""
+    return escape(terminal_text(str(value)))
 
 
 def report_error(error: CohortctlError) -> None:
     """Print an error as one clear line (plus status/body and hint) on stderr."""
-    err.print(f"[bold red]error:[/] {escape(error.message)}")
+    err.print(f"[bold red]error:[/] {_safe(error.message)}")
     if isinstance(error, RequestFailed) and error.body:
-        err.print(f"  body: {escape(body_excerpt(error.body, 500))}")
+        err.print(f"  body: {_safe(body_excerpt(error.body, 500))}")
     if error.hint:
-        err.print(f"  hint: {escape(error.hint)}")
+        err.print(f"  hint: {_safe(error.hint)}")

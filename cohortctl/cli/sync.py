@@ -17,6 +17,7 @@ from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.exchanges import dry_run_block
 from cohortctl.cli.options import (
     AllowInsecureHttp,
+    CaCert,
     ConfigFile,
     Har,
     Output,
@@ -24,6 +25,7 @@ from cohortctl.cli.options import (
     Quiet,
     SyncVerbose,
     check_verbosity,
+    set_user_agent,
 )
 from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
@@ -239,6 +241,7 @@ def sync(
     header: dest.Header = None,
     list_id_path: dest.ListIdPath = None,
     timeout: dest.Timeout = DEFAULT_TIMEOUT,
+    ca_cert: CaCert = None,
     payload: Annotated[
         Path | None,
         _template_option("--payload", "the calls carrying users (add and remove, or identify)"),
@@ -455,6 +458,7 @@ def sync(
                 output=output,
             )
         return
+    set_user_agent(user_agent)  # --user-agent also replaces cohortctl's own in list/property
     destination = dest.destination_from_options(
         cfg,
         url=_pick(url, plan_dest, "url", None),

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cohortctl.cli import destination_options as dest
-from cohortctl.cli.options import Output, Quiet, Verbose, check_verbosity
+from cohortctl.cli.options import CaCert, Output, Quiet, UserAgent, Verbose, check_verbosity
 from cohortctl.cli.render import OutputFormat, err, print_json
 from cohortctl.config import Config
 from cohortctl.durations import format_duration, json_seconds, parse_duration
@@ -28,6 +28,8 @@ def wait(
     timeout: Annotated[
         str, typer.Option("--timeout", help="Give up after this long: 60s, 2m, 1h.")
     ] = "60s",
+    user_agent: UserAgent = None,
+    ca_cert: CaCert = None,
     interval: Annotated[
         str, typer.Option("--interval", help="First pause between attempts (doubles, max 2s).")
     ] = "250ms",

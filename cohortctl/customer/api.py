@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from cohortctl.errors import InputError, RequestFailed
+from cohortctl.http.redact import Redactor
+from cohortctl.http.settings import USER_AGENT as _USER_AGENT
 from cohortctl.http.text import body_excerpt
 from cohortctl.retry import RetryPolicy
 
@@ -40,7 +42,7 @@ OPERATIONS = (ADD, REMOVE)
 EXPORT_DONE = "JOB COMPLETED"
 DEFAULT_RETRY = RetryPolicy(retries=5, base_delay=1.0, max_delay=60.0)
 AMPLITUDE_REQUEST_TIMEOUT = 120.0
-USER_AGENT = "cohortctl"
+USER_AGENT = _USER_AGENT  # cohortctl/<version>, the one User-Agent of cohortctl.http
 
 CREDENTIALS_HINT = (
     "check AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY (or api_key / secret_key in your config "
@@ -281,8 +283,16 @@ def parse_error_body(body: str) -> tuple[str | None, str | None]:
     )
 
 
-def request_failed(call: str, status: int, body: str, *, retried: int = 0) -> RequestFailed:
-    """A RequestFailed naming the call, the status, Amplitude's error type and message."""
+def request_failed(
+    call: str, status: int, body: str, *, retried: int = 0, redact: Redactor | None = None
+) -> RequestFailed:
+    """A RequestFailed naming the call, the status, Amplitude's error type and message.
+
+    ``redact`` removes the credentials that were sent from the body first (an error body may
+    echo the request's headers).
+    """
+    if redact is not None:
+        body = redact.text(body)
     kind, message = parse_error_body(body)
     text = f"{call}: Amplitude answered HTTP {status}"
     if kind:

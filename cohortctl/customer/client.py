@@ -31,7 +31,6 @@ from cohortctl.customer.api import (
     EXPORT_STATUS_PATH,
     MEMBERSHIP_PATH,
     UPLOAD_PATH,
-    USER_AGENT,
     Attempt,
     ExportPoll,
     ExportRequest,
@@ -48,7 +47,10 @@ from cohortctl.errors import (
     RequestFailed,
     TransportFailed,
 )
-from cohortctl.http.outcomes import REFUSED, TLS, classify_transport_error
+from cohortctl.http.client import held, make_client, read_held
+from cohortctl.http.outcomes import PROXY, REFUSED, TLS, classify_transport_error
+from cohortctl.http.redact import Redactor, credential_values
+from cohortctl.http.redirects import redirect_note
 from cohortctl.http.text import body_excerpt
 from cohortctl.retry import RetryPolicy, is_retryable_status, parse_retry_after
 
@@ -69,8 +71,10 @@ class AmplitudeClient:
         clock: Callable[[], float] = time.monotonic,
         poll_delay: float = 1.0,
         poll_max_delay: float = 30.0,
+        redactor: Redactor | None = None,
     ) -> None:
         self.http = http
+        self.redactor = redactor or _client_redactor(http)
         self.retry = retry
         self.sleep = sleep
         self.clock = clock
@@ -90,26 +94,26 @@ class AmplitudeClient:
         """``POST /api/3/cohorts/upload`` with a body from :func:`upload_body`."""
         creates = not body.get("existing_cohort_id") and not body.get("skip_save")
         response = self._request("upload", "POST", UPLOAD_PATH, json=body, idempotent=not creates)
-        return parse_upload_answer(_json_object("upload", response))
+        return parse_upload_answer(self._json_object("upload", response))
 
     def membership(self, body: Mapping[str, Any]) -> MembershipAnswer:
         """``POST /api/3/cohorts/membership`` with a body from :func:`membership_body`."""
         operations = {m.get("operation") for m in body.get("memberships", [])}
         call = f"membership {'/'.join(sorted(str(o) for o in operations))}".strip()
         response = self._request(call, "POST", MEMBERSHIP_PATH, json=body)
-        return parse_membership_answer(_json_object(call, response))
+        return parse_membership_answer(self._json_object(call, response))
 
     def list_cohorts(self, include_sync_info: bool = False) -> list[dict[str, Any]]:
         """``GET /api/3/cohorts``: every cohort of the project (with ``syncMetadata`` if asked)."""
         params = {"includeSyncInfo": "true"} if include_sync_info else None
         response = self._request("list cohorts", "GET", COHORTS_PATH, params=params)
-        data = _json_object("list cohorts", response)
+        data = self._json_object("list cohorts", response)
         cohorts = data.get("cohorts")
         if not isinstance(cohorts, list):
             raise RequestFailed(
                 "list cohorts: Amplitude's answer has no 'cohorts' list",
                 status=response.status_code,
-                body=body_excerpt(response.text),
+                body=body_excerpt(self.redactor.text(response.text)),
             )
         return [c for c in cohorts if isinstance(c, dict)]
 
@@ -127,13 +131,20 @@ class AmplitudeClient:
             params["propKeys"] = list(prop_keys)
         path = EXPORT_REQUEST_PATH.format(cohort_id=path_part(cohort_id, "cohort id"))
         response = self._request("request export", "GET", path, params=params or None)
-        data = _json_object("request export", response)
+        data = self._json_object("request export", response)
         request_id = data.get("request_id")
-        if not request_id:
+        problem = None
+        if request_id is None or request_id == "":
+            problem = "has no request_id"
+        elif isinstance(request_id, bool) or not isinstance(request_id, (str, int, float)):
+            problem = f"has a request_id that is not a string or number: {request_id!r}"
+        elif str(request_id).strip() in ("", ".", ".."):
+            problem = f"has a request_id that cannot be a path segment: {request_id!r}"
+        if problem is not None:
             raise RequestFailed(
-                "request export: Amplitude's answer has no request_id",
+                f"request export: invalid answer: Amplitude's answer {problem}",
                 status=response.status_code,
-                body=body_excerpt(response.text),
+                body=body_excerpt(self.redactor.text(response.text)),
             )
         return ExportRequest(str(request_id), cohort_id_of(data), data)
 
@@ -141,7 +152,7 @@ class AmplitudeClient:
         """``GET /api/5/cohorts/request-status/{request_id}``: one poll."""
         path = EXPORT_STATUS_PATH.format(request_id=path_part(request_id, "request id"))
         response = self._request("export status", "GET", path)
-        data = _json_object("export status", response)
+        data = self._json_object("export status", response)
         return ExportStatus(request_id, str(data.get("async_status", "")), data)
 
     def wait_for_export(
@@ -197,7 +208,7 @@ class AmplitudeClient:
         A 302 to a signed URL is followed *without* the Authorization header.
         """
         path = EXPORT_FILE_PATH.format(request_id=path_part(request_id, "request id"))
-        with self._stream("download export", "GET", path) as response:
+        with self._stream("download export", "GET", path, redirects=True) as response:
             if response.status_code not in (301, 302, 303, 307, 308):
                 yield response
                 return
@@ -228,8 +239,13 @@ class AmplitudeClient:
         with self._stream(
             call, method, path, json=json, params=params, idempotent=idempotent
         ) as response:
-            response.read()
-            return response
+            try:
+                return held(response)
+            except httpx.TransportError as exc:
+                kind = classify_transport_error(exc)
+                raise TransportFailed(
+                    f"{call}: the answer from {self.base_url} broke off: {kind}", kind=kind
+                ) from None
 
     @contextlib.contextmanager
     def _stream(
@@ -242,8 +258,14 @@ class AmplitudeClient:
         params: Mapping[str, str] | None = None,
         idempotent: bool = True,
         authenticated: bool = True,
+        redirects: bool = False,
     ) -> Iterator[httpx.Response]:
-        """Send with retries; yield the first answer that is 2xx or 3xx, unread."""
+        """Send with retries; yield the first 2xx answer (or 3xx with ``redirects``), unread.
+
+        A redirect is never followed with credentials: without ``redirects`` it is an error
+        showing its ``Location``; ``authenticated=False`` (the export's signed URL) follows
+        redirects with no credentials at all.
+        """
         retry_number = 0
         waited = 0.0
         while True:
@@ -260,6 +282,10 @@ class AmplitudeClient:
                 )
             except httpx.TransportError as exc:
                 kind = classify_transport_error(exc)
+                if kind == PROXY:
+                    raise TransportFailed(
+                        f"{call}: {self.redactor.text(str(exc))}", kind=kind
+                    ) from None
                 self.attempts.append(Attempt(call, method, shown_path, None, kind, waited))
                 # Refused: the request never arrived, so even a creating upload is safe to resend.
                 safe = idempotent or kind == REFUSED
@@ -275,6 +301,16 @@ class AmplitudeClient:
                 ) from None
             status = response.status_code
             self.attempts.append(Attempt(call, method, shown_path, status, None, waited))
+            if 300 <= status < 400 and not redirects and authenticated:
+                location = response.headers.get("location")
+                response.close()
+                note = redirect_note(location, str(request.url))
+                raise RequestFailed(
+                    f"{call}: Amplitude answered HTTP {status}, {self.redactor.text(note)}",
+                    status=status,
+                    hint="check --base-url (or AMPLITUDE_BASE_URL): redirects are not followed,"
+                    " so credentials never travel to another address",
+                )
             if status < 400:
                 try:
                     yield response
@@ -290,7 +326,9 @@ class AmplitudeClient:
                 waited = self.retry.delay(retry_number, retry_after)
                 self.sleep(waited)
                 continue
-            error = request_failed(call, status, body, retried=retry_number)
+            error = request_failed(
+                call, status, body, retried=retry_number, redact=self.redactor
+            )
             if is_retryable_status(status) and not safe:
                 error.hint = (
                     "the upload was not resent because it creates a cohort and Amplitude may "
@@ -299,31 +337,49 @@ class AmplitudeClient:
             raise error
 
 
+    def _json_object(self, call: str, response: httpx.Response) -> dict[str, Any]:
+        shown = body_excerpt(self.redactor.text(response.text))
+        if response.extensions.get("cut"):
+            raise RequestFailed(
+                f"{call}: Amplitude's answer is over 1 MiB: cut, not parsed",
+                status=response.status_code,
+                body=shown,
+            )
+        try:
+            data = response.json()
+        except ValueError:
+            raise RequestFailed(
+                f"{call}: Amplitude answered HTTP {response.status_code} with a body that is"
+                " not JSON",
+                status=response.status_code,
+                body=shown,
+            ) from None
+        if not isinstance(data, dict):
+            raise RequestFailed(
+                f"{call}: Amplitude answered HTTP {response.status_code} with JSON that is not "
+                "an object",
+                status=response.status_code,
+                body=shown,
+            )
+        return data
+
+
+def _client_redactor(http: httpx.Client) -> Redactor:
+    """The credentials an httpx client sends: its Basic auth and its credential headers."""
+    secrets: list[str] = []
+    auth = getattr(http, "auth", None)
+    header = getattr(auth, "_auth_header", None)
+    if isinstance(header, str):
+        secrets.extend(credential_values("Authorization", header))
+    return Redactor(secrets).merged(Redactor.for_headers(http.headers.multi_items()))
+
+
 def _read_text(response: httpx.Response) -> str:
     try:
-        response.read()
-        return response.text
-    except (httpx.HTTPError, UnicodeDecodeError):
+        body, _ = read_held(response)
+    except httpx.HTTPError:
         return ""
-
-
-def _json_object(call: str, response: httpx.Response) -> dict[str, Any]:
-    try:
-        data = response.json()
-    except ValueError:
-        raise RequestFailed(
-            f"{call}: Amplitude answered HTTP {response.status_code} with a body that is not JSON",
-            status=response.status_code,
-            body=body_excerpt(response.text),
-        ) from None
-    if not isinstance(data, dict):
-        raise RequestFailed(
-            f"{call}: Amplitude answered HTTP {response.status_code} with JSON that is not "
-            "an object",
-            status=response.status_code,
-            body=body_excerpt(response.text),
-        )
-    return data
+    return body.decode(response.encoding or "utf-8", "replace")
 
 
 def path_part(value: str, what: str) -> str:
@@ -371,18 +427,22 @@ def connect(
 
     ``base_url`` must already be checked with :func:`cohortctl.config.ensure_safe_url`.
     """
-    from cohortctl.http.observed import observed
-
-    http = observed(
-        httpx.Client(
-            base_url=base_url,
-            auth=httpx.BasicAuth(api_key, secret_key),
-            timeout=timeout,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-            follow_redirects=False,
-            transport=transport,
-        )
+    basic = httpx.BasicAuth(api_key, secret_key)
+    redactor = Redactor([api_key, secret_key, f"{api_key}:{secret_key}"])
+    redactor = redactor.merged(Redactor(credential_values("Authorization", basic._auth_header)))
+    http = make_client(
+        base_url=base_url,
+        auth=basic,
+        timeout=timeout,
+        headers={"Accept": "application/json"},
+        redactor=redactor,
+        transport=transport,
     )
     return AmplitudeClient(
-        http, retry=retry, sleep=sleep, poll_delay=poll_delay, poll_max_delay=poll_max_delay
+        http,
+        retry=retry,
+        sleep=sleep,
+        poll_delay=poll_delay,
+        poll_max_delay=poll_max_delay,
+        redactor=redactor,
     )

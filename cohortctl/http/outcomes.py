@@ -45,6 +45,8 @@ def classify_transport_error(exc: httpx.TransportError) -> str:
         "SSL" in str(e) or "CERTIFICATE" in str(e) for e in chain
     ):
         return TLS
+    if isinstance(exc, httpx.ProxyError):
+        return PROXY
     if isinstance(exc, httpx.TimeoutException):
         return TIMEOUT
     if isinstance(exc, httpx.ConnectError):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import httpx
 
+from cohortctl.http.client import make_client
 from cohortctl.http.outcomes import classify_transport_error
 
 
@@ -34,11 +35,7 @@ def wait_for(
 ) -> WaitResult:
     """GET ``url`` until any HTTP answer arrives (any status counts) or ``timeout`` passes."""
     own = client is None
-    if client is None:
-        from cohortctl.http.observed import observed
-
-        client = observed(httpx.Client(timeout=min(5.0, max(timeout, 0.1)), verify=True))
-    http = client
+    http = client or make_client(timeout=min(5.0, max(timeout, 0.1)))
     start = clock()
     attempts = 0
     delay = interval

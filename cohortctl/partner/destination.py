@@ -24,6 +24,7 @@ import httpx
 
 from cohortctl.config import ensure_safe_url, redact
 from cohortctl.errors import CheckFailed, ConfigError, InputError
+from cohortctl.http import client as http_client
 from cohortctl.http.redact import Redactor, credential_values
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner import payloads, templates
@@ -77,6 +78,13 @@ def parse_header(text: str) -> tuple[str, str]:
         )
     if any(c in value for c in "\r\n\0"):
         raise InputError(f"bad --header {name!r}: the value contains a line break or NUL")
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        raise InputError(
+            f"bad --header {name!r}: the value has a character outside latin-1, which an HTTP"
+            " header cannot carry (percent-encode it, or send it in the body)"
+        ) from None
     return name, value
 
 
@@ -126,6 +134,15 @@ def parse_list_id_path(path: str) -> tuple[str | int, ...]:
     if not steps or pos != len(text) or text.endswith("."):
         raise InputError(f"bad --list-id-path {path!r}: use a dotted path such as data.id")
     return tuple(steps)
+
+
+def _usable_list_id(value: Any) -> bool:
+    """A list id that can go into a path: a non-empty string or number, not ``.`` or ``..``."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, (str, int, float))
+        and str(value).strip() not in ("", ".", "..")
+    )
 
 
 def _lookup(data: Any, steps: Sequence[str | int]) -> Any:
@@ -381,21 +398,41 @@ class Destination:
             data = None
         for path in self.list_id_paths():
             value = _lookup(data, parse_list_id_path(path))
-            if isinstance(value, bool) or value is None:
+            if value is None:
                 continue
-            if isinstance(value, (str, int)) and str(value).strip():
+            if _usable_list_id(value):
                 return str(value), path
+        return None
+
+    def _unusable_list_id(self, body: str) -> tuple[str, Any] | None:
+        try:
+            data = json.loads(body)
+        except ValueError:
+            return None
+        for path in self.list_id_paths():
+            value = _lookup(data, parse_list_id_path(path))
+            if value is not None and not _usable_list_id(value):
+                return path, value
         return None
 
     def find_list_id(self, body: str) -> str:
         """The list id in a list-create answer; CheckFailed (showing the body) when absent.
 
         An id found only under a fallback name is returned (:meth:`list_id_warning` says why
-        Amplitude would not find it).
+        Amplitude would not find it). An id that is empty, ``.``, ``..`` or not a string or
+        number is an invalid answer (it would send later calls to another path).
         """
         found = self.locate_list_id(body)
         if found is not None:
             return found[0]
+        unusable = self._unusable_list_id(body)
+        if unusable is not None:
+            shown_value = body_excerpt(self.scrub(json.dumps(unusable[1])), 80)
+            raise CheckFailed(
+                f"invalid answer: the list id at {unusable[0]} in the list-create answer is"
+                f" {shown_value}: it must be a non-empty string or number, not . or ..",
+                hint="the partner's list-create answer must carry the new list's id",
+            )
         where = " or ".join(self.list_id_paths())
         shown = body_excerpt(self.scrub(body), 200) if body.strip() else "(empty)"
         raise CheckFailed(
@@ -443,9 +480,6 @@ def build_headers(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:
 
 
 def make_client(destination: Destination) -> httpx.Client:
-    """An httpx client for ``destination``: its timeout, no redirects followed."""
-    from cohortctl.http.observed import observed
-
-    return observed(
-        httpx.Client(timeout=httpx.Timeout(destination.timeout), follow_redirects=False)
-    )
+    """An httpx client for ``destination`` under :mod:`cohortctl.http`'s rules: its timeout
+    (connect to last byte), the environment's proxy, no redirects followed."""
+    return http_client.make_client(timeout=destination.timeout, redactor=destination.redactor())

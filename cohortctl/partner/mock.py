@@ -27,12 +27,15 @@ from typing import Any
 import httpx
 
 from cohortctl.errors import CheckFailed, InputError
+from cohortctl.http.client import held
 from cohortctl.http.outcomes import (
     Outcome,
     classify_transport_error,
     describe_status,
     names_unknown_list,
 )
+from cohortctl.http.redirects import redirect_note
+from cohortctl.http.settings import MAX_HELD
 from cohortctl.partner import payloads, templates
 from cohortctl.partner.destination import Destination, redact_url
 from cohortctl.partner.pacing import pacer_for
@@ -325,13 +328,14 @@ def _exchange(
         extra["expected"] = expect
     started = clock()
     try:
-        response = client.request(
+        sent = client.build_request(
             request.method,
             request.url,
             headers=request.headers,
             content=request.content,
             timeout=destination.timeout,
         )
+        response = held(client.send(sent, stream=True))
     except httpx.TransportError as exc:
         latency = (clock() - started) * 1000
         kind = classify_transport_error(exc)
@@ -358,8 +362,15 @@ def _exchange(
     extra["passed"] = passed
     extra["success"] = destination.is_success(status)
     meaning = answer_meaning(destination, request, response)
+    if 300 <= status < 400:
+        meaning += "; " + destination.scrub(
+            redirect_note(response.headers.get("Location"), request.url)
+        )
     if expect is not None and not passed:
         meaning += f" (expected {expect})"
+    shown_body = destination.scrub(response.text)[:BODY_KEEP]
+    if response.extensions.get("cut"):
+        shown_body += f" [answer cut: only the first {MAX_HELD} bytes were read]"
     answered = Outcome(
         call=request.call,
         method=request.method,
@@ -367,7 +378,7 @@ def _exchange(
         status=status,
         meaning=meaning,
         latency_ms=round(latency, 1),
-        body=destination.scrub(response.text[:BODY_KEEP]),
+        body=shown_body,
         retry_after=retry_after,
         extra=extra,
     )
