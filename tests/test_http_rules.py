@@ -208,7 +208,7 @@ def test_sync_does_not_follow_a_redirect_and_records_nothing(
             heads = list(proxy.heads)
     assert first.exit_code == 1, first.output
     cohort = json.loads(first.stdout)["cohorts"][0]
-    assert cohort["added"] == 0 and cohort["status"] == "failed"
+    assert cohort["added"] == 0 and cohort["result"] == "failed"
     assert elsewhere.received == []
     assert {h.split(b"\r\n")[0] for h in heads} == {b"CONNECT partner.test:443 HTTP/1.1"}
     assert f"Location: {elsewhere.url}/lists/L1/add" in first.stdout
