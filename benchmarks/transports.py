@@ -36,8 +36,8 @@ import httpx  # noqa: E402
 from sync_engine import BATCH_USERS, ServerProcess, user_ids  # noqa: E402
 
 from cohortctl import payloads  # noqa: E402
-from cohortctl.delivery import run_event_loop  # noqa: E402
 from cohortctl.http.fast import FastTransport  # noqa: E402
+from cohortctl.sync.delivery import run_event_loop  # noqa: E402
 
 HEADERS = {"Authorization": "Basic YmVuY2gta2V5Og==", "Content-Type": "application/json"}
 Send = Callable[[bytes], Awaitable[int]]
