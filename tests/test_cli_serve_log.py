@@ -79,3 +79,14 @@ def test_line_shapes() -> None:
         "userIds: expected a list"
     )
     assert rejection_reason(b"plain\ntext") == "plain text"
+
+
+def test_a_key_in_the_query_never_reaches_the_log() -> None:
+    with serve("partner", "--port", "0", "--auth", "any",
+               env={"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}) as s:  # fmt: skip
+        body = payloads.list_create("A", "1")
+        url = f"{s.url}/lists?api_key={PARTNER_KEY}&x=1"
+        httpx.post(url, json=body, auth=(PARTNER_KEY, ""), timeout=10)
+        s.wait_for_stderr(" /lists?")
+    assert PARTNER_KEY not in s.stderr
+    assert "/lists?api_key=" in s.stderr and "x=1" in s.stderr

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from cohortctl.cli.exchanges import colour_enabled, paint
+from cohortctl.http.har import redact_url
 from cohortctl.http.text import terminal_text
 
 _GONE = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError, asyncio.CancelledError)
@@ -56,8 +57,10 @@ def rejection_reason(body: bytes | str | None, limit: int = 120) -> str:
 
 
 def request_line(method: str, path: str, status: int, ms: float, why: str = "") -> str:
-    """One log line: time, method, path, status, milliseconds, and why for a rejection."""
-    shown_path = terminal_text(path, keep_newlines=False)
+    """One log line: time, method, path, status, milliseconds, and why for a rejection.
+
+    A key sent in the query (``?api_key=...``) is hidden as the recordings hide it."""
+    shown_path = terminal_text(redact_url(path), keep_newlines=False)
     line = f"{_now()} {method} {shown_path} {status} {ms:.0f}ms"
     return f"{line}: {why}" if why else line
 
