@@ -160,3 +160,26 @@ def test_forward_options_are_checked_before_serving(cli: RunCli, tmp_path: Path)
     nowhere = cli("serve", "partner", "--forward", "https://partner.example",
                   "--record", str(tmp_path / "missing" / "x.har"))  # fmt: skip
     assert nowhere.exit_code == 2 and "--record" in nowhere.stderr
+
+
+def test_custom_header_values_are_hidden_as_har_hides_them(
+    cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
+) -> None:
+    receiver = partner_server_factory(api_key=PARTNER_KEY)
+    har, mine = tmp_path / "proxy.har", tmp_path / "mine.har"
+    proxy = start_proxy(receiver.url, har)
+    custom = "plain-looking-9911"
+    try:
+        result = cli("mock", "flow", "--url", proxy.url, "-H", f"X-Env:{custom}",
+                     "--har", str(mine), env=KEY_ENV)  # fmt: skip
+        assert result.exit_code == 0, result.output
+        journal = httpx.get(f"{proxy.url}/_cohortctl/journal?limit=100").text
+        inspect = httpx.get(f"{proxy.url}/_cohortctl/inspect?since=0").text
+    finally:
+        proxy.stop()
+    for text in (har.read_text(), mine.read_text(), journal, inspect):
+        assert custom not in text and PARTNER_KEY not in text
+    entries = assert_valid_har(har)["log"]["entries"]
+    headers = {h["name"]: h["value"] for h in entries[0]["request"]["headers"]}
+    assert headers["X-Env"] == "***redacted***"
+    assert headers["Content-Type"] == "application/json"

@@ -64,6 +64,39 @@ def _no_constants(name: str) -> Any:
 _DECODER = json.JSONDecoder(parse_constant=_no_constants)
 
 
+# Headers any HTTP sender sets; every other one is a destination's custom header, whose value
+# (a credential as often as not) is hidden as ``--har`` hides every custom --header value.
+_ORDINARY = frozenset(
+    [
+        "host",
+        "user-agent",
+        "content-type",
+        "content-length",
+        "accept",
+        "accept-encoding",
+        "accept-language",
+        "connection",
+        "keep-alive",
+        "content-encoding",
+        "transfer-encoding",
+        "te",
+        "expect",
+        "date",
+        "via",
+        "forwarded",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-forwarded-port",
+        "x-real-ip",
+    ]
+)
+
+
+def _custom_values(headers: list[tuple[str, str]]) -> list[str]:
+    return [v for k, v in headers if k.lower() not in _ORDINARY]
+
+
 @dataclass(frozen=True)
 class Verdict:
     """What the receiver's checks say about one request."""
@@ -170,7 +203,7 @@ class Forwarder:
         sent = [(k, v) for k, v in raw_headers if k.lower() not in _HOP]
         verdict = judge(request.method, request.path, request.content_type, body)
         url = self.upstream + request.path_qs
-        redactor = Redactor.for_headers(raw_headers)
+        redactor = Redactor.for_headers(raw_headers).merged(Redactor(_custom_values(raw_headers)))
         started_at = time.time()
         started = time.perf_counter()
         status: int | None = None
