@@ -72,3 +72,21 @@ def test_check_and_mock_in_webhook_mode_record_har(
         assert entries, name
         assert all(e["_call"] == "webhook" for e in entries), name
         _assert_secret_free(har)
+
+
+def test_replay_sends_no_redacted_header_and_names_it(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    server = partner_server_factory(webhook_headers=(("X-Hook", HOOK),))
+    har = tmp_path / "hook.har"
+    result = cli("mock", "webhook", "--url", f"{server.url}/webhook", "-H", f"X-Hook:{HOOK}",
+                 "--har", str(har))  # fmt: skip
+    assert result.exit_code == 0, result.output
+    fresh = partner_server_factory()  # takes any X-Hook, so what was sent shows in the journal
+    missing = cli("replay", str(har), "--url", fresh.url)
+    assert "the recording hid X-Hook" in missing.stderr and "-H 'X-Hook:VALUE'" in missing.stderr
+    journal = httpx.get(f"{fresh.url}/_cohortctl/webhooks/journal", timeout=60).text
+    assert "redacted" not in journal
+    given = cli("replay", str(har), "--url", fresh.url, "-H", f"X-Hook:{HOOK}")
+    assert given.exit_code == 0, given.output
+    assert "the recording hid" not in given.stderr

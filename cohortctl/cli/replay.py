@@ -24,6 +24,7 @@ from cohortctl.partner.replay import (
     RecordedRequest,
     Replayer,
     ReplayRun,
+    hidden_headers,
     recorded_auth,
     recorded_requests,
 )
@@ -189,6 +190,11 @@ def replay(
     )
     if junit is not None:
         check_writable(junit, "--junit")
+    for name in hidden_headers(requests, destination.headers):
+        err.print(
+            f"the recording hid {escape(name)}: sent without it (give it with -H "
+            f"'{escape(name)}:VALUE')"
+        )
     with make_client(destination) as client:
         run = Replayer(client, destination, expect=expect, workers=workers).run(requests)
     if junit is not None:

@@ -26,6 +26,7 @@ from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import request_body, response_text
 from cohortctl.http.outcomes import classify_transport_error
+from cohortctl.http.redact import REDACTED
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner import payloads
 from cohortctl.partner.calls import default_call
@@ -69,6 +70,7 @@ class RecordedRequest:
     recorded_status: int | None
     recorded_body: str
     auth: AuthMode
+    hidden: tuple[str, ...] = ()  # headers the recording redacted (not sent: give them with -H)
 
 
 @dataclass
@@ -185,7 +187,9 @@ def recorded_requests(
             if k.lower() not in _HOP_HEADERS
             and not k.startswith(":")
             and not is_sensitive_header(k)
+            and REDACTED not in v
         )
+        hidden = tuple(k for k, v in headers if REDACTED in v and not is_sensitive_header(k))
         body = request_body(entry)
         relative = _relative(request["url"], base if isinstance(base, str) else None)
         call = entry.get("_call") if isinstance(entry.get("_call"), str) else None
@@ -203,9 +207,23 @@ def recorded_requests(
                 recorded_status=recorded_status,
                 recorded_body=response_text(entry),
                 auth=_auth_of(headers),
+                hidden=hidden,
             )
         )
     return found
+
+
+def hidden_headers(
+    requests: Sequence[RecordedRequest], given: Sequence[tuple[str, str]] = ()
+) -> list[str]:
+    """Headers the recording redacted that ``given`` (the -H headers) does not supply."""
+    have = {name.lower() for name, _ in given}
+    names: dict[str, str] = {}
+    for request in requests:
+        for name in request.hidden:
+            if name.lower() not in have:
+                names.setdefault(name.lower(), name)
+    return list(names.values())
 
 
 def recorded_auth(requests: Sequence[RecordedRequest]) -> AuthMode:
