@@ -35,8 +35,8 @@ import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 from sync_engine import BATCH_USERS, ServerProcess, user_ids  # noqa: E402
 
-from cohortctl.partner import payloads  # noqa: E402
 from cohortctl.http.fast import FastTransport  # noqa: E402
+from cohortctl.partner import payloads  # noqa: E402
 from cohortctl.sync.delivery import run_event_loop  # noqa: E402
 
 HEADERS = {"Authorization": "Basic YmVuY2gta2V5Og==", "Content-Type": "application/json"}

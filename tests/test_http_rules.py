@@ -256,13 +256,32 @@ def test_upload_shows_a_redirect_instead_of_following_it(cli: RunCli, tmp_path: 
 # -- redaction, escapes, limits, deadlines ------------------------------------------------------
 
 
-def test_amplitude_error_bodies_are_redacted_in_every_encoding(cli: RunCli) -> None:
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["cohorts", "list"],
+        ["cohorts", "download", "c1", "-o", "{tmp}/members.csv"],
+        ["membership", "add", "{ids}", "--cohort-id", "c1"],
+        ["upload", "{ids}", "--name", "x", "--app-id", "1", "--owner", "o@x.io"],
+    ],
+    ids=["cohorts list", "cohorts download", "membership", "upload"],
+)
+def test_amplitude_error_bodies_are_redacted_in_every_encoding(
+    cli: RunCli, tmp_path: Path, command: list[str]
+) -> None:
     basic = base64.b64encode(f"{API_KEY}:{SECRET_KEY}".encode()).decode()
-    echo = json.dumps({"error": f"bad auth: Authorization: Basic {basic} ({API_KEY})"})
+    echo = json.dumps(
+        {"error": f"bad auth: Authorization: Basic {basic} ({API_KEY}, {SECRET_KEY})"}
+    )
+    ids = str(ids_file(tmp_path))
+    args = [a.replace("{ids}", ids).replace("{tmp}", str(tmp_path)) for a in command]
     with ScriptServer(lambda n: [answer(401, echo.encode())]) as server:
-        result = cli("cohorts", "list", "--base-url", server.url, "--retries", "0")
-    assert result.exit_code == 1
-    assert basic not in result.output and "redacted" in result.output
+        result = cli(*args, "--base-url", server.url, "--retries", "0")
+    assert result.exit_code == 1, result.output
+    assert "401" in result.output
+    for secret in (basic, API_KEY, SECRET_KEY):
+        assert secret not in result.output
+    assert "redacted" in result.output
 
 
 def test_sync_failure_bodies_are_redacted_in_output_and_retry_files(
