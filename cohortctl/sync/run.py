@@ -27,7 +27,7 @@ import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -403,6 +403,28 @@ class _Clock:
             self.phases[name] = self.phases.get(name, 0.0) + time.perf_counter() - started
 
 
+def deliver_batches(
+    batches: Iterable[Batch],
+    size: int,
+    on_done: Callable[[Batch, BatchResult], None],
+    hooks: SyncHooks,
+    options: dict[str, Any],
+) -> tuple[DeliveryReport, bool]:
+    """Deliver with the run's progress hooks: the report, and whether Ctrl-C/SIGTERM stopped it."""
+    try:
+        report = deliver(
+            batches,
+            max_batch_size=size,
+            on_done=on_done,
+            on_progress=hooks.on_progress,
+            progress_every=hooks.progress_every,
+            **options,
+        )
+    except DeliveryInterrupted as stopped:
+        return stopped.report, True
+    return report, False
+
+
 def _delivery_options(
     destination: Destination, settings: SyncSettings, hooks: SyncHooks, workers: int
 ) -> dict[str, Any]:
@@ -686,17 +708,14 @@ def _deliver_diff(
                 done[ref[1]] += ref[2]
 
         with clock("deliver"):
-            try:
-                report = deliver(
-                    batches(),
-                    max_batch_size=size,
-                    on_done=on_done,
-                    on_progress=hooks.on_progress,
-                    progress_every=hooks.progress_every,
-                    **_delivery_options(destination, settings, hooks, settings.workers),
-                )
-            except DeliveryInterrupted as stopped:
-                report = stopped.report
+            report, stopped = deliver_batches(
+                batches(),
+                size,
+                on_done,
+                hooks,
+                _delivery_options(destination, settings, hooks, settings.workers),
+            )
+            if stopped:
                 status = INTERRUPTED
     finally:
         with clock("confirm"):

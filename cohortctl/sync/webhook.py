@@ -35,9 +35,7 @@ from cohortctl.sync import lock, storage
 from cohortctl.sync.delivery import (
     Batch,
     BatchResult,
-    DeliveryInterrupted,
     DeliveryReport,
-    deliver,
     ids_are_plain,
 )
 from cohortctl.sync.plan import CohortSpec
@@ -59,6 +57,7 @@ from cohortctl.sync.run import (
     SyncSettings,
     _merge,
     _write_retry_file,
+    deliver_batches,
     plan_diff_empty,
     retry_file_for,
 )
@@ -233,17 +232,14 @@ def _sync(
             else:
                 dropped.extend(batch.user_ids)
 
-        try:
-            report = deliver(
-                batches(),
-                max_batch_size=size,
-                on_done=on_done,
-                on_progress=hooks.on_progress,
-                progress_every=hooks.progress_every,
-                **delivery_options(destination, settings, hooks, settings.workers),
-            )
-        except DeliveryInterrupted as stopped:
-            report = stopped.report
+        report, stopped = deliver_batches(
+            batches(),
+            size,
+            on_done,
+            hooks,
+            delivery_options(destination, settings, hooks, settings.workers),
+        )
+        if stopped:
             status = INTERRUPTED
     finally:
         confirmer.close()
