@@ -14,8 +14,16 @@ from aiohttp import web
 from cohortctl.errors import InputError
 from cohortctl.http.outcomes import Outcome
 from cohortctl.partner import payloads
-from cohortctl.partner.conformance import checks
-from cohortctl.partner.conformance.checks import CheckOptions, CheckRun, run_check
+from cohortctl.partner.conformance import answers, checks
+from cohortctl.partner.conformance.checks import run_check
+from cohortctl.partner.conformance.run import (
+    MAX_BURST,
+    CheckOptions,
+    CheckRun,
+    junit_report,
+    markdown_report,
+)
+from cohortctl.partner.conformance.traffic import Sent
 from cohortctl.partner.destination import AuthMode, Destination
 from cohortctl.partner.mock import FlowMode
 from cohortctl.partner.templates import Template
@@ -168,7 +176,7 @@ def test_expect_throttle_fails_when_no_429_comes(partner_server: BackgroundServe
 
 
 def _outcome(status: int | None, retry_after: str | None = None) -> Any:
-    return checks._Sent(
+    return Sent(
         request=None,  # type: ignore[arg-type]
         outcome=Outcome("list-add", "POST", "http://x/lists/1/add", status, "", 1.0,
                         retry_after=retry_after, error=None if status else "timeout"),
@@ -178,7 +186,7 @@ def _outcome(status: int | None, retry_after: str | None = None) -> Any:
 
 
 def test_burst_verdicts() -> None:
-    judge = checks._judge_burst
+    judge = checks.judge_burst
     assert judge([_outcome(200)] * 3, 3, expect_throttle=False).status == "pass"
     ok = judge([_outcome(200), _outcome(429, "2")], 2, expect_throttle=True)
     assert ok.status == "pass" and ok.actual == "2 sent: 1 × 200, 1 × 429; Retry-After: 2"
@@ -193,10 +201,10 @@ def test_burst_verdicts() -> None:
 
 
 def test_usable_retry_after() -> None:
-    assert checks.usable_retry_after("0") and checks.usable_retry_after(" 30 ")
-    assert checks.usable_retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
+    assert answers.usable_retry_after("0") and answers.usable_retry_after(" 30 ")
+    assert answers.usable_retry_after("Wed, 21 Oct 2015 07:28:00 GMT")
     for bad in (None, "", "-1", "1.5", "soon"):
-        assert not checks.usable_retry_after(bad)
+        assert not answers.usable_retry_after(bad)
 
 
 def test_latency_budget_names_the_slowest(partner_server_factory: PartnerFactory) -> None:
@@ -311,7 +319,7 @@ def test_missing_field_case_skips_when_the_template_hides_the_users() -> None:
 def test_junit_and_markdown_reports(partner_server_factory: PartnerFactory) -> None:
     server = partner_server_factory(api_key=PARTNER_KEY, accept_bad_bodies=True)
     run = check(server)
-    root = ET.fromstring(checks.junit_report(run))
+    root = ET.fromstring(junit_report(run))
     suite = root.find("testsuite")
     assert suite is not None
     testcases = suite.findall("testcase")
@@ -323,10 +331,10 @@ def test_junit_and_markdown_reports(partner_server_factory: PartnerFactory) -> N
     props = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert props["run_id"] == run.run_id and props["list_id"] == run.list_id
     assert "left empty" in (props["test_data"] or "")
-    summary = checks.markdown_report(run)
+    summary = markdown_report(run)
     assert f"run {run.run_id}" in summary and "❌ 2 failed" in summary
     assert "accepted a body that is not JSON" in summary
-    assert_no_secrets(checks.junit_report(run), summary)
+    assert_no_secrets(junit_report(run), summary)
 
 
 @pytest.mark.parametrize(
@@ -334,7 +342,7 @@ def test_junit_and_markdown_reports(partner_server_factory: PartnerFactory) -> N
     [
         ({"expect_throttle": True}, "--expect-throttle needs --burst"),
         ({"burst": 0}, "--burst must be between"),
-        ({"burst": checks.MAX_BURST + 1}, "--burst must be between"),
+        ({"burst": MAX_BURST + 1}, "--burst must be between"),
         ({"max_latency_ms": 0}, "--max-latency-ms"),
         ({"batch_size": 0}, "--batch-size"),
         ({"ids": ("u1",), "unknown_user": "u1"}, "must not be one of the test users"),

@@ -29,6 +29,14 @@ from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import recording
 from cohortctl.partner.calls import call_matcher
 from cohortctl.partner.conformance import checks, reports
+from cohortctl.partner.conformance.run import (
+    DEFAULT_BATCH_SIZE,
+    MAX_BURST,
+    CheckOptions,
+    CheckRun,
+    junit_report,
+    markdown_report,
+)
 from cohortctl.partner.destination import DEFAULT_TIMEOUT, make_client
 from cohortctl.partner.destinations import REJECTS
 from cohortctl.partner.mock import FlowMode
@@ -96,7 +104,7 @@ Burst = Annotated[
     typer.Option(
         "--burst",
         help=f"Send N requests at once (list-add; identify in property mode; at most "
-        f"{checks.MAX_BURST}): every 429 must carry a usable Retry-After.",
+        f"{MAX_BURST}): every 429 must carry a usable Retry-After.",
         show_default=False,
         rich_help_panel=SUITE_PANEL,
     ),
@@ -131,12 +139,12 @@ Junit = Annotated[
 ]
 
 
-def _render(run: checks.CheckRun, output: OutputFormat, *, quiet: bool = False) -> None:
+def _render(run: CheckRun, output: OutputFormat, *, quiet: bool = False) -> None:
     if output is OutputFormat.json:
         print_json(run.to_dict())
     elif not quiet:
         title = f"cohortctl check · run {run.run_id} · {run.target} · mode {run.mode}"
-        rows = checks.case_rows(run.cases)
+        rows = reports.case_rows(run.cases)
         out.print(table(["case", "result", "expected", "actual"], rows, title=escape(title)))
     counts = reports.totals(run.cases)
     summary = (
@@ -234,14 +242,14 @@ def check(
     cfg = Config.load(profile, path=config)
     file = dest.load_destination(destination_name)
     if batch_size is None:
-        batch_size = checks.DEFAULT_BATCH_SIZE
+        batch_size = DEFAULT_BATCH_SIZE
         if file is not None and file.batch_size is not None:
             batch_size = min(batch_size, file.batch_size)
     variables = dest.custom_variables(file, parse_vars(var or []))
     mode = mode or (FlowMode(file.mode) if file is not None else FlowMode.list)
     if mode is not FlowMode.webhook and require_header:
         raise InputError("--require-header is for --mode webhook")
-    options = checks.CheckOptions(
+    options = CheckOptions(
         mode=mode,
         ids=dest.read_user_ids(ids_file, column, ids),
         batch_size=batch_size,
@@ -327,13 +335,13 @@ def check(
 
 def _check_reports(junit: Path | None, summary_path: str | None) -> None:
     if junit is not None:
-        checks.check_writable(junit, "--junit")
+        reports.check_writable(junit, "--junit")
     if summary_path is not None:
-        checks.check_writable(Path(summary_path), SUMMARY_ENV)
+        reports.check_writable(Path(summary_path), SUMMARY_ENV)
 
 
 def _finish(
-    run: checks.CheckRun,
+    run: CheckRun,
     junit: Path | None,
     summary_path: str | None,
     output: OutputFormat,
@@ -341,10 +349,10 @@ def _finish(
     quiet: bool = False,
 ) -> None:
     if junit is not None:
-        checks.write_text(junit, checks.junit_report(run), what="JUnit report")
+        reports.write_text(junit, junit_report(run), what="JUnit report")
     if summary_path is not None:
-        checks.write_text(
-            Path(summary_path), checks.markdown_report(run), append=True, what=SUMMARY_ENV
+        reports.write_text(
+            Path(summary_path), markdown_report(run), append=True, what=SUMMARY_ENV
         )
     _render(run, output, quiet=quiet)
     if not run.passed:

@@ -17,7 +17,7 @@ from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import read_har
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner.conformance import reports
-from cohortctl.partner.conformance.checks import check_writable, write_text
+from cohortctl.partner.conformance.reports import check_writable, write_text
 from cohortctl.partner.destination import DEFAULT_TIMEOUT, make_client, parse_auth_mode
 from cohortctl.partner.replay import (
     Expect,

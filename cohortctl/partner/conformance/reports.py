@@ -1,4 +1,4 @@
-"""Reports of a conformance run for CI: JUnit XML and a Markdown summary.
+"""Reports of a conformance run for CI: JUnit XML, a Markdown summary, table rows, the files.
 
 JUnit is the dialect GitHub, GitLab and Jenkins all read: one ``<testsuite>`` in a
 ``<testsuites>`` root, ``<failure>`` for a failed case and ``<skipped>`` for a skipped one.
@@ -7,12 +7,15 @@ JUnit is the dialect GitHub, GitLab and Jenkins all read: one ``<testsuite>`` in
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, Literal
 
+from cohortctl import files
 from cohortctl.durations import json_seconds
+from cohortctl.errors import InputError
 
 Status = Literal["pass", "fail", "skip"]
 _ICONS = {"pass": "✅ pass", "fail": "❌ fail", "skip": "⏭️ skip"}
@@ -130,3 +133,29 @@ def markdown_summary(title: str, cases: Sequence[CaseResult], *, target: str = "
             f"| {_cell(actual)} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def check_writable(path: Path, what: str) -> None:
+    """InputError before anything is sent when a report file cannot be written there."""
+    if path.is_dir():
+        raise InputError(f"{what} {path}: is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: the directory {parent} does not exist")
+
+
+def write_text(path: Path, text: str, *, append: bool = False, what: str = "report") -> None:
+    """Write (or append) a report whole or not at all; FileWriteError naming the file."""
+    if append:
+        files.append_text(path, text, what=what)
+    else:
+        files.write_text_atomically(path, text, what=what)
+
+
+def case_rows(cases: Iterable[CaseResult]) -> list[tuple[str, str, str, str]]:
+    """Table rows for people: case, result, expected, actual (with why)."""
+    rows: list[tuple[str, str, str, str]] = []
+    for case in cases:
+        actual = case.actual if not case.detail else f"{case.actual} — {case.detail}"
+        rows.append((case.name, case.status, case.expected, actual))
+    return rows

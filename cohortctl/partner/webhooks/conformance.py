@@ -23,15 +23,9 @@ from dataclasses import dataclass
 import httpx
 
 from cohortctl.http.outcomes import Outcome
-from cohortctl.partner.conformance.checks import (
-    COHORT_NAME,
-    CheckOptions,
-    CheckRun,
-    _actual,
-    _why,
-    request_record,
-)
+from cohortctl.partner.conformance.answers import answer_detail, describe_answer, request_record
 from cohortctl.partner.conformance.reports import CaseResult
+from cohortctl.partner.conformance.run import COHORT_NAME, CheckOptions, CheckRun
 from cohortctl.partner.destination import redact_url
 from cohortctl.partner.webhooks.messages import WebhookRequest, plan_messages, send_message
 from cohortctl.partner.webhooks.payload import WebhookDestination, WebhookRun
@@ -116,8 +110,8 @@ class _WebhookSuite:
                 group=WEBHOOK,
                 status="pass" if passed else "fail",
                 expected=expected,
-                actual=_actual(last),
-                detail="" if passed else _why(last),
+                actual=describe_answer(last),
+                detail="" if passed else answer_detail(last),
                 duration_s=round(self.clock() - started, 3),
                 requests=[request_record(o) for o in outcomes],
             )
