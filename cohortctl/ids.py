@@ -127,18 +127,23 @@ def read_ids(
     if path == "-":
         stream = stdin if stdin is not None else sys.stdin.buffer
         return _Reader(STDIN_NAME, None, column, id_type, chunk).read(stream)
-    try:
-        stream = open(path, "rb", buffering=0)  # noqa: SIM115 - closed below
-    except FileNotFoundError:
-        raise IdFileError(path, "file not found") from None
-    except IsADirectoryError:
-        raise IdFileError(path, "is a directory, not an ID file") from None
-    except PermissionError:
-        raise IdFileError(path, "permission denied") from None
-    except OSError as exc:
-        raise IdFileError(path, f"cannot open: {exc.strerror or exc}") from None
-    with stream:
+    with open_input(path) as stream:
         return _Reader(path, path, column, id_type, chunk).read(stream)
+
+
+def open_input(path: str | os.PathLike[str]) -> BinaryIO:
+    """Open an input file (ids, users) unbuffered for reading; a failure is one IdFileError."""
+    shown = os.fspath(path)
+    try:
+        return open(shown, "rb", buffering=0)
+    except FileNotFoundError:
+        raise IdFileError(shown, "file not found") from None
+    except IsADirectoryError:
+        raise IdFileError(shown, "is a directory, not a file") from None
+    except PermissionError:
+        raise IdFileError(shown, "permission denied") from None
+    except OSError as exc:
+        raise IdFileError(shown, f"cannot open: {exc.strerror or exc}") from None
 
 
 class _Prefixed:

@@ -90,3 +90,39 @@ def test_a_refused_connect_names_the_proxy() -> None:
         client.get("https://partner.test/")
     assert f"proxy {proxy.url}" in str(caught.value)
     assert outcomes.classify_transport_error(caught.value) == outcomes.PROXY
+
+
+def test_observers_see_an_encoded_body_as_the_caller_reads_it() -> None:
+    import gzip
+
+    seen: list[Exchange] = []
+    packed = gzip.compress(b'{"ok": true}')
+    with (
+        ScriptServer(lambda n: [answer(200, packed, "Content-Encoding: gzip\r\n")]) as server,
+        make_client(timeout=5, proxy="", observers=[seen.append]) as client,
+    ):
+        assert client.get(server.url).json() == {"ok": True}
+    [exchange] = seen
+    assert exchange.response_body == b'{"ok": true}' and exchange.response_size == len(packed)
+
+
+def test_a_webhook_client_is_the_layers_client_and_hides_custom_header_values() -> None:
+    from cohortctl.partner.webhooks.messages import make_webhook_client
+    from cohortctl.partner.webhooks.payload import WebhookDestination
+
+    seen: list[Exchange] = []
+    destination = WebhookDestination(
+        url="http://127.0.0.1:1/webhook", headers=(("X-Shared", "shh-webhook-secret"),)
+    )
+    with ScriptServer(lambda n: [answer(200, b"got shh-webhook-secret")]) as server:
+        from cohortctl import http
+
+        http.add_observer(seen.append)
+        try:
+            with make_webhook_client(destination) as client:
+                client.post(server.url, headers={"X-Shared": "shh-webhook-secret"}, content=b"{}")
+        finally:
+            http.remove_observer(seen.append)
+    [exchange] = seen
+    assert b"shh-webhook-secret" not in exchange.response_body
+    assert dict(exchange.request_headers)["X-Shared"] == "***redacted***"

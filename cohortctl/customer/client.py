@@ -226,19 +226,9 @@ class AmplitudeClient:
 
     # -- the retry loop --------------------------------------------------------------------
 
-    def _request(
-        self,
-        call: str,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, str] | None = None,
-        idempotent: bool = True,
-    ) -> httpx.Response:
-        with self._stream(
-            call, method, path, json=json, params=params, idempotent=idempotent
-        ) as response:
+    def _request(self, call: str, method: str, path: str, **options: Any) -> httpx.Response:
+        """:meth:`_stream` (same ``options``) with the answer read, at most ``MAX_HELD``."""
+        with self._stream(call, method, path, **options) as response:
             try:
                 return held(response)
             except httpx.TransportError as exc:

@@ -10,7 +10,7 @@ from typing import Any
 
 from cohortctl.customer.api import ExportPoll
 from cohortctl.customer.client import AmplitudeClient
-from cohortctl.customer.export import resume_hint
+from cohortctl.customer.export import column_index, member_rows, resume_hint
 from cohortctl.errors import CheckFailed, CohortctlError
 
 USER = "user"
@@ -110,24 +110,14 @@ def read_members(lines: Iterable[str], *, id_type: str = USER) -> Members:
         header = [h.strip().lower() for h in next(reader, [])]
     except csv.Error as exc:
         raise CheckFailed(f"download export: the export is not valid CSV: {exc}") from None
-    column = "amplitude_id" if id_type == AMPLITUDE else "user_id"
-    for needed in ("amplitude_id", column):
-        if needed not in header:
-            raise CheckFailed(
-                f"download export: the export has no {needed!r} column "
-                f"(columns: {', '.join(header) or 'none'})"
-            )
-    amp_index = header.index("amplitude_id")
-    index = header.index(column)
+    amp_index = column_index(header, "amplitude_id")
+    index = column_index(header, "amplitude_id" if id_type == AMPLITUDE else "user_id")
     ids: dict[str, None] = {}
     without: list[str] = []
     rows = 0
     try:
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
+        for row, value in member_rows(reader, index):
             rows += 1
-            value = row[index].strip() if index < len(row) else ""
             if value:
                 ids[value] = None
             elif amp_index < len(row) and row[amp_index].strip():

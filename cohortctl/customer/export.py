@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -140,7 +140,27 @@ def _count_csv_rows(path: Path) -> int:
     with path.open(encoding="utf-8", newline="") as handle:
         reader = csv.reader(handle)
         next(reader, None)
-        return sum(1 for row in reader if any(cell.strip() for cell in row))
+        return sum(1 for _ in member_rows(reader, 0))
+
+
+def column_index(header: Sequence[str], column: str) -> int:
+    """Where ``column`` stands in an export's (lowercased) header; CheckFailed if absent."""
+    if column not in header:
+        raise CheckFailed(
+            f"download export: the export has no {column!r} column "
+            f"(columns: {', '.join(header) or 'none'})"
+        )
+    return header.index(column)
+
+
+def member_rows(rows: Iterable[list[str]], index: int) -> Iterator[tuple[list[str], str]]:
+    """Each member row of an export (blank rows left out) and its id in column ``index``.
+
+    The id is stripped, ``""`` when the member has none in that column.
+    """
+    for row in rows:
+        if any(cell.strip() for cell in row):
+            yield row, row[index].strip() if index < len(row) else ""
 
 
 def _write_id_column(source: Path, dest: Path, column: str) -> tuple[int, int, int]:
@@ -163,17 +183,8 @@ def _copy_column(source: Path, tmp: Path, column: str) -> tuple[int, int, int]:
     ):
         reader = csv.reader(handle)
         header = [h.strip().lower() for h in next(reader, [])]
-        if column not in header:
-            raise CheckFailed(
-                f"download export: the export has no {column!r} column "
-                f"(columns: {', '.join(header) or 'none'})"
-            )
-        index = header.index(column)
-        for row in reader:
-            if not any(cell.strip() for cell in row):
-                continue
+        for _, value in member_rows(reader, column_index(header, column)):
             rows += 1
-            value = row[index].strip() if index < len(row) else ""
             if value:
                 out.write(value + "\n")
                 written += 1

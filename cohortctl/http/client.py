@@ -227,8 +227,9 @@ class Transport(httpx.BaseTransport):
             exchange.reason = response.reason_phrase
             exchange.http_version = response.http_version
             exchange.response_headers = redact.headers(_raw_headers(response.headers))
-            exchange.response_body = redact.bytes(bytes(stream.excerpt))
-            exchange.response_cut = stream.size > len(stream.excerpt)
+            body = _decoded(response, bytes(stream.excerpt), whole=stream.size <= MAX_HELD)
+            exchange.response_body = redact.bytes(body[:MAX_HELD])
+            exchange.response_cut = stream.size > MAX_HELD or len(body) > MAX_HELD
             exchange.response_size = stream.size
         if error is not None:
             exchange.error = redact.text(f"{type(error).__name__}: {error}")
@@ -243,6 +244,16 @@ class Transport(httpx.BaseTransport):
 def _raw_headers(headers: httpx.Headers) -> list[tuple[str, str]]:
     """Headers as they went over the wire (names in their own case)."""
     return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers.raw]
+
+
+def _decoded(response: httpx.Response, raw: bytes, *, whole: bool) -> bytes:
+    """The body as the caller reads it: a whole body decoded as its Content-Encoding says."""
+    if not whole or "content-encoding" not in response.headers:
+        return raw
+    try:
+        return httpx.Response(response.status_code, headers=response.headers, content=raw).read()
+    except httpx.DecodingError:
+        return raw
 
 
 def _request_body(request: httpx.Request) -> bytes:

@@ -20,6 +20,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import KW_ONLY, dataclass
 
 import httptools
 
@@ -33,6 +34,7 @@ from cohortctl.http.settings import MAX_HELD, current, ssl_context
 PROXY = outcomes.PROXY
 
 
+@dataclass(slots=True, repr=False, eq=False)
 class Answer:
     """What a transport got back for one request attempt (never an exception).
 
@@ -41,37 +43,15 @@ class Answer:
     :data:`MAX_HELD` bytes only.
     """
 
-    __slots__ = (
-        "body",
-        "cut",
-        "detail",
-        "error",
-        "location",
-        "rate_reset",
-        "retry_after",
-        "status",
-    )
-
-    def __init__(
-        self,
-        status: int | None,
-        body: bytes = b"",
-        retry_after: str | None = None,
-        error: str | None = None,
-        *,
-        rate_reset: str | None = None,
-        location: str | None = None,
-        detail: str | None = None,
-        cut: bool = False,
-    ) -> None:
-        self.status = status
-        self.body = body
-        self.retry_after = retry_after
-        self.error = error
-        self.rate_reset = rate_reset
-        self.location = location
-        self.detail = detail
-        self.cut = cut
+    status: int | None
+    body: bytes = b""
+    retry_after: str | None = None
+    error: str | None = None
+    _: KW_ONLY
+    rate_reset: str | None = None
+    location: str | None = None
+    detail: str | None = None
+    cut: bool = False
 
     def __repr__(self) -> str:
         return f"Answer(status={self.status}, error={self.error}, body={len(self.body)} bytes)"

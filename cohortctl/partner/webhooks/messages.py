@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 
 from cohortctl.http.outcomes import Outcome, classify_transport_error, describe_status
+from cohortctl.http.redact import Redactor
 from cohortctl.partner.destination import redact_url
 from cohortctl.partner.webhooks.payload import (
     CALL,
@@ -155,7 +156,6 @@ def send_message(
 def make_webhook_client(destination: WebhookDestination) -> httpx.Client:
     """An httpx client for webhook messages: the destination's timeout, no redirects, seen by
     the observers (``-v``) with every custom header value redacted."""
-    from cohortctl.http.observed import observed
+    from cohortctl.http.client import make_client
 
-    client = httpx.Client(timeout=httpx.Timeout(destination.timeout), follow_redirects=False)
-    return observed(client, secrets=tuple(destination.secrets()))
+    return make_client(timeout=destination.timeout, redactor=Redactor(destination.secrets()))

@@ -43,6 +43,7 @@ from aiohttp import web
 from cohortctl.servers.amplitude.store import (
     CohortStore,
     CohortTooLarge,
+    ExportJob,
     MemberChange,
 )
 from cohortctl.servers.amplitude.traffic import RequestRecord, Traffic
@@ -458,15 +459,22 @@ class FakeAmplitude:
                 headers={"Retry-After": str(wait)},
             )
 
-    async def export_status(self, request: web.Request) -> web.Response:
-        """``GET /api/5/cohorts/request-status/{request_id}``: in progress, then completed."""
+    async def _export_job(
+        self, request: web.Request, look_up: Callable[[str], ExportJob | None]
+    ) -> ExportJob:
+        """The job of the request's ``{request_id}``, by ``look_up``; 404 when unknown."""
         request_id = request.match_info["request_id"]
         await self.checkpoint()
-        job = await self._run(lambda: self.store.poll_export(request_id))
+        job = await self._run(partial(look_up, request_id))
         if job is None:
             raise ApiError(
                 404, f"export request {request_id!r} not found", metadata={"request_id": request_id}
             )
+        return job
+
+    async def export_status(self, request: web.Request) -> web.Response:
+        """``GET /api/5/cohorts/request-status/{request_id}``: in progress, then completed."""
+        job = await self._export_job(request, self.store.poll_export)
         done = job.polls > self.export_polls
         return web.json_response(
             {
@@ -479,13 +487,8 @@ class FakeAmplitude:
 
     async def export_file(self, request: web.Request) -> web.StreamResponse:
         """``GET /api/5/cohorts/request/{request_id}/file``: the CSV or a 302 to a signed URL."""
-        request_id = request.match_info["request_id"]
-        await self.checkpoint()
-        job = await self._run(lambda: self.store.export(request_id))
-        if job is None:
-            raise ApiError(
-                404, f"export request {request_id!r} not found", metadata={"request_id": request_id}
-            )
+        job = await self._export_job(request, self.store.export)
+        request_id = job.request_id
         if job.polls <= self.export_polls:
             bad(
                 f"export {request_id} is not completed yet: poll "

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cohortctl.errors import IdFileError
+from cohortctl.ids import open_input
 from cohortctl.servers.amplitude.store import MAX_AMPLITUDE_ID, CohortStore
 
 _FIELDS = {"user_id", "amplitude_id", "user_properties"}
@@ -31,14 +32,13 @@ class KnownUser:
 def read_users(path: Path) -> list[KnownUser]:
     """Parse a users file; a bad line is an error naming the file and the line."""
     shown = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise IdFileError(shown, "file not found") from None
-    except UnicodeDecodeError:
-        raise IdFileError(shown, "not valid UTF-8") from None
-    except OSError as exc:
-        raise IdFileError(shown, f"cannot read: {exc.strerror or exc}") from None
+    with open_input(path) as stream:
+        try:
+            text = stream.read().decode("utf-8")
+        except UnicodeDecodeError:
+            raise IdFileError(shown, "not valid UTF-8") from None
+        except OSError as exc:
+            raise IdFileError(shown, f"cannot read: {exc.strerror or exc}") from None
     users: list[KnownUser] = []
     for number, line in enumerate(text.splitlines(), 1):
         if line.strip():
