@@ -26,14 +26,14 @@ import os
 import re
 import sys
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from itertools import chain, filterfalse
 from pathlib import PurePath
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
-from cohortctl.errors import IdFileError
+from cohortctl.errors import IdFileError, InputError
 
 __all__ = [
     "CHUNK_SIZE",
@@ -41,8 +41,13 @@ __all__ = [
     "IdFileStats",
     "IdList",
     "IdType",
+    "chunked",
+    "open_input",
     "read_ids",
+    "spans",
 ]
+
+T = TypeVar("T")
 
 CHUNK_SIZE = 1 << 20
 """Bytes read (and decompressed) at a time."""
@@ -129,6 +134,24 @@ def read_ids(
         return _Reader(STDIN_NAME, None, column, id_type, chunk).read(stream)
     with open_input(path) as stream:
         return _Reader(path, path, column, id_type, chunk).read(stream)
+
+
+def spans(total: int, size: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of consecutive runs of at most ``size`` of ``total`` ids, in order.
+
+    The one chunking rule of cohortctl: upload and membership requests, reconcile changes,
+    mock batches and sync batches are all cut this way. ``size`` below 1 is an InputError.
+    """
+    if size < 1:
+        raise InputError(f"batch size must be at least 1, got {size}")
+    for start in range(0, total, size):
+        yield start, min(start + size, total)
+
+
+def chunked(ids: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    """Consecutive slices of ``ids`` of at most ``size`` each (see :func:`spans`)."""
+    for start, end in spans(len(ids), size):
+        yield ids[start:end]
 
 
 def open_input(path: str | os.PathLike[str]) -> BinaryIO:

@@ -446,3 +446,13 @@ def test_agrees_with_a_naive_loop_on_benchmark_data(tmp_path: Path, variant: str
     assert result.stats.rows == rows
     assert result.stats.duplicates == rows - len(expected) > 0
     assert result.stats.blank > 0
+
+
+def test_spans_and_chunked_cut_consecutive_runs_the_last_one_short() -> None:
+    from cohortctl.ids import chunked, spans
+
+    assert list(spans(5, 2)) == [(0, 2), (2, 4), (4, 5)]
+    assert list(spans(0, 3)) == []
+    assert list(chunked(["a", "b", "c"], 2)) == [["a", "b"], ["c"]]
+    with pytest.raises(InputError, match="batch size must be at least 1"):
+        list(chunked(["a"], 0))

@@ -47,6 +47,7 @@ from cohortctl.customer.cohorts import (
     join_hints,
 )
 from cohortctl.errors import CheckFailed, CohortctlError, InputError
+from cohortctl.ids import chunked
 
 ID_SAMPLE_SIZE = 10
 
@@ -186,11 +187,11 @@ def plan_changes(
     """The membership requests in order: ADDs first, a REMOVE earlier only to keep the
     cohort within ``max_size``. ``to_remove`` is ``(id_type, ids)`` groups; ADDs use
     ``add_type``."""
-    adds = [to_add[a : a + chunk_size] for a in range(0, len(to_add), chunk_size)]
+    adds = list(chunked(to_add, chunk_size))
     removes = [
-        Change(REMOVE, id_type, ids[a : a + chunk_size])
+        Change(REMOVE, id_type, chunk)
         for id_type, ids in to_remove
-        for a in range(0, len(ids), chunk_size)
+        for chunk in chunked(ids, chunk_size)
     ]
     planned: list[Change] = []
     size = current

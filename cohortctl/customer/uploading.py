@@ -39,6 +39,7 @@ from cohortctl.customer.api import (
 )
 from cohortctl.customer.client import AmplitudeClient
 from cohortctl.errors import CohortctlError, InputError
+from cohortctl.ids import spans
 
 if TYPE_CHECKING:
     from cohortctl.ids import IdFileStats
@@ -202,10 +203,6 @@ def _check_size(ids: Sequence[str], max_size: int, what: str) -> None:
         )
 
 
-def _chunks(total: int, size: int) -> list[tuple[int, int]]:
-    return [(start, min(start + size, total)) for start in range(0, total, size)]
-
-
 def plan_upload(
     ids: Sequence[str],
     spec: UploadSpec,
@@ -222,7 +219,7 @@ def plan_upload(
     if not spec.owner.strip():
         raise InputError("the owner must not be empty")
     _check_size(ids, max_size, "upload")
-    chunks = _chunks(len(ids), chunk_size)
+    chunks = list(spans(len(ids), chunk_size))
     if spec.validate_only:
         steps = [PlannedRequest(UPLOAD, "POST", UPLOAD_PATH, a, b) for a, b in chunks]
     else:
@@ -265,7 +262,7 @@ def plan_membership(
     call = f"{MEMBERSHIP} {operation}"
     steps = [
         PlannedRequest(call, "POST", MEMBERSHIP_PATH, a, b)
-        for a, b in _chunks(len(ids), chunk_size)
+        for a, b in spans(len(ids), chunk_size)
     ]
     return Plan(
         kind=MEMBERSHIP,
