@@ -6,8 +6,12 @@ environment and fails if any of them appears in stdout or stderr.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import IO
 
 import pytest
 from typer.testing import CliRunner
@@ -117,3 +121,25 @@ def cli() -> Iterator[RunCli]:
         return res
 
     yield run
+
+
+def cli_process(
+    *args: str, stdout: IO[str] | int, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``cohortctl ARGS`` in a real process writing its stdout to ``stdout`` (a file, a device);
+    the environment is this one plus ``env``. stderr is captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "cohortctl", *args],
+        stdout=stdout, stderr=subprocess.PIPE, text=True, timeout=120,
+        env={**os.environ, **(env or {})},
+    )  # fmt: skip
+
+
+def cli_into_a_full_stdout(
+    *args: str, env: Mapping[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """:func:`cli_process` with stdout on ``/dev/full`` (the test skips where there is none)."""
+    if not Path("/dev/full").exists():
+        pytest.skip("no /dev/full on this machine")
+    with open("/dev/full", "w") as full:
+        return cli_process(*args, stdout=full, env=env)

@@ -18,11 +18,14 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TypeVar
 
 Piece = bytes | float  # bytes to send, or seconds to pause
 CLOSE = b""  # as a piece: close the connection here
+_Server = TypeVar("_Server", bound="LoopbackServer")
 
 
 @dataclass
@@ -62,7 +65,65 @@ def read_request(conn: socket.socket, buffer: bytes) -> tuple[Received, bytes] |
     return Received(head, rest[:length]), rest[length:]
 
 
-class ScriptServer:
+class Requests:
+    """The requests arriving on one connection, in order, until it closes; ``pending`` holds
+    what came after the last one (the first bytes of a tunnel, say)."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.pending = b""
+
+    def __iter__(self) -> Iterator[Received]:
+        while (got := read_request(self.conn, self.pending)) is not None:
+            request, self.pending = got
+            yield request
+
+
+class LoopbackServer:
+    """A listening socket on 127.0.0.1 (port 0) that hands each connection to ``handle`` on its
+    own thread; counts connections. Subclasses write ``handle``; closing stops accepting."""
+
+    def __init__(self) -> None:
+        self.connections = 0
+        self._lock = threading.Lock()
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.port = int(self.sock.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def handle(self, conn: socket.socket) -> None:
+        """Serve one connection (on its own thread); closing it is the caller's job."""
+        raise NotImplementedError
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listening socket was closed
+            while True:
+                conn, _ = self.sock.accept()
+                with self._lock:
+                    self.connections += 1
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        try:
+            self.handle(conn)
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self: _Server) -> _Server:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+
+class ScriptServer(LoopbackServer):
     """Answers request ``n`` (1-based, over all connections) with ``script(n)`` pieces."""
 
     def __init__(
@@ -74,48 +135,24 @@ class ScriptServer:
         self.script = script
         self.tls = tls
         self.received: list[Received] = []
-        self.connections = 0
-        self._lock = threading.Lock()
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
-        self._threads: list[threading.Thread] = []
-        thread = threading.Thread(target=self._serve, daemon=True)
-        thread.start()
+        super().__init__()
 
     @property
     def url(self) -> str:
         return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            thread = threading.Thread(target=self._handle, args=(conn,), daemon=True)
-            thread.start()
-
-    def _handle(self, raw: socket.socket) -> None:
+    def handle(self, raw: socket.socket) -> None:
         conn: socket.socket = raw
         try:
             if self.tls is not None:
                 conn = self.tls.wrap_socket(raw, server_side=True)
-            buffer = b""
-            while True:
-                got = read_request(conn, buffer)
-                if got is None:
-                    return
-                request, buffer = got
+            for request in Requests(conn):
                 with self._lock:
                     self.received.append(request)
                     number = len(self.received)
                 for piece in self.script(number):
                     if isinstance(piece, float):
-                        time.sleep(piece)
+                        time.sleep(piece)  # the trickle the client's own deadlines are tested on
                     elif piece == CLOSE:
                         return
                     else:
@@ -126,14 +163,17 @@ class ScriptServer:
             with contextlib.suppress(OSError):
                 conn.close()
 
-    def close(self) -> None:
-        self.sock.close()
 
-    def __enter__(self) -> ScriptServer:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
+@contextlib.contextmanager
+def handler_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A stdlib ``ThreadingHTTPServer`` running ``handler`` on 127.0.0.1; yields its URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def answer(
@@ -146,8 +186,7 @@ def answer(
     ).encode() + body
 
 
-@dataclass
-class RecordingProxy:
+class RecordingProxy(LoopbackServer):
     """A forward proxy on 127.0.0.1 that records what clients sent it (see module docstring).
 
     ``upstreams`` maps ``host:port`` as the client named it to the loopback port to reach;
@@ -155,36 +194,19 @@ class RecordingProxy:
     CONNECT with that status instead of tunnelling.
     """
 
-    upstreams: dict[str, int] = field(default_factory=dict)
-    refuse_connect: int | None = None
-    heads: list[bytes] = field(default_factory=list)
-    raw: bytearray = field(default_factory=bytearray)
-
-    def __post_init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.port = int(self.sock.getsockname()[1])
-        self._lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(
+        self, upstreams: dict[str, int] | None = None, refuse_connect: int | None = None
+    ) -> None:
+        self.upstreams = dict(upstreams or {})
+        self.refuse_connect = refuse_connect
+        self.heads: list[bytes] = []
+        self.raw = bytearray()
+        super().__init__()
 
     def seen(self) -> bytes:
         """Every byte clients sent before any tunnel was up (heads and relayed requests)."""
         with self._lock:
             return bytes(self.raw)
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
 
     def _upstream(self, authority: str) -> socket.socket:
         port = self.upstreams.get(authority)
@@ -192,47 +214,42 @@ class RecordingProxy:
             port = int(authority.rpartition(":")[2] or 80)
         return socket.create_connection(("127.0.0.1", port), timeout=10)
 
-    def _handle(self, conn: socket.socket) -> None:
-        with conn:
-            buffer = b""
-            while True:
-                got = read_request(conn, buffer)
-                if got is None:
+    def handle(self, conn: socket.socket) -> None:
+        requests = Requests(conn)
+        for request in requests:
+            with self._lock:
+                self.heads.append(request.head)
+                self.raw += request.head + b"\r\n\r\n" + request.body
+            method, target, _ = request.request_line.split(" ", 2)
+            if method == "CONNECT":
+                if self.refuse_connect is not None:
+                    conn.sendall(answer(self.refuse_connect, b"no"))
                     return
-                request, buffer = got
-                with self._lock:
-                    self.heads.append(request.head)
-                    self.raw += request.head + b"\r\n\r\n" + request.body
-                method, target, _ = request.request_line.split(" ", 2)
-                if method == "CONNECT":
-                    if self.refuse_connect is not None:
-                        conn.sendall(answer(self.refuse_connect, b"no"))
-                        return
-                    try:
-                        upstream = self._upstream(target)
-                    except OSError:
-                        conn.sendall(answer(502, b"bad gateway"))
-                        return
-                    conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
-                    self._pipe(conn, upstream, buffer)
-                    return
-                match = re.match(r"https?://([^/]+)(/.*)?$", target)
-                if not match:
-                    conn.sendall(answer(400, b"not a proxy request"))
-                    return
-                authority, path = match.group(1), match.group(2) or "/"
-                if ":" not in authority:
-                    authority += ":80"
                 try:
-                    upstream = self._upstream(authority)
+                    upstream = self._upstream(target)
                 except OSError:
                     conn.sendall(answer(502, b"bad gateway"))
                     return
-                with upstream:
-                    _first, _, rest = request.head.partition(b"\r\n")
-                    line = f"{method} {path} HTTP/1.1".encode()
-                    upstream.sendall(line + b"\r\n" + rest + b"\r\n\r\n" + request.body)
-                    self._relay_answer(upstream, conn)
+                conn.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                self._pipe(conn, upstream, requests.pending)
+                return
+            match = re.match(r"https?://([^/]+)(/.*)?$", target)
+            if not match:
+                conn.sendall(answer(400, b"not a proxy request"))
+                return
+            authority, path = match.group(1), match.group(2) or "/"
+            if ":" not in authority:
+                authority += ":80"
+            try:
+                upstream = self._upstream(authority)
+            except OSError:
+                conn.sendall(answer(502, b"bad gateway"))
+                return
+            with upstream:
+                _first, _, rest = request.head.partition(b"\r\n")
+                line = f"{method} {path} HTTP/1.1".encode()
+                upstream.sendall(line + b"\r\n" + rest + b"\r\n\r\n" + request.body)
+                self._relay_answer(upstream, conn)
 
     @staticmethod
     def _relay_answer(upstream: socket.socket, conn: socket.socket) -> None:
@@ -273,12 +290,3 @@ class RecordingProxy:
                     if not data:
                         return
                     (b if sock is a else a).sendall(data)
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def __enter__(self) -> RecordingProxy:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()

@@ -7,6 +7,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from cohortctl.servers.runner import BackgroundServer
@@ -92,3 +93,15 @@ def amplitude_server_factory() -> Iterator[Any]:
     yield start
     for server in started:
         server.stop()
+
+
+def client_for(server: BackgroundServer, auth: Any = (API_KEY, SECRET_KEY)) -> httpx.Client:
+    """An httpx client for a fake Amplitude server (the test key and secret unless ``auth``)."""
+    return httpx.Client(base_url=server.url, auth=auth, timeout=30)
+
+
+@pytest.fixture
+def api(amplitude_server: BackgroundServer) -> Iterator[httpx.Client]:
+    """A client for ``amplitude_server`` with the test key and secret."""
+    with client_for(amplitude_server) as client:
+        yield client

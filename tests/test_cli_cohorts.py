@@ -11,6 +11,7 @@ import pytest
 
 from cohortctl.cli import customer_options
 from cohortctl.servers.amplitude.store import amplitude_id_for
+from tests.conftest import cli_into_a_full_stdout
 
 
 def make_cohort(cli: Any, server: Any, tmp_path: Path, ids: list[str], name: str = "Seed") -> str:
@@ -84,39 +85,38 @@ def test_download_amplitude_ids(cli, amplitude_server, tmp_path: Path) -> None:
     assert dest.read_text() == f"{amplitude_id_for('alice')}\n"
 
 
+def download(cli: Any, server: Any, cohort_id: str, dest: Path, *extra: str) -> Any:
+    """``cohortctl cohorts download COHORT -o DEST EXTRA`` from ``server``."""
+    return cli("cohorts", "download", cohort_id, "-o", str(dest), *extra, "--base-url", server.url)
+
+
 def test_download_unknown_cohort(cli, amplitude_server, tmp_path: Path) -> None:
-    result = cli(
-        "cohorts", "download", "zzzzzzz", "-o", str(tmp_path / "x.csv"),
-        "--base-url", amplitude_server.url,
-    )  # fmt: skip
+    result = download(cli, amplitude_server, "zzzzzzz", tmp_path / "x.csv")
     assert result.exit_code == 1 and "HTTP 404" in result.stderr
     assert not (tmp_path / "x.csv").exists()
 
 
-def test_download_gives_up_after_the_export_timeout(
-    cli, amplitude_server_factory, tmp_path: Path
-) -> None:
+@pytest.fixture
+def never_ready(cli, amplitude_server_factory, tmp_path: Path) -> tuple[Any, str]:
+    """A fake whose export of its one cohort (returned with it) is never ready in time."""
     server = amplitude_server_factory(export_polls=1000)
-    cohort_id = make_cohort(cli, server, tmp_path, ["alice"])
-    result = cli(
-        "cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv"),
-        "--export-timeout", "0s", "--request-timeout", "10s", "--base-url", server.url,
-    )  # fmt: skip
+    return server, make_cohort(cli, server, tmp_path, ["alice"])
+
+
+def test_download_gives_up_after_the_export_timeout(cli, never_ready, tmp_path: Path) -> None:
+    dest = tmp_path / "x.csv"
+    result = download(cli, *never_ready, dest, "--export-timeout", "0s", "--request-timeout", "10s")
     assert result.exit_code == 1 and "not ready" in result.stderr
     assert "deprecated" not in result.stderr
-    assert not (tmp_path / "x.csv").exists()
+    assert not dest.exists()
 
 
-def test_download_timeout_is_the_deprecated_export_wait(
-    cli, amplitude_server_factory, tmp_path: Path
-) -> None:
-    server = amplitude_server_factory(export_polls=1000)
-    cohort_id = make_cohort(cli, server, tmp_path, ["alice"])
-    args = ["cohorts", "download", cohort_id, "-o", str(tmp_path / "x.csv")]
-    result = cli(*args, "--timeout", "0", "--base-url", server.url)
+def test_download_timeout_is_the_deprecated_export_wait(cli, never_ready, tmp_path: Path) -> None:
+    dest = tmp_path / "x.csv"
+    result = download(cli, *never_ready, dest, "--timeout", "0")
     assert result.exit_code == 1 and "not ready" in result.stderr
     assert "--timeout` is deprecated" in result.stderr and "--export-timeout" in result.stderr
-    both = cli(*args, "--timeout", "0", "--export-timeout", "1m", "--base-url", server.url)
+    both = download(cli, *never_ready, dest, "--timeout", "0", "--export-timeout", "1m")
     assert both.exit_code == 2 and "--export-timeout only" in both.stderr
 
 
@@ -161,23 +161,13 @@ def test_download_prop_keys_each_sent_as_a_parameter(cli, amplitude_server, tmp_
 
 def test_download_to_a_full_stdout(cli, amplitude_server, tmp_path: Path) -> None:
     """``-o -`` into a full device (a real process, stdout on /dev/full): one line, exit 2."""
-    import os
-    import subprocess
-    import sys
-
     from tests.credentials import API_KEY, SECRET_KEY
 
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full on this machine")
     cohort_id = make_cohort(cli, amplitude_server, tmp_path, [f"u{i}" for i in range(5000)])
-    env = {**os.environ, "AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY}
-    script = "import sys; from cohortctl.cli import main; sys.exit(main())"
-    with open("/dev/full", "w") as full:
-        done = subprocess.run(
-            [sys.executable, "-c", script, "cohorts", "download", cohort_id, "-o", "-",
-             "--base-url", amplitude_server.url],
-            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=env,
-        )  # fmt: skip
+    env = {"AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY}
+    done = cli_into_a_full_stdout(
+        "cohorts", "download", cohort_id, "-o", "-", "--base-url", amplitude_server.url, env=env
+    )
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
     errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]

@@ -401,22 +401,32 @@ def test_flow_with_per_call_payloads_and_paths(
     assert recorder.requests[1]["body"] == {"add": ["mock-user-1", "mock-user-2", "mock-user-3"]}
 
 
+@pytest.mark.parametrize(
+    ("template", "message", "also"),
+    [
+        (
+            '{"ids": $itemz}',
+            ": unknown template variable(s) $itemz",
+            ["$items", "$amplitude_cohort_name"],
+        ),
+        ('{\n  "ids": $items,\n}', ":3:1: not valid JSON after substitution", []),
+    ],
+)
 def test_bad_templates_exit_2_naming_the_file(
-    cli: RunCli, receiver: BackgroundServer, tmp_path: Path
+    cli: RunCli,
+    receiver: BackgroundServer,
+    tmp_path: Path,
+    template: str,
+    message: str,
+    also: list[str],
 ) -> None:
-    unknown = tmp_path / "unknown.json"
-    unknown.write_text('{"ids": $itemz}', encoding="utf-8")
-    result = cli("mock", "identify-batch", "--url", receiver.url, "--payload", str(unknown),
+    payload = tmp_path / "template.json"
+    payload.write_text(template, encoding="utf-8")
+    result = cli("mock", "identify-batch", "--url", receiver.url, "--payload", str(payload),
                  env=KEY_ENV)  # fmt: skip
     assert result.exit_code == 2
-    assert f"{unknown}: unknown template variable(s) $itemz" in result.stderr
-    assert "$items" in result.stderr and "$amplitude_cohort_name" in result.stderr
-    broken = tmp_path / "broken.json"
-    broken.write_text('{\n  "ids": $items,\n}', encoding="utf-8")
-    result = cli("mock", "identify-batch", "--url", receiver.url, "--payload", str(broken),
-                 env=KEY_ENV)  # fmt: skip
-    assert result.exit_code == 2
-    assert f"{broken}:3:1: not valid JSON after substitution" in result.stderr
+    assert f"{payload}{message}" in result.stderr
+    assert all(hint in result.stderr for hint in also)  # the variables it does know
     assert journal(receiver) == []
 
 

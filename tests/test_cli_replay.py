@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from cohortctl.http.har import HarWriter
 from cohortctl.http.observe import Exchange
@@ -34,22 +35,30 @@ def members(server: BackgroundServer) -> dict[str, list[str]]:
     return {entry["name"]: view(server, f"lists/{entry['listId']}")["members"] for entry in lists}
 
 
-def record_flow(cli: RunCli, server: BackgroundServer, path: Path, *extra: str) -> None:
-    ids: list[str] = []
-    for user in IDS:
-        ids += ["--id", user]
-    result = cli("mock", "flow", "--url", server.url, *ids, "--batch-size", "2",
-                 "--har", str(path), *extra, env=KEY_ENV)  # fmt: skip
+def recorded(cli: RunCli, har: Path, *args: str) -> None:
+    """Run ``cohortctl ARGS --har HAR`` with the partner key; it must succeed."""
+    result = cli(*args, "--har", str(har), env=KEY_ENV)
     assert result.exit_code == 0, result.output
 
 
+def record_flow(cli: RunCli, server: BackgroundServer, path: Path, *extra: str) -> None:
+    ids = [arg for user in IDS for arg in ("--id", user)]
+    recorded(cli, path, "mock", "flow", "--url", server.url, *ids, "--batch-size", "2", *extra)
+
+
+@pytest.fixture
+def original(partner_server_factory: PartnerFactory) -> BackgroundServer:
+    """The receiver a recording is made on; it holds an unrelated list already, so the recorded
+    list ids start at 2 (and a fresh receiver's at 1)."""
+    server = partner_server_factory(api_key=PARTNER_KEY)
+    auth = (PARTNER_KEY, "")
+    httpx.post(f"{server.url}/lists", json=payloads.list_create("other", "o1"), auth=auth)
+    return server
+
+
 def test_replay_rebuilds_the_state_on_a_fresh_receiver_following_new_list_ids(
-    cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
+    cli: RunCli, original: BackgroundServer, partner_server_factory: PartnerFactory, tmp_path: Path
 ) -> None:
-    original = partner_server_factory(api_key=PARTNER_KEY)
-    httpx.post(
-        f"{original.url}/lists", json=payloads.list_create("other", "o1"), auth=(PARTNER_KEY, "")
-    )  # fmt: skip  (so the recorded list id is 2)
     har = tmp_path / "flow.har"
     record_flow(cli, original, har)
     fresh = partner_server_factory(api_key=PARTNER_KEY)
@@ -140,18 +149,14 @@ def test_a_recording_with_no_requests_is_an_input_error(cli: RunCli, tmp_path: P
 
 
 def _sync(cli: RunCli, url: str, snapshot: Path, tmp_path: Path, har: Path, *extra: str) -> None:
-    result = cli("sync", str(snapshot), "--url", url, "--cohort-name", "Power Users",
-                 "--cohort-id", "p1", "--batch-size", "50", "--state", str(tmp_path / "s.db"),
-                 "--har", str(har), *extra, env=KEY_ENV)  # fmt: skip
-    assert result.exit_code == 0, result.output
+    recorded(cli, har, "sync", str(snapshot), "--url", url, "--cohort-name", "Power Users",
+             "--cohort-id", "p1", "--batch-size", "50", "--state", str(tmp_path / "s.db"),
+             *extra)  # fmt: skip
 
 
 def test_a_recorded_sync_replayed_on_an_empty_receiver_leaves_what_the_original_left(
-    cli: RunCli, partner_server_factory: PartnerFactory, tmp_path: Path
+    cli: RunCli, original: BackgroundServer, partner_server_factory: PartnerFactory, tmp_path: Path
 ) -> None:
-    original = partner_server_factory(api_key=PARTNER_KEY)
-    httpx.post(f"{original.url}/lists", json=payloads.list_create("other", "o1"),
-               auth=(PARTNER_KEY, ""))  # fmt: skip
     snapshot = tmp_path / "members.txt"
     snapshot.write_text("".join(f"user-{n}\n" for n in range(230)))
     first, second = tmp_path / "first.har", tmp_path / "second.har"
@@ -186,4 +191,3 @@ def test_new_list_ids_go_into_paths_and_list_naming_body_values() -> None:
         "userIds": ["2", "u"],
         "flag": True,
     }  # fmt: skip  (user ids are never touched)
-

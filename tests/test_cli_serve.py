@@ -141,20 +141,18 @@ def test_serve_amplitude_needs_both_keys(cli: RunCli) -> None:
     assert "--secret-key / AMPLITUDE_SECRET_KEY is not set" in result.stderr
 
 
-def test_serve_amplitude_db_directory_must_exist(cli: RunCli, tmp_path: Path) -> None:
-    result = cli("serve", "amplitude", "--db", str(tmp_path / "missing" / "fake.sqlite"))
-    assert result.exit_code == 2
-    assert "does not exist" in result.stderr
-
-
-def test_serve_amplitude_rejects_a_file_that_is_not_its_database(
-    cli: RunCli, tmp_path: Path
+@pytest.mark.parametrize(
+    ("command", "whose"), [("amplitude", "the fake's"), ("partner", "the receiver's")]
+)
+def test_serve_db_directory_must_exist_and_be_its_database(
+    cli: RunCli, tmp_path: Path, command: str, whose: str
 ) -> None:
-    db = tmp_path / "notes.txt"
-    db.write_text("not a database\n" * 100, encoding="utf-8")
-    result = cli("serve", "amplitude", "--db", str(db))
-    assert result.exit_code == 2
-    assert "cannot use it as the fake's database" in result.stderr
+    missing = cli("serve", command, "--db", str(tmp_path / "missing" / "fake.sqlite"))
+    assert missing.exit_code == 2 and "does not exist" in missing.stderr
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a database\n" * 100, encoding="utf-8")
+    wrong = cli("serve", command, "--db", str(notes))
+    assert wrong.exit_code == 2 and f"cannot use it as {whose} database" in wrong.stderr
 
 
 def test_serve_amplitude_help_documents_credentials(cli: RunCli) -> None:
@@ -227,15 +225,14 @@ def test_serve_amplitude_users_file_feeds_search_and_export_properties(tmp_path:
         ('{"user_properties": {}}\n', "users.jsonl:1: needs a user_id or an amplitude_id"),
         ('{"amplitude_id": "5"}\n', "users.jsonl:1: amplitude_id must be a positive integer"),
         ('{"user_id": "a", "user_properties": []}\n', "user_properties must be an object"),
+        (None, "users.jsonl: file not found"),
     ],
 )
 def test_serve_amplitude_bad_users_file(
-    cli: RunCli, tmp_path: Path, content: str, fragment: str
+    cli: RunCli, tmp_path: Path, content: str | None, fragment: str
 ) -> None:
     users = tmp_path / "users.jsonl"
-    users.write_text(content, encoding="utf-8")
+    if content is not None:
+        users.write_text(content, encoding="utf-8")
     result = cli("serve", "amplitude", "--users", str(users))
-    assert result.exit_code == 2
-    assert fragment in result.stderr
-    missing = cli("serve", "amplitude", "--users", str(tmp_path / "none.jsonl"))
-    assert missing.exit_code == 2 and "none.jsonl: file not found" in missing.stderr
+    assert result.exit_code == 2 and fragment in result.stderr

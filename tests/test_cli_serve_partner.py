@@ -81,15 +81,6 @@ def test_parse_rate() -> None:
         parse_rate("1/d")
 
 
-def test_db_directory_must_exist_and_be_a_database(cli: RunCli, tmp_path: Path) -> None:
-    missing = cli("serve", "partner", "--db", str(tmp_path / "missing" / "r.sqlite"))
-    assert missing.exit_code == 2 and "does not exist" in missing.stderr
-    notes = tmp_path / "notes.txt"
-    notes.write_text("not a database\n" * 100, encoding="utf-8")
-    wrong = cli("serve", "partner", "--db", str(notes))
-    assert wrong.exit_code == 2 and "cannot use it as the receiver's database" in wrong.stderr
-
-
 def test_missing_known_users_file_is_a_usage_error(cli: RunCli, tmp_path: Path) -> None:
     result = cli("serve", "partner", "--known-users", str(tmp_path / "nope.txt"))
     assert result.exit_code == 2

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,14 +12,31 @@ import pytest
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync import lock
 from cohortctl.sync.state import SyncState, destination_key
-from tests.conftest import RunCli
+from tests.conftest import RunCli, cli_into_a_full_stdout, cli_process
 from tests.credentials import PARTNER_KEY
 
 ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
 
 
+URL = "http://127.0.0.1:9"
+KEY = destination_key(URL, "list", "c9")
+
+
 def users(start: int, stop: int) -> list[str]:
     return [f"user-{i:06d}" for i in range(start, stop)]
+
+
+def holding(tmp_path: Path, ids: list[str]) -> Path:
+    """A state file in which ``KEY`` (list c9 at ``URL``) has confirmed ``ids``."""
+    state = tmp_path / "state.sqlite"
+    with SyncState.open(state, KEY) as opened:
+        opened.confirm_added(ids)
+    return state
+
+
+def where(state: Path) -> list[str]:
+    """The options naming ``KEY`` in ``state``."""
+    return ["--state", str(state), "--url", URL, "--cohort-id", "c9"]
 
 
 def synced(cli: RunCli, tmp_path: Path, url: str, state: Path) -> None:
@@ -115,26 +131,15 @@ def test_members_count_what_is_confirmed_but_not_yet_folded(tmp_path: Path, cli:
 
 
 def test_forget_while_a_sync_holds_the_cohort_exits_3(tmp_path: Path) -> None:
-    state = tmp_path / "state.sqlite"
-    key = destination_key("http://127.0.0.1:9", "list", "c9")
-    with SyncState.open(state, key) as opened:
-        opened.confirm_added(users(0, 3))
-    with lock.acquire(state, key):
-        proc = subprocess.run(
-            [
-                sys.executable, "-m", "cohortctl", "state", "forget", "--url",
-                "http://127.0.0.1:9", "--cohort-id", "c9", "--state", str(state),
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )  # fmt: skip
+    state = holding(tmp_path, users(0, 3))
+    with lock.acquire(state, KEY):
+        proc = cli_process("state", "forget", *where(state), stdout=subprocess.PIPE)
         assert proc.returncode == 3, proc.stderr
         assert "busy" in proc.stderr
         assert "--lock-timeout" not in proc.stderr  # forget has no such option
         assert len(proc.stderr.strip().splitlines()) == 1
         # A run recorded as running by a live holder shows as running.
-    with SyncState.open(state, key) as opened:
+    with SyncState.open(state, KEY) as opened:
         assert opened.member_count() == 3
 
 
@@ -165,8 +170,7 @@ def test_a_killed_run_shows_as_unfinished(cli: RunCli, tmp_path: Path) -> None:
     from cohortctl.sync.state import Diff
 
     state = tmp_path / "state.sqlite"
-    key = destination_key("http://127.0.0.1:9", "list", "c9")
-    with SyncState.open(state, key) as opened:
+    with SyncState.open(state, KEY) as opened:
         opened.start_run(Diff(entered=["a"], left=[]))
     listed = cli("state", "list", "--state", str(state), "--output", "json")
     (entry,) = json.loads(listed.stdout)["entries"]
@@ -177,15 +181,11 @@ def test_a_killed_run_stays_unfinished_after_later_runs(cli: RunCli, tmp_path: P
     from cohortctl.sync.state import Diff
 
     state = tmp_path / "state.sqlite"
-    key = destination_key("http://127.0.0.1:9", "list", "c9")
-    with SyncState.open(state, key) as opened:
+    with SyncState.open(state, KEY) as opened:
         opened.start_run(Diff(entered=["a"], left=[]))  # killed: never finished
         later = opened.start_run(Diff(entered=["a"], left=[]))
         opened.finish_run(later, status="ok", added=1, removed=0, failed=0)
-    shown = cli(
-        "state", "show", "--state", str(state), "--url", "http://127.0.0.1:9",
-        "--cohort-id", "c9", "--output", "json",
-    )
+    shown = cli("state", "show", *where(state), "--output", "json")
     assert shown.exit_code == 0, shown.output
     assert [run["status"] for run in json.loads(shown.stdout)["runs"]] == ["unfinished", "ok"]
 
@@ -193,55 +193,30 @@ def test_a_killed_run_stays_unfinished_after_later_runs(cli: RunCli, tmp_path: P
 def test_export_to_stdout(cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``-o -`` writes the ids to stdout, as ``cohorts download -o -`` does (no file named -)."""
     monkeypatch.chdir(tmp_path)
-    state = tmp_path / "state.sqlite"
-    key = destination_key("http://127.0.0.1:9", "list", "c9")
-    with SyncState.open(state, key) as opened:
-        opened.confirm_added(["u1", "u2", "u3"])
-    where = ["--state", str(state), "--url", "http://127.0.0.1:9", "--cohort-id", "c9"]
-    result = cli("state", "export", *where, "-o", "-")
+    state = holding(tmp_path, ["u1", "u2", "u3"])
+    result = cli("state", "export", *where(state), "-o", "-")
     assert result.exit_code == 0, result.output
     assert sorted(result.stdout.split()) == ["u1", "u2", "u3"]
     assert not (tmp_path / "-").exists()
-    as_json = cli("state", "export", *where, "-o", "-", "--output", "json")
+    as_json = cli("state", "export", *where(state), "-o", "-", "--output", "json")
     assert sorted(as_json.stdout.split()) == ["u1", "u2", "u3"]
     assert json.loads(as_json.stderr)["written"] == 3
 
 
 def test_export_to_a_full_stdout(tmp_path: Path) -> None:
     """``state export -o -`` into a full device (a real process): one line, exit 2."""
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full on this machine")
-    state = tmp_path / "state.sqlite"
-    key = destination_key("http://127.0.0.1:9", "list", "c9")
-    with SyncState.open(state, key) as opened:
-        opened.confirm_added([f"user-{i}" for i in range(50_000)])
-    script = "import sys; from cohortctl.cli import main; sys.exit(main())"
-    with open("/dev/full", "w") as full:
-        done = subprocess.run(
-            [sys.executable, "-c", script, "state", "export", "--state", str(state),
-             "--url", "http://127.0.0.1:9", "--cohort-id", "c9", "-o", "-"],
-            stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
-        )  # fmt: skip
+    state = holding(tmp_path, [f"user-{i}" for i in range(50_000)])
+    done = cli_into_a_full_stdout("state", "export", *where(state), "-o", "-")
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "standard output" in lines[0], done.stderr
 
 
-def test_tables_to_a_full_stdout(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["list", "check"])
+def test_tables_to_a_full_stdout(tmp_path: Path, command: str) -> None:
     """A table or line for people into a full device (a real process): one line, exit 2."""
-    if not Path("/dev/full").exists():
-        pytest.skip("no /dev/full on this machine")
-    state = tmp_path / "state.sqlite"
-    key = destination_key("http://127.0.0.1:9", "list", "c9")
-    with SyncState.open(state, key) as opened:
-        opened.confirm_added(["a", "b"])
-    script = "import sys; from cohortctl.cli import main; sys.exit(main())"
-    for command in ("list", "check"):
-        with open("/dev/full", "w") as full:
-            done = subprocess.run(
-                [sys.executable, "-c", script, "state", command, "--state", str(state)],
-                stdout=full, stderr=subprocess.PIPE, text=True, timeout=120,
-            )  # fmt: skip
-        assert done.returncode == 2, (command, done.stderr)
-        lines = done.stderr.strip().splitlines()
-        assert len(lines) == 1 and "standard output" in lines[0], (command, done.stderr)
+    state = holding(tmp_path, ["a", "b"])
+    done = cli_into_a_full_stdout("state", command, "--state", str(state))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "standard output" in lines[0], done.stderr

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -14,8 +13,9 @@ from cohortctl.cli.exchanges import BODY_LIMIT, body_lines, exchange_lines
 from cohortctl.http.observe import Exchange
 from cohortctl.http.redact import REDACTED
 from cohortctl.servers.runner import BackgroundServer
-from tests.conftest import RunCli
+from tests.conftest import CliResult, RunCli
 from tests.credentials import PARTNER_KEY
+from tests.http_servers import handler_server
 
 ANSWER = {"listId": "L-42", "note": "made"}
 
@@ -41,12 +41,8 @@ class _Fixed(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def fixed_server() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Fixed)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    with handler_server(_Fixed) as url:
+        yield url
 
 
 def test_mock_verbose_shows_the_exchange_line_by_line(cli: RunCli, fixed_server: str) -> None:
@@ -77,23 +73,24 @@ def test_mock_verbose_shows_the_exchange_line_by_line(cli: RunCli, fixed_server:
     assert "> POST" not in result.stdout
 
 
-def test_mock_verbose_never_shows_the_key(cli: RunCli, partner_server: BackgroundServer) -> None:
+def mock_flow(cli: RunCli, url: str, *extra: str) -> CliResult:
+    """``cohortctl mock flow --url URL EXTRA`` with the partner key; it must succeed."""
     result = cli(
-        "mock", "flow", "--url", partner_server.url, "-v",
-        env={"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY},
-    )  # fmt: skip
+        "mock", "flow", "--url", url, *extra, env={"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
+    )
     assert result.exit_code == 0, result
+    return result
+
+
+def test_mock_verbose_never_shows_the_key(cli: RunCli, partner_server: BackgroundServer) -> None:
+    result = mock_flow(cli, partner_server.url, "-v")
     assert result.stderr.count("> POST ") == 3
     assert result.stderr.count("< HTTP/1.1 ") == 3
     # the cli fixture fails the test if the key appears anywhere
 
 
 def test_quiet_leaves_only_the_summary(cli: RunCli, partner_server: BackgroundServer) -> None:
-    result = cli(
-        "mock", "flow", "--url", partner_server.url, "-q",
-        env={"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY},
-    )  # fmt: skip
-    assert result.exit_code == 0, result
+    result = mock_flow(cli, partner_server.url, "-q")
     assert result.stdout == ""
     assert result.stderr.strip().splitlines() == ["3 request(s): 3 passed, 0 failed"]
 

@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync.state import SyncState, destination_key
-from tests.conftest import RunCli
+from tests.conftest import RunCli, cli_process
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
 
@@ -94,18 +93,24 @@ def leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.endswith(".part"))
 
 
+def synced_state(cli: RunCli, disk: Path, tmp_path: Path, url: str) -> tuple[Path, list[str]]:
+    """A state on ``disk`` after a first sync of 2,000 users to ``url``; the sync's arguments."""
+    state = disk / "state.sqlite"
+    snapshot = tmp_path / "cohort.txt"
+    snapshot.write_text("\n".join(users(0, 2000)) + "\n", encoding="utf-8")
+    args = ["sync", str(snapshot), "--url", url, *COHORT, "--state", str(state)]
+    assert cli(*args, env=ENV).exit_code == 0
+    return state, args
+
+
 def test_state_on_a_read_only_filesystem(
     cli: RunCli, tmpfs: Mount, tmp_path: Path, partner_server: BackgroundServer
 ) -> None:
     disk = tmpfs("16m")
-    state = disk / "state.sqlite"
-    snapshot = tmp_path / "cohort.txt"
-    snapshot.write_text("\n".join(users(0, 2000)) + "\n", encoding="utf-8")
-    args = ["sync", str(snapshot), "--url", partner_server.url, *COHORT, "--state", str(state)]
-    assert cli(*args, env=ENV).exit_code == 0
+    state, args = synced_state(cli, disk, tmp_path, partner_server.url)
     before = state.read_bytes()
     read_only(disk)
-    snapshot.write_text("\n".join(users(0, 3000)) + "\n", encoding="utf-8")
+    (tmp_path / "cohort.txt").write_text("\n".join(users(0, 3000)) + "\n", encoding="utf-8")
     sent = len(get_json(f"{partner_server.url}/_cohortctl/journal?limit=1000")["requests"])
     result = cli(*args, env=ENV)
     assert result.exit_code == 2, result.output
@@ -217,11 +222,8 @@ def test_json_to_a_full_filesystem(tmpfs: Mount, tmp_path: Path) -> None:
         opened.confirm_added(users(0, 3))
     fill(disk)
     with (disk / "out.json").open("w") as handle:
-        proc = subprocess.run(
-            [sys.executable, "-m", "cohortctl", "state", "list", "--state", str(state),
-             "--output", "json"],
-            stdout=handle, stderr=subprocess.PIPE, text=True, timeout=60,
-        )  # fmt: skip
+        args = ["state", "list", "--state", str(state), "--output", "json"]
+        proc = cli_process(*args, stdout=handle)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "cannot write" in proc.stderr and "No space left on device" in proc.stderr
@@ -232,11 +234,7 @@ def test_state_commands_read_a_state_on_a_read_only_filesystem(
 ) -> None:
     """list, show, export and check only read: a read-only disk (a backup) is no obstacle."""
     disk = tmpfs("16m")
-    state = disk / "state.sqlite"
-    snapshot = tmp_path / "cohort.txt"
-    snapshot.write_text("\n".join(users(0, 2000)) + "\n", encoding="utf-8")
-    args = ["sync", str(snapshot), "--url", partner_server.url, *COHORT, "--state", str(state)]
-    assert cli(*args, env=ENV).exit_code == 0
+    state, _ = synced_state(cli, disk, tmp_path, partner_server.url)
     read_only(disk)
     where = ["--state", str(state), "--url", partner_server.url, "--cohort-id", "c7"]
     listed = cli("state", "list", "--state", str(state), "--output", "json")

@@ -31,6 +31,16 @@ COHORT = ["--cohort-name", "Power Users", "--cohort-id", "c7"]
 LIST_CREATED = answer(200, b'{"listId":"L1"}', "Content-Type: application/json\r\n")
 
 
+def creates_then_accepts(number: int) -> list[Piece]:
+    """A partner's script: list L1 created on the first request, ``{}`` on every other."""
+    return [LIST_CREATED if number == 1 else answer(200, b"{}")]
+
+
+def through_tls(ca_file: str) -> list[str]:
+    """The options for the https partner (partner.test), with the extra secret header."""
+    return ["--url", "https://partner.test", "-H", EXTRA, "--ca-cert", ca_file]
+
+
 @pytest.fixture(scope="module")
 def ca() -> trustme.CA:
     return trustme.CA()
@@ -52,9 +62,7 @@ def tls_context(ca: trustme.CA) -> ssl.SSLContext:
 @pytest.fixture
 def partner_tls(ca: trustme.CA) -> Iterator[ScriptServer]:
     """An https partner (certificate for partner.test) creating list L1, then accepting all."""
-    with ScriptServer(
-        lambda n: [LIST_CREATED if n == 1 else answer(200, b"{}")], tls=tls_context(ca)
-    ) as server:
+    with ScriptServer(creates_then_accepts, tls=tls_context(ca)) as server:
         yield server
 
 
@@ -83,13 +91,8 @@ def test_sync_through_https_proxy_sends_credentials_only_inside_the_tunnel(
         result = cli(
             "sync",
             str(ids_file(tmp_path)),
-            "--url",
-            "https://partner.test",
+            *through_tls(ca_file),
             *COHORT,
-            "-H",
-            EXTRA,
-            "--ca-cert",
-            ca_file,
             "-o",
             "json",
             env={**KEY_ENV, "HTTPS_PROXY": proxy_url},
@@ -116,12 +119,7 @@ def test_mock_through_https_proxy_sends_no_credential_in_the_connect(
         result = cli(
             "mock",
             "list-create",
-            "--url",
-            "https://partner.test",
-            "-H",
-            EXTRA,
-            "--ca-cert",
-            ca_file,
+            *through_tls(ca_file),
             "--auth",
             "header",
             "--app-id",
@@ -137,7 +135,7 @@ def test_mock_through_https_proxy_sends_no_credential_in_the_connect(
 
 
 def test_http_proxy_relays_an_http_request_in_absolute_form(cli: RunCli, tmp_path: Path) -> None:
-    partner = ScriptServer(lambda n: [LIST_CREATED if n == 1 else answer(200, b"{}")])
+    partner = ScriptServer(creates_then_accepts)
     with partner, RecordingProxy(upstreams={"partner.test:80": partner.port}) as proxy:
         result = cli(
             "sync",
@@ -156,7 +154,7 @@ def test_http_proxy_relays_an_http_request_in_absolute_form(cli: RunCli, tmp_pat
 
 
 def test_no_proxy_exempts_a_host(cli: RunCli, tmp_path: Path) -> None:
-    partner = ScriptServer(lambda n: [LIST_CREATED if n == 1 else answer(200, b"{}")])
+    partner = ScriptServer(creates_then_accepts)
     with partner, RecordingProxy() as proxy:
         result = cli(
             "mock",
@@ -200,8 +198,7 @@ def test_sync_does_not_follow_a_redirect_and_records_nothing(
             ) as partner,
             RecordingProxy(upstreams={"partner.test:443": partner.port}) as proxy,
         ):
-            args = ["sync", str(ids_file(tmp_path)), "--url", "https://partner.test", *COHORT]
-            args += ["-H", EXTRA, "--ca-cert", ca_file, "-o", "json"]
+            args = ["sync", str(ids_file(tmp_path)), *through_tls(ca_file), *COHORT, "-o", "json"]
             env = {**KEY_ENV, "HTTPS_PROXY": proxy.url}
             first = cli(*args, env=env)
             again = cli(*args, "--dry-run", env=env)

@@ -186,47 +186,52 @@ def test_refused_before_anything_is_sent(
     assert amplitude_server.app[TRAFFIC_KEY].requests() == []
 
 
+@pytest.fixture
+def someone_else(amplitude_server: BackgroundServer) -> Iterator[Callable[[str], None]]:
+    """``add_x(cohort_id)``: another client adds user ``x`` to the cohort, behind our back."""
+    sneaky = client_for(amplitude_server)
+
+    def add_x(cohort_id: str) -> None:
+        sneaky.membership(
+            {
+                "cohort_id": cohort_id,
+                "memberships": [{"ids": ["x"], "id_type": BY_NAME, "operation": ADD}],
+            }
+        )
+
+    yield add_x
+    sneaky.http.close()
+
+
 def test_cohort_changed_during_the_export_sends_nothing(
-    amplitude_server: BackgroundServer, client: AmplitudeClient
+    amplitude_server: BackgroundServer,
+    client: AmplitudeClient,
+    someone_else: Callable[[str], None],
 ) -> None:
     cohort_id = create(client, ["a", "b"])
-    sneaky = client_for(amplitude_server)
 
     def meanwhile(event: ReconcileEvent) -> None:
         if event.phase == "exported":  # someone adds a member right after the export
-            sneaky.membership(
-                {
-                    "cohort_id": cohort_id,
-                    "memberships": [{"ids": ["x"], "id_type": BY_NAME, "operation": ADD}],
-                }
-            )
+            someone_else(cohort_id)
 
     with pytest.raises(CheckFailed, match="changed while it was exported") as caught:
         reconcile(client, cohort_id, ["a", "c"], on_event=meanwhile)
     assert "nothing was sent" in caught.value.message
     assert store(amplitude_server).user_ids(cohort_id) == {"a", "b", "x"}
-    sneaky.http.close()
 
 
 def test_cohort_changed_while_changes_were_sent_is_reported(
-    amplitude_server: BackgroundServer, client: AmplitudeClient
+    client: AmplitudeClient, someone_else: Callable[[str], None]
 ) -> None:
     cohort_id = create(client, ["a", "b"])
-    sneaky = client_for(amplitude_server)
 
     def meanwhile(event: ReconcileEvent) -> None:
         if event.phase == APPLY and event.call == "membership ADD":
-            sneaky.membership(
-                {
-                    "cohort_id": cohort_id,
-                    "memberships": [{"ids": ["x"], "id_type": BY_NAME, "operation": ADD}],
-                }
-            )
+            someone_else(cohort_id)
 
     result = reconcile(client, cohort_id, ["a", "c"], on_event=meanwhile)
     assert result.changed and "changed while reconciling" in result.changed
     assert result.size_after == 3 and result.expected_size == 2
-    sneaky.http.close()
 
 
 @pytest.fixture
@@ -263,22 +268,20 @@ def test_a_failure_at_the_first_change_has_no_partial_hint(small_client: Amplitu
     assert "already applied" not in (caught.value.hint or "")
 
 
-def test_plan_adds_first_removes_earlier_only_to_stay_within_the_limit() -> None:
+@pytest.mark.parametrize(
+    ("max_size", "order"),
+    [
+        (100, [f"{ADD} a1 a2", f"{ADD} a3 a4", f"{REMOVE} r1 r2", f"{REMOVE} r3 r4"]),
+        (6, [f"{ADD} a1 a2", f"{REMOVE} r1 r2", f"{ADD} a3 a4", f"{REMOVE} r3 r4"]),
+    ],
+    ids=["room", "tight"],
+)
+def test_plan_adds_first_removes_earlier_only_to_stay_within_the_limit(
+    max_size: int, order: list[str]
+) -> None:
     removes = [(BY_NAME, ["r1", "r2", "r3", "r4"])]
-    plan = plan_changes(4, ["a1", "a2", "a3", "a4"], removes, chunk_size=2, max_size=100)
-    assert [(c.operation, list(c.ids)) for c in plan] == [
-        (ADD, ["a1", "a2"]),
-        (ADD, ["a3", "a4"]),
-        (REMOVE, ["r1", "r2"]),
-        (REMOVE, ["r3", "r4"]),
-    ]
-    tight = plan_changes(4, ["a1", "a2", "a3", "a4"], removes, chunk_size=2, max_size=6)
-    assert [(c.operation, list(c.ids)) for c in tight] == [
-        (ADD, ["a1", "a2"]),
-        (REMOVE, ["r1", "r2"]),
-        (ADD, ["a3", "a4"]),
-        (REMOVE, ["r3", "r4"]),
-    ]
+    plan = plan_changes(4, ["a1", "a2", "a3", "a4"], removes, chunk_size=2, max_size=max_size)
+    assert [" ".join([c.operation, *c.ids]) for c in plan] == order
 
 
 def test_read_members_streams_quoted_newlines_and_reports_bad_exports() -> None:

@@ -19,7 +19,7 @@ from cohortctl.servers.amplitude.store import CohortStore, amplitude_id_for
 from cohortctl.servers.amplitude.traffic import Traffic
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
-from tests.servers_fixtures import Gate
+from tests.servers_fixtures import Gate, client_for
 
 UPLOAD = "/api/3/cohorts/upload"
 MEMBERSHIP = "/api/3/cohorts/membership"
@@ -78,16 +78,6 @@ def store_of(server: BackgroundServer) -> CohortStore:
 def traffic_of(server: BackgroundServer) -> Traffic:
     assert server.app is not None
     return server.app[TRAFFIC_KEY]
-
-
-def client_for(server: BackgroundServer, auth: Any = (API_KEY, SECRET_KEY)) -> httpx.Client:
-    return httpx.Client(base_url=server.url, auth=auth, timeout=30)
-
-
-@pytest.fixture
-def api(amplitude_server: BackgroundServer) -> Iterator[httpx.Client]:
-    with client_for(amplitude_server) as client:
-        yield client
 
 
 @pytest.fixture

@@ -9,22 +9,20 @@ byte in what matters (paths, query strings, JSON bodies, headers, ``app_id`` as 
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
-import pytest
 
 from cohortctl.servers.amplitude.store import CohortStore, amplitude_id_for
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
+from tests.servers_fixtures import client_for
 from tests.test_server_amplitude import (
     COHORTS,
     MEMBERSHIP,
     UPLOAD,
     assert_error,
-    client_for,
     read_csv,
     store_of,
     traffic_of,
@@ -35,17 +33,6 @@ from tests.test_server_amplitude import (
 USERSEARCH = "/api/2/usersearch"
 
 
-@pytest.fixture
-def api(amplitude_server: BackgroundServer) -> Iterator[httpx.Client]:
-    with client_for(amplitude_server) as client:
-        yield client
-
-
-@pytest.fixture
-def start(amplitude_server_factory: Any) -> Callable[..., BackgroundServer]:
-    return amplitude_server_factory  # type: ignore[no-any-return]
-
-
 def test_app_id_may_be_a_string_of_digits(
     amplitude_server: BackgroundServer, api: httpx.Client
 ) -> None:
@@ -54,8 +41,8 @@ def test_app_id_may_be_a_string_of_digits(
     assert api.get(COHORTS).json()["cohorts"][0]["appId"] == 153957
 
 
-def test_app_id_pin_applies_to_strings_too(start: Callable[..., BackgroundServer]) -> None:
-    server = start(app_id=153957)
+def test_app_id_pin_applies_to_strings_too(amplitude_server_factory: Any) -> None:
+    server = amplitude_server_factory(app_id=153957)
     with client_for(server) as client:
         assert client.post(UPLOAD, json=upload_body(app_id="153957")).status_code == 200
         assert_error(client.post(UPLOAD, json=upload_body(app_id="42")), 400, "app_id: 42")

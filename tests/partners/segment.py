@@ -20,6 +20,11 @@ BATCH_LIMIT = 500_000
 TRAIT = re.compile(r"^\[Amplitude\] .+ \([^()]+\)$")
 
 
+def _fail(message: str, status: int = 400) -> web.Response:
+    """Segment's answer to a call it refuses."""
+    return web.json_response({"success": False, "message": message}, status=status)
+
+
 @dataclass
 class Segment:
     """Settings and memory: each user's traits."""
@@ -42,9 +47,9 @@ class Segment:
     def _check(self, request: web.Request) -> web.Response | None:
         credentials = basic_credentials(request)
         if credentials is None or not credentials[0]:
-            return web.json_response({"success": False, "message": "no write key"}, status=401)
+            return _fail("no write key", status=401)
         if credentials[0] != self.write_key and not self.accept_any_key:
-            return web.json_response({"success": False, "message": "invalid write key"}, status=401)
+            return _fail("invalid write key", status=401)
         wait = self._window.take()
         if wait is not None:
             return web.json_response(
@@ -71,33 +76,34 @@ class Segment:
     def _apply(self, event: dict[str, Any]) -> None:
         self.traits.setdefault(event[self.user_field], {}).update(event["traits"])
 
-    async def identify(self, request: web.Request) -> web.StreamResponse:
+    async def _admit(self, request: web.Request, limit: int) -> bytes | web.Response:
+        """The body of an authorized call within ``limit`` bytes, or the answer refusing it."""
         if (denied := self._check(request)) is not None:
             return denied
         raw = await request.read()
-        if len(raw) > CALL_LIMIT:
-            return web.json_response({"success": False, "message": "over 32 KB"}, status=400)
+        return _fail(f"over {limit // 1000} KB") if len(raw) > limit else raw
+
+    async def identify(self, request: web.Request) -> web.StreamResponse:
+        if isinstance(raw := await self._admit(request, CALL_LIMIT), web.Response):
+            return raw
         event = await json_body(request)
         problem = "body is not JSON" if event is MALFORMED else self._identify(event)
         if problem:
-            return web.json_response({"success": False, "message": problem}, status=400)
+            return _fail(problem)
         self._apply(event)
         return web.json_response({"success": True})
 
     async def batch(self, request: web.Request) -> web.StreamResponse:
-        if (denied := self._check(request)) is not None:
-            return denied
-        raw = await request.read()
-        if len(raw) > BATCH_LIMIT:
-            return web.json_response({"success": False, "message": "over 500 KB"}, status=400)
+        if isinstance(raw := await self._admit(request, BATCH_LIMIT), web.Response):
+            return raw
         self.largest_batch = max(self.largest_batch, len(raw))
         body = await json_body(request)
         events = body.get("batch") if isinstance(body, dict) else None
         if body is MALFORMED or not isinstance(events, list) or not events:
-            return web.json_response({"success": False, "message": "batch required"}, status=400)
+            return _fail("batch required")
         for event in events:
             if (problem := self._identify(event)) is not None:
-                return web.json_response({"success": False, "message": problem}, status=400)
+                return _fail(problem)
         for event in events:
             self._apply(event)
         return web.json_response({"success": True})
