@@ -239,3 +239,25 @@ def test_partner_credentials_from_the_environment_are_ignored_in_webhook_mode(
     snapshot = _write(tmp_path / "c.csv", {"a": {"plan": "x", "seats": "1"}})
     assert _sync(cli, snapshot, server.url)["cohorts"][0]["entered"] == 1
     assert _cohort(server.url)["members"] == ["a"]
+
+
+def test_a_snapshot_on_stdin_carries_its_properties(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    server = partner_server_factory(webhook_headers=(("X-Hook", HOOK),))
+    users = {f"u{i}": {"plan": "pro", "seats": str(i)} for i in range(5)}
+    text = _write(tmp_path / "cohort.csv", users).read_bytes()
+    result = cli(
+        "sync", "-", "--url", f"{server.url}/webhook", *COHORT, "-H", f"X-Hook:{HOOK}",
+        "--all-properties", "--typed-properties", "--state", str(tmp_path / "s.db"),
+        "-o", "json", input=text,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["cohorts"][0]["entered"] == 5
+    state = _cohort(server.url)
+    assert state["members"] == sorted(users)
+    assert state["properties"]["u3"] == {"plan": "pro", "seats": 3}
+    ragged = cli("sync", "-", "--url", f"{server.url}/webhook", *COHORT, "--all-properties",
+                 "--dry-run", "--state", str(tmp_path / "s.db"),
+                 input=b"user_id,plan\nu1,pro\nu2\n")  # fmt: skip
+    assert ragged.exit_code == 2 and "<stdin>" in ragged.output, ragged.output

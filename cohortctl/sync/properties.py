@@ -14,12 +14,14 @@ import gzip
 import io
 import json
 import re
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from cohortctl.errors import IdFileError, InputError
+from cohortctl.ids import STDIN_NAME, IdList, read_ids
 from cohortctl.partner.webhooks.payload import MAX_PROPERTIES
 
 Properties = dict[str, Any]
@@ -62,20 +64,21 @@ def typed_value(text: str) -> Any:
     return text
 
 
-def _open_text(path: str) -> io.TextIOBase:
-    if path == "-":
-        raise InputError("user properties are read from a snapshot file, not stdin")
-    raw = Path(path).read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    return io.StringIO(raw.decode("utf-8-sig"), newline="")
+def _open_text(path: str, data: bytes | None) -> io.TextIOBase:
+    if data is None:
+        if path == "-":
+            raise InputError("user properties from stdin: read the snapshot with read_snapshot")
+        data = Path(path).read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+    return io.StringIO(data.decode("utf-8-sig"), newline="")
 
 
-def _rows(path: str) -> Iterator[tuple[int, list[str]]]:
+def _rows(path: str, data: bytes | None = None) -> Iterator[tuple[int, list[str]]]:
     try:
-        handle = _open_text(path)
+        handle = _open_text(path, data)
     except (OSError, EOFError, gzip.BadGzipFile, UnicodeDecodeError) as exc:
-        raise IdFileError(path, f"cannot read user properties: {exc}") from None
+        raise IdFileError(_shown(path), f"cannot read user properties: {exc}") from None
     with handle:
         first = handle.readline()
         handle.seek(0)
@@ -86,19 +89,45 @@ def _rows(path: str) -> Iterator[tuple[int, list[str]]]:
                 yield reader.line_num, row
 
 
+def _shown(path: str) -> str:
+    return STDIN_NAME if path == "-" else path
+
+
+def read_snapshot(
+    path: str,
+    column: str | None,
+    selection: PropertySelection,
+    *,
+    stdin: BinaryIO | None = None,
+) -> tuple[IdList, dict[str, Properties]]:
+    """The ids of a snapshot and the selected properties of its users, reading it once.
+
+    ``"-"`` reads ``stdin`` (default ``sys.stdin.buffer``) a single time: the ids and the
+    properties come from the same bytes.
+    """
+    if path != "-" or not selection.active:
+        read = read_ids(path, column=column, stdin=stdin)
+        return read, read_properties(path, read.stats.column, selection)
+    data = (stdin if stdin is not None else sys.stdin.buffer).read()
+    read = read_ids(path, column=column, stdin=io.BytesIO(data))
+    return read, read_properties(path, read.stats.column, selection, data=data)
+
+
 def read_properties(
-    path: str, id_column: str | None, selection: PropertySelection
+    path: str, id_column: str | None, selection: PropertySelection, *, data: bytes | None = None
 ) -> dict[str, Properties]:
     """The selected properties of every user of a CSV snapshot, keyed by user id.
 
     ``id_column`` is the header name of the id column (as the id reader picked it);
-    IdFileError names the file and line of a missing column or a ragged row.
+    IdFileError names the file and line of a missing column or a ragged row. ``data`` is
+    the snapshot's bytes when they were read already (stdin: see :func:`read_snapshot`).
     """
     if not selection.active:
         return {}
+    rows = _rows(path, data)
+    path = _shown(path)
     if id_column is None:
         raise IdFileError(path, "user properties need a CSV snapshot with a header row")
-    rows = _rows(path)
     try:
         line, header = next(rows)
     except StopIteration:

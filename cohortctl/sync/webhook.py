@@ -21,7 +21,6 @@ from typing import Any
 
 from cohortctl.http.proxy import proxy_for
 from cohortctl.http.redact import Redactor
-from cohortctl.ids import read_ids
 from cohortctl.partner.mock import abbreviate_json
 from cohortctl.partner.webhooks.messages import plan_messages, users_of
 from cohortctl.partner.webhooks.payload import (
@@ -44,7 +43,7 @@ from cohortctl.sync.properties import (
     PropertySelection,
     changed_users,
     properties_json,
-    read_properties,
+    read_snapshot,
 )
 from cohortctl.sync.run import (
     FAILED,
@@ -152,9 +151,8 @@ def sync_webhook_cohort(
     hooks = hooks or SyncHooks()
     started = time.perf_counter()
     hooks.phase(f"reading {cohort.snapshot}")
-    read = read_ids(cohort.snapshot, column=cohort.column)
+    read, properties = read_snapshot(cohort.snapshot, cohort.column, webhook.properties)
     snapshot = read.ids
-    properties = read_properties(cohort.snapshot, read.stats.column, webhook.properties)
     state = SyncState.open(settings.state_file, cohort_key(webhook.destination, cohort))
     result = CohortSync(cohort, settings.mode, state.key, started_at=time.time())
     result.snapshot_users = len(snapshot)
@@ -271,8 +269,7 @@ def plan_webhook_cohort(webhook: WebhookSync, cohort: CohortSpec, settings: Sync
     """What a webhook sync would send (counts, the first message of each direction), sending
     nothing; a state file that does not exist yet is not created."""
     destination = webhook.destination
-    read = read_ids(cohort.snapshot, column=cohort.column)
-    properties = read_properties(cohort.snapshot, read.stats.column, webhook.properties)
+    read, properties = read_snapshot(cohort.snapshot, cohort.column, webhook.properties)
     resent: list[str] = []
     if settings.state_file.exists():
         with SyncState.open(settings.state_file, cohort_key(destination, cohort)) as state:
