@@ -258,18 +258,38 @@ def test_a_file_db_keeps_webhook_state_across_a_restart(
         _body(in_cohort=False, message_id=f"{RUN_UUID}::exit::0", users=[{"user_id": "u2"}])
     )
     assert httpx.post(url, content=leave, headers=HEADERS).status_code == 200
+    other = encode(_body(users=[{"user_id": "someone-else"}]))
+    assert httpx.post(url, content=other, headers=HEADERS).status_code == 409
     before = _state(first.url, "7khm89cz")
+    journal = httpx.get(f"{first.url}/_cohortctl/webhooks/journal").json()["messages"]
+    counters = httpx.get(f"{first.url}/_cohortctl/webhooks").json()["counters"]
+    assert [row["status"] for row in journal] == [200, 200, 200, 409]
+    assert counters == {"200": 3, "409": 1, "conflicts": 1, "duplicates": 1}
     first.stop()
     second = partner_server_factory(db=db)
     url = f"{second.url}/webhook"
     assert _state(second.url, "7khm89cz") == before
+    # the webhook journal and its counters are kept too
+    assert httpx.get(f"{second.url}/_cohortctl/webhooks/journal").json()["messages"] == journal
+    assert httpx.get(f"{second.url}/_cohortctl/webhooks").json()["counters"] == counters
     assert before["properties"] == {"user_one@example.com": {"plan": "pro"}}
     # the message_ids seen are kept: the same body is a duplicate, another one a conflict
     assert httpx.post(url, content=raw, headers=HEADERS).json()["duplicate"] is True
-    other = encode(_body(users=[{"user_id": "someone-else"}]))
     assert httpx.post(url, content=other, headers=HEADERS).status_code == 409
     assert _state(second.url, "7khm89cz")["members"] == ["user_one@example.com"]
+    conflicts = httpx.get(f"{second.url}/_cohortctl/webhooks/journal").json()["messages"]
+    assert [row["status"] for row in conflicts[-2:]] == [200, 409]
+    assert conflicts[-1]["message_id"] == f"{RUN_UUID}::enter::0"
+    assert conflicts[-1]["sha256"] == journal[-1]["sha256"] != journal[0]["sha256"]
+    second.stop()
+    third = partner_server_factory(db=db)
+    kept = httpx.get(f"{third.url}/_cohortctl/webhooks").json()["counters"]
+    assert kept == {"200": 4, "409": 2, "conflicts": 2, "duplicates": 2}
+    assert httpx.get(f"{third.url}/_cohortctl/webhooks/journal").json()["messages"] == conflicts
+    second = third
     assert httpx.post(f"{second.url}/_cohortctl/reset").status_code == 200
     second.stop()
     third = partner_server_factory(db=db)
-    assert httpx.get(f"{third.url}/_cohortctl/webhooks").json()["cohorts"] == []
+    emptied = httpx.get(f"{third.url}/_cohortctl/webhooks").json()
+    assert (emptied["cohorts"], emptied["counters"]) == ([], {})
+    assert httpx.get(f"{third.url}/_cohortctl/webhooks/journal").json()["messages"] == []

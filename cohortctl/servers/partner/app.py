@@ -289,6 +289,8 @@ class Receiver:
         self.store = await PartnerStore.open(settings.db, journal_limit=settings.journal_limit)
         for raw in await self.store.webhook_bodies():
             self.webhooks.replay(raw, _DECODER.decode)
+        self.webhooks.take_unsaved()  # replaying counts nothing new
+        self.webhooks.restore(*await self.store.webhook_history())
 
     async def close(self, app: web.Application) -> None:
         """Finish the commits under way and close the database (aiohttp ``on_cleanup``)."""
@@ -327,8 +329,10 @@ class Receiver:
             if settings.delay_ms:
                 await asyncio.sleep(settings.delay_ms / 1000)
             if settings.reset_rate and self.rng.random() < settings.reset_rate:
-                await self._store().record(entry, None, "connection reset (injected)")
                 await self._note_webhook(request, None, "connection reset (injected)")
+                await self._store().record(
+                    entry, None, "connection reset (injected)", self.webhooks.take_unsaved()
+                )
                 _reset_connection(request)
                 # never sent: the transport is gone
                 return web.Response(status=599), "connection reset (injected)"
@@ -377,7 +381,9 @@ class Receiver:
             await self._note_webhook(request, answer.status, answer.reason)
         entry = Entry(entry.method, entry.path, answer.users, request.content_length or 0, entry.at)
         try:
-            await self._store().record(entry, answer.status, answer.reason)
+            await self._store().record(
+                entry, answer.status, answer.reason, self.webhooks.take_unsaved()
+            )
         except StoreError as exc:
             answer = _storage_failure(exc)
         response = web.json_response(answer.body, status=answer.status, headers=answer.headers)
@@ -496,10 +502,11 @@ class Receiver:
             raise _NotedAnswer(answer.status, answer.body, answer.reason, users=answer.users)
         entry = Entry(request.method, request.path, answer.users, len(raw), time.time())
         applied = (
-            ()
+            []
             if answer.body.get("duplicate")
-            else ((WEBHOOK_LOG, (answer.body["message_id"], raw)),)
+            else [(WEBHOOK_LOG, (answer.body["message_id"], raw))]
         )
+        applied += self.webhooks.take_unsaved()
         await self._store().record(entry, answer.status, answer.reason, applied)
         return web.json_response(answer.body)
 

@@ -83,16 +83,33 @@ CREATE TABLE IF NOT EXISTS webhook_log (
     message_id TEXT NOT NULL,
     body BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS webhook_journal (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    message_id TEXT,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    status INTEGER,
+    reason TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
 ) WITHOUT ROWID;
 """
 _TABLES = (
-    "lists", "ops", "snapshot_members", "snapshot_traits", "journal", "counters", "webhook_log"
+    "lists", "ops", "snapshot_members", "snapshot_traits", "journal", "counters", "webhook_log",
+    "webhook_journal",
 )  # fmt: skip
 # Each applied Cohort Webhook message, as received: replayed in order at startup.
 WEBHOOK_LOG = "INSERT INTO webhook_log(message_id, body) VALUES (?, ?)"
+# Every webhook attempt (the webhook journal) and the webhook counters, kept like the journal.
+WEBHOOK_JOURNAL = (
+    "INSERT INTO webhook_journal(at, message_id, sha256, bytes, status, reason) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+WEBHOOK_JOURNAL_LIMIT = 100_000
+WEBHOOK_COUNTER = "webhook:"  # the prefix of the webhook counters in the counters table
 # Earlier versions kept one row per membership and per trait; they are read once, then
 # compacted into the snapshot tables and dropped.
 _LEGACY = {
@@ -106,7 +123,7 @@ _JOURNAL = (
     "INSERT INTO journal(at, method, path, status, reason, user_count, body_size) "
     "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-_COUNT = (
+COUNT = (
     "INSERT INTO counters(name, value) VALUES (?, ?) "
     "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
 )
@@ -219,13 +236,18 @@ class PartnerLog:
             for sql, same in groupby(group.statements, key=itemgetter(0)):
                 conn.executemany(sql, [params for _, params in same])
             if group.counts:
-                conn.executemany(_COUNT, group.counts.items())
+                conn.executemany(COUNT, group.counts.items())
             self._journaled += group.journal_rows
             if self._journaled >= _PRUNE_EVERY:
                 self._journaled = 0
                 conn.execute(
                     "DELETE FROM journal WHERE id <= (SELECT max(id) FROM journal) - ?",
                     (self.journal_limit,),
+                )
+                conn.execute(
+                    "DELETE FROM webhook_journal "
+                    "WHERE seq <= (SELECT max(seq) FROM webhook_journal) - ?",
+                    (WEBHOOK_JOURNAL_LIMIT,),
                 )
             conn.execute("COMMIT")
         except BaseException:
@@ -237,6 +259,20 @@ class PartnerLog:
         """The applied webhook messages, in the order they were applied."""
         rows = self._conn.execute("SELECT body FROM webhook_log ORDER BY seq")
         return [bytes(body) for (body,) in rows]
+
+    def webhook_history(self) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+        """The webhook journal (oldest first, at most :data:`WEBHOOK_JOURNAL_LIMIT` rows:
+        at, message_id, sha256, bytes, status, reason) and the webhook counters."""
+        rows = self._conn.execute(
+            "SELECT at, message_id, sha256, bytes, status, reason FROM webhook_journal "
+            "ORDER BY seq DESC LIMIT ?",
+            (WEBHOOK_JOURNAL_LIMIT,),
+        ).fetchall()
+        counters = self._conn.execute(
+            "SELECT name, value FROM counters WHERE substr(name, 1, ?) = ?",
+            (len(WEBHOOK_COUNTER), WEBHOOK_COUNTER),
+        )
+        return rows[::-1], {name[len(WEBHOOK_COUNTER) :]: value for name, value in counters}
 
     def load(self) -> PartnerState:
         """The state the database holds: snapshot, then the log folded in order.
@@ -460,6 +496,11 @@ class PartnerStore:
         """The applied webhook messages, in order (the receiver replays them at startup)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.log.webhook_bodies)
+
+    async def webhook_history(self) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
+        """The webhook journal and counters the database keeps (read at startup)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, self.log.webhook_history)
 
     async def create_list(self, name: str, entry: Entry) -> tuple[int, bool]:
         """The id of the list called ``name`` (created if new) and whether it was created.

@@ -16,7 +16,9 @@ body is acknowledged (200, ``"duplicate": true``) and not applied again; with a 
 body it is a 409, recorded in the webhook journal. The state is held in memory; each applied
 message is also logged, as received, to the partner store's SQLite database (``--db``) and
 replayed at startup (:meth:`WebhookState.replay`), so a restart keeps membership, properties
-and the message_ids seen. The webhook journal and its counters are not kept across restarts.
+and the message_ids seen. The webhook journal and its counters are written to the same
+database with each request's journal entry (:meth:`WebhookState.take_unsaved`) and read
+back at startup (:meth:`WebhookState.restore`), as the receiver's journal is.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -32,12 +35,20 @@ from typing import Any
 from aiohttp import web
 
 from cohortctl.partner.webhooks.payload import MAX_PROPERTIES, MESSAGE_ID
+from cohortctl.servers.partner.store import (
+    COUNT,
+    WEBHOOK_COUNTER,
+    WEBHOOK_JOURNAL,
+    WEBHOOK_JOURNAL_LIMIT,
+)
 from cohortctl.servers.partner.validation import InvalidPayload
 
 DEFAULT_PATH = "/webhook"
 EXPECTED_USER_AGENT = "Amplitude/Webhook/1.0"
 FIELDS = ("cohort_name", "cohort_id", "in_cohort", "computed_time", "message_id", "users")
-JOURNAL_LIMIT = 100_000
+JOURNAL_LIMIT = WEBHOOK_JOURNAL_LIMIT
+_JOURNAL_KEYS = ("at", "message_id", "sha256", "bytes", "status", "reason")
+Statement = tuple[str, tuple[Any, ...]]
 
 
 class WebhookRefused(Exception):
@@ -182,27 +193,50 @@ class WebhookState:
     messages: dict[str, str] = field(default_factory=dict)  # message_id -> body sha256
     journal: list[dict[str, Any]] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    # journal entries and counts not yet handed to the store (see take_unsaved)
+    _unsaved: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    _unsaved_counts: Counter[str] = field(default_factory=Counter, repr=False)
 
     def _count(self, name: str) -> None:
         self.counters[name] = self.counters.get(name, 0) + 1
+        self._unsaved_counts[name] += 1
+
+    def take_unsaved(self) -> list[Statement]:
+        """The SQL statements that keep the journal entries and counts since the last call
+        (the receiver commits them with the request's journal entry)."""
+        statements: list[Statement] = [
+            (WEBHOOK_JOURNAL, tuple(row[key] for key in _JOURNAL_KEYS)) for row in self._unsaved
+        ]
+        statements += [
+            (COUNT, (f"{WEBHOOK_COUNTER}{name}", n)) for name, n in self._unsaved_counts.items()
+        ]
+        self._unsaved.clear()
+        self._unsaved_counts.clear()
+        return statements
+
+    def restore(self, rows: Iterable[tuple[Any, ...]], counters: Mapping[str, int]) -> None:
+        """Take back the journal and counters the database kept (at startup)."""
+        self.journal[:0] = [dict(zip(_JOURNAL_KEYS, row, strict=True)) for row in rows]
+        del self.journal[: max(0, len(self.journal) - JOURNAL_LIMIT)]
+        self.counters.update(counters)
 
     def note(
         self, status: int | None, reason: str, raw: bytes, message_id: str | None = None
     ) -> None:
         """Journal a request (any outcome): message id, body digest, status and reason."""
         self._count(str(status) if status is not None else "reset")
-        self.journal.append(
-            {
-                "at": datetime.fromtimestamp(time.time(), tz=timezone.utc).isoformat(
-                    timespec="milliseconds"
-                ),
-                "message_id": message_id,
-                "sha256": hashlib.sha256(raw).hexdigest(),
-                "bytes": len(raw),
-                "status": status,
-                "reason": reason,
-            }
-        )
+        entry = {
+            "at": datetime.fromtimestamp(time.time(), tz=timezone.utc).isoformat(
+                timespec="milliseconds"
+            ),
+            "message_id": message_id,
+            "sha256": hashlib.sha256(raw).hexdigest(),
+            "bytes": len(raw),
+            "status": status,
+            "reason": reason,
+        }
+        self.journal.append(entry)
+        self._unsaved.append(entry)
         if len(self.journal) > JOURNAL_LIMIT:
             del self.journal[: len(self.journal) - JOURNAL_LIMIT]
 
@@ -279,6 +313,8 @@ class WebhookState:
         self.messages.clear()
         self.journal.clear()
         self.counters.clear()
+        self._unsaved.clear()
+        self._unsaved_counts.clear()
 
 
 _LOOSE_MESSAGE_ID = re.compile(rb'"message_id"\s*:\s*"([^"\\]{1,200})"')
