@@ -3,39 +3,23 @@
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import RunCli
+from tests.http_servers import ScriptServer, answer
 from tests.partner_fixtures import PartnerFactory
 
 HOOK = "hook-secret-7788"
 
 
-class _AcceptAll(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length", "0")))
-        self.send_response(200)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"{}")
-
-    def log_message(self, *args: object) -> None:
-        return
-
-
 @pytest.fixture
 def accept_all() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _AcceptAll)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
-    server.shutdown()
-    server.server_close()
+    """An endpoint that answers 200 to anything (no de-duplication, no header checks)."""
+    with ScriptServer(lambda n: [answer(200, b"{}")]) as server:
+        yield f"{server.url}/hook"
 
 
 def test_embedded_receiver_passes_every_case(

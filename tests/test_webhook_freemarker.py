@@ -61,6 +61,7 @@ DOC_SPEC_LINE = (
 DOC_USERS_JSON = '{"users": ${UtilClass.toJsonString(input.users)}, "n": "${input.cohort_id}"}'
 
 # (template, input) pairs; each renders (or fails) as real FreeMarker does.
+NUMBER = "${input.x} ${input.x?c}"  # a decimal as FreeMarker prints it, and ?c
 CASES: list[tuple[str, Any]] = [
     (DOC_DEFAULT, BODY),
     (DOC_DEFAULT, LEAVING | {"users": [{"user_id": "u1", "user_properties": {}}]}),
@@ -87,19 +88,11 @@ CASES: list[tuple[str, Any]] = [
     ('${input.t?string("yes", "no")} ${input.f?string("yes", "no")}', {"t": True, "f": False}),
     ("${input.t}", {"t": True}),
     ("${input.n} ${input.n?c} ${input.n?string}", {"n": 1234567}),
-    ("${input.n} ${input.n?c}", {"n": -42}),
-    ("${input.n} ${input.n?c}", {"n": 0}),
-    ("${input.n} ${input.n?c}", {"n": 9007199254740993}),
-    ("${input.x} ${input.x?c}", {"x": 1234.5678}),
-    ("${input.x} ${input.x?c}", {"x": 0.1}),
-    ("${input.x} ${input.x?c}", {"x": 2.5}),
-    ("${input.x} ${input.x?c}", {"x": -3.75}),
-    ("${input.x} ${input.x?c}", {"x": 0.0005}),
-    ("${input.x} ${input.x?c}", {"x": 0.0015}),
-    ("${input.x} ${input.x?c}", {"x": 1e-7}),
-    ("${input.x} ${input.x?c}", {"x": 12345678.9}),
-    ("${input.x} ${input.x?c}", {"x": 3.0}),
-    ("${input.x} ${input.x?c}", {"x": -0.0001}),
+    *[("${input.n} ${input.n?c}", {"n": n}) for n in (-42, 0, 9007199254740993)],
+    *[
+        (NUMBER, {"x": x})
+        for x in (1234.5678, 0.1, 2.5, -3.75, 0.0005, 0.0015, 1e-7, 12345678.9, 3.0, -0.0001)
+    ],
     ("${input.s?c}", {"s": "text"}),
     ("${input.s?string}", {"s": "text"}),
     ('${3} ${1.5} ${"lit\\"q"} ${\'single\'}', {}),
@@ -168,9 +161,7 @@ CASES: list[tuple[str, Any]] = [
     # numbers in more shapes
     ("${input.n} ${input.n?c} ${input.n?string}", {"n": 123456789012}),
     ("${input.x?string} ${input.x?json_string}", {"x": 1234.5}),
-    ("${input.x} ${input.x?c}", {"x": 1e20}),
-    ("${input.x} ${input.x?c}", {"x": 0.123456789012345678}),
-    ("${input.x} ${input.x?c}", {"x": -1234567.891}),
+    *[(NUMBER, {"x": x}) for x in (1e20, 0.123456789012345678, -1234567.891)],
     ("<#if input.n == 2.0>eq<#else>ne</#if>", {"n": 2}),
     ("<#if input.a == input.b>eq<#else>ne</#if>", {"a": "x", "b": "x"}),
     ("<#if !input.a && (input.b || input.c)>yes</#if>", {"a": False, "b": False, "c": True}),

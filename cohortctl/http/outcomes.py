@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import ssl
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,6 +101,26 @@ class Outcome:
     error: str | None = None  # REFUSED, TIMEOUT, RESET, TLS, NETWORK when status is None
     attempts: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def unanswered(
+        cls,
+        exc: httpx.TransportError,
+        *,
+        call: str,
+        method: str,
+        url: str,
+        latency_ms: float,
+        scrub: Callable[[str], str],
+        extra: dict[str, Any],
+    ) -> Outcome:
+        """A request nothing came back for (refused, timed out, reset...): a failed row whose
+        meaning names the kind and the (scrubbed) detail."""
+        kind = classify_transport_error(exc)
+        detail = scrub(str(exc) or type(exc).__name__)
+        meaning = f"{kind}: {detail}" if detail and detail != kind else kind
+        extra["passed"] = False
+        return cls(call, method, url, None, meaning, round(latency_ms, 1), error=kind, extra=extra)
 
     @property
     def ok(self) -> bool:

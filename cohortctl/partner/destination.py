@@ -271,12 +271,9 @@ class Destination:
 
     def request_headers(self) -> dict[str, str]:
         """Every header of a request: JSON content type, auth, then ``--header`` (wins)."""
-        headers = {"Content-Type": "application/json", **self.auth_headers()}
-        for name, value in self.headers:
-            for existing in [k for k in headers if k.lower() == name.lower()]:
-                del headers[existing]
-            headers[name] = value
-        return headers
+        return with_headers(
+            {"Content-Type": "application/json", **self.auth_headers()}, self.headers
+        )
 
     def redacted_headers(self, headers: Mapping[str, str] | None = None) -> dict[str, str]:
         """``headers`` (default: :meth:`request_headers`) with credential values hidden."""
@@ -472,6 +469,15 @@ def both_readers_shape(path: str) -> str:
     for step in reversed(steps):
         value = [value] if isinstance(step, int) else {str(step): value}
     return json.dumps({**value, "response": value}) if isinstance(value, dict) else str(value)
+
+
+def with_headers(headers: dict[str, str], given: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``headers`` with each ``given`` header added, replacing one of the same name (any case)."""
+    for name, value in given:
+        for existing in [k for k in headers if k.lower() == name.lower()]:
+            del headers[existing]
+        headers[name] = value
+    return headers
 
 
 def build_headers(pairs: Iterable[str]) -> tuple[tuple[str, str], ...]:

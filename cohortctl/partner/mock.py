@@ -30,7 +30,6 @@ from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.client import held
 from cohortctl.http.outcomes import (
     Outcome,
-    classify_transport_error,
     describe_status,
     names_unknown_list,
 )
@@ -337,18 +336,13 @@ def _exchange(
         )
         response = held(client.send(sent, stream=True))
     except httpx.TransportError as exc:
-        latency = (clock() - started) * 1000
-        kind = classify_transport_error(exc)
-        detail = destination.scrub(str(exc) or type(exc).__name__)
-        extra["passed"] = False
-        failed = Outcome(
+        failed = Outcome.unanswered(
+            exc,
             call=request.call,
             method=request.method,
             url=shown_url,
-            status=None,
-            meaning=f"{kind}: {detail}" if detail and detail != kind else kind,
-            latency_ms=round(latency, 1),
-            error=kind,
+            latency_ms=(clock() - started) * 1000,
+            scrub=destination.scrub,
             extra=extra,
         )
         return failed, ""

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -253,16 +253,16 @@ class Template:
 
     def render(self, values: Mapping[str, Any]) -> tuple[str, Any]:
         """The substituted text and its parsed JSON; InputError naming the line and column."""
-        text = self.substitute(values)
-        try:
-            return text, json.loads(text)
-        except json.JSONDecodeError as exc:
-            line = text.splitlines()[exc.lineno - 1] if text.splitlines() else ""
-            raise InputError(
+
+        def not_json(exc: json.JSONDecodeError, line: str) -> InputError:
+            return InputError(
                 f"{self.source}:{exc.lineno}:{exc.colno}: not valid JSON after substitution: "
                 f"{exc.msg}; line {exc.lineno} is: {line.strip()[:120]}",
                 hint='write $items bare or as "$items"; other variables inside strings',
-            ) from None
+            )
+
+        text = self.substitute(values)
+        return text, rendered_json(text, not_json)
 
 
 def template_names(text: str) -> set[str]:
@@ -304,3 +304,13 @@ def render_url(template: str, values: Mapping[str, Any], *, source: str = "--pat
         return quote(_as_text(value), safe="")
 
     return _URL_TOKEN.sub(replace, template)
+
+
+def rendered_json(text: str, not_json: Callable[[json.JSONDecodeError, str], Exception]) -> Any:
+    """The JSON of a rendered template; for text that is not JSON, raises what ``not_json``
+    makes of the decoder's error and the line of the output it stopped at."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        lines = text.splitlines()
+        raise not_json(exc, lines[exc.lineno - 1] if lines else "") from None

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -46,23 +46,21 @@ class WebhookCheckOptions:
     max_latency_ms: float = DEFAULT_MAX_LATENCY_MS
 
 
+@dataclass
 class _WebhookSuite:
-    def __init__(
-        self,
-        client: httpx.Client,
-        destination: WebhookDestination,
-        options: CheckOptions,
-        webhook: WebhookCheckOptions,
-        clock: Clock,
-    ) -> None:
-        self.client = client
-        self.destination = destination
-        self.options = options
-        self.webhook = webhook
-        self.clock = clock
-        self.cases: list[CaseResult] = []
-        self.accepted: list[Outcome] = []
-        self.cohort_id = f"{COHORT_NAME}-{options.run_id}"
+    """One run of the webhook cases: what was sent, the cases and the accepted answers."""
+
+    client: httpx.Client
+    destination: WebhookDestination
+    options: CheckOptions
+    webhook: WebhookCheckOptions
+    clock: Clock
+    cases: list[CaseResult] = field(default_factory=list)
+    accepted: list[Outcome] = field(default_factory=list)
+
+    @property
+    def cohort_id(self) -> str:
+        return f"{COHORT_NAME}-{self.options.run_id}"
 
     def messages(self, *, entering: bool, run: WebhookRun) -> list[WebhookRequest]:
         users = [(uid, None) for uid in self.options.users]

@@ -27,6 +27,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 from cohortctl.errors import InputError
+from cohortctl.partner.templates import rendered_json
 from cohortctl.partner.webhooks.ftl_syntax import SUPPORTED, UTIL, Expr, TemplateError
 from cohortctl.partner.webhooks.ftl_tree import Node, parse_template
 
@@ -305,20 +306,17 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
+# FreeMarker's names for the kinds of value, for errors (bool before the numbers it subclasses)
+_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "a boolean"), ((int, float), "a number"), (str, "a string"), (list, "a list"),
+    (dict, "an object"),
+)  # fmt: skip
+
+
 def _kind(value: Any) -> str:
     if value is MISSING:
         return "missing"
-    if isinstance(value, bool):
-        return "a boolean"
-    if _is_number(value):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "a list"
-    if isinstance(value, dict):
-        return "an object"
-    return "a method"
+    return next((name for types, name in _KINDS if isinstance(value, types)), "a method")
 
 
 def render(tree: Node, model: Mapping[str, Any], source: str = "template") -> str:
@@ -356,15 +354,15 @@ class WebhookTemplate:
 
     def render(self, body: Mapping[str, Any]) -> tuple[str, Any]:
         """The rendered text and its parsed JSON; TemplateError shows where it is not JSON."""
-        text = self.render_text(body)
-        try:
-            return text, json.loads(text)
-        except json.JSONDecodeError as exc:
-            line_text = text.splitlines()[exc.lineno - 1] if text.strip() else ""
-            excerpt = line_text[max(0, exc.colno - 30) : exc.colno + 30]
-            raise TemplateError(
+
+        def not_json(exc: json.JSONDecodeError, line: str) -> TemplateError:
+            excerpt = line[max(0, exc.colno - 30) : exc.colno + 30] if line.strip() else ""
+            return TemplateError(
                 self.source,
                 None,
                 f"the rendered body is not JSON: {exc.msg} at line {exc.lineno} column "
                 f"{exc.colno} of the output, near {excerpt!r}",
-            ) from None
+            )
+
+        text = self.render_text(body)
+        return text, rendered_json(text, not_json)

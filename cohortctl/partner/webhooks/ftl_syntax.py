@@ -6,6 +6,7 @@ See :mod:`cohortctl.partner.webhooks.freemarker` for what the subset holds.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -278,19 +279,19 @@ class _ExprParser:
         if kind == "name" and value in _KEYWORD_OPS:
             self.unsupported(_KEYWORD_OPS[value])
 
-    def or_(self) -> Expr:
-        left = self.and_()
-        while self.peek() == ("op", "||"):
+    def _chain(self, op: str, kind: str, operand: Callable[[], Expr]) -> Expr:
+        """``operand (op operand)*``, grouped from the left."""
+        left = operand()
+        while self.peek() == ("op", op):
             self.take()
-            left = Expr("or", args=(left, self.and_()))
+            left = Expr(kind, args=(left, operand()))
         return left
 
+    def or_(self) -> Expr:
+        return self._chain("||", "or", self.and_)
+
     def and_(self) -> Expr:
-        left = self.eq()
-        while self.peek() == ("op", "&&"):
-            self.take()
-            left = Expr("and", args=(left, self.eq()))
-        return left
+        return self._chain("&&", "and", self.eq)
 
     def eq(self) -> Expr:
         left = self.unary()
@@ -324,13 +325,7 @@ class _ExprParser:
                 expr = Expr("index", None, (expr, key), f"{expr.text}[{key.text}]")
             elif tok == ("op", "("):
                 self.take()
-                args: list[Expr] = []
-                while self.peek() != ("op", ")"):
-                    args.append(self.or_())
-                    if self.peek() == ("op", ","):
-                        self.take()
-                self.take(")")
-                expr = Expr("call", None, (expr, *args), f"{expr.text}(...)")
+                expr = Expr("call", None, (expr, *self.arguments()), f"{expr.text}(...)")
             elif tok == ("op", "?"):
                 self.take()
                 kind, name = self.take()
@@ -339,11 +334,7 @@ class _ExprParser:
                 bargs: list[Expr] = []
                 if self.peek() == ("op", "("):
                     self.take()
-                    while self.peek() != ("op", ")"):
-                        bargs.append(self.or_())
-                        if self.peek() == ("op", ","):
-                            self.take()
-                    self.take(")")
+                    bargs = self.arguments()
                 expr = Expr("builtin", name, (expr, *bargs), f"{expr.text}?{name}")
             elif tok == ("op", "??"):
                 self.take()
@@ -353,6 +344,16 @@ class _ExprParser:
             else:
                 break
         return expr
+
+    def arguments(self) -> list[Expr]:
+        """The comma-separated expressions up to the closing ``)`` (``(`` already taken)."""
+        args: list[Expr] = []
+        while self.peek() != ("op", ")"):
+            args.append(self.or_())
+            if self.peek() == ("op", ","):
+                self.take()
+        self.take(")")
+        return args
 
     def primary(self) -> Expr:
         kind, value = self.take()

@@ -209,25 +209,15 @@ def _ignorable(node: Node) -> bool:
     return before_ok and after_ok
 
 
-def _heeds_trailing(node: Node) -> bool:
+def _heeds(node: Node, *, from_end: bool) -> bool:
+    """Whether ``node`` keeps a tag's line from being stripped: an interpolation, or text with
+    something other than white space between the tag and the nearest line break (looking
+    from the end of the text when the node comes before the tag)."""
     if node.kind == "interp":
         return True
     if node.kind != "text" or _ignorable(node):
         return False
-    for c in node.text:
-        if c in "\r\n":
-            return False
-        if not c.isspace():
-            return True
-    return True
-
-
-def _heeds_opening(node: Node) -> bool:
-    if node.kind == "interp":
-        return True
-    if node.kind != "text" or _ignorable(node):
-        return False
-    for c in reversed(node.text):
+    for c in reversed(node.text) if from_end else node.text:
         if c in "\r\n":
             return False
         if not c.isspace():
@@ -250,12 +240,7 @@ def _opening_to_strip(node: Node) -> int:
         count += 1
     if not _blank(text[:count]):
         return 0
-    prev = _prev_terminal(node)
-    while prev is not None and prev.end_line == node.begin_line:
-        if _heeds_opening(prev):
-            return 0
-        prev = _prev_terminal(prev)
-    return count
+    return 0 if _line_heeded(node, before=True) else count
 
 
 def _trailing_to_strip(node: Node) -> int:
@@ -266,12 +251,20 @@ def _trailing_to_strip(node: Node) -> int:
     tail = text[last + 1 :]
     if not _blank(tail):
         return 0
-    following = _next_terminal(node)
-    while following is not None and following.begin_line == node.end_line:
-        if _heeds_trailing(following):
-            return 0
-        following = _next_terminal(following)
-    return len(tail)
+    return 0 if _line_heeded(node, before=False) else len(tail)
+
+
+def _line_heeded(node: Node, *, before: bool) -> bool:
+    """Whether a node on the same line as ``node``'s start (before it) or end (after it)
+    keeps that line from being stripped."""
+    step = _prev_terminal if before else _next_terminal
+    line = node.begin_line if before else node.end_line
+    other = step(node)
+    while other is not None and (other.end_line if before else other.begin_line) == line:
+        if _heeds(other, from_end=before):
+            return True
+        other = step(other)
+    return False
 
 
 def _strip_text(node: Node) -> None:

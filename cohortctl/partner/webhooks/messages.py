@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-from cohortctl.http.outcomes import Outcome, classify_transport_error, describe_status
+from cohortctl.http.outcomes import Outcome, describe_status
 from cohortctl.http.redact import Redactor
 from cohortctl.partner.destination import redact_url
 from cohortctl.partner.webhooks.payload import (
@@ -119,17 +119,13 @@ def send_message(
             timeout=destination.timeout,
         )
     except httpx.TransportError as exc:
-        kind = classify_transport_error(exc)
-        detail = destination.scrub(str(exc) or type(exc).__name__)
-        extra["passed"] = False
-        return Outcome(
+        return Outcome.unanswered(
+            exc,
             call=request.label,
             method="POST",
             url=shown_url,
-            status=None,
-            meaning=f"{kind}: {detail}" if detail and detail != kind else kind,
-            latency_ms=round((clock() - started) * 1000, 1),
-            error=kind,
+            latency_ms=(clock() - started) * 1000,
+            scrub=destination.scrub,
             extra=extra,
         )
     latency = (clock() - started) * 1000

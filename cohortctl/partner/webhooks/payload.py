@@ -28,7 +28,12 @@ from urllib.parse import urlsplit, urlunsplit
 from cohortctl.config import ensure_safe_url, redact
 from cohortctl.errors import InputError
 from cohortctl.http.settings import WEBHOOK_USER_AGENT
-from cohortctl.partner.destination import DEFAULT_TIMEOUT, build_headers, redact_url
+from cohortctl.partner.destination import (
+    DEFAULT_TIMEOUT,
+    build_headers,
+    redact_url,
+    with_headers,
+)
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 
 ENTER = "enter"
@@ -203,12 +208,8 @@ class WebhookDestination:
 
     def request_headers(self) -> dict[str, str]:
         """Every header of a request: JSON content type, User-Agent, then the custom ones."""
-        headers = {"Content-Type": "application/json", "User-Agent": self.user_agent}
-        for name, value in self.headers:
-            for existing in [k for k in headers if k.lower() == name.lower()]:
-                del headers[existing]
-            headers[name] = value
-        return headers
+        base = {"Content-Type": "application/json", "User-Agent": self.user_agent}
+        return with_headers(base, self.headers)
 
     def redacted_headers(self, headers: Mapping[str, str] | None = None) -> dict[str, str]:
         """The request headers as they may be shown: every custom header's value hidden."""
