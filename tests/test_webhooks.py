@@ -23,6 +23,8 @@ from cohortctl.partner.webhooks.payload import (
 from cohortctl.servers.partner.validation import InvalidPayload
 from cohortctl.servers.partner.webhooks import validate_webhook
 from tests.conftest import RunCli
+from tests.http_servers import ScriptServer
+from tests.http_servers import answer as http_answer
 from tests.partner_fixtures import PartnerFactory
 
 HOOK_SECRET = "hook-secret-value-123"
@@ -293,3 +295,61 @@ def test_a_file_db_keeps_webhook_state_across_a_restart(
     emptied = httpx.get(f"{third.url}/_cohortctl/webhooks").json()
     assert (emptied["cohorts"], emptied["counters"]) == ([], {})
     assert httpx.get(f"{third.url}/_cohortctl/webhooks/journal").json()["messages"] == []
+
+
+SIX_HEADERS = [arg for i in range(6) for arg in ("-H", f"X-H{i}:v{i}")]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("mock", "webhook", "--id", "a"),
+        ("mock", "flow", "--mode", "webhook", "--id", "a"),
+        ("check", "--mode", "webhook"),
+        ("sync", "SNAPSHOT", "--mode", "webhook", "--cohort-name", "n", "--cohort-id", "i"),
+    ],
+)
+def test_a_sixth_header_is_an_input_error_naming_amplitudes_limit(
+    cli: RunCli, tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    snapshot = tmp_path / "c.csv"
+    snapshot.write_text("user_id\na\n")
+    args = [str(snapshot) if a == "SNAPSHOT" else a for a in command]
+    result = cli(*args, "--url", "http://127.0.0.1:9/webhook", "--dry-run", *SIX_HEADERS)
+    if command[0] == "check":  # check has no --dry-run: the header count is refused first
+        result = cli(*args, "--url", "http://127.0.0.1:9/webhook", *SIX_HEADERS)
+    assert result.exit_code == 2, result.output
+    assert "Amplitude's Cohort Webhooks send at most 5 custom headers" in result.output
+    assert "v5" not in result.output
+
+
+def test_every_command_sends_what_amplitude_sends_on_the_wire(
+    cli: RunCli, tmp_path: Path
+) -> None:
+    """POST, application/json, User-Agent Amplitude/Webhook/1.0 (or --user-agent), the
+    custom headers, --path added to the URL, and never an Authorization header."""
+    snapshot = tmp_path / "c.csv"
+    snapshot.write_text("user_id,plan\na,pro\nb,free\n")
+    hook = ("-H", f"X-Hook-Secret:{HOOK_SECRET}")
+    with ScriptServer(lambda n: [http_answer(200, b"{}")]) as server:
+        url = ("--url", f"{server.url}/hooks", "--path", "/amplitude")
+        runs = [
+            cli("mock", "webhook", *url, *hook, "--id", "a"),
+            cli("mock", "flow", "--mode", "webhook", "--url", f"{server.url}/hooks/amplitude",
+                *hook, "--id", "a"),
+            cli("sync", str(snapshot), "--mode", "webhook", *url, *hook, "--cohort-name", "n",
+                "--cohort-id", "i", "--all-properties"),
+            cli("mock", "webhook", *url, *hook, "--id", "a", "--user-agent", "Acme-Hooks/2"),
+        ]  # fmt: skip
+        assert [r.exit_code for r in runs] == [0, 0, 0, 0], [r.output for r in runs]
+        received = list(server.received)
+    assert len(received) >= 5
+    for request in received:
+        assert request.request_line == "POST /hooks/amplitude HTTP/1.1"
+        assert request.header("Content-Type") == "application/json"
+        assert request.header("X-Hook-Secret") == HOOK_SECRET
+        assert request.header("Authorization") is None
+        json.loads(request.body)
+    agents = [request.header("User-Agent") for request in received]
+    assert agents[:-1] == ["Amplitude/Webhook/1.0"] * (len(received) - 1)
+    assert agents[-1] == "Acme-Hooks/2"
