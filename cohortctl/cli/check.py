@@ -11,23 +11,10 @@ from rich.markup import escape
 
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.options import (
-    AllowInsecureHttp,
-    CaCert,
-    ConfigFile,
-    Har,
-    Output,
-    Profile,
-    Quiet,
-    Verbose,
-    check_verbosity,
-    set_user_agent,
-)
+from cohortctl.cli.bundles import OutputOptions, with_bundles
+from cohortctl.cli.options import CaCert, Har, set_user_agent
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
-from cohortctl.config import Config
 from cohortctl.errors import CheckFailed, InputError
-from cohortctl.http.har import recording
-from cohortctl.partner.calls import call_matcher
 from cohortctl.partner.conformance import checks, reports
 from cohortctl.partner.conformance.run import (
     DEFAULT_BATCH_SIZE,
@@ -37,10 +24,9 @@ from cohortctl.partner.conformance.run import (
     junit_report,
     markdown_report,
 )
-from cohortctl.partner.destination import DEFAULT_TIMEOUT, make_client
+from cohortctl.partner.destination import make_client
 from cohortctl.partner.destinations import REJECTS
 from cohortctl.partner.mock import FlowMode
-from cohortctl.partner.templates import parse_vars
 
 SUITE_PANEL = "Suite"
 REPORTS = "Reports"
@@ -166,23 +152,12 @@ def _render(run: CheckRun, output: OutputFormat, *, quiet: bool = False) -> None
         err.print(escape(run.test_data_note()))
 
 
+@with_bundles
 def check(
-    destination_name: dest.DestinationName = None,
-    url: dest.Url = None,
+    *,
+    target: dest.DestinationOptions,
     list_id: dest.GivenListId = None,
     mode: Mode = None,
-    create_path: dest.CreatePath = None,
-    add_path: dest.AddPath = None,
-    remove_path: dest.RemovePath = None,
-    identify_path: dest.IdentifyPath = None,
-    batch_path: dest.BatchPath = None,
-    api_key: dest.ApiKey = None,
-    secret: dest.Secret = None,
-    auth: dest.Auth = None,
-    app_id: dest.AppId = None,
-    header: dest.Header = None,
-    list_id_path: dest.ListIdPath = None,
-    timeout: dest.Timeout = DEFAULT_TIMEOUT,
     ca_cert: CaCert = None,
     batch_size: BatchSize = None,
     ids: Ids = None,
@@ -192,12 +167,6 @@ def check(
     burst: Burst = None,
     expect_throttle: ExpectThrottle = False,
     max_latency_ms: MaxLatency = None,
-    create_payload: dest.CreatePayload = None,
-    add_payload: dest.AddPayload = None,
-    remove_payload: dest.RemovePayload = None,
-    identify_payload: dest.IdentifyPayload = None,
-    batch_payload: dest.BatchPayload = None,
-    var: dest.Var = None,
     require_header: Annotated[
         list[str] | None,
         typer.Option(
@@ -210,13 +179,10 @@ def check(
     ] = None,
     user_agent: wh.UserAgent = None,
     junit: Junit = None,
-    output: Output = OutputFormat.table,
+    paths: dest.CallPathOptions,
+    templates: dest.TemplateOptions,
     har: Har = None,
-    verbose: Verbose = 0,
-    quiet: Quiet = False,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
+    view: OutputOptions,
 ) -> None:
     """Check that a partner endpoint handles every call Amplitude's cohort sync makes.
 
@@ -238,14 +204,13 @@ def check(
     $GITHUB_STEP_SUMMARY when set. Exit 0 when every case passed (skips do not fail), 1 when
     any failed, 2 for usage errors.
     """
-    check_verbosity(verbose, quiet)
-    cfg = Config.load(profile, path=config)
-    file = dest.load_destination(destination_name)
+    cfg = target.load_config()
+    file = target.load_file()
     if batch_size is None:
         batch_size = DEFAULT_BATCH_SIZE
         if file is not None and file.batch_size is not None:
             batch_size = min(batch_size, file.batch_size)
-    variables = dest.custom_variables(file, parse_vars(var or []))
+    variables = templates.variables(file)
     mode = mode or (FlowMode(file.mode) if file is not None else FlowMode.list)
     if mode is not FlowMode.webhook and require_header:
         raise InputError("--require-header is for --mode webhook")
@@ -257,14 +222,7 @@ def check(
         burst=burst,
         expect_throttle=expect_throttle,
         max_latency_ms=max_latency_ms,
-        templates=dest.load_templates(
-            create=create_payload,
-            add=add_payload,
-            remove=remove_payload,
-            identify=identify_payload,
-            batch=batch_payload,
-            file=file,
-        ),
+        templates=templates.templates(file),
         variables=variables,
         list_id=list_id,
         rejects=file.rejects if file is not None else REJECTS,
@@ -274,17 +232,7 @@ def check(
         from cohortctl.partner.webhooks import conformance
         from cohortctl.partner.webhooks.messages import make_webhook_client
 
-        wh.refuse_partner_auth(api_key=api_key, auth=auth, secret=secret, app_id=app_id)
-        webhook_dest = wh.webhook_destination(
-            cfg,
-            url=url,
-            path=None,
-            headers=header,
-            user_agent=user_agent,
-            timeout=timeout,
-            allow_insecure_http=allow_insecure_http,
-            file=file,
-        )
+        webhook_dest = target.webhook(cfg, file, user_agent=user_agent)
         extra = conformance.WebhookCheckOptions(
             require_headers=tuple(h.strip() for h in require_header or [] if h.strip()),
             max_latency_ms=max_latency_ms or conformance.DEFAULT_MAX_LATENCY_MS,
@@ -295,42 +243,14 @@ def check(
             make_webhook_client(webhook_dest) as webhook_client,
         ):
             run = conformance.run_webhook_check(webhook_client, webhook_dest, options, extra)
-        _finish(run, junit, summary_path, output, quiet=quiet)
+        _finish(run, junit, summary_path, view)
         return
     set_user_agent(user_agent)  # --user-agent also replaces cohortctl's own outside webhooks
-    destination = dest.destination_from_options(
-        cfg,
-        url=url,
-        api_key=api_key,
-        secret=secret,
-        auth=auth,
-        app_id=app_id,
-        headers=header,
-        list_id_path=list_id_path,
-        timeout=timeout,
-        paths=dest.call_paths(
-            create=create_path,
-            add=add_path,
-            remove=remove_path,
-            identify=identify_path,
-            batch=batch_path,
-        ),
-        allow_insecure_http=allow_insecure_http,
-        file=file,
-        variables=variables,
-    )
+    destination = target.destination(cfg, paths=paths.paths(), file=file, variables=variables)
     _check_reports(junit, summary_path)
-    with (
-        recording(
-            har,
-            base_url=destination.base_url,
-            secrets=destination.secrets(),
-            call_of=call_matcher(destination),
-        ),
-        make_client(destination) as client,
-    ):
+    with dest.partner_recording(har, destination), make_client(destination) as client:
         run = checks.run_check(client, destination, options)
-    _finish(run, junit, summary_path, output, quiet=quiet)
+    _finish(run, junit, summary_path, view)
 
 
 def _check_reports(junit: Path | None, summary_path: str | None) -> None:
@@ -341,20 +261,13 @@ def _check_reports(junit: Path | None, summary_path: str | None) -> None:
 
 
 def _finish(
-    run: CheckRun,
-    junit: Path | None,
-    summary_path: str | None,
-    output: OutputFormat,
-    *,
-    quiet: bool = False,
+    run: CheckRun, junit: Path | None, summary_path: str | None, view: OutputOptions
 ) -> None:
     if junit is not None:
         reports.write_text(junit, junit_report(run), what="JUnit report")
     if summary_path is not None:
-        reports.write_text(
-            Path(summary_path), markdown_report(run), append=True, what=SUMMARY_ENV
-        )
-    _render(run, output, quiet=quiet)
+        reports.write_text(Path(summary_path), markdown_report(run), append=True, what=SUMMARY_ENV)
+    _render(run, view.output, quiet=view.quiet)
     if not run.passed:
         failed = reports.totals(run.cases).failed
         raise CheckFailed(f"{failed} of {len(run.cases)} conformance cases failed")

@@ -20,15 +20,13 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from cohortctl.cli.bundles import SettingsOptions
 from cohortctl.cli.exchanges import EnvRef, curl_command, dry_run_block, write_lines
 from cohortctl.cli.options import (
     TIMEOUT_HELP,
-    AllowInsecureHttp,
     AsCurl,
     CaCert,
-    ConfigFile,
     Har,
-    Profile,
     UserAgent,
     check_as_curl,
     request_deadline,
@@ -152,8 +150,9 @@ class RequestOptions:
 
 
 @dataclasses.dataclass(frozen=True)
-class AmplitudeOptions:
-    """The customer commands' bundle: where Amplitude is, whose credentials, how to call it.
+class AmplitudeOptions(SettingsOptions):
+    """The customer commands' bundle: where Amplitude is, whose credentials, how to call it
+    (plus the settings bundle: ``--profile``, ``--config``, ``--allow-insecure-http``).
 
     Spread into each command's options by :func:`cohortctl.cli.bundles.with_bundles`.
     """
@@ -161,9 +160,6 @@ class AmplitudeOptions:
     region: Region = None
     base_url: BaseUrl = None
     har: Har = None
-    profile: Profile = None
-    config: ConfigFile = None
-    allow_insecure_http: AllowInsecureHttp = False
     timeout: Timeout = DEFAULT_TIMEOUT_TEXT
     retries: Retries = DEFAULT_RETRIES
     user_agent: UserAgent = None

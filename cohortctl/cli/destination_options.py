@@ -1,19 +1,37 @@
-"""The partner destination options shared by ``mock``, ``sync`` and ``check``.
+"""The partner destination options shared by ``mock``, ``check``, ``replay`` and ``sync``.
 
-Each command declares these ``Annotated`` parameters and hands them to
-:func:`destination_from_options`, so every command spells, documents and resolves them the same
-way: flag > environment > config profile > default (see :mod:`cohortctl.config`).
+They come as bundles (dataclasses spread into a command's options by
+:func:`cohortctl.cli.bundles.with_bundles`), so every command spells, documents and resolves
+them the same way: flag > environment > config profile > default (see :mod:`cohortctl.config`):
+
+- :class:`DestinationOptions`: ``--destination``, ``--url``, credentials, ``--header``,
+  ``--list-id-path``, ``--timeout``, ``--profile``, ``--config``, ``--allow-insecure-http``;
+  ``.load_config()``, ``.load_file()``, ``.destination(cfg, ...)``, ``.webhook(cfg, ...)``.
+- :class:`PartnerEndpoint`: the same without ``--destination`` (``replay``).
+- :class:`CallPathOptions`: ``--create-path`` ... ``--batch-path``; ``.paths()``.
+- :class:`TemplateOptions`: ``--create-payload`` ... ``--batch-payload``, ``--var``;
+  ``.variables(file)``, ``.templates(file)``.
+
+::
+
+    @with_bundles
+    def command(*, target: DestinationOptions, paths: CallPathOptions) -> None:
+        cfg = target.load_config()
+        file = target.load_file()
+        destination = target.destination(cfg, paths=paths.paths(), file=file)
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from cohortctl.cli.bundles import SettingsOptions
 from cohortctl.cli.exchanges import EnvRef, env_name_for_header
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.config import Config
@@ -29,7 +47,10 @@ from cohortctl.partner.destination import (
     parse_auth_mode,
 )
 from cohortctl.partner.destinations import DestinationFile, resolve
-from cohortctl.partner.templates import Template
+from cohortctl.partner.templates import Template, parse_vars
+
+if TYPE_CHECKING:
+    from cohortctl.partner.webhooks.payload import WebhookDestination
 
 PANEL = "Destination"
 
@@ -247,6 +268,22 @@ def destination_from_options(
     return destination
 
 
+def partner_recording(
+    har: Path | None, destination: Destination
+) -> contextlib.AbstractContextManager[object]:
+    """``--har`` for partner calls: every exchange recorded, credentials redacted, each entry
+    named by its call (list-create, list-add ...)."""
+    from cohortctl.http.har import recording
+    from cohortctl.partner.calls import call_matcher
+
+    return recording(
+        har,
+        base_url=destination.base_url,
+        secrets=destination.secrets(),
+        call_of=call_matcher(destination),
+    )
+
+
 def load_destination(value: str | None) -> DestinationFile | None:
     """The ``--destination`` file or built-in profile, or None."""
     return resolve(value) if value is not None else None
@@ -389,3 +426,131 @@ def curl_credentials(
         else:
             shown.append((name, value))
     return user, shown
+
+
+# -- the bundles ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PartnerEndpoint(SettingsOptions):
+    """The partner's URL and how to authenticate there (``replay``'s bundle; the base of
+    :class:`DestinationOptions`)."""
+
+    url: Url = None
+    api_key: ApiKey = None
+    secret: Secret = None
+    auth: Auth = None
+    app_id: AppId = None
+    header: Header = None
+    list_id_path: ListIdPath = None
+    timeout: Timeout = DEFAULT_TIMEOUT
+
+    def destination(
+        self,
+        cfg: Config,
+        *,
+        paths: Mapping[str, str] | None = None,
+        require_credentials: bool = True,
+        file: DestinationFile | None = None,
+        variables: Mapping[str, str] | None = None,
+    ) -> Destination:
+        """The checked :class:`Destination` of these options (see
+        :func:`destination_from_options`)."""
+        return destination_from_options(
+            cfg,
+            url=self.url,
+            api_key=self.api_key,
+            secret=self.secret,
+            auth=self.auth,
+            app_id=self.app_id,
+            headers=self.header,
+            list_id_path=self.list_id_path,
+            timeout=self.timeout,
+            paths=paths,
+            require_credentials=require_credentials,
+            allow_insecure_http=self.allow_insecure_http,
+            file=file,
+            variables=variables,
+        )
+
+
+@dataclass(frozen=True)
+class DestinationOptions(PartnerEndpoint):
+    """The destination bundle of ``mock``, ``check`` and ``sync``: :class:`PartnerEndpoint`
+    plus ``--destination`` (a destination file or built-in profile)."""
+
+    destination_name: DestinationName = None
+
+    def load_file(self) -> DestinationFile | None:
+        """The ``--destination`` file or built-in profile, or None."""
+        return load_destination(self.destination_name)
+
+    def webhook(
+        self, cfg: Config, file: DestinationFile | None, *, user_agent: str | None
+    ) -> WebhookDestination:
+        """``--mode webhook``: the webhook URL and headers; partner credentials given as
+        flags are an input error (a webhook's only auth is ``--header``)."""
+        from cohortctl.cli import webhook_options as wh
+
+        wh.refuse_partner_auth(
+            api_key=self.api_key, auth=self.auth, secret=self.secret, app_id=self.app_id
+        )
+        return wh.webhook_destination(
+            cfg,
+            url=self.url,
+            path=None,
+            headers=self.header,
+            user_agent=user_agent,
+            timeout=self.timeout,
+            allow_insecure_http=self.allow_insecure_http,
+            file=file,
+        )
+
+
+@dataclass(frozen=True)
+class CallPathOptions:
+    """``--create-path``, ``--add-path``, ``--remove-path``, ``--identify-path``,
+    ``--batch-path``: where each call goes."""
+
+    create_path: CreatePath = None
+    add_path: AddPath = None
+    remove_path: RemovePath = None
+    identify_path: IdentifyPath = None
+    batch_path: BatchPath = None
+
+    def paths(self) -> dict[str, str]:
+        """The given paths as ``call -> path`` (unset ones left out)."""
+        return call_paths(
+            create=self.create_path,
+            add=self.add_path,
+            remove=self.remove_path,
+            identify=self.identify_path,
+            batch=self.batch_path,
+        )
+
+
+@dataclass(frozen=True)
+class TemplateOptions:
+    """``--create-payload`` ... ``--batch-payload`` and ``--var``: the payload templates."""
+
+    create_payload: CreatePayload = None
+    add_payload: AddPayload = None
+    remove_payload: RemovePayload = None
+    identify_payload: IdentifyPayload = None
+    batch_payload: BatchPayload = None
+    var: Var = None
+
+    def variables(self, file: DestinationFile | None) -> dict[str, str]:
+        """The custom variables: the file's, ``--var`` winning."""
+        return custom_variables(file, parse_vars(self.var or []))
+
+    def templates(self, file: DestinationFile | None) -> dict[str, Template]:
+        """The templates given, keyed by call, over the file's (bad ones exit 2)."""
+        return load_templates(
+            create=self.create_payload,
+            add=self.add_payload,
+            remove=self.remove_payload,
+            identify=self.identify_payload,
+            batch=self.batch_payload,
+            file=file,
+        )

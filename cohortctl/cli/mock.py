@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 from urllib.parse import urlsplit
 
 import typer
@@ -13,31 +14,15 @@ from rich.text import Text
 
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
+from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.exchanges import curl_command, dry_run_block, status_style, write_lines
-from cohortctl.cli.options import (
-    AllowInsecureHttp,
-    AsCurl,
-    CaCert,
-    ConfigFile,
-    Har,
-    Output,
-    Profile,
-    Quiet,
-    UserAgent,
-    Verbose,
-    check_as_curl,
-    check_verbosity,
-    set_user_agent,
-)
+from cohortctl.cli.options import AsCurl, CaCert, Har, UserAgent, check_as_curl, set_user_agent
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
-from cohortctl.config import Config
 from cohortctl.errors import CheckFailed
-from cohortctl.http.har import recording
 from cohortctl.http.outcomes import Outcome
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner import mock, payloads
-from cohortctl.partner.calls import call_matcher
-from cohortctl.partner.destination import DEFAULT_TIMEOUT, Destination, make_client, redact_url
+from cohortctl.partner.destination import Destination, make_client, redact_url
 from cohortctl.partner.destinations import DestinationFile
 from cohortctl.partner.templates import Template, parse_vars
 
@@ -123,16 +108,42 @@ DryRun = Annotated[
 ]
 
 
-def _batch_size(flag: int | None, file: DestinationFile | None) -> int:
-    if flag is not None:
-        return flag
-    if file is not None and file.batch_size is not None:
-        return file.batch_size
-    return mock.DEFAULT_BATCH_SIZE
+@dataclass(frozen=True)
+class MockCohort:
+    """The cohort and users of a ``mock`` command: ``--cohort-name``, ``--cohort-id``,
+    ``--ids``/``--column``/``--id``, ``--batch-size``."""
+
+    cohort_name: CohortName = mock.DEFAULT_COHORT_NAME
+    cohort_id: CohortId = mock.DEFAULT_COHORT_ID
+    ids_file: IdsFile = None
+    column: dest.IdColumn = None
+    ids: Ids = None
+    batch_size: BatchSize = None
+
+    def user_ids(self) -> tuple[str, ...]:
+        """The ids given (file, then ``--id``), or the sample ids."""
+        return dest.read_user_ids(self.ids_file, self.column, self.ids) or mock.SAMPLE_IDS
+
+    def size(self, file: DestinationFile | None) -> int:
+        """Ids per request: ``--batch-size``, else the destination's, else 1000."""
+        if self.batch_size is not None:
+            return self.batch_size
+        if file is not None and file.batch_size is not None:
+            return file.batch_size
+        return mock.DEFAULT_BATCH_SIZE
 
 
-def _read_ids(ids_file: Path | None, column: str | None, ids: list[str] | None) -> tuple[str, ...]:
-    return dest.read_user_ids(ids_file, column, ids) or mock.SAMPLE_IDS
+@dataclass(frozen=True)
+class Sending:
+    """How a ``mock`` command sends: ``--expect``, ``--dry-run``, ``--as-curl``, ``--har``."""
+
+    expect: Expect = None
+    dry_run: DryRun = False
+    as_curl: AsCurl = False
+    har: Har = None
+
+    def __post_init__(self) -> None:
+        check_as_curl(self.as_curl, self.dry_run)
 
 
 def _call_label(outcome: Outcome) -> str:
@@ -219,112 +230,59 @@ def _render_dry_run(
 
 
 def _execute(
-    cfg: Config,
-    *,
-    steps_for: Callable[[mock.MockSpec, Destination], list[mock.Step]],
+    destination: Destination,
+    steps: list[mock.Step],
     spec: mock.MockSpec,
-    destination_kwargs: dict[str, Any],
-    dry_run: bool,
-    output: OutputFormat,
-    har: Path | None = None,
-    quiet: bool = False,
-    as_curl: bool = False,
+    sending: Sending,
+    view: OutputOptions,
 ) -> None:
-    check_as_curl(as_curl, dry_run)
-    destination = dest.destination_from_options(
-        cfg, require_credentials=not dry_run, variables=spec.variables, **destination_kwargs
-    )
-    steps = steps_for(spec, destination)
-    if dry_run:
-        _render_dry_run(destination, mock.plan(destination, steps, spec), output, as_curl=as_curl)
+    if sending.dry_run:
+        requests = mock.plan(destination, steps, spec)
+        _render_dry_run(destination, requests, view.output, as_curl=sending.as_curl)
         return
-    with (
-        recording(
-            har,
-            base_url=destination.base_url,
-            secrets=destination.secrets(),
-            call_of=call_matcher(destination),
-        ),
-        make_client(destination) as client,
-    ):
+    with dest.partner_recording(sending.har, destination), make_client(destination) as client:
         results = mock.run(client, destination, steps, spec)
-    if not _render_results(results, output, quiet=quiet):
+    if not _render_results(results, view.output, quiet=view.quiet):
         raise CheckFailed("not every request got the answer expected (see the rows above)")
 
 
 def _call_command(call: str) -> Callable[..., None]:
     def command(
-        destination_name: dest.DestinationName = None,
-        url: dest.Url = None,
+        *,
+        target: dest.DestinationOptions,
         path: str | None = None,  # annotated below: the help names the call's path
-        api_key: dest.ApiKey = None,
-        secret: dest.Secret = None,
-        auth: dest.Auth = None,
-        app_id: dest.AppId = None,
-        header: dest.Header = None,
-        list_id_path: dest.ListIdPath = None,
-        timeout: dest.Timeout = DEFAULT_TIMEOUT,
         user_agent: UserAgent = None,
         ca_cert: CaCert = None,
-        cohort_name: CohortName = mock.DEFAULT_COHORT_NAME,
-        cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
+        cohort: MockCohort,
         list_id: ListId = None,
-        ids_file: IdsFile = None,
-        column: dest.IdColumn = None,
-        ids: Ids = None,
-        batch_size: BatchSize = None,
         member: Member = True,
         payload: Annotated[Path | None, dest.payload_option("--payload", "this call")] = None,
         var: dest.Var = None,
-        expect: Expect = None,
-        dry_run: DryRun = False,
-        as_curl: AsCurl = False,
-        har: Har = None,
-        output: Output = OutputFormat.table,
-        verbose: Verbose = 0,
-        quiet: Quiet = False,
-        profile: Profile = None,
-        config: ConfigFile = None,
-        allow_insecure_http: AllowInsecureHttp = False,
+        sending: Sending,
+        view: OutputOptions,
     ) -> None:
-        check_verbosity(verbose, quiet)
-        cfg = Config.load(profile, path=config)
-        file = dest.load_destination(destination_name)
+        cfg = target.load_config()
+        file = target.load_file()
         given = {call: Template.from_file(payload)} if payload is not None else {}
         spec = mock.MockSpec(
-            cohort_name=cohort_name,
-            cohort_id=cohort_id,
-            ids=_read_ids(ids_file, column, ids),
-            batch_size=_batch_size(batch_size, file),
+            cohort_name=cohort.cohort_name,
+            cohort_id=cohort.cohort_id,
+            ids=cohort.user_ids(),
+            batch_size=cohort.size(file),
             member=member,
             list_id=list_id,
             templates=dest.merged_templates(file, given),
             variables=dest.custom_variables(file, parse_vars(var or [])),
-            expect=expect,
+            expect=sending.expect,
         )
-        _execute(
+        destination = target.destination(
             cfg,
-            steps_for=lambda s, _d: mock.call_steps(call, s),
-            spec=spec,
-            destination_kwargs={
-                "url": url,
-                "api_key": api_key,
-                "secret": secret,
-                "auth": auth,
-                "app_id": app_id,
-                "headers": header,
-                "list_id_path": list_id_path,
-                "timeout": timeout,
-                "paths": {call: path} if path is not None else {},
-                "allow_insecure_http": allow_insecure_http,
-                "file": file,
-            },
-            dry_run=dry_run,
-            output=output,
-            har=har,
-            quiet=quiet,
-            as_curl=as_curl,
+            paths={call: path} if path is not None else {},
+            require_credentials=not sending.dry_run,
+            file=file,
+            variables=spec.variables,
         )
+        _execute(destination, mock.call_steps(call, spec), spec, sending, view)
 
     command.__annotations__["path"] = Annotated[
         str | None,
@@ -336,7 +294,7 @@ def _call_command(call: str) -> Callable[..., None]:
             rich_help_panel=dest.PANEL,
         ),
     ]
-    return command
+    return with_bundles(command)
 
 
 _CALL_HELP = {
@@ -382,6 +340,7 @@ for _call in payloads.CALLS:
 
 
 @app.command("flow")
+@with_bundles
 def flow(
     mode: Annotated[
         mock.FlowMode | None,
@@ -394,45 +353,16 @@ def flow(
             show_default=False,
         ),
     ] = None,
-    destination_name: dest.DestinationName = None,
-    url: dest.Url = None,
-    create_path: dest.CreatePath = None,
-    add_path: dest.AddPath = None,
-    remove_path: dest.RemovePath = None,
-    identify_path: dest.IdentifyPath = None,
-    batch_path: dest.BatchPath = None,
-    api_key: dest.ApiKey = None,
-    secret: dest.Secret = None,
-    auth: dest.Auth = None,
-    app_id: dest.AppId = None,
-    header: dest.Header = None,
-    list_id_path: dest.ListIdPath = None,
-    timeout: dest.Timeout = DEFAULT_TIMEOUT,
+    *,
+    target: dest.DestinationOptions,
+    paths: dest.CallPathOptions,
     ca_cert: CaCert = None,
-    cohort_name: CohortName = mock.DEFAULT_COHORT_NAME,
-    cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
-    ids_file: IdsFile = None,
-    column: dest.IdColumn = None,
-    ids: Ids = None,
+    cohort: MockCohort,
     list_id: dest.GivenListId = None,
-    batch_size: BatchSize = None,
-    create_payload: dest.CreatePayload = None,
-    add_payload: dest.AddPayload = None,
-    remove_payload: dest.RemovePayload = None,
-    identify_payload: dest.IdentifyPayload = None,
-    batch_payload: dest.BatchPayload = None,
-    var: dest.Var = None,
+    templates: dest.TemplateOptions,
     user_agent: wh.UserAgent = None,
-    expect: Expect = None,
-    dry_run: DryRun = False,
-    as_curl: AsCurl = False,
-    har: Har = None,
-    output: Output = OutputFormat.table,
-    verbose: Verbose = 0,
-    quiet: Quiet = False,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
+    sending: Sending,
+    view: OutputOptions,
 ) -> None:
     """Run a whole sync as Amplitude would, the list id taken from the list-create answer.
 
@@ -446,85 +376,48 @@ def flow(
     list-create is sent. With a destination whose list_id_path is none, the create is sent
     and no id is needed.
     """
-    check_verbosity(verbose, quiet)
-    cfg = Config.load(profile, path=config)
-    file = dest.load_destination(destination_name)
+    cfg = target.load_config()
+    file = target.load_file()
     resolved_mode = mode or (mock.FlowMode(file.mode) if file is not None else mock.FlowMode.list)
     if resolved_mode is mock.FlowMode.webhook:
         from cohortctl.cli import mock_webhook
 
-        wh.refuse_partner_auth(api_key=api_key, auth=auth, secret=secret, app_id=app_id)
-        destination = wh.webhook_destination(
-            cfg,
-            url=url,
-            path=None,
-            headers=header,
-            user_agent=user_agent,
-            timeout=timeout,
-            allow_insecure_http=allow_insecure_http,
-            file=file,
+        users = wh.read_users(
+            cohort.ids_file,
+            cohort.column,
+            cohort.ids,
+            wh.selection(None, False, False),
+            mock.SAMPLE_IDS,
         )
         mock_webhook.webhook_flow(
-            destination,
-            cohort_name,
-            cohort_id,
-            wh.read_users(ids_file, column, ids, wh.selection(None, False, False), mock.SAMPLE_IDS),
-            batch_size=_batch_size(batch_size, file),
-            expect=expect,
-            dry_run=dry_run,
-            output=output,
-            quiet=quiet,
-            har=har,
+            target.webhook(cfg, file, user_agent=user_agent),
+            cohort.cohort_name,
+            cohort.cohort_id,
+            users,
+            batch_size=cohort.size(file),
+            sending=sending,
+            view=view,
         )
         return
     set_user_agent(user_agent)  # the flow's --user-agent also replaces cohortctl's own
     spec = mock.MockSpec(
-        cohort_name=cohort_name,
-        cohort_id=cohort_id,
-        ids=_read_ids(ids_file, column, ids),
-        batch_size=_batch_size(batch_size, file),
+        cohort_name=cohort.cohort_name,
+        cohort_id=cohort.cohort_id,
+        ids=cohort.user_ids(),
+        batch_size=cohort.size(file),
         list_id=list_id,
-        templates=dest.load_templates(
-            create=create_payload,
-            add=add_payload,
-            remove=remove_payload,
-            identify=identify_payload,
-            batch=batch_payload,
-            file=file,
-        ),
-        variables=dest.custom_variables(file, parse_vars(var or [])),
-        expect=expect,
+        templates=templates.templates(file),
+        variables=templates.variables(file),
+        expect=sending.expect,
     )
-    paths = dest.call_paths(
-        create=create_path,
-        add=add_path,
-        remove=remove_path,
-        identify=identify_path,
-        batch=batch_path,
-    )
-    _execute(
+    destination = target.destination(
         cfg,
-        steps_for=lambda s, d: mock.flow_steps(resolved_mode, s, d),
-        spec=spec,
-        destination_kwargs={
-            "url": url,
-            "api_key": api_key,
-            "secret": secret,
-            "auth": auth,
-            "app_id": app_id,
-            "headers": header,
-            "list_id_path": list_id_path,
-            "timeout": timeout,
-            "paths": paths,
-            "allow_insecure_http": allow_insecure_http,
-            "file": file,
-        },
-        dry_run=dry_run,
-        output=output,
-        har=har,
-        quiet=quiet,
-        as_curl=as_curl,
+        paths=paths.paths(),
+        require_credentials=not sending.dry_run,
+        file=file,
+        variables=spec.variables,
     )
+    _execute(destination, mock.flow_steps(resolved_mode, spec, destination), spec, sending, view)
 
 
 # Registered last: mock_webhook reuses the option types above.

@@ -2,44 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Annotated
 
-import typer
-
-from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.mock import (
-    BatchSize,
-    CohortId,
-    CohortName,
-    DryRun,
-    Expect,
-    Ids,
-    IdsFile,
-    Member,
-    _render_results,
+from cohortctl.cli.bundles import OutputOptions, with_bundles
+from cohortctl.cli.exchanges import (
+    EnvRef,
+    curl_command,
+    dry_run_block,
+    env_name_for_header,
+    write_lines,
 )
-from cohortctl.cli.options import (
-    AllowInsecureHttp,
-    ConfigFile,
-    Har,
-    Output,
-    Profile,
-    Quiet,
-    Verbose,
-    check_verbosity,
-)
+from cohortctl.cli.mock import Member, MockCohort, Sending, _render_results
 from cohortctl.cli.render import OutputFormat, err, print_json
-from cohortctl.config import Config
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.outcomes import Outcome
 from cohortctl.partner import mock
-from cohortctl.partner.destination import DEFAULT_TIMEOUT
-from cohortctl.partner.mock import abbreviate_json
 from cohortctl.partner.webhooks.messages import (
     WebhookRequest,
     make_webhook_client,
@@ -48,68 +26,18 @@ from cohortctl.partner.webhooks.messages import (
 )
 from cohortctl.partner.webhooks.payload import User, WebhookDestination, WebhookRun
 
-DRY_RUN_KEEP = 10
 
-WebhookPath = Annotated[
-    str | None,
-    typer.Option(
-        "--path",
-        help="Added to the webhook URL's path (or a full URL) [default: the URL itself].",
-        show_default=False,
-        rich_help_panel=dest.PANEL,
-    ),
-]
-WebhookHeader = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--header",
-        "-H",
-        help="Custom header NAME:VALUE, repeatable, at most 5 (Amplitude's limit); the only "
-        "auth a webhook has, so values are never printed.",
-        show_default=False,
-        rich_help_panel=dest.PANEL,
-    ),
-]
-Template = Annotated[
-    Path | None,
-    typer.Option(
-        "--payload",
-        help="FreeMarker template reshaping the body over `input` (the default body), as in "
-        "Amplitude's Cohort Webhook settings.",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=wh.PANEL,
-    ),
-]
-
-
+@with_bundles
 def webhook(
-    url: dest.Url = None,
-    destination_name: dest.DestinationName = None,
-    path: WebhookPath = None,
-    header: WebhookHeader = None,
-    user_agent: wh.UserAgent = None,
-    timeout: dest.Timeout = DEFAULT_TIMEOUT,
-    cohort_name: CohortName = mock.DEFAULT_COHORT_NAME,
-    cohort_id: CohortId = mock.DEFAULT_COHORT_ID,
-    ids_file: IdsFile = None,
-    column: dest.IdColumn = None,
-    ids: Ids = None,
-    batch_size: BatchSize = mock.DEFAULT_BATCH_SIZE,
+    *,
+    target: wh.WebhookOptions,
+    cohort: MockCohort,
     member: Member = True,
     prop: wh.Property = None,
     all_properties: wh.AllProperties = False,
     typed_properties: wh.TypedProperties = False,
-    payload: Template = None,
-    expect: Expect = None,
-    dry_run: DryRun = False,
-    output: Output = OutputFormat.table,
-    verbose: Verbose = 0,
-    quiet: Quiet = False,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
-    har: Har = None,
+    sending: Sending,
+    view: OutputOptions,
 ) -> None:
     """Send Cohort Webhook messages: users entering (--member) or leaving (--not-member).
 
@@ -119,36 +47,26 @@ def webhook(
     "{uuid}::enter|exit::{n}", "users": [{"user_id", "user_properties"}]}, one message per
     --batch-size users, or the --payload FreeMarker template's output.
     """
-    check_verbosity(verbose, quiet)
-    cfg = Config.load(profile, path=config)
-    destination = wh.webhook_destination(
-        cfg,
-        url=url,
-        path=path,
-        headers=header,
-        user_agent=user_agent,
-        timeout=timeout,
-        payload=payload,
-        allow_insecure_http=allow_insecure_http,
-        file=dest.load_destination(destination_name),
-    )
+    destination = target.destination()
     users = wh.read_users(
-        ids_file, column, ids, wh.selection(prop, all_properties, typed_properties), mock.SAMPLE_IDS
+        cohort.ids_file,
+        cohort.column,
+        cohort.ids,
+        wh.selection(prop, all_properties, typed_properties),
+        mock.SAMPLE_IDS,
     )
-    size = batch_size if batch_size is not None else mock.DEFAULT_BATCH_SIZE
-    _check_spec(cohort_name, cohort_id, size, expect)
+    size = cohort.batch_size if cohort.batch_size is not None else mock.DEFAULT_BATCH_SIZE
+    _check_spec(cohort.cohort_name, cohort.cohort_id, size, sending.expect)
     requests = plan_messages(
         destination,
-        cohort_name,
-        cohort_id,
+        cohort.cohort_name,
+        cohort.cohort_id,
         users,
         in_cohort=member,
         batch_size=size,
         run=WebhookRun(),
     )
-    _execute(
-        destination, requests, expect=expect, dry_run=dry_run, output=output, quiet=quiet, har=har
-    )
+    _execute(destination, requests, sending, view)
 
 
 def _check_spec(cohort_name: str, cohort_id: str, batch_size: int, expect: int | None) -> None:
@@ -167,11 +85,8 @@ def webhook_flow(
     users: Sequence[User],
     *,
     batch_size: int,
-    expect: int | None,
-    dry_run: bool,
-    output: OutputFormat,
-    quiet: bool = False,
-    har: Path | None = None,
+    sending: Sending,
+    view: OutputOptions,
 ) -> None:
     """``mock flow --mode webhook``: every user enters, then the first one leaves."""
     run = WebhookRun()
@@ -181,46 +96,56 @@ def webhook_flow(
     requests += plan_messages(
         destination, cohort_name, cohort_id, users[:1], in_cohort=False, batch_size=1, run=run
     )
-    _execute(
-        destination, requests, expect=expect, dry_run=dry_run, output=output, quiet=quiet, har=har
-    )
+    _execute(destination, requests, sending, view)
 
 
 def _execute(
     destination: WebhookDestination,
     requests: Sequence[WebhookRequest],
-    *,
-    expect: int | None,
-    dry_run: bool,
-    output: OutputFormat,
-    quiet: bool = False,
-    har: Path | None = None,
+    sending: Sending,
+    view: OutputOptions,
 ) -> None:
-    if dry_run:
-        _render_dry_run(destination, requests, output)
+    if sending.dry_run:
+        _render_dry_run(destination, requests, view.output, as_curl=sending.as_curl)
         return
     results: list[Outcome] = []
-    with wh.webhook_recording(har, destination), make_webhook_client(destination) as client:
+    with wh.webhook_recording(sending.har, destination), make_webhook_client(destination) as client:
         for request in requests:
-            results.append(send_message(client, destination, request, expect=expect))
-    if not _render_results(results, output, quiet=quiet):
+            results.append(send_message(client, destination, request, expect=sending.expect))
+    if not _render_results(results, view.output, quiet=view.quiet):
         raise CheckFailed("not every webhook message was accepted")
 
 
 def _render_dry_run(
-    destination: WebhookDestination, requests: Sequence[WebhookRequest], output: OutputFormat
+    destination: WebhookDestination,
+    requests: Sequence[WebhookRequest],
+    output: OutputFormat,
+    *,
+    as_curl: bool = False,
 ) -> None:
-    if output is OutputFormat.json:
+    """The messages in the one dry-run format of every command (bodies whole), or as curl
+    commands reading each custom header from ``$COHORTCTL_HEADER_<NAME>``."""
+    if output is OutputFormat.json and not as_curl:
         print_json({"dry_run": True, "requests": [r.shown(destination) for r in requests]})
         return
+    custom = {name.lower() for name, _ in destination.headers}
+    lines: list[str] = []
     for number, request in enumerate(requests, 1):
         shown = request.shown(destination)
         direction = "entering" if request.in_cohort else "leaving"
-        lines = [f"# {number}/{len(requests)} webhook, {request.users} user(s) {direction}"]
-        lines.append(f"POST {shown['url']}")
-        lines += [f"{k}: {v}" for k, v in shown["headers"].items()]
-        body = abbreviate_json(shown["body"], DRY_RUN_KEEP)
-        lines += ["", json.dumps(body, indent=2, ensure_ascii=False), ""]
-        sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
+        title = f"webhook, {request.users} user(s) {direction}"
+        if as_curl:
+            headers: list[tuple[str, str | EnvRef]] = [
+                (name, EnvRef(f"${env_name_for_header(name)}") if name.lower() in custom else value)
+                for name, value in request.headers.items()
+            ]
+            content = destination.scrub(request.content.decode("utf-8", errors="replace"))
+            lines += [f"# {number}/{len(requests)} {title}"]
+            lines += [curl_command("POST", shown["url"], headers, content.encode()), ""]
+        else:
+            lines += dry_run_block(
+                number, len(requests), title, "POST", shown["url"],
+                list(shown["headers"].items()), shown["body"],
+            )  # fmt: skip
+    write_lines(lines)
     err.print(f"dry run: {len(requests)} message(s) shown, nothing sent")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -9,16 +10,15 @@ import typer
 from rich.markup import escape
 
 from cohortctl.cli import destination_options as dest
-from cohortctl.cli.options import AllowInsecureHttp, ConfigFile, Output, Profile
+from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
-from cohortctl.config import Config
 from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import read_har
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner.conformance import reports
 from cohortctl.partner.conformance.reports import check_writable, write_text
-from cohortctl.partner.destination import DEFAULT_TIMEOUT, make_client, parse_auth_mode
+from cohortctl.partner.destination import make_client, parse_auth_mode
 from cohortctl.partner.replay import (
     Expect,
     RecordedRequest,
@@ -83,7 +83,10 @@ def _cases(run: ReplayRun) -> list[reports.CaseResult]:
     return cases
 
 
-def _render(run: ReplayRun, output: OutputFormat, expect: Expect) -> None:
+def _render(run: ReplayRun, view: OutputOptions, expect: Expect) -> None:
+    """The table (or JSON) on stdout; mismatches, list ids and the summary on stderr
+    (``-q``: the summary only)."""
+    output = view.output
     if output is OutputFormat.json:
         print_json(
             {
@@ -96,7 +99,7 @@ def _render(run: ReplayRun, output: OutputFormat, expect: Expect) -> None:
                 "results": [r.to_dict() for r in run.results],
             }
         )
-    else:
+    elif not view.quiet:
         rows = [
             (
                 r.index + 1,
@@ -113,7 +116,7 @@ def _render(run: ReplayRun, output: OutputFormat, expect: Expect) -> None:
         ]
         columns = ["#", "call", "method", "url", "recorded", "status", "result", "ms", "body"]
         out.print(table(columns, rows))
-    if output is not OutputFormat.json:
+    if output is not OutputFormat.json and not view.quiet:
         for r in run.results:
             if r.matched:
                 continue
@@ -124,29 +127,21 @@ def _render(run: ReplayRun, output: OutputFormat, expect: Expect) -> None:
                 f"{escape(_status(r.recorded_status))} {escape(recorded)}; now "
                 f"{escape(_status(r.status, r.error))} {escape(now)}"
             )
-    for old, new in run.list_ids.items():
+    for old, new in run.list_ids.items() if not view.quiet else ():
         err.print(f"list id {escape(old)} of the recording is {escape(new)} in this replay")
     summary = f"{len(run.results)} request(s) replayed: {run.mismatched} did not match"
     err.print(escape(summary) if run.ok else f"[red]{escape(summary)}[/]")
 
 
+@with_bundles
 def replay(
     har: HarFiles,
-    url: dest.Url = None,
+    *,
+    target: dest.PartnerEndpoint,
     expect: ExpectOption = Expect.recorded,
     workers: Workers = 1,
-    api_key: dest.ApiKey = None,
-    secret: dest.Secret = None,
-    auth: dest.Auth = None,
-    app_id: dest.AppId = None,
-    header: dest.Header = None,
-    list_id_path: dest.ListIdPath = None,
-    timeout: dest.Timeout = DEFAULT_TIMEOUT,
     junit: Junit = None,
-    output: Output = OutputFormat.table,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
+    view: OutputOptions,
 ) -> None:
     """Send the requests of a HAR recording again, rebased on --url, and compare the answers.
 
@@ -163,7 +158,7 @@ def replay(
 
     Example: cohortctl replay first.har delta.har --url http://127.0.0.1:8080
     """
-    cfg = Config.load(profile, path=config)
+    cfg = target.load_config()
     requests: list[RecordedRequest] = []
     for path in har:
         log = read_har(path)
@@ -173,21 +168,11 @@ def replay(
         if log.get("_truncated"):
             err.print(f"{escape(str(path))} was cut short: replaying its {len(found)} entries")
         requests += found
-    mode = auth
+    mode = target.auth
     if mode is None and cfg.resolve("partner_auth").source == "default":
         mode = recorded_auth(requests)
-    destination = dest.destination_from_options(
-        cfg,
-        url=url,
-        api_key=api_key,
-        secret=secret,
-        auth=parse_auth_mode(mode) if mode is not None else None,
-        app_id=app_id,
-        headers=header,
-        list_id_path=list_id_path,
-        timeout=timeout,
-        allow_insecure_http=allow_insecure_http,
-    )
+    auth = parse_auth_mode(mode) if mode is not None else None
+    destination = dataclasses.replace(target, auth=auth).destination(cfg)
     if junit is not None:
         check_writable(junit, "--junit")
     for name in hidden_headers(requests, destination.headers):
@@ -202,7 +187,7 @@ def replay(
             "cohortctl replay", _cases(run), properties={"har": " ".join(map(str, har))}
         )
         write_text(junit, xml, what="JUnit report")
-    _render(run, output, expect)
+    _render(run, view, expect)
     if not run.ok:
         raise CheckFailed(
             f"{run.mismatched} of {len(run.results)} replayed request(s) did not get the "

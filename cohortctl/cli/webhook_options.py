@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from cohortctl.cli import destination_options as dest
+from cohortctl.cli.bundles import SettingsOptions
 from cohortctl.config import Config
 from cohortctl.errors import InputError
 from cohortctl.ids import read_ids
@@ -55,6 +57,67 @@ TypedProperties = Annotated[
         rich_help_panel=PANEL,
     ),
 ]
+
+
+WebhookPath = Annotated[
+    str | None,
+    typer.Option(
+        "--path",
+        help="Added to the webhook URL's path (or a full URL) [default: the URL itself].",
+        show_default=False,
+        rich_help_panel=dest.PANEL,
+    ),
+]
+WebhookHeader = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--header",
+        "-H",
+        help="Custom header NAME:VALUE, repeatable, at most 5 (Amplitude's limit); the only "
+        "auth a webhook has, so values are never printed.",
+        show_default=False,
+        rich_help_panel=dest.PANEL,
+    ),
+]
+Template = Annotated[
+    Path | None,
+    typer.Option(
+        "--payload",
+        help="FreeMarker template reshaping the body over `input` (the default body), as in "
+        "Amplitude's Cohort Webhook settings.",
+        show_default=False,
+        dir_okay=False,
+        rich_help_panel=PANEL,
+    ),
+]
+
+
+@dataclass(frozen=True)
+class WebhookOptions(SettingsOptions):
+    """The webhook bundle of ``mock webhook``: the URL (or a ``mode: webhook`` destination),
+    ``--path``, ``--header``, ``--user-agent``, ``--timeout``, ``--payload``, settings."""
+
+    url: dest.Url = None
+    destination_name: dest.DestinationName = None
+    path: WebhookPath = None
+    header: WebhookHeader = None
+    user_agent: UserAgent = None
+    timeout: dest.Timeout = DEFAULT_TIMEOUT
+    payload: Template = None
+
+    def destination(self) -> WebhookDestination:
+        """The checked webhook destination (flag > destination file > env > profile)."""
+        return webhook_destination(
+            self.load_config(),
+            url=self.url,
+            path=self.path,
+            headers=self.header,
+            user_agent=self.user_agent,
+            timeout=self.timeout,
+            payload=self.payload,
+            allow_insecure_http=self.allow_insecure_http,
+            file=dest.load_destination(self.destination_name),
+        )
 
 
 def refuse_partner_auth(**flags: object) -> None:
