@@ -36,7 +36,9 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from cohortctl.partner import payloads  # noqa: E402
-from cohortctl.sync.delivery import Batch, BatchResult, deliver, iter_batches  # noqa: E402
+from cohortctl.sync.batches import Batch, BatchResult  # noqa: E402
+from cohortctl.sync.delivery import deliver  # noqa: E402
+from cohortctl.sync.encoders import iter_batches  # noqa: E402
 
 BATCH_USERS = 1000
 AUTH = {"Authorization": "Basic YmVuY2gta2V5Og=="}  # "bench-key:", not a real credential

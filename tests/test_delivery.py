@@ -19,24 +19,25 @@ from aiohttp import web
 
 from cohortctl.errors import ExitCode, InputError
 from cohortctl.http import outcomes
+from cohortctl.http.fast import FastTransport
+from cohortctl.http.proxy import proxy_for
 from cohortctl.partner import payloads
 from cohortctl.retry import RetryPolicy
 from cohortctl.servers.runner import BackgroundServer
-from cohortctl.sync.delivery import (
+from cohortctl.sync.batches import (
     Batch,
     BatchResult,
-    Delivery,
     DeliveryInterrupted,
+    DeliveryProgress,
     DeliveryReport,
-    Progress,
-    StreamTransport,
-    deliver,
+    write_retry_file,
+)
+from cohortctl.sync.delivery import Delivery, deliver
+from cohortctl.sync.encoders import (
     identify_encoder,
     ids_are_plain,
     iter_batches,
     list_members_encoder,
-    proxy_for,
-    write_retry_file,
 )
 from cohortctl.sync.state import SyncState, destination_key, plan_diff
 
@@ -128,7 +129,7 @@ def run(batches: Iterator[Batch], **options: object) -> DeliveryReport:
 def test_delivers_everything_in_batches_no_larger_than_asked(partner: tuple[Partner, str]) -> None:
     state, url = partner
     done: list[tuple[str, int | None]] = []
-    progress: list[Progress] = []
+    progress: list[DeliveryProgress] = []
     report = run(
         add_batches(url, users(50), size=7),
         workers=3,
@@ -449,7 +450,7 @@ class RawServer:
 OK_ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
-def _send_all(transport: StreamTransport, urls: Sequence[str]) -> list[Any]:
+def _send_all(transport: FastTransport, urls: Sequence[str]) -> list[Any]:
     async def run() -> list[Any]:
         try:
             return [await transport.send("POST", url, b"{}") for url in urls]
@@ -462,7 +463,7 @@ def _send_all(transport: StreamTransport, urls: Sequence[str]) -> list[Any]:
 def test_stream_transport_names_a_malformed_answer_instead_of_hanging() -> None:
     server = RawServer(lambda n: b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
     try:
-        transport = StreamTransport(workers=1, headers={}, timeout=5)
+        transport = FastTransport(workers=1, headers={}, timeout=5)
         [answer] = _send_all(transport, [f"http://127.0.0.1:{server.port}/lists/1/add"])
     finally:
         server.close()
@@ -473,7 +474,7 @@ def test_stream_transport_keeps_connections_per_host() -> None:
     one = RawServer(lambda n: OK_ANSWER)
     two = RawServer(lambda n: OK_ANSWER)
     try:
-        transport = StreamTransport(workers=1, headers={}, timeout=5)
+        transport = FastTransport(workers=1, headers={}, timeout=5)
         urls = [f"http://127.0.0.1:{one.port}/a", f"http://127.0.0.1:{two.port}/b"] * 3
         answers = _send_all(transport, urls)
     finally:
@@ -487,7 +488,7 @@ def test_stream_transport_keeps_connections_per_host() -> None:
 def test_stream_transport_replaces_a_connection_the_server_closed_while_idle() -> None:
     server = RawServer(lambda n: OK_ANSWER, close_after=True)
     try:
-        transport = StreamTransport(workers=1, headers={}, timeout=5)
+        transport = FastTransport(workers=1, headers={}, timeout=5)
 
         async def run() -> list[Any]:
             url = f"http://127.0.0.1:{server.port}/x"

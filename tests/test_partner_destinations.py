@@ -13,7 +13,7 @@ from cohortctl.partner import destinations
 from cohortctl.partner.pacing import Pacer
 from cohortctl.partner.sizing import fitted_batch_size
 from cohortctl.partner.templates import Template, variables
-from cohortctl.sync import delivery
+from cohortctl.sync import encoders
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partners.fixtures import Receiver
@@ -148,7 +148,7 @@ def test_the_item_template_builds_items() -> None:
 
 
 def test_fitted_batch_size_keeps_every_body_under_the_limit() -> None:
-    encode = delivery.identify_encoder("Cohort", "c1", member=True, batch=True)
+    encode = encoders.identify_encoder("Cohort", "c1", member=True, batch=True)
     ids = [f"user-{n}-" + "é" * (n % 50) for n in range(5_000)]
     size = fitted_batch_size(encode, ids, 1000, 50_000)
     assert 1 <= size < 1000

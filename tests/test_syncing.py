@@ -23,19 +23,12 @@ from cohortctl.partner.destination import AuthMode, Destination
 from cohortctl.partner.templates import Template
 from cohortctl.retry import RetryPolicy
 from cohortctl.servers.runner import BackgroundServer
+from cohortctl.sync.dry_run import plan_cohort
 from cohortctl.sync.plan import CohortSpec
-from cohortctl.sync.run import (
-    FAILED,
-    OK,
-    SyncHooks,
-    SyncMode,
-    SyncRun,
-    SyncSettings,
-    plan_cohort,
-    run_schedule,
-    sync_all,
-    sync_cohort,
-)
+from cohortctl.sync.results import FAILED, OK, SyncRun
+from cohortctl.sync.run import sync_cohort
+from cohortctl.sync.schedule import run_schedule, sync_all
+from cohortctl.sync.settings import SyncHooks, SyncMode, SyncSettings
 from cohortctl.sync.state import SyncState
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory

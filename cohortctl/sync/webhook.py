@@ -19,7 +19,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cohortctl.http.proxy import proxy_for
 from cohortctl.http.redact import Redactor
 from cohortctl.partner.mock import abbreviate_json
 from cohortctl.partner.webhooks.messages import plan_messages, users_of
@@ -31,12 +30,9 @@ from cohortctl.partner.webhooks.payload import (
     webhook_body,
 )
 from cohortctl.sync import lock, storage
-from cohortctl.sync.delivery import (
-    Batch,
-    BatchResult,
-    DeliveryReport,
-    ids_are_plain,
-)
+from cohortctl.sync.batches import Batch, BatchResult, DeliveryReport
+from cohortctl.sync.dry_run import PAYLOAD_KEEP, DryRun, plan_diff_empty
+from cohortctl.sync.encoders import ids_are_plain
 from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.properties import (
     Properties,
@@ -45,20 +41,22 @@ from cohortctl.sync.properties import (
     properties_json,
     read_snapshot,
 )
+from cohortctl.sync.results import FAILED, INTERRUPTED, OK, CohortSync
 from cohortctl.sync.run import (
-    FAILED,
-    INTERRUPTED,
-    OK,
-    PAYLOAD_KEEP,
-    CohortSync,
-    DryRun,
-    SyncHooks,
-    SyncSettings,
     _merge,
     _write_retry_file,
     deliver_batches,
-    plan_diff_empty,
+    delivery_options,
     retry_file_for,
+)
+from cohortctl.sync.settings import (
+    COMPARING,
+    PLANNING,
+    READING,
+    RECORDING,
+    SENDING,
+    SyncHooks,
+    SyncSettings,
 )
 from cohortctl.sync.state import ADD, REMOVE, PlannedBatches, SyncState, destination_key, plan_diff
 
@@ -118,25 +116,20 @@ def _batches(
         yield Batch(f"{key}:{index}", "POST", destination.url, content, ids, CALL, ref)
 
 
-def delivery_options(
+def webhook_delivery_options(
     destination: WebhookDestination, settings: SyncSettings, hooks: SyncHooks, workers: int
 ) -> dict[str, Any]:
     """The options of :func:`deliver` for webhook messages (custom headers are secrets)."""
-    headers = destination.request_headers()
-    options: dict[str, Any] = {
-        "headers": headers,
-        "workers": workers,
-        "policy": settings.policy,
-        "timeout": destination.timeout,
-        "on_retry": hooks.on_retry,
-        "transport": hooks.transport,
-        "proxy": proxy_for(destination.url),
-        "user_agent": destination.user_agent,
-        "redactor": Redactor(destination.secrets()),
-    }
-    if hooks.sleep is not None:
-        options["sleep"] = hooks.sleep
-    return options
+    return delivery_options(
+        settings,
+        hooks,
+        url=destination.url,
+        headers=destination.request_headers(),
+        timeout=destination.timeout,
+        redactor=Redactor(destination.secrets()),
+        workers=workers,
+        user_agent=destination.user_agent,
+    )
 
 
 def sync_webhook_cohort(
@@ -150,7 +143,7 @@ def sync_webhook_cohort(
     """Sync one cohort to a Cohort Webhook endpoint; never raises for failed requests."""
     hooks = hooks or SyncHooks()
     started = time.perf_counter()
-    hooks.phase(f"reading {cohort.snapshot}")
+    hooks.phase(READING, path=cohort.snapshot)
     read, properties = read_snapshot(cohort.snapshot, cohort.column, webhook.properties)
     snapshot = read.ids
     state = SyncState.open(settings.state_file, cohort_key(webhook.destination, cohort))
@@ -180,7 +173,7 @@ def _sync(
     result: CohortSync,
 ) -> None:
     destination = webhook.destination
-    hooks.phase("comparing with what the destination already has")
+    hooks.phase(COMPARING)
     diff = plan_diff(snapshot, state, full=settings.full)
     result.entered, result.left, result.unchanged = (
         len(diff.entered),
@@ -195,7 +188,7 @@ def _sync(
     result.resent = len(resent)
     del snapshot
     size = settings.batch_size
-    hooks.phase("planning the batches")
+    hooks.phase(PLANNING)
     state.discard_plans()
     enter_plan = state.plan_batches(ADD, [*diff.entered, *resent], size)
     leave_plan = state.plan_batches(REMOVE, diff.left, size)
@@ -211,7 +204,7 @@ def _sync(
     dropped: list[str] = []
     remember = webhook.properties.active
     total = len(enter_plan.user_ids) + len(leave_plan.user_ids)
-    hooks.phase(f"sending {total:,} users in {enter_plan.count + leave_plan.count:,} requests")
+    hooks.phase(SENDING, users=total, batches=enter_plan.count + leave_plan.count)
     status = OK
     report: DeliveryReport
     confirmer = state.confirmer()
@@ -235,7 +228,7 @@ def _sync(
             size,
             on_done,
             hooks,
-            delivery_options(destination, settings, hooks, settings.workers),
+            webhook_delivery_options(destination, settings, hooks, settings.workers),
         )
         if stopped:
             status = INTERRUPTED
@@ -255,7 +248,7 @@ def _sync(
         failed=report.users_failed,
     )
     if status != INTERRUPTED:
-        hooks.phase("recording what the destination now has")
+        hooks.phase(RECORDING)
         state.discard_plans()
 
 

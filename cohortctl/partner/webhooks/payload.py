@@ -117,7 +117,7 @@ def encode_message(
     """``encode(webhook_body(...))`` without building the body (the sync hot path).
 
     ``plain``: no id holds a quote, a backslash or a control character
-    (:func:`cohortctl.sync.delivery.ids_are_plain`), so ids are written as they are.
+    (:func:`cohortctl.sync.encoders.ids_are_plain`), so ids are written as they are.
     """
     head = _dumps(
         {
