@@ -120,16 +120,11 @@ def webhook_delivery_options(
     destination: WebhookDestination, settings: SyncSettings, hooks: SyncHooks, workers: int
 ) -> dict[str, Any]:
     """The options of :func:`deliver` for webhook messages (custom headers are secrets)."""
+    headers, secrets = destination.request_headers(), destination.secrets()
     return delivery_options(
-        settings,
-        hooks,
-        url=destination.url,
-        headers=destination.request_headers(),
-        timeout=destination.timeout,
-        redactor=Redactor(destination.secrets()),
-        workers=workers,
-        user_agent=destination.user_agent,
-    )
+        settings, hooks, url=destination.url, headers=headers, timeout=destination.timeout,
+        redactor=Redactor(secrets), workers=workers, user_agent=destination.user_agent,
+    )  # fmt: skip
 
 
 def sync_webhook_cohort(
