@@ -81,9 +81,12 @@ class Requests:
 
 class LoopbackServer:
     """A listening socket on 127.0.0.1 (port 0) that hands each connection to ``handle`` on its
-    own thread; counts connections. Subclasses write ``handle``; closing stops accepting."""
+    own thread; counts connections. Subclasses write ``handle``; closing stops accepting.
+    With ``tls`` every connection is TLS first (an ``https://`` URL; a failed handshake is
+    dropped before ``handle``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+        self.tls = tls
         self.connections = 0
         self._lock = threading.Lock()
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
@@ -92,7 +95,7 @@ class LoopbackServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def handle(self, conn: socket.socket) -> None:
         """Serve one connection (on its own thread); closing it is the caller's job."""
@@ -108,7 +111,11 @@ class LoopbackServer:
 
     def _serve(self, conn: socket.socket) -> None:
         try:
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
             self.handle(conn)
+        except (OSError, ssl.SSLError):
+            return
         finally:
             with contextlib.suppress(OSError):
                 conn.close()
@@ -133,35 +140,21 @@ class ScriptServer(LoopbackServer):
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self.script = script
-        self.tls = tls
         self.received: list[Received] = []
-        super().__init__()
+        super().__init__(tls=tls)
 
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    def handle(self, raw: socket.socket) -> None:
-        conn: socket.socket = raw
-        try:
-            if self.tls is not None:
-                conn = self.tls.wrap_socket(raw, server_side=True)
-            for request in Requests(conn):
-                with self._lock:
-                    self.received.append(request)
-                    number = len(self.received)
-                for piece in self.script(number):
-                    if isinstance(piece, float):
-                        time.sleep(piece)  # the trickle the client's own deadlines are tested on
-                    elif piece == CLOSE:
-                        return
-                    else:
-                        conn.sendall(piece)
-        except (OSError, ssl.SSLError):
-            return
-        finally:
-            with contextlib.suppress(OSError):
-                conn.close()
+    def handle(self, conn: socket.socket) -> None:
+        for request in Requests(conn):
+            with self._lock:
+                self.received.append(request)
+                number = len(self.received)
+            for piece in self.script(number):
+                if isinstance(piece, float):
+                    time.sleep(piece)  # the trickle the client's own deadlines are tested on
+                elif piece == CLOSE:
+                    return
+                else:
+                    conn.sendall(piece)
 
 
 @contextlib.contextmanager
@@ -191,17 +184,21 @@ class RecordingProxy(LoopbackServer):
 
     ``upstreams`` maps ``host:port`` as the client named it to the loopback port to reach;
     unmapped targets go to 127.0.0.1 at the named port. ``refuse_connect`` answers every
-    CONNECT with that status instead of tunnelling.
+    CONNECT with that status instead of tunnelling. ``tls`` makes it an ``https://`` proxy.
     """
 
     def __init__(
-        self, upstreams: dict[str, int] | None = None, refuse_connect: int | None = None
+        self,
+        upstreams: dict[str, int] | None = None,
+        refuse_connect: int | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.upstreams = dict(upstreams or {})
         self.refuse_connect = refuse_connect
         self.heads: list[bytes] = []
         self.raw = bytearray()
-        super().__init__()
+        super().__init__(tls=tls)
 
     def seen(self) -> bytes:
         """Every byte clients sent before any tunnel was up (heads and relayed requests)."""
@@ -289,4 +286,7 @@ class RecordingProxy(LoopbackServer):
                         return
                     if not data:
                         return
+                    if isinstance(sock, ssl.SSLSocket):  # records decrypted, not yet read
+                        while sock.pending():
+                            data += sock.recv(sock.pending())
                     (b if sock is a else a).sendall(data)

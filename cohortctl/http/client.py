@@ -141,15 +141,20 @@ class Transport(httpx.BaseTransport):
     def _route(self, proxy: str | None) -> httpx.HTTPTransport:
         route = self._routes.get(proxy)
         if route is None:
-            route = httpx.HTTPTransport(
-                verify=self._verify, proxy=httpx.Proxy(proxy) if proxy else None
-            )
+            route = httpx.HTTPTransport(verify=self._verify, proxy=self._proxy_of(proxy))
             pool = getattr(route, "_pool", None)
             backend = getattr(pool, "_network_backend", None)
             if backend is not None:
                 pool._network_backend = _DeadlineBackend(backend)  # type: ignore[union-attr]
             self._routes[proxy] = route
         return route
+
+    def _proxy_of(self, proxy: str | None) -> httpx.Proxy | None:
+        if not proxy:
+            return None
+        if proxy.lower().startswith("https://"):  # verified as targets are (--ca-cert...)
+            return httpx.Proxy(proxy, ssl_context=self._verify)
+        return httpx.Proxy(proxy)
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = str(request.url)
@@ -161,7 +166,7 @@ class Transport(httpx.BaseTransport):
         observing = bool(observers)
         marks: dict[str, float] = {}
         started_wall, started = time.time(), time.perf_counter()
-        if observing:
+        if observing or proxy:
 
             def trace(name: str, _info: Any) -> None:
                 marks[name] = time.perf_counter()
@@ -171,7 +176,9 @@ class Transport(httpx.BaseTransport):
             response = self._route(proxy).handle_request(request)
         except httpx.TransportError as exc:
             _deadline.at = None
-            failure = _name_proxy(exc, proxy, request)
+            # Under a proxy, the connection's own TLS is the proxy's (a target's is the tunnel's).
+            proxy_tls = "connection.start_tls.failed" in marks
+            failure = _name_proxy(exc, proxy, request, proxy_tls=proxy_tls)
             if observing:
                 self._observe(
                     observers, request, None, None, started_wall, started, marks, failure, proxy
@@ -264,12 +271,21 @@ def _request_body(request: httpx.Request) -> bytes:
 
 
 def _name_proxy(
-    exc: httpx.TransportError, proxy: str | None, request: httpx.Request
+    exc: httpx.TransportError,
+    proxy: str | None,
+    request: httpx.Request,
+    *,
+    proxy_tls: bool = False,
 ) -> httpx.TransportError:
-    """Through a proxy every connection goes to the proxy: a failure to connect is its."""
+    """Through a proxy every connection goes to the proxy: a failure to connect is its.
+
+    ``proxy_tls``: the TLS handshake with an ``https://`` proxy itself failed.
+    """
     if not proxy:
         return exc
     shown = shown_proxy(proxy)
+    if proxy_tls:
+        return httpx.ProxyError(f"proxy {shown}: TLS handshake failed: {exc}", request=request)
     if isinstance(exc, httpx.ProxyError):
         return httpx.ProxyError(f"proxy {shown} answered {exc} to CONNECT", request=request)
     if isinstance(exc, httpx.ConnectError) and "SSL" not in str(exc):

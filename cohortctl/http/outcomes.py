@@ -42,12 +42,12 @@ def classify_transport_error(exc: httpx.TransportError) -> str:
     while current is not None and current not in chain:
         chain.append(current)
         current = current.__cause__ or current.__context__
+    if isinstance(exc, httpx.ProxyError):  # the proxy's own failure, its TLS included
+        return PROXY
     if any(isinstance(e, ssl.SSLError) for e in chain) or any(
         "SSL" in str(e) or "CERTIFICATE" in str(e) for e in chain
     ):
         return TLS
-    if isinstance(exc, httpx.ProxyError):
-        return PROXY
     if isinstance(exc, httpx.TimeoutException):
         return TIMEOUT
     if isinstance(exc, httpx.ConnectError):
