@@ -206,3 +206,16 @@ def test_check_records_har(cli: RunCli, partner_server: BackgroundServer, tmp_pa
     assert {200, 400, 401, 404} <= statuses
     assert PARTNER_KEY not in path.read_text()
     assert "list-create" in {e.get("_call") for e in entries}
+
+
+def test_har_names_the_calls_when_the_base_url_has_a_query_holding_the_key(
+    cli: RunCli, partner_server: BackgroundServer, tmp_path: Path
+) -> None:
+    path = tmp_path / "flow.har"
+    result = cli("mock", "flow", "--url", f"{partner_server.url}/?token={PARTNER_KEY}&v=2",
+                 "--har", str(path), env={"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    entries = assert_valid_har(path)["log"]["entries"]
+    assert [e["_call"] for e in entries] == ["list-create", "list-add", "list-remove"]
+    assert all("token=***redacted***&v=2" in e["request"]["url"] for e in entries)
+    assert PARTNER_KEY not in path.read_text()
