@@ -52,7 +52,7 @@ def test_broken_receiver_exit_1_and_json_says_why(
     request = wrong["requests"][0]
     assert request["method"] == "POST" and request["status"] == 200
     assert request["url"] == f"{server.url}/lists/{data['list_id']}/add"
-    assert request["latency_ms"] >= 0
+    assert request["latency_s"] >= 0
     assert len(data["run_id"]) == 8 and data["label"].endswith(data["run_id"])
 
 

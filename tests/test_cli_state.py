@@ -77,7 +77,7 @@ def test_list_show_export_forget_check(
     ]
     assert entries[0]["url"] == url and entries[0]["list_id"] == "1"
     assert entries[1]["list_id"] is None
-    assert entries[0]["last_run"]["status"] == "ok"
+    assert entries[0]["last_run"]["outcome"] == "ok"
     table = cli("state", "list", "--state", str(state))
     assert "c1" in table.stdout and "300" in table.stdout and "ok" in table.stdout
 
@@ -174,7 +174,7 @@ def test_a_killed_run_shows_as_unfinished(cli: RunCli, tmp_path: Path) -> None:
         opened.start_run(Diff(entered=["a"], left=[]))
     listed = cli("state", "list", "--state", str(state), "--output", "json")
     (entry,) = json.loads(listed.stdout)["entries"]
-    assert entry["last_run"]["status"] == "unfinished"
+    assert entry["last_run"]["outcome"] == "unfinished"
 
 
 def test_a_killed_run_stays_unfinished_after_later_runs(cli: RunCli, tmp_path: Path) -> None:
@@ -187,7 +187,7 @@ def test_a_killed_run_stays_unfinished_after_later_runs(cli: RunCli, tmp_path: P
         opened.finish_run(later, status="ok", added=1, removed=0, failed=0)
     shown = cli("state", "show", *where(state), "--output", "json")
     assert shown.exit_code == 0, shown.output
-    assert [run["status"] for run in json.loads(shown.stdout)["runs"]] == ["unfinished", "ok"]
+    assert [run["outcome"] for run in json.loads(shown.stdout)["runs"]] == ["unfinished", "ok"]
 
 
 def test_export_to_stdout(cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

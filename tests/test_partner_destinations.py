@@ -36,7 +36,7 @@ def test_every_builtin_loads_and_is_listed(cli: RunCli) -> None:
     for name in names:
         assert destinations.resolve(name).undeclared() == []
     result = cli("destination", "list", "-o", "json")
-    assert [d["name"] for d in json.loads(result.stdout)] == names
+    assert [d["name"] for d in json.loads(result.stdout)["destinations"]] == names
 
 
 def test_show_resolves_calls_and_the_variables_table(cli: RunCli) -> None:

@@ -80,7 +80,7 @@ def list_cohorts(
     with amplitude.client(cfg, url) as client:
         cohorts = client.list_cohorts(include_sync_info=include_sync_info)
     if output is OutputFormat.json:
-        print_json({"cohorts": cohorts})
+        print_json({"ok": True, "cohorts": cohorts})
         return
     columns = ["id", "name", "size", "owners", "published", "lastMod"]
     if include_sync_info:
@@ -134,7 +134,7 @@ def show(
     with amplitude.client(cfg, url) as client:
         cohort = find_cohort(client, cohort_id, include_sync_info=True)
     if output is OutputFormat.json:
-        print_json({"cohort": cohort})
+        print_json({"ok": True, "cohort": cohort})
         return
     owners = cohort.get("owners")
     syncs = cohort.get("syncMetadata")
@@ -265,6 +265,7 @@ def download(
     if output is OutputFormat.json:
         (_print_json_stderr if to_stdout else print_json)(
             {
+                "ok": True,
                 "cohort_id": result.cohort_id,
                 "request_id": result.request_id,
                 "file": result.path,

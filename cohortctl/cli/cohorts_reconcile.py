@@ -90,7 +90,13 @@ def reconcile_command(
             on_event=on_event,
         )
     if output is OutputFormat.json:
-        print_json({"summary": result.summary(), "file": dataclasses.asdict(ids.stats)})
+        print_json(
+            {
+                "ok": not result.changed,
+                "summary": result.summary(),
+                "file": dataclasses.asdict(ids.stats),
+            }
+        )
     else:
         out.print(key_values([*summary_rows(result), *file_rows(ids)]))
     if dry_run:

@@ -25,6 +25,7 @@ def show(
     if output is OutputFormat.json:
         print_json(
             {
+                "ok": True,
                 "config_file": str(cfg.path),
                 "config_file_exists": cfg.path.exists(),
                 "profile": cfg.profile_name,

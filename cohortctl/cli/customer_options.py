@@ -315,7 +315,14 @@ def print_dry_run(
     ``as_curl``: curl commands reading the keys from the environment); send nothing."""
     described = plan.describe(base_url, whole=True)
     if output is OutputFormat.json and not as_curl:
-        print_json({"dry_run": True, "file": dataclasses.asdict(ids.stats), "requests": described})
+        print_json(
+            {
+                "ok": True,
+                "dry_run": True,
+                "file": dataclasses.asdict(ids.stats),
+                "requests": described,
+            }
+        )
         return
     if not as_curl:
         out.print(key_values(file_rows(ids), title="ID file"))
@@ -358,7 +365,7 @@ def print_run_result(
     """Show what a run did: Amplitude's answers in JSON, a summary table, or (``quiet``) one
     line on stderr."""
     if output is OutputFormat.json:
-        print_json({"summary": result.summary(), "answers": result.answers})
+        print_json({"ok": True, "summary": result.summary(), "answers": result.answers})
         return
     if quiet:
         what = "validated" if result.validate_only else "sent"

@@ -179,12 +179,11 @@ def list_builtins(output: Output = OutputFormat.table) -> None:
     """Name the built-in profiles (use them as --destination NAME)."""
     found = [destinations.resolve(name) for name in destinations.builtin_names()]
     if output is OutputFormat.json:
-        print_json(
-            [
-                {"name": f.name, "mode": f.mode, "description": f.description, "url": f.url}
-                for f in found
-            ]
-        )
+        listed = [
+            {"name": f.name, "mode": f.mode, "description": f.description, "url": f.url}
+            for f in found
+        ]
+        print_json({"ok": True, "destinations": listed})
         return
     out.print(
         table(

@@ -208,7 +208,9 @@ def _render_dry_run(
     as_curl: bool = False,
 ) -> None:
     if output is OutputFormat.json and not as_curl:
-        print_json({"dry_run": True, "requests": [r.shown(destination) for r in requests]})
+        print_json(
+            {"ok": True, "dry_run": True, "requests": [r.shown(destination) for r in requests]}
+        )
         return
     lines: list[str] = []
     for number, request in enumerate(requests, 1):

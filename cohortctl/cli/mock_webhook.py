@@ -126,7 +126,9 @@ def _render_dry_run(
     """The messages in the one dry-run format of every command (bodies whole), or as curl
     commands reading each custom header from ``$COHORTCTL_HEADER_<NAME>``."""
     if output is OutputFormat.json and not as_curl:
-        print_json({"dry_run": True, "requests": [r.shown(destination) for r in requests]})
+        print_json(
+            {"ok": True, "dry_run": True, "requests": [r.shown(destination) for r in requests]}
+        )
         return
     custom = {name.lower() for name, _ in destination.headers}
     lines: list[str] = []

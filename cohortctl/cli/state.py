@@ -76,7 +76,7 @@ def list_entries(state: StateFile = None, output: OutputLong = OutputFormat.tabl
     path = _path(state)
     found = inventory.entries(path)
     if output is OutputFormat.json:
-        print_json({"file": str(path), "entries": [e.to_dict() for e in found]})
+        print_json({"ok": True, "file": str(path), "entries": [e.to_dict() for e in found]})
         return
     if not found:
         err.print(escape(f"no sync state in {path}"))
@@ -108,7 +108,7 @@ def show(
     """One destination and cohort, with every run."""
     entry = inventory.find(_path(state), url, cohort_id, mode)
     if output is OutputFormat.json:
-        print_json(entry.to_dict(with_runs=True))
+        print_json({"ok": True, **entry.to_dict(with_runs=True)})
         return
     pairs = [
         ("url", entry.url),
@@ -174,7 +174,7 @@ def export(
     else:
         count = inventory.export(path, entry, out_file)
     if output is OutputFormat.json:
-        data = {**entry.to_dict(), "file": str(out_file), "written": count}
+        data = {"ok": True, **entry.to_dict(), "file": str(out_file), "written": count}
         if to_stdout:  # stdout holds the ids
             sys.stderr.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
         else:

@@ -52,7 +52,7 @@ def run_dict(run: RunRecord) -> dict[str, Any]:
     return {
         "started_at": iso(run.started_at),
         "finished_at": iso(run.finished_at),
-        "status": run.status,
+        "outcome": run.status,  # ok, failed, unfinished...: `status` is only ever HTTP's
         "full": run.full,
         "entered": run.entered,
         "left": run.left,

@@ -9,6 +9,7 @@ from __future__ import annotations
 from email.utils import parsedate_to_datetime
 from typing import Any
 
+from cohortctl.durations import json_seconds
 from cohortctl.http.outcomes import Outcome, describe_status
 from cohortctl.http.text import body_excerpt
 
@@ -53,7 +54,7 @@ def request_record(outcome: Outcome) -> dict[str, Any]:
         "method": outcome.method,
         "url": outcome.url,
         "status": outcome.status,
-        "latency_ms": outcome.latency_ms,
+        "latency_s": json_seconds(outcome.latency_ms / 1000),
     }
     if outcome.retry_after is not None:
         record["retry_after"] = outcome.retry_after
