@@ -1,16 +1,18 @@
-"""Run the whole test suite N times in a row and report passes and failures per test.
+"""Run the whole test suite N times in a row; stop at the first failing run and name it.
 
 Not part of CI: it is how "the suite passes 20 times in a row" is shown. Each run is
 ``pytest -p no:randomly`` in a fresh process (same order every time, so a failure that comes
 and goes is the test's own timing, not its neighbours' order), with a JUnit XML file the
-script reads back. At the end it prints every test that did not pass every time, the skips and
-why, the time per run, and exits 1 if any run failed.
+script reads back. It stops at the first run that fails and names the run and the failing
+tests (``--keep-going`` runs all N and tallies every failure). At the end it prints a summary:
+runs passed, every test that did not pass every time, the skips and why, the time per run and
+the load average before and after; exit 1 if any run failed.
 
     python -m benchmarks.suite_loop              # 20 runs of the full suite
-    python -m benchmarks.suite_loop --runs 5 tests/test_delivery.py -k ctrl_c
-    python -m benchmarks.suite_loop --json       # the tally as JSON on stdout
+    python -m benchmarks.suite_loop --runs 30 tests/test_delivery.py -k ctrl_c
+    python -m benchmarks.suite_loop --keep-going --json   # every run; the tally as JSON
 
-On a shared machine, say how loaded it was: the load average before and after is printed.
+Options it does not know go to pytest.
 """
 
 from __future__ import annotations
@@ -60,12 +62,14 @@ def outcomes(junit: Path) -> dict[str, tuple[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the loop, print the tally; exit 1 if any run failed."""
+    """Run the loop, print the summary; exit 1 if any run failed."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=20, help="how many runs (default 20)")
-    parser.add_argument("--json", action="store_true", help="print the tally as JSON")
-    parser.add_argument("pytest_args", nargs="*", help="passed to pytest (tests, -k ...)")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--keep-going", action="store_true", help="run all N even after a failing run"
+    )
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args, pytest_args = parser.parse_known_args(argv)
     # Started in the background by a shell, this process may ignore SIGINT, and the runs would
     # inherit that: the tests that press Ctrl-C on a child would then fail for nothing.
     if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
@@ -76,10 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     messages: dict[str, str] = {}
     codes: list[int] = []
     times: list[float] = []
+    first_failure: dict[str, Any] | None = None
     with tempfile.TemporaryDirectory(prefix="suite-loop-") as scratch:
         for number in range(1, args.runs + 1):
             junit = Path(scratch) / f"run-{number}.xml"
-            code, seconds = run_once(junit, args.pytest_args)
+            code, seconds = run_once(junit, pytest_args)
             codes.append(code)
             times.append(seconds)
             found = outcomes(junit)
@@ -87,34 +92,51 @@ def main(argv: list[str] | None = None) -> int:
                 tally.setdefault(name, Counter())[outcome] += 1
                 if outcome != "passed" and message:
                     messages[name] = message
-            failed = sum(1 for outcome, _ in found.values() if outcome == "failed")
+            failed = sorted(name for name, (outcome, _) in found.items() if outcome == "failed")
             print(
-                f"run {number}/{args.runs}: exit {code}, {len(found)} tests, {failed} failed, "
+                f"run {number}/{args.runs}: exit {code}, {len(found)} tests, {len(failed)} failed, "
                 f"{seconds:.0f} s",
                 file=sys.stderr,
             )
+            if code != 0:
+                why = [f"{name}: {messages.get(name, '')}" for name in failed]
+                # no failing test: a collection error, a crash or an interruption (see the code)
+                for line in why or [f"pytest exited {code} with no failing test"]:
+                    print(f"  run {number} FAILED {line}", file=sys.stderr)
+                if first_failure is None:
+                    first_failure = {"run": number, "exit": code, "tests": failed}
+                if not args.keep_going:
+                    break
     load_after = os.getloadavg()
+    done = len(codes)
     unstable = {n: dict(c) for n, c in sorted(tally.items()) if c["failed"]}
     skipped = {n: messages.get(n, "") for n, c in sorted(tally.items()) if c["skipped"]}
     summary: dict[str, Any] = {
         "runs": args.runs,
+        "runs_done": done,
         "runs_ok": sum(1 for code in codes if code == 0),
+        "first_failure": first_failure,
         "tests": len(tally),
         "failing_tests": {
             n: {**c, "last_message": messages.get(n, "")} for n, c in unstable.items()
         },
         "skipped_tests": skipped,
-        "run_s": {"min": round(min(times), 1), "max": round(max(times), 1)},
+        "run_s": {"min": round(min(times), 1), "max": round(max(times), 1)} if times else None,
         "load_average": {"before": load_before, "after": load_after},
     }
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{summary['runs_ok']} of {args.runs} runs passed; {len(tally)} tests")
-        print(f"run time {summary['run_s']['min']}-{summary['run_s']['max']} s; load average "
-              f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")  # fmt: skip
+        stopped = f" (stopped after run {done})" if done < args.runs else ""
+        print(f"{summary['runs_ok']} of {done} runs passed{stopped}; {len(tally)} tests")
+        if first_failure is not None:
+            tests = ", ".join(first_failure["tests"]) or f"pytest exit {first_failure['exit']}"
+            print(f"first failure: run {first_failure['run']}: {tests}")
+        if times:
+            print(f"run time {min(times):.1f}-{max(times):.1f} s; load average "
+                  f"{load_before[0]:.1f} before, {load_after[0]:.1f} after")  # fmt: skip
         for name, counts in summary["failing_tests"].items():
-            print(f"FAILED {counts.get('failed', 0)}/{args.runs}  {name}: {counts['last_message']}")
+            print(f"FAILED {counts.get('failed', 0)}/{done}  {name}: {counts['last_message']}")
         for name, why in skipped.items():
             print(f"skipped  {name}: {why}")
     return 0 if all(code == 0 for code in codes) else 1
