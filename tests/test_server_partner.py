@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import sqlite3
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -672,14 +672,22 @@ def test_a_group_commit_acknowledges_nothing_it_could_not_commit(
         with client(server) as c:
             return c.post(add, json=payloads.list_members(ids)).status_code
 
+    queued = threading.Semaphore(0)
+    submit = store._submit
+
+    async def counted(change: Any) -> Any:
+        task = asyncio.ensure_future(submit(change))
+        await asyncio.sleep(0)  # the task's first step (it queues the change) ran before this
+        queued.release()
+        return await task
+
+    monkeypatch.setattr(store, "_submit", counted)
     hook.hold.set()
     with ThreadPoolExecutor(4) as pool:
         first = pool.submit(post, ["a"])
         assert hook.held.wait(timeout=30)  # the first add's commit is under way, held
         others = [pool.submit(post, [f"b{n}", "a"]) for n in range(3)]
-        deadline = time.monotonic() + 30
-        while store.pending < 3 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        assert all(queued.acquire(timeout=30) for _ in range(4))  # the first add's, then 3
         assert store.pending == 3  # queued behind the held commit: one group
         hook.failures = 1
         hook.release.set()

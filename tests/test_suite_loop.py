@@ -10,10 +10,17 @@ import pytest
 from benchmarks import suite_loop
 
 
+@pytest.fixture
+def sample(tmp_path: Path) -> Path:
+    """Where a sample test file goes: its own rootdir (an ini file in it), whatever /tmp holds."""
+    (tmp_path / "pytest.ini").write_text("[pytest]\n", encoding="utf-8")
+    return tmp_path / "test_sample.py"
+
+
 def test_stops_at_the_first_failing_run_and_names_the_test(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sample: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tests = tmp_path / "test_sample.py"
+    tests = sample
     tests.write_text(
         "def test_fine():\n    pass\n\n\n"
         "def test_broken():\n    assert 1 == 2, 'broken on purpose'\n",
@@ -29,9 +36,9 @@ def test_stops_at_the_first_failing_run_and_names_the_test(
 
 
 def test_runs_every_time_and_tallies_as_json(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    sample: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    tests = tmp_path / "test_sample.py"
+    tests = sample
     tests.write_text(
         "import pytest\n\n\ndef test_fine():\n    pass\n\n\n"
         "@pytest.mark.skip(reason='not here')\ndef test_skipped():\n    pass\n",
