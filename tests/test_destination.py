@@ -5,6 +5,7 @@ import base64
 import pytest
 
 from cohortctl.errors import CheckFailed, ConfigError, InputError
+from cohortctl.http.har import redact_url
 from cohortctl.partner.destination import (
     AuthMode,
     Destination,
@@ -12,7 +13,6 @@ from cohortctl.partner.destination import (
     parse_auth_mode,
     parse_header,
     parse_list_id_path,
-    redact_url,
 )
 from tests.credentials import PARTNER_KEY, PARTNER_SECRET
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cohortctl.partner import destinations
+from cohortctl.partner import destination_files
 from cohortctl.partner.classify import NO_SUCH_ROUTE
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
@@ -139,7 +139,7 @@ def test_a_list_deleted_on_the_flagsmith_side_is_named_and_recreated(
 def test_wait_takes_the_destination_url(cli: RunCli, receiver: Receiver, tmp_path: Path) -> None:
     server = receiver(Flagsmith(PARTNER_KEY).app)
     file = tmp_path / "d.yaml"
-    text = destinations.builtin_text("flagsmith").replace(
+    text = destination_files.builtin_text("flagsmith").replace(
         "url: https://api.flagsmith.com/api/v1/cohort-sync/amplitude", f"url: {server.url}{BASE}"
     )
     file.write_text(text, encoding="utf-8")

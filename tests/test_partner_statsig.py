@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from cohortctl.partner import destinations
+from cohortctl.partner import destination_files
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partners.fixtures import Receiver, write_ids
@@ -90,7 +90,7 @@ def test_rate_limit_keeps_a_sync_under_the_receivers_limit(
     statsig = Statsig(PARTNER_KEY, segments={"seg1": set()}, rate_limit=3, window_s=0.25)
     server = receiver(statsig.app)
     file = tmp_path / "statsig-fast.yaml"
-    text = destinations.builtin_text("statsig").replace(
+    text = destination_files.builtin_text("statsig").replace(
         "rate_limit: {requests: 10, seconds: 10}", "rate_limit: {requests: 3, seconds: 0.5}"
     )
     file.write_text(text, encoding="utf-8")

@@ -25,7 +25,7 @@ def test_samples_are_what_amplitude_sends() -> None:
         "name": "[Amplitude] Power Users: 7y6y3ij",
         "context": context,
     }
-    assert payloads["list_add.json"]["userIds"] == list(samples.USER_IDS)
+    assert payloads["list_add.json"]["userIds"] == list(samples.SAMPLE_USER_IDS)
     single = payloads["identify.json"]
     assert single == {
         "type": "identify",

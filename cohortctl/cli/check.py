@@ -25,7 +25,7 @@ from cohortctl.partner.conformance.run import (
     markdown_report,
 )
 from cohortctl.partner.destination import make_client
-from cohortctl.partner.destinations import REJECTS
+from cohortctl.partner.destination_files import REJECTS
 from cohortctl.partner.mock import FlowMode
 
 SUITE_PANEL = "Suite"

@@ -11,8 +11,8 @@ from rich.markup import escape
 from cohortctl.cli.options import Output
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.errors import InputError
-from cohortctl.partner import destinations, templates
-from cohortctl.partner.destinations import BUILTIN_PAYLOADS, DestinationFile
+from cohortctl.partner import destination_files, templates
+from cohortctl.partner.destination_files import BUILTIN_PAYLOADS, DestinationFile
 
 app = typer.Typer(
     help=(
@@ -88,7 +88,7 @@ def show(target: Target, output: Output = OutputFormat.table) -> None:
 
     Exit 2 when a variable is used but not declared.
     """
-    file = destinations.resolve(target, strict=False)
+    file = destination_files.resolve(target, strict=False)
     if output is OutputFormat.json:
         print_json({**file.to_dict(), "ok": not file.undeclared()})
     else:
@@ -150,7 +150,7 @@ def show(target: Target, output: Output = OutputFormat.table) -> None:
 @app.command("validate")
 def validate(target: Target) -> None:
     """Check a destination file; exit 2 with one line naming the file and field if bad."""
-    file = destinations.resolve(target)
+    file = destination_files.resolve(target)
     err.print(escape(f"{file.source}: ok ({file.name}, mode {file.mode}, {len(file.calls)} calls)"))
 
 
@@ -177,7 +177,7 @@ def init(
 @app.command("list")
 def list_builtins(output: Output = OutputFormat.table) -> None:
     """Name the built-in profiles (use them as --destination NAME)."""
-    found = [destinations.resolve(name) for name in destinations.builtin_names()]
+    found = [destination_files.resolve(name) for name in destination_files.builtin_names()]
     if output is OutputFormat.json:
         listed = [
             {"name": f.name, "mode": f.mode, "description": f.description, "url": f.url}

@@ -36,17 +36,17 @@ from cohortctl.cli.exchanges import EnvRef, env_name_for_header
 from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
 from cohortctl.config import Config
 from cohortctl.errors import ConfigError
+from cohortctl.http.redact import is_sensitive_header
 from cohortctl.ids import read_ids
 from cohortctl.partner import payloads, templates
 from cohortctl.partner.destination import (
-    DEFAULT_TIMEOUT,
+    PARTNER_REQUEST_TIMEOUT,
     AuthMode,
     Destination,
     build_headers,
-    is_sensitive_header,
     parse_auth_mode,
 )
-from cohortctl.partner.destinations import DestinationFile, resolve
+from cohortctl.partner.destination_files import DestinationFile, resolve
 from cohortctl.partner.templates import Template, parse_vars
 
 if TYPE_CHECKING:
@@ -208,7 +208,7 @@ def destination_from_options(
     app_id: str | None = None,
     headers: list[str] | None = None,
     list_id_path: str | None = None,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = PARTNER_REQUEST_TIMEOUT,
     paths: Mapping[str, str] | None = None,
     require_credentials: bool = True,
     allow_insecure_http: bool = False,
@@ -443,7 +443,7 @@ class PartnerEndpoint(SettingsOptions):
     app_id: AppId = None
     header: Header = None
     list_id_path: ListIdPath = None
-    timeout: Timeout = DEFAULT_TIMEOUT
+    timeout: Timeout = PARTNER_REQUEST_TIMEOUT
 
     def destination(
         self,

@@ -19,11 +19,12 @@ from cohortctl.cli.exchanges import curl_command, dry_run_block, status_style, w
 from cohortctl.cli.options import AsCurl, CaCert, Har, UserAgent, check_as_curl, set_user_agent
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.errors import CheckFailed
+from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import Outcome
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner import mock, payloads
-from cohortctl.partner.destination import Destination, make_client, redact_url
-from cohortctl.partner.destinations import DestinationFile
+from cohortctl.partner.destination import Destination, make_client
+from cohortctl.partner.destination_files import DestinationFile
 from cohortctl.partner.templates import Template, parse_vars
 
 app = typer.Typer(
@@ -62,7 +63,7 @@ Ids = Annotated[
     list[str] | None,
     typer.Option(
         "--id",
-        help=f"A user id, repeatable [default without --ids: {', '.join(mock.SAMPLE_IDS)}].",
+        help=f"A user id, repeatable [default without --ids: {', '.join(mock.MOCK_USERS)}].",
         show_default=False,
         rich_help_panel=COHORT,
     ),
@@ -122,7 +123,7 @@ class MockCohort:
 
     def user_ids(self) -> tuple[str, ...]:
         """The ids given (file, then ``--id``), or the sample ids."""
-        return dest.read_user_ids(self.ids_file, self.column, self.ids) or mock.SAMPLE_IDS
+        return dest.read_user_ids(self.ids_file, self.column, self.ids) or mock.MOCK_USERS
 
     def size(self, file: DestinationFile | None) -> int:
         """Ids per request: ``--batch-size``, else the destination's, else 1000."""
@@ -389,7 +390,7 @@ def flow(
             cohort.column,
             cohort.ids,
             wh.selection(None, False, False),
-            mock.SAMPLE_IDS,
+            mock.MOCK_USERS,
         )
         mock_webhook.webhook_flow(
             target.webhook(cfg, file, user_agent=user_agent),

@@ -53,7 +53,7 @@ def webhook(
         cohort.column,
         cohort.ids,
         wh.selection(prop, all_properties, typed_properties),
-        mock.SAMPLE_IDS,
+        mock.MOCK_USERS,
     )
     size = cohort.batch_size if cohort.batch_size is not None else mock.DEFAULT_BATCH_SIZE
     _check_spec(cohort.cohort_name, cohort.cohort_id, size, sending.expect)

@@ -26,7 +26,7 @@ from cohortctl.cli.sync_render import render_dry_run, run_and_render
 from cohortctl.config import Config
 from cohortctl.http.har import recording
 from cohortctl.partner.calls import call_matcher
-from cohortctl.partner.destination import DEFAULT_TIMEOUT
+from cohortctl.partner.destination import PARTNER_REQUEST_TIMEOUT
 from cohortctl.partner.templates import parse_vars
 from cohortctl.retry import named_policy
 from cohortctl.sync.delivery import DEFAULT_WORKERS
@@ -225,7 +225,7 @@ def sync(
     app_id: dest.AppId = None,
     header: dest.Header = None,
     list_id_path: dest.ListIdPath = None,
-    timeout: dest.Timeout = DEFAULT_TIMEOUT,
+    timeout: dest.Timeout = PARTNER_REQUEST_TIMEOUT,
     ca_cert: CaCert = None,
     payload: Annotated[
         Path | None,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cohortctl.cli import webhook_options as wh
 from cohortctl.config import Config
-from cohortctl.partner.destinations import DestinationFile
+from cohortctl.partner.destination_files import DestinationFile
 from cohortctl.sync.job import SyncJob
 from cohortctl.sync.properties import PropertySelection
 from cohortctl.sync.webhook import WebhookSync

@@ -13,8 +13,8 @@ from cohortctl.cli.bundles import SettingsOptions
 from cohortctl.config import Config
 from cohortctl.errors import InputError
 from cohortctl.ids import read_ids
-from cohortctl.partner.destination import DEFAULT_TIMEOUT
-from cohortctl.partner.destinations import DestinationFile
+from cohortctl.partner.destination import PARTNER_REQUEST_TIMEOUT
+from cohortctl.partner.destination_files import DestinationFile
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 from cohortctl.partner.webhooks.messages import users_of
 from cohortctl.partner.webhooks.payload import CALL, User, WebhookDestination
@@ -102,7 +102,7 @@ class WebhookOptions(SettingsOptions):
     path: WebhookPath = None
     header: WebhookHeader = None
     user_agent: UserAgent = None
-    timeout: dest.Timeout = DEFAULT_TIMEOUT
+    timeout: dest.Timeout = PARTNER_REQUEST_TIMEOUT
     payload: Template = None
 
     def destination(self) -> WebhookDestination:
@@ -144,7 +144,7 @@ def webhook_destination(
     path: str | None,
     headers: list[str] | None,
     user_agent: str | None,
-    timeout: float = DEFAULT_TIMEOUT,
+    timeout: float = PARTNER_REQUEST_TIMEOUT,
     payload: Path | None = None,
     allow_insecure_http: bool = False,
     file: DestinationFile | None = None,

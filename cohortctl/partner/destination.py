@@ -5,8 +5,9 @@ the path of each call, where the list id sits in the list-create answer, and the
 It builds the headers and URLs of every request; ``mock``, ``sync`` and ``check`` share it.
 
 Secrets (the api key, the Basic secret, the value of any credential-looking header) live only
-here: ``repr`` hides them, :meth:`Destination.redacted_headers` and :func:`redact_url` are how
-requests are shown, and :meth:`Destination.scrub` removes them from text that came back.
+here: ``repr`` hides them, :meth:`Destination.redacted_headers` and
+:func:`cohortctl.http.har.redact_url` are how requests are shown, and :meth:`Destination.scrub`
+removes them from text that came back.
 """
 
 from __future__ import annotations
@@ -18,26 +19,25 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from cohortctl.config import ensure_safe_url, redact
 from cohortctl.errors import CheckFailed, ConfigError, InputError
 from cohortctl.http import client as http_client
-from cohortctl.http.redact import Redactor, credential_values
+from cohortctl.http.har import redact_url
+from cohortctl.http.redact import Redactor, credential_values, is_sensitive_header
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner import payloads, templates
 from cohortctl.partner.classify import ErrorClass, classify, special_meaning
 
-DEFAULT_TIMEOUT = 10.0
+PARTNER_REQUEST_TIMEOUT = 10.0
 DEFAULT_LIST_ID_PATH = "listId"
 # Spec part B: "default listId, falling back to id, list_id, data.id".
 LIST_ID_FALLBACKS = ("listId", "id", "list_id", "data.id")
 NO_LIST_ID = "none"  # list_id_path: the create answer holds no id (paths name no $listId)
 
-# Header names whose values are credentials, whoever set them (auth mode or --header).
-_SENSITIVE_HEADER = re.compile(r"auth|api[-_]?key|token|secret|password|cookie|session", re.I)
 # RFC 9110 token characters: what a header name may be made of.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 # --header values that are not credentials (and would mangle bodies if redacted).
@@ -92,29 +92,6 @@ def _shown_header_arg(text: str) -> str:
     # The value may be a credential: show only the first word of what came before the colon.
     words = text.partition(":")[0].split()
     return f"{words[0]}: …" if words else "…"
-
-
-def is_sensitive_header(name: str) -> bool:
-    """True for headers whose value is a credential (Authorization, api_key, tokens...)."""
-    return bool(_SENSITIVE_HEADER.search(name))
-
-
-def redact_url(url: str) -> str:
-    """``url`` as it may be shown: no password in it, credential-looking query values hidden."""
-    parts = urlsplit(url)
-    netloc = parts.netloc
-    if "@" in netloc:
-        userinfo, _, hostport = netloc.rpartition("@")
-        user = userinfo.partition(":")[0]
-        netloc = f"{redact(user)}@{hostport}" if user else hostport
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        if any(is_sensitive_header(k) for k, _ in pairs):
-            query = urlencode(
-                [(k, redact(v) if is_sensitive_header(k) else v) for k, v in pairs], safe="*"
-            )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
 def parse_list_id_path(path: str) -> tuple[str | int, ...]:
@@ -174,7 +151,7 @@ class Destination:
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     paths: Mapping[str, str] = field(default_factory=lambda: dict(payloads.DEFAULT_PATHS))
     list_id_path: str | None = None  # None: listId (then id, list_id, data.id, with a warning)
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = PARTNER_REQUEST_TIMEOUT
     name: str | None = None  # the destination file's name, for messages
     methods: Mapping[str, str] = field(default_factory=dict)  # call -> method (default POST)
     calls: frozenset[str] | None = None  # the calls the destination has (None: every call)
@@ -362,7 +339,7 @@ class Destination:
         """
         merged = dict(values or {})
         if list_id is not None:
-            merged[templates.LIST_ID] = list_id
+            merged[templates.VAR_LIST_ID] = list_id
         return templates.render_url(self.url_template(call), merged, source=f"{call} URL")
 
     def needs_list_id(self, call: str) -> bool:

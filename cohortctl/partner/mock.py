@@ -28,6 +28,7 @@ import httpx
 
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.client import held
+from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import (
     Outcome,
     describe_status,
@@ -36,7 +37,7 @@ from cohortctl.http.outcomes import (
 from cohortctl.http.redirects import redirect_note
 from cohortctl.http.settings import MAX_HELD
 from cohortctl.partner import payloads, templates
-from cohortctl.partner.destination import Destination, redact_url
+from cohortctl.partner.destination import Destination
 from cohortctl.partner.pacing import pacer_for
 from cohortctl.partner.templates import Template
 
@@ -44,7 +45,7 @@ Clock = Callable[[], float]
 
 DEFAULT_COHORT_NAME = "cohortctl mock cohort"
 DEFAULT_COHORT_ID = "cohortctl_mock_1"
-SAMPLE_IDS = ("mock-user-1", "mock-user-2", "mock-user-3")
+MOCK_USERS = ("mock-user-1", "mock-user-2", "mock-user-3")
 DEFAULT_BATCH_SIZE = 1000  # Amplitude's default (seed 002)
 BODY_KEEP = 2000  # characters of each answer kept in an Outcome
 SKIPPED = "skipped"
@@ -65,7 +66,7 @@ class MockSpec:
 
     cohort_name: str = DEFAULT_COHORT_NAME
     cohort_id: str = DEFAULT_COHORT_ID
-    ids: tuple[str, ...] = SAMPLE_IDS
+    ids: tuple[str, ...] = MOCK_USERS
     batch_size: int = DEFAULT_BATCH_SIZE
     member: bool = True
     list_id: str | None = None
@@ -288,7 +289,8 @@ def _check_list_id(destination: Destination, steps: Sequence[Step], spec: MockSp
         return
     for step in steps:
         uses = destination.needs_list_id(step.call) or (
-            step.call in spec.templates and templates.LIST_ID in spec.templates[step.call].names()
+            step.call in spec.templates
+            and templates.VAR_LIST_ID in spec.templates[step.call].names()
         )
         if uses:
             hint = (

@@ -26,11 +26,11 @@ from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import request_body, response_text
 from cohortctl.http.outcomes import classify_transport_error
-from cohortctl.http.redact import REDACTED
+from cohortctl.http.redact import REDACTED, is_sensitive_header
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner import payloads
 from cohortctl.partner.calls import default_call
-from cohortctl.partner.destination import AuthMode, Destination, is_sensitive_header
+from cohortctl.partner.destination import AuthMode, Destination, with_headers
 
 BODY_KEEP = 2000
 # Never resent as recorded: the transport sets them for the new connection and body.
@@ -290,15 +290,8 @@ class Replayer:
     list_ids: dict[str, str] = field(default_factory=dict)
 
     def _headers(self, request: RecordedRequest) -> dict[str, str]:
-        headers: dict[str, str] = {}
-        for name, value in request.headers:
-            headers[name] = value
         extra = {**self.destination.auth_headers(), **dict(self.destination.headers)}
-        for name, value in extra.items():
-            for existing in [k for k in headers if k.lower() == name.lower()]:
-                del headers[existing]
-            headers[name] = value
-        return headers
+        return with_headers(dict(request.headers), extra.items())
 
     def _matched(self, request: RecordedRequest, status: int | None) -> bool:
         if self.expect is Expect.ok:

@@ -13,10 +13,10 @@ from typing import Any
 
 from cohortctl.partner import payloads
 
-COHORT_NAME = "Power Users"
-COHORT_ID = "7y6y3ij"
-LIST_ID = "list_1"
-USER_IDS = ("user-1001", "user-1002", "user-1003")
+SAMPLE_COHORT_NAME = "Power Users"
+SAMPLE_COHORT_ID = "7y6y3ij"
+SAMPLE_LIST_ID = "list_1"
+SAMPLE_USER_IDS = ("user-1001", "user-1002", "user-1003")
 APP_ID = 153957
 OWNER = "datamonster@example.com"
 
@@ -27,12 +27,14 @@ DEMO_IDS_FILE = "ids.csv"
 def partner_payloads() -> dict[str, Any]:
     """Every payload Amplitude sends to a partner, keyed by sample file name."""
     return {
-        "list_create.json": payloads.list_create(COHORT_NAME, COHORT_ID),
-        "list_add.json": payloads.list_members(USER_IDS),
-        "list_remove.json": payloads.list_members(USER_IDS[:1]),
-        "identify.json": payloads.identify(USER_IDS[0], COHORT_NAME, COHORT_ID, member=True),
+        "list_create.json": payloads.list_create(SAMPLE_COHORT_NAME, SAMPLE_COHORT_ID),
+        "list_add.json": payloads.list_members(SAMPLE_USER_IDS),
+        "list_remove.json": payloads.list_members(SAMPLE_USER_IDS[:1]),
+        "identify.json": payloads.identify(
+            SAMPLE_USER_IDS[0], SAMPLE_COHORT_NAME, SAMPLE_COHORT_ID, member=True
+        ),
         "identify_batch.json": payloads.identify_batch(
-            USER_IDS, COHORT_NAME, COHORT_ID, member=True
+            SAMPLE_USER_IDS, SAMPLE_COHORT_NAME, SAMPLE_COHORT_ID, member=True
         ),
     }
 
@@ -47,20 +49,23 @@ def webhook_payloads() -> dict[str, Any]:
 
     return {
         "webhook_enter.json": webhook_body(
-            COHORT_NAME,
-            COHORT_ID,
+            SAMPLE_COHORT_NAME,
+            SAMPLE_COHORT_ID,
             in_cohort=True,
             computed_time=COMPUTED_TIME,
             message_id=message_id(WEBHOOK_UUID, entering=True, batch=0),
-            users=[(USER_IDS[0], {"plan": "pro"}), *((uid, None) for uid in USER_IDS[1:])],
+            users=[
+                (SAMPLE_USER_IDS[0], {"plan": "pro"}),
+                *((uid, None) for uid in SAMPLE_USER_IDS[1:]),
+            ],
         ),
         "webhook_exit.json": webhook_body(
-            COHORT_NAME,
-            COHORT_ID,
+            SAMPLE_COHORT_NAME,
+            SAMPLE_COHORT_ID,
             in_cohort=False,
             computed_time=COMPUTED_TIME,
             message_id=message_id(WEBHOOK_UUID, entering=False, batch=0),
-            users=[(USER_IDS[0], None)],
+            users=[(SAMPLE_USER_IDS[0], None)],
         ),
     }
 
@@ -70,10 +75,10 @@ def upload_payload() -> dict[str, Any]:
     from cohortctl.customer.api import upload_body
 
     return upload_body(
-        name=COHORT_NAME,
+        name=SAMPLE_COHORT_NAME,
         app_id=APP_ID,
         id_type="BY_USER_ID",
-        ids=list(USER_IDS),
+        ids=list(SAMPLE_USER_IDS),
         owner=OWNER,
         published=True,
     )

@@ -34,25 +34,25 @@ from urllib.parse import quote
 from cohortctl.errors import InputError
 from cohortctl.partner import payloads
 
-ITEMS = "items"
-LIST_ID = "listId"
-COHORT_NAME = "amplitude_cohort_name"
-COHORT_ID = "amplitude_cohort_id"
-COHORT_NAME_AS_IS = "cohort_name"
-USER_ID = "userId"
-USER_ID_SNAKE = "user_id"
-MEMBER = "member"
+VAR_ITEMS = "items"
+VAR_LIST_ID = "listId"
+VAR_COHORT_NAME = "amplitude_cohort_name"
+VAR_COHORT_ID = "amplitude_cohort_id"
+VAR_COHORT_NAME_AS_IS = "cohort_name"
+VAR_USER_ID = "userId"
+VAR_USER_ID_SNAKE = "user_id"
+VAR_MEMBER = "member"
 DEFAULT_ITEMS = '"$user_id"'
 
 BUILTIN_VARIABLES: dict[str, str] = {
-    ITEMS: "the user ids of the request, a JSON array",
-    LIST_ID: "the partner's list id (from --list-id or the list-create answer)",
-    COHORT_NAME: "the cohort name, slugified (NFKD, non [A-Za-z0-9_] -> '-', 100 chars)",
-    COHORT_ID: "the cohort id",
-    COHORT_NAME_AS_IS: "the cohort name as is",
-    USER_ID_SNAKE: "in items: the user; elsewhere the first (identify: the only) user id",
-    USER_ID: "the first (for identify: the only) user id of the request",
-    MEMBER: "the trait value: true (entered the cohort) or false (left it)",
+    VAR_ITEMS: "the user ids of the request, a JSON array",
+    VAR_LIST_ID: "the partner's list id (from --list-id or the list-create answer)",
+    VAR_COHORT_NAME: "the cohort name, slugified (NFKD, non [A-Za-z0-9_] -> '-', 100 chars)",
+    VAR_COHORT_ID: "the cohort id",
+    VAR_COHORT_NAME_AS_IS: "the cohort name as is",
+    VAR_USER_ID_SNAKE: "in items: the user; elsewhere the first (identify: the only) user id",
+    VAR_USER_ID: "the first (for identify: the only) user id of the request",
+    VAR_MEMBER: "the trait value: true (entered the cohort) or false (left it)",
 }
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
@@ -95,14 +95,14 @@ def variables(
     values: dict[str, Any] = dict(custom or {})
     values.update(
         {
-            ITEMS: list(ids),
-            LIST_ID: Unresolved("{listId}") if list_id is None else list_id,
-            COHORT_NAME: payloads.slugify_cohort_name(cohort_name),
-            COHORT_ID: cohort_id,
-            COHORT_NAME_AS_IS: cohort_name,
-            USER_ID: ids[0] if ids else "",
-            USER_ID_SNAKE: ids[0] if ids else "",
-            MEMBER: member,
+            VAR_ITEMS: list(ids),
+            VAR_LIST_ID: Unresolved("{listId}") if list_id is None else list_id,
+            VAR_COHORT_NAME: payloads.slugify_cohort_name(cohort_name),
+            VAR_COHORT_ID: cohort_id,
+            VAR_COHORT_NAME_AS_IS: cohort_name,
+            VAR_USER_ID: ids[0] if ids else "",
+            VAR_USER_ID_SNAKE: ids[0] if ids else "",
+            VAR_MEMBER: member,
         }
     )
     return values
@@ -181,14 +181,14 @@ class Template:
 
     def items_json(self, values: Mapping[str, Any]) -> str:
         """``$items`` as a JSON array: the ids, or each id through the item template."""
-        ids = values[ITEMS]
+        ids = values[VAR_ITEMS]
         if not self.uses_items_template or self.items is None:
             return _as_json(ids)
         item = Template(self.items, f"{self.source} (items)")
         per_user = dict(values)
         rendered = []
         for uid in ids:
-            per_user[USER_ID_SNAKE] = per_user[USER_ID] = uid
+            per_user[VAR_USER_ID_SNAKE] = per_user[VAR_USER_ID] = uid
             rendered.append(item.substitute(per_user))
         return "[" + ",".join(rendered) + "]"
 
@@ -221,7 +221,7 @@ class Template:
                 continue
             if c == '"':
                 whole = _WHOLE_STRING_VARIABLE.match(text, i)
-                if whole and (whole.group(1) or whole.group(2)) == ITEMS:
+                if whole and (whole.group(1) or whole.group(2)) == VAR_ITEMS:
                     out.append(self.items_json(values))
                     i = whole.end()
                     continue
@@ -245,7 +245,7 @@ class Template:
             return i + 1
         name = match.group(1) or match.group(2)
         value = values[name]
-        if bare and name == ITEMS:
+        if bare and name == VAR_ITEMS:
             out.append(self.items_json(values))
         else:
             out.append(_builtin_json(name, value) if bare else _escaped(value))
@@ -288,7 +288,7 @@ def render_url(template: str, values: Mapping[str, Any], *, source: str = "--pat
     """A URL or path template with every variable URL-quoted (``$$`` is a literal ``$``)."""
     # Without a list id, $listId stays as written (a URL shown before the list exists).
     names = {m.group(1) or m.group(2) for m in _URL_TOKEN.finditer(template)}
-    unknown = sorted(n for n in names if n and n != LIST_ID and n not in values)
+    unknown = sorted(n for n in names if n and n != VAR_LIST_ID and n not in values)
     if unknown:
         raise _unknown_error(source, unknown, values)
 

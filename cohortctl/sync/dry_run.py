@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from cohortctl.errors import InputError
+from cohortctl.http.har import redact_url
 from cohortctl.partner import payloads, templates
-from cohortctl.partner.destination import Destination, redact_url
+from cohortctl.partner.destination import Destination
 from cohortctl.partner.mock import abbreviate_json
 from cohortctl.sync import inventory
 from cohortctl.sync.plan import CohortSpec

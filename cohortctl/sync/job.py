@@ -17,7 +17,7 @@ from typing import Any
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
 from cohortctl.partner import payloads
-from cohortctl.partner.destinations import DestinationFile
+from cohortctl.partner.destination_files import DestinationFile
 from cohortctl.partner.templates import Template
 from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
 from cohortctl.sync.delivery import DEFAULT_WORKERS

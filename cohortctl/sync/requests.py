@@ -52,7 +52,7 @@ class Requests:
         template = self.destination.url_template(call)
         return any(
             f"${name}" in template or f"${{{name}}}" in template
-            for name in (templates.USER_ID, templates.ITEMS)
+            for name in (templates.VAR_USER_ID, templates.VAR_ITEMS)
         )
 
     def encoder(

@@ -28,14 +28,16 @@ import json
 import secrets
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import httpx
 
 from cohortctl.errors import InputError
+from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import Outcome, describe_status
+from cohortctl.http.redact import is_sensitive_header
 from cohortctl.partner import mock, payloads
 from cohortctl.partner.conformance.answers import (
     ACCEPTED,
@@ -50,16 +52,15 @@ from cohortctl.partner.conformance.run import COHORT_NAME, CheckOptions, CheckRu
 from cohortctl.partner.conformance.traffic import (
     BURST_BUDGET_S,
     THROTTLE_RETRIES,
+    CheckTraffic,
+    Clock,
     Sent,
-    Traffic,
+    Sleep,
 )
-from cohortctl.partner.destination import AuthMode, Destination, is_sensitive_header, redact_url
-from cohortctl.partner.destinations import REJECTS
+from cohortctl.partner.destination import AuthMode, Destination
+from cohortctl.partner.destination_files import REJECTS
 from cohortctl.partner.judging import judge_list_create, unclassified_statuses, user_field
 from cohortctl.partner.mock import FlowMode, PreparedRequest
-
-Clock = Callable[[], float]
-Sleep = Callable[[float], None]
 
 LIST, PROPERTY, ENDPOINT = "list", "property", "endpoint"
 
@@ -67,7 +68,7 @@ LIST, PROPERTY, ENDPOINT = "list", "property", "endpoint"
 class Suite:
     """Runs the cases of one :class:`CheckOptions` in order, sending through ``traffic``."""
 
-    def __init__(self, traffic: Traffic, options: CheckOptions) -> None:
+    def __init__(self, traffic: CheckTraffic, options: CheckOptions) -> None:
         self.traffic = traffic
         self.destination = traffic.destination
         self.options = options
@@ -591,5 +592,5 @@ def run_check(
             "call: give the id of an existing list with --list-id"
         )
     mock.plan(destination, mock.flow_steps(options.mode, spec, destination), spec)
-    traffic = Traffic(client, destination, spec, clock=clock, sleep=sleep)
+    traffic = CheckTraffic(client, destination, spec, clock=clock, sleep=sleep)
     return Suite(traffic, options).execute()

@@ -16,7 +16,7 @@ from cohortctl.errors import InputError
 from cohortctl.partner import mock, payloads
 from cohortctl.partner.conformance import reports
 from cohortctl.partner.conformance.reports import CaseResult
-from cohortctl.partner.destinations import REJECTS
+from cohortctl.partner.destination_files import REJECTS
 from cohortctl.partner.mock import FlowMode, MockSpec
 from cohortctl.partner.templates import Template
 

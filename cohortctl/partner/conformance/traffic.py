@@ -66,7 +66,7 @@ def retry_wait(outcome: Outcome, attempt: int) -> float:
     return min(float(2 ** (attempt - 1)), MAX_RETRY_WAIT_S)
 
 
-class Traffic:
+class CheckTraffic:
     """Sends one run's requests to one destination and tracks the test data they leave."""
 
     def __init__(

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import Outcome
 from cohortctl.partner.conformance.answers import answer_detail, describe_answer, request_record
 from cohortctl.partner.conformance.reports import CaseResult
 from cohortctl.partner.conformance.run import COHORT_NAME, CheckOptions, CheckRun
-from cohortctl.partner.destination import redact_url
 from cohortctl.partner.webhooks.messages import WebhookRequest, plan_messages, send_message
 from cohortctl.partner.webhooks.payload import WebhookDestination, WebhookRun
 

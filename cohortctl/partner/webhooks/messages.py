@@ -14,9 +14,9 @@ from typing import Any
 
 import httpx
 
+from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import Outcome, describe_status
 from cohortctl.http.redact import Redactor
-from cohortctl.partner.destination import redact_url
 from cohortctl.partner.webhooks.payload import (
     CALL,
     User,

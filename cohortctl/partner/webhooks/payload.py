@@ -27,11 +27,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 from cohortctl.config import ensure_safe_url, redact
 from cohortctl.errors import InputError
+from cohortctl.http.har import redact_url
 from cohortctl.http.settings import WEBHOOK_USER_AGENT
 from cohortctl.partner.destination import (
-    DEFAULT_TIMEOUT,
+    PARTNER_REQUEST_TIMEOUT,
     build_headers,
-    redact_url,
     with_headers,
 )
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
@@ -164,7 +164,7 @@ class WebhookDestination:
     url: str
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
     user_agent: str = WEBHOOK_USER_AGENT
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = PARTNER_REQUEST_TIMEOUT
     template: WebhookTemplate | None = None
 
     def __post_init__(self) -> None:
@@ -186,7 +186,7 @@ class WebhookDestination:
         path: str | None = None,
         headers: Sequence[str] = (),
         user_agent: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = PARTNER_REQUEST_TIMEOUT,
         template: WebhookTemplate | None = None,
         allow_insecure_http: bool = False,
     ) -> WebhookDestination:

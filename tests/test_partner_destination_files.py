@@ -9,7 +9,7 @@ import pytest
 from aiohttp import web
 
 from cohortctl.errors import InputError
-from cohortctl.partner import destinations
+from cohortctl.partner import destination_files
 from cohortctl.partner.pacing import Pacer
 from cohortctl.partner.sizing import fitted_batch_size
 from cohortctl.partner.templates import Template, variables
@@ -31,10 +31,10 @@ headers: {X-Team: $team}
 
 
 def test_every_builtin_loads_and_is_listed(cli: RunCli) -> None:
-    names = destinations.builtin_names()
+    names = destination_files.builtin_names()
     assert names == ["amplitude", "flagsmith", "launchdarkly", "segment", "statsig"]
     for name in names:
-        assert destinations.resolve(name).undeclared() == []
+        assert destination_files.resolve(name).undeclared() == []
     result = cli("destination", "list", "-o", "json")
     assert [d["name"] for d in json.loads(result.stdout)["destinations"]] == names
 
@@ -159,7 +159,7 @@ def test_fitted_batch_size_keeps_every_body_under_the_limit() -> None:
 
 def test_unknown_destination_name_lists_the_builtins() -> None:
     with pytest.raises(InputError, match="built-ins: amplitude, flagsmith"):
-        destinations.resolve("nope")
+        destination_files.resolve("nope")
 
 
 def test_sync_and_mock_judge_by_the_success_statuses(

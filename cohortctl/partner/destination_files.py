@@ -144,7 +144,7 @@ class DestinationFile:
         # The {listId} spelling of the default paths is $listId too.
         for call, spec in self.calls.items():
             if "{listId}" in spec.path:
-                used.setdefault(templates.LIST_ID, []).append(f"calls.{call}.path")
+                used.setdefault(templates.VAR_LIST_ID, []).append(f"calls.{call}.path")
         return used
 
     def variables_table(self) -> list[dict[str, Any]]:
