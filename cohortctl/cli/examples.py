@@ -1,9 +1,11 @@
 """The Examples block that ends every command's help, kept in one place.
 
 Each line is one command exactly as a user would type it (``&`` at the end to start a server
-in the background). ``tests/test_cli_help.py`` parses every example against the command it
-belongs to and runs those that need no server, so an example that stops working fails CI.
-A command without examples here fails that test too: add its lines when adding a command.
+in the background). An example works offline: the block's heading names the embedded server
+and the environment it runs against (:data:`SETUPS`). ``tests/test_cli_help.py`` parses every
+example against its command, and ``tests/test_cli_examples.py`` runs every one of them
+against those servers, so an example that stops working fails CI. A command without examples
+here fails those tests too: add its lines when adding a command.
 """
 
 from __future__ import annotations
@@ -41,10 +43,10 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "cohortctl mock list-create --url http://127.0.0.1:8080 --dry-run --as-curl",
     ),
     "mock list-add": (
-        "cohortctl mock list-add --url http://127.0.0.1:8080 --list-id 42 --id u1",
-        "cohortctl mock list-add --url http://127.0.0.1:8080 --list-id 42 --dry-run",
+        "cohortctl mock list-add --url http://127.0.0.1:8080 --list-id 1 --id u1",
+        "cohortctl mock list-add --url http://127.0.0.1:8080 --list-id 1 --dry-run",
     ),
-    "mock list-remove": ("cohortctl mock list-remove --url http://127.0.0.1:8080 --list-id 42 -v",),
+    "mock list-remove": ("cohortctl mock list-remove --url http://127.0.0.1:8080 --list-id 1 -v",),
     "mock identify": (
         "cohortctl mock identify --url http://127.0.0.1:8080 --id u1 --not-member",
         "cohortctl mock identify --url http://127.0.0.1:8080 --id u1 --dry-run",
@@ -61,14 +63,14 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
         "cohortctl mock webhook --url http://127.0.0.1:8080/webhook --dry-run",
     ),
     "sync": (
-        "cohortctl sync ids.csv --url http://127.0.0.1:8080 --cohort-id 7y6y3ij",
-        "cohortctl sync ids.csv --url http://127.0.0.1:8080 --cohort-id c1 --dry-run",
-        "cohortctl sync ids.csv --url http://127.0.0.1:8080 --cohort-id c1 -vv",
+        "cohortctl sync ids.csv --cohort-name Churn --cohort-id 7y6y3ij",
+        "cohortctl sync ids.csv --cohort-name Churn --cohort-id c1 --dry-run",
+        "cohortctl sync ids.csv --cohort-name Churn --cohort-id c1 -vv",
     ),
     "state list": ("cohortctl state list",),
     "state show": ("cohortctl state show --url http://127.0.0.1:8080 --cohort-id 7y6y3ij",),
     "state export": (
-        "cohortctl state export --url http://127.0.0.1:8080 --cohort-id c --out m.txt",
+        "cohortctl state export --url http://127.0.0.1:8080 --cohort-id c1 -o m.txt",
     ),
     "state forget": ("cohortctl state forget --url http://127.0.0.1:8080 --cohort-id 7y6y3ij",),
     "state check": ("cohortctl state check",),
@@ -98,16 +100,46 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
 }
 
 
+# What the examples of a command group run against, offline (the heading of the block).
+AMPLITUDE = "amplitude"
+PARTNER = "partner"
+SETUPS = {
+    AMPLITUDE: "offline, after cohortctl serve amplitude --port 8600 & with "
+    "AMPLITUDE_BASE_URL=http://127.0.0.1:8600 and any AMPLITUDE_API_KEY and "
+    "AMPLITUDE_SECRET_KEY exported",
+    PARTNER: "offline, after cohortctl serve partner --port 8080 & with any "
+    "COHORTCTL_PARTNER_API_KEY and COHORTCTL_PARTNER_URL=http://127.0.0.1:8080 exported",
+}
+SETUP_OF = {
+    "upload": AMPLITUDE,
+    "membership": AMPLITUDE,
+    "cohorts": AMPLITUDE,
+    "mock": PARTNER,
+    "sync": PARTNER,
+    "state": PARTNER,
+    "check": PARTNER,
+    "replay": PARTNER,
+    "wait": PARTNER,
+}
+
+
+def setup_of(path: str) -> str | None:
+    """Which server the examples of ``cohortctl PATH`` run against (a :data:`SETUPS` key)."""
+    return SETUP_OF.get(path.split()[0])
+
+
 def examples_text(path: str, *, plain: bool = False) -> str | None:
     """The Examples block of ``cohortctl PATH`` as help epilog text (``None``: none known);
     ``plain`` for click's formatter, else for typer's rich one."""
     lines = EXAMPLES.get(path)
     if not lines:
         return None
+    setup = setup_of(path)
+    heading = f"Examples ({SETUPS[setup]}):" if setup else "Examples:"
     if plain:  # "\b": click keeps the lines as they are
-        return "Examples:\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
+        return f"{heading}\n\n\b\n" + "\n".join(f"  {line}" for line in lines)
     # typer's rich help joins the lines of a paragraph: one example per paragraph
-    return "Examples:\n\n" + "\n\n".join(lines)
+    return f"{heading}\n\n" + "\n\n".join(lines)
 
 
 RICH_HELP_MIN_COLUMNS = 100
