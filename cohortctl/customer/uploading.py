@@ -131,19 +131,8 @@ class Plan:
         ids = self.ids[step.start : step.end]
         if step.path == UPLOAD_PATH:
             assert self.spec is not None
-            spec = self.spec
-            return upload_body(
-                name=spec.name,
-                app_id=spec.app_id,
-                id_type=upload_id_type(self.id_type),
-                ids=ids,
-                owner=spec.owner,
-                published=spec.published,
-                existing_cohort_id=spec.existing_cohort_id,
-                strict_ids=spec.strict_ids,
-                validate_only=spec.validate_only,
-                group_type=spec.group_type,
-            )
+            # UploadSpec's fields are upload_body's options, name for name.
+            return upload_body(**vars(self.spec), id_type=upload_id_type(self.id_type), ids=ids)
         return membership_body(
             cohort_id or PENDING_COHORT_ID,
             ids,

@@ -323,12 +323,10 @@ class FakeAmplitude:
         cohort_id = f.string("cohort_id", required=True)
         count_group = f.string("count_group", required=False)
         skip_invalid = f.boolean("skip_invalid_ids", required=False, default=True)
-        present, raw_changes = f.raw("memberships", True)
+        raw_changes = f.typed("memberships", True, list, "an array")
         entries: list[tuple[str, str, list[str]]] = []
-        if present:
-            if not isinstance(raw_changes, list):
-                f.error("memberships", f"must be an array, got {json_type(raw_changes)}")
-            elif not raw_changes:
+        if raw_changes is not None:
+            if not raw_changes:
                 f.error("memberships", "must hold at least one membership change")
             else:
                 for index, raw in enumerate(raw_changes):

@@ -153,13 +153,19 @@ class Fields:
             return False, None
         return True, self.body[name]
 
-    def string(self, name: str, *, required: bool, choices: tuple[str, ...] = ()) -> str | None:
+    def typed(self, name: str, required: bool, kind: type, what: str) -> Any:
+        """The field's value when present and a ``kind``; else None (a wrong type noted)."""
         present, value = self.raw(name, required)
-        if not present:
+        if present and not isinstance(value, kind):
+            self.error(name, f"must be {what}, got {json_type(value)}")
             return None
-        if not isinstance(value, str):
-            self.error(name, f"must be a string, got {json_type(value)}")
-        elif choices and value not in choices:
+        return value
+
+    def string(self, name: str, *, required: bool, choices: tuple[str, ...] = ()) -> str | None:
+        value = self.typed(name, required, str, "a string")
+        if value is None:
+            return None
+        if choices and value not in choices:
             self.error(name, f"must be one of {', '.join(choices)}, got {value[:50]!r}")
         elif not value.strip():
             self.error(name, "must be a non-empty string")
@@ -168,13 +174,8 @@ class Fields:
         return None
 
     def boolean(self, name: str, *, required: bool, default: bool = False) -> bool:
-        present, value = self.raw(name, required)
-        if not present:
-            return default
-        if not isinstance(value, bool):
-            self.error(name, f"must be a boolean, got {json_type(value)}")
-            return default
-        return value
+        value = self.typed(name, required, bool, "a boolean")
+        return default if value is None else bool(value)
 
     def project_id(self, name: str, *, required: bool) -> int | None:
         """An integer, or a string of ASCII digits: Segment's production destination sends
@@ -202,11 +203,8 @@ class Fields:
         return None
 
     def ids(self, name: str, *, limit: int) -> list[str] | None:
-        present, value = self.raw(name, True)
-        if not present:
-            return None
-        if not isinstance(value, list):
-            self.error(name, f"must be an array of strings, got {json_type(value)}")
+        value = self.typed(name, True, list, "an array of strings")
+        if value is None:
             return None
         if not value:
             self.error(name, "must hold at least one id")
