@@ -17,9 +17,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from cohortctl.errors import InputError
-from cohortctl.http.retry_after import parse_ratelimit_reset, parse_retry_after, server_wait
+from cohortctl.http.retry_after import (
+    parse_ratelimit_reset,
+    parse_retry_after,
+    server_wait,
+)
 
-Clock = Callable[[], float]
 __all__ = [
     "AMPLITUDE_SYNC_POLICY",
     "STREAMING_POLICY",

@@ -16,7 +16,7 @@ import pytest
 
 from cohortctl.servers.amplitude.app import STORE_KEY, TRAFFIC_KEY
 from cohortctl.servers.amplitude.store import CohortStore, amplitude_id_for
-from cohortctl.servers.amplitude.traffic import Traffic
+from cohortctl.servers.amplitude.traffic import RequestLog
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
 from tests.servers_fixtures import Gate, client_for
@@ -75,7 +75,7 @@ def store_of(server: BackgroundServer) -> CohortStore:
     return server.app[STORE_KEY]
 
 
-def traffic_of(server: BackgroundServer) -> Traffic:
+def traffic_of(server: BackgroundServer) -> RequestLog:
     assert server.app is not None
     return server.app[TRAFFIC_KEY]
 

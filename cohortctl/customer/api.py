@@ -13,7 +13,6 @@ from typing import Any
 
 from cohortctl.errors import InputError, RequestFailed
 from cohortctl.http.redact import Redactor
-from cohortctl.http.settings import USER_AGENT as _USER_AGENT
 from cohortctl.http.text import body_excerpt
 from cohortctl.retry import RetryPolicy
 
@@ -23,6 +22,10 @@ COHORTS_PATH = "/api/3/cohorts"
 EXPORT_REQUEST_PATH = "/api/5/cohorts/request/{cohort_id}"
 EXPORT_STATUS_PATH = "/api/5/cohorts/request-status/{request_id}"
 EXPORT_FILE_PATH = "/api/5/cohorts/request/{request_id}/file"
+
+# The id types of cohortctl (cohortctl.ids.IdType values): user ids or Amplitude ids.
+USER = "user"
+AMPLITUDE = "amplitude"
 
 MAX_IDS_PER_REQUEST = 100_000
 MAX_COHORT_SIZE = 2_000_000
@@ -42,7 +45,6 @@ OPERATIONS = (ADD, REMOVE)
 EXPORT_DONE = "JOB COMPLETED"
 DEFAULT_RETRY = RetryPolicy(retries=5, base_delay=1.0, max_delay=60.0)
 AMPLITUDE_REQUEST_TIMEOUT = 120.0
-USER_AGENT = _USER_AGENT  # cohortctl/<version>, the one User-Agent of cohortctl.http
 
 CREDENTIALS_HINT = (
     "check AMPLITUDE_API_KEY and AMPLITUDE_SECRET_KEY (or api_key / secret_key in your config "

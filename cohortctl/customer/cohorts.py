@@ -8,13 +8,10 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from cohortctl.customer.api import ExportPoll
+from cohortctl.customer.api import AMPLITUDE, USER, ExportPoll
 from cohortctl.customer.client import AmplitudeClient
 from cohortctl.customer.export import column_index, member_rows, resume_hint
 from cohortctl.errors import CheckFailed, CohortctlError
-
-USER = "user"
-AMPLITUDE = "amplitude"
 
 
 def find_cohort(

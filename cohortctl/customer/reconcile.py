@@ -49,7 +49,7 @@ from cohortctl.customer.cohorts import (
 from cohortctl.errors import CheckFailed, CohortctlError, InputError
 from cohortctl.ids import chunked
 
-ID_SAMPLE_SIZE = 10
+CHANGE_ID_SAMPLE = 10
 
 # Event phases, in the order they happen.
 LOOKUP = "lookup"
@@ -133,7 +133,7 @@ class ReconcileResult:
         """Requests a replace would send: one upload, then ADDs of 100,000."""
         return math.ceil(self.file_ids / MAX_IDS_PER_REQUEST)
 
-    def summary(self, *, sample: int = ID_SAMPLE_SIZE) -> dict[str, Any]:
+    def summary(self, *, sample: int = CHANGE_ID_SAMPLE) -> dict[str, Any]:
         """JSON-ready: counts, the first ids of each side, what was sent, the size checks."""
         return {
             "cohort_id": self.cohort_id,
@@ -319,7 +319,7 @@ def _apply(
             error.hint = join_hints(error.hint, _partial_hint(result, total))
             raise
         skipped = len(answer.skipped_ids)
-        room = ID_SAMPLE_SIZE * 4 - len(result.skipped_ids)
+        room = CHANGE_ID_SAMPLE * 4 - len(result.skipped_ids)
         result.skipped_ids.extend(answer.skipped_ids[: max(room, 0)])
         result.requests.append(
             {

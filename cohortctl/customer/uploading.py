@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from cohortctl.customer.api import (
     ADD,
+    AMPLITUDE,
     BY_AMP_ID,
     BY_ID,
     BY_NAME,
@@ -34,6 +35,7 @@ from cohortctl.customer.api import (
     MEMBERSHIP_PATH,
     OPERATIONS,
     UPLOAD_PATH,
+    USER,
     membership_body,
     upload_body,
 )
@@ -44,8 +46,6 @@ from cohortctl.ids import spans
 if TYPE_CHECKING:
     from cohortctl.ids import IdFileStats
 
-USER = "user"  # cohortctl.ids.IdType.user
-AMPLITUDE = "amplitude"  # cohortctl.ids.IdType.amplitude
 UPLOAD = "upload"
 MEMBERSHIP = "membership"
 ID_SAMPLE_SIZE = 5

@@ -119,7 +119,7 @@ class _Tracked(httpx.SyncByteStream):
             self._on_close(self)
 
 
-class Transport(httpx.BaseTransport):
+class HttpxTransport(httpx.BaseTransport):
     """Routes each request direct or through the environment's proxy, under a deadline."""
 
     def __init__(
@@ -321,7 +321,7 @@ def make_client(
         follow_redirects=False,
         trust_env=False,
         transport=transport
-        or Transport(ca_cert=ca_cert, proxy=proxy, observers=observers, redactor=redactor),
+        or HttpxTransport(ca_cert=ca_cert, proxy=proxy, observers=observers, redactor=redactor),
     )
 
 

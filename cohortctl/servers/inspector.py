@@ -24,6 +24,8 @@ from cohortctl.http.har import redact_url
 from cohortctl.http.redact import Redactor, is_sensitive_header
 from cohortctl.partner.calls import default_call
 
+ADMIN_PREFIX = "/_cohortctl/"
+"""Where the servers' own pages and routes live (never a partner's path)."""
 BODY_KEEP = 16 * 1024
 SERIES_SECONDS = 120
 DEFAULT_KEEP = 500

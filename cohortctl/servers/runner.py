@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from aiohttp import web
 
 AppFactory = Callable[[], web.Application]
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+CLIENT_MAX_SIZE = 64 * 1024 * 1024
+"""The largest request body the embedded servers read (aiohttp's ``client_max_size``)."""
 T = TypeVar("T")
 
 

@@ -40,29 +40,29 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
+from cohortctl.customer.api import MAX_COHORT_SIZE, MAX_IDS_PER_REQUEST
 from cohortctl.servers.amplitude.store import (
     CohortStore,
     CohortTooLarge,
     ExportJob,
     MemberChange,
 )
-from cohortctl.servers.amplitude.traffic import RequestRecord, Traffic
+from cohortctl.servers.amplitude.traffic import RequestLog, RequestRecord
 from cohortctl.servers.amplitude.validation import (
-    CLIENT_MAX_SIZE,
     EMAIL,
     ApiError,
     Fields,
     bad,
-    classify,
+    classify_ids,
     invalid_ids,
     json_object,
     json_type,
     sample,
 )
+from cohortctl.servers.runner import CLIENT_MAX_SIZE, Handler
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Checkpoint = Callable[[], Awaitable[None]]
 
 
@@ -70,8 +70,6 @@ async def _no_checkpoint() -> None:
     return None
 
 
-MAX_IDS_PER_REQUEST = 100_000
-MAX_COHORT_SIZE = 2_000_000
 MAX_CONCURRENT = 5
 MAX_PARALLEL_EXPORTS = 4
 EXPORTS_PER_WINDOW = 60  # export requests per project per EXPORT_WINDOW seconds
@@ -84,7 +82,7 @@ USER_SEARCH_LIMIT = 100
 
 
 STORE_KEY = web.AppKey("cohortctl.amplitude.store", CohortStore)
-TRAFFIC_KEY = web.AppKey("cohortctl.amplitude.traffic", Traffic)
+TRAFFIC_KEY = web.AppKey("cohortctl.amplitude.traffic", RequestLog)
 
 
 @dataclass(frozen=True)
@@ -130,7 +128,7 @@ class FakeAmplitude:
         self._api_key = api_key.encode("utf-8")
         self._secret_key = secret_key.encode("utf-8")
         self.store = store
-        self.traffic = Traffic()
+        self.traffic = RequestLog()
         self.export_polls = export_polls
         self.export_redirect = export_redirect
         self.max_concurrent = max_concurrent
@@ -243,7 +241,7 @@ class FakeAmplitude:
         assert name is not None and app_id is not None and id_type is not None
         assert ids is not None and owner is not None
 
-        members, invalid = await self._run(partial(classify, id_type, ids))
+        members, invalid = await self._run(partial(classify_ids, id_type, ids))
         if invalid and not skip_invalid:
             invalid_ids(invalid, id_type)
         if not members:
@@ -354,7 +352,7 @@ class FakeAmplitude:
         changes: list[MemberChange] = []
         results: list[dict[str, Any]] = []
         for id_type, operation, ids in entries:
-            members, invalid = await self._run(partial(classify, id_type, ids))
+            members, invalid = await self._run(partial(classify_ids, id_type, ids))
             if invalid and not skip_invalid:
                 invalid_ids(invalid, id_type)
             changes.append(MemberChange(operation, members))

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-SCHEMA_VERSION = 1
+STORE_SCHEMA_VERSION = 1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -195,12 +195,13 @@ class CohortStore:
             row = self._conn.execute("SELECT value FROM meta WHERE key='schema'").fetchone()
             if row is None:
                 self._conn.execute(
-                    "INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),)
+                    "INSERT INTO meta(key, value) VALUES ('schema', ?)",
+                    (str(STORE_SCHEMA_VERSION),),
                 )
-            elif int(row[0]) != SCHEMA_VERSION:
+            elif int(row[0]) != STORE_SCHEMA_VERSION:
                 raise RuntimeError(
                     f"{path}: fake Amplitude database has schema {row[0]}, "
-                    f"expected {SCHEMA_VERSION}: use a new --db file"
+                    f"expected {STORE_SCHEMA_VERSION}: use a new --db file"
                 )
 
     def close(self) -> None:

@@ -20,7 +20,7 @@ class RequestRecord:
 
 
 @dataclass
-class Traffic:
+class RequestLog:
     """Thread-safe view of the requests the fake has handled.
 
     ``max_in_flight`` counts every authenticated /api request at the moment it arrived,

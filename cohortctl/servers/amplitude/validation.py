@@ -14,9 +14,9 @@ from typing import Any, NoReturn
 from aiohttp import web
 
 from cohortctl.servers.amplitude.store import MAX_AMPLITUDE_ID, amplitude_id_for
+from cohortctl.servers.runner import CLIENT_MAX_SIZE
 
 INVALID_SAMPLE = 10
-CLIENT_MAX_SIZE = 64 * 1024 * 1024
 
 _DIGITS = re.compile(r"[0-9]+")
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
@@ -252,7 +252,7 @@ def _by_user_id(ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
     return valid, invalid
 
 
-def classify(id_type: str, ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
+def classify_ids(id_type: str, ids: list[str]) -> tuple[list[tuple[int, str]], list[str]]:
     """Distinct valid members and the invalid ids, for any of the four id types."""
     split = _by_amplitude_id if id_type in ("BY_AMP_ID", "BY_ID") else _by_user_id
     valid, invalid = split(ids)

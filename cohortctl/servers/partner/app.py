@@ -44,17 +44,17 @@ import random
 import socket
 import struct
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from aiohttp import web
 
-from cohortctl.servers.inspector import Inspector, dumps, record_request, since, ui
+from cohortctl.servers.inspector import ADMIN_PREFIX, Inspector, dumps, record_request, since, ui
 from cohortctl.servers.partner.store import (
     DEFAULT_JOURNAL_LIMIT,
     WEBHOOK_LOG,
-    Entry,
+    JournalEntry,
     PartnerStore,
     StoreError,
 )
@@ -73,13 +73,11 @@ from cohortctl.servers.partner.webhooks import (
     loose_message_id,
     webhook_views,
 )
+from cohortctl.servers.runner import CLIENT_MAX_SIZE, Handler
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 AuthMode = Literal["basic", "header", "bearer", "any", "none"]
 AUTH_MODES: tuple[str, ...] = ("basic", "header", "bearer", "any", "none")
 
-ADMIN_PREFIX = "/_cohortctl/"
-CLIENT_MAX_SIZE = 64 * 1024 * 1024
 UNKNOWN_USERS_SHOWN = 5
 _NOT_FOUND = ("unknown list", "unknown users")
 
@@ -324,7 +322,7 @@ class Receiver:
         the response and, for anything but a handler's success, why.
         """
         settings = self.settings
-        entry = Entry(request.method, request.path, at=time.time())
+        entry = JournalEntry(request.method, request.path, at=time.time())
         try:
             if settings.delay_ms:
                 await asyncio.sleep(settings.delay_ms / 1000)
@@ -379,7 +377,9 @@ class Receiver:
             answer = accepted
         if not isinstance(answer, _NotedAnswer):
             await self._note_webhook(request, answer.status, answer.reason)
-        entry = Entry(entry.method, entry.path, answer.users, request.content_length or 0, entry.at)
+        entry = JournalEntry(
+            entry.method, entry.path, answer.users, request.content_length or 0, entry.at
+        )
         try:
             await self._store().record(
                 entry, answer.status, answer.reason, self.webhooks.take_unsaved()
@@ -437,7 +437,7 @@ class Receiver:
         """``POST /lists``: the id of a new list (or of the existing list of that name)."""
         body, raw = await self._json_body(request)
         name = validate_list_create(body)
-        entry = Entry(request.method, request.path, 0, _body_size(request, raw), time.time())
+        entry = JournalEntry(request.method, request.path, 0, _body_size(request, raw), time.time())
         list_id, _ = await self._store().create_list(name, entry)
         # Both of Amplitude's readers: the body as sent and the body under "response" (spec B).
         return web.json_response({"listId": str(list_id), "response": {"listId": str(list_id)}})
@@ -466,7 +466,7 @@ class Receiver:
             await store.committed()
             raise unknown_users if store.list_exists(list_id) else unknown_list
         size = _body_size(request, raw)
-        entry = Entry(request.method, request.path, len(user_ids), size, time.time())
+        entry = JournalEntry(request.method, request.path, len(user_ids), size, time.time())
         result = await store.change_members(list_id, user_ids, entry, add=add)
         if result is None:
             raise unknown_list
@@ -482,7 +482,9 @@ class Receiver:
         unknown_users = self._unknown_users([u.user_id for u in updates], users)
         if unknown_users is not None:
             raise unknown_users
-        entry = Entry(request.method, request.path, users, _body_size(request, raw), time.time())
+        entry = JournalEntry(
+            request.method, request.path, users, _body_size(request, raw), time.time()
+        )
         count = await self._store().set_traits(updates, entry)
         return web.json_response({"updated": count})
 
@@ -500,7 +502,7 @@ class Receiver:
         )
         if answer.status != 200:
             raise _NotedAnswer(answer.status, answer.body, answer.reason, users=answer.users)
-        entry = Entry(request.method, request.path, answer.users, len(raw), time.time())
+        entry = JournalEntry(request.method, request.path, answer.users, len(raw), time.time())
         applied = (
             []
             if answer.body.get("duplicate")

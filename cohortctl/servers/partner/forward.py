@@ -27,7 +27,7 @@ from cohortctl.http.observe import Exchange
 from cohortctl.http.redact import Redactor
 from cohortctl.partner import payloads
 from cohortctl.partner.calls import default_call
-from cohortctl.servers.inspector import Inspector, dumps, since, ui
+from cohortctl.servers.inspector import ADMIN_PREFIX, Inspector, dumps, since, ui
 from cohortctl.servers.partner.validation import (
     InvalidPayload,
     plain_json,
@@ -35,10 +35,9 @@ from cohortctl.servers.partner.validation import (
     validate_list_create,
     validate_list_members,
 )
+from cohortctl.servers.runner import CLIENT_MAX_SIZE
 
-ADMIN_PREFIX = "/_cohortctl/"
-CLIENT_MAX_SIZE = 64 * 1024 * 1024
-DEFAULT_TIMEOUT = 30.0
+FORWARD_TIMEOUT = 30.0
 # Connection-level headers (RFC 9110 7.6.1): the proxy's own business, never passed on.
 _HOP = frozenset(
     {
@@ -160,7 +159,7 @@ class ForwardSettings:
 
     forward_url: str
     record: str | None = None
-    timeout: float = DEFAULT_TIMEOUT
+    timeout: float = FORWARD_TIMEOUT
     keep: int = 500  # requests held for the journal and the inspector
 
 

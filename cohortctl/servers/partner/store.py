@@ -132,7 +132,7 @@ JournalRow = tuple[float, str, str, "int | None", str, int, int]
 
 
 @dataclass(frozen=True)
-class Entry:
+class JournalEntry:
     """What the journal keeps of one request (no headers, no credentials, no body)."""
 
     method: str
@@ -456,7 +456,7 @@ class PartnerStore:
             self._uncommitted = False
             self._committer = None
 
-    def _journal(self, group: _Group, entry: Entry, status: int | None, reason: str) -> None:
+    def _journal(self, group: _Group, entry: JournalEntry, status: int | None, reason: str) -> None:
         row: JournalRow = (
             entry.at or time.time(),
             entry.method,
@@ -478,7 +478,7 @@ class PartnerStore:
 
     async def record(
         self,
-        entry: Entry,
+        entry: JournalEntry,
         status: int | None,
         reason: str,
         statements: Iterable[tuple[str, tuple[Any, ...]]] = (),
@@ -502,7 +502,7 @@ class PartnerStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self.log.webhook_history)
 
-    async def create_list(self, name: str, entry: Entry) -> tuple[int, bool]:
+    async def create_list(self, name: str, entry: JournalEntry) -> tuple[int, bool]:
         """The id of the list called ``name`` (created if new) and whether it was created.
 
         Creating a list with the name of an existing one returns the existing list, so
@@ -534,7 +534,7 @@ class PartnerStore:
         state.next_list_id = list_id
 
     async def change_members(
-        self, list_id: int, user_ids: list[str], entry: Entry, *, add: bool
+        self, list_id: int, user_ids: list[str], entry: JournalEntry, *, add: bool
     ) -> tuple[int, int] | None:
         """Add (or remove) users: ``(changed, size)``, or None for an unknown list.
 
@@ -564,7 +564,7 @@ class PartnerStore:
         result: tuple[int, int] | None = await self._submit(change)
         return result
 
-    async def set_traits(self, updates: list[TraitUpdate], entry: Entry) -> int:
+    async def set_traits(self, updates: list[TraitUpdate], entry: JournalEntry) -> int:
         """Store each user's cohort trait (the last value sent wins); the number stored."""
 
         def change(group: _Group) -> int:
