@@ -42,6 +42,8 @@ from sync_engine import (  # noqa: E402
     run_wrk,
 )
 
+from tests.sync_helpers import sync_argv  # noqa: E402
+
 BENCH_KEY = "bench-key"  # not a real credential
 
 
@@ -60,27 +62,10 @@ def run_sync(
     """``cohortctl sync`` in a subprocess (first sync: the whole snapshot); its JSON summary."""
     state = tmp / f"state-{mode}-{workers}.sqlite"
     target = f"{url}/webhook" if mode == "webhook" else url
-    args = [
-        sys.executable,
-        "-m",
-        "cohortctl",
-        "sync",
-        str(snapshot),
-        "--url",
-        target,
-        "--mode",
-        mode,
-        "--cohort-name",
-        "Bench",
-        "--cohort-id",
-        f"bench{workers}",
-        "--workers",
-        str(workers),
-        "--state",
-        str(state),
-        "--output",
-        "json",
-    ]
+    args = sync_argv(
+        snapshot, target, "--mode", mode, "--workers", str(workers), "--state", str(state),
+        "--output", "json", name="Bench", cohort_id=f"bench{workers}",
+    )  # fmt: skip
     env = {**os.environ, "COHORTCTL_PARTNER_API_KEY": BENCH_KEY, "NO_COLOR": "1"}
     started = time.perf_counter()
     proc = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, check=False)

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,18 +14,7 @@ from cohortctl.sync.state import SyncState, default_state_path, destination_key
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
-
-ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
-COHORT = ["--cohort-name", "Power Users", "--cohort-id", "c7"]
-
-
-def users(start: int, stop: int) -> list[str]:
-    return [f"user-{i:06d}" for i in range(start, stop)]
-
-
-def write_ids(path: Path, ids: list[str]) -> Path:
-    path.write_text("\n".join(ids) + "\n", encoding="utf-8")
-    return path
+from tests.sync_helpers import COHORT, ENV, start_sync, users, write_ids
 
 
 def get_json(url: str) -> Any:
@@ -182,29 +168,6 @@ def test_usage_errors_exit_2(cli: RunCli, tmp_path: Path) -> None:
     assert missing.exit_code == 2 and "file not found" in missing.stderr
 
 
-def _start_sync(snapshot: Path, url: str, state: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, **ENV}
-    args = [
-        sys.executable,
-        "-m",
-        "cohortctl",
-        "sync",
-        str(snapshot),
-        "--url",
-        url,
-        *COHORT,
-        "--state",
-        str(state),
-        "--batch-size",
-        "100",
-        "--workers",
-        "2",
-    ]
-    return subprocess.Popen(
-        args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-
-
 def _wait_for_requests(url: str, count: int) -> None:
     deadline = time.monotonic() + 60
     while len(journal(url)) < count:
@@ -222,7 +185,7 @@ def test_interrupted_and_killed_syncs_converge(
     key = destination_key(server.url, "list", "c7")
 
     # Ctrl-C: the run is recorded as interrupted and the command exits 130.
-    proc = _start_sync(snapshot, server.url, state_file)
+    proc = start_sync(snapshot, server.url, state_file)
     _wait_for_requests(server.url, 20)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
@@ -236,7 +199,7 @@ def test_interrupted_and_killed_syncs_converge(
 
     # SIGTERM (a CI timeout, a container stop) is an interruption too.
     before = len(journal(server.url))
-    proc = _start_sync(snapshot, server.url, state_file)
+    proc = start_sync(snapshot, server.url, state_file)
     _wait_for_requests(server.url, before + 20)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=60)
@@ -250,7 +213,7 @@ def test_interrupted_and_killed_syncs_converge(
 
     # A kill: no chance to clean up; whatever the state confirmed is at the receiver.
     before = len(journal(server.url))
-    proc = _start_sync(snapshot, server.url, state_file)
+    proc = start_sync(snapshot, server.url, state_file)
     _wait_for_requests(server.url, before + 20)
     proc.kill()
     proc.communicate(timeout=60)

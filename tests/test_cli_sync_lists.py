@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import json
 import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from cohortctl.partner import payloads
 from cohortctl.servers.partner.app import ReceiverSettings, create_app
@@ -14,13 +18,7 @@ from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync.state import SyncState, destination_key
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
-
-ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
-COHORT = ["--cohort-name", "Power Users", "--cohort-id", "c7"]
-
-
-def users(start: int, stop: int) -> list[str]:
-    return [f"user-{i:06d}" for i in range(start, stop)]
+from tests.sync_helpers import COHORT, ENV, users, write_ids
 
 
 def get_json(url: str) -> Any:
@@ -97,24 +95,38 @@ def test_recreate_list_after_the_receiver_lost_its_lists(cli: RunCli, tmp_path: 
         server.stop()
 
 
-def test_a_failed_create_keeps_the_old_list(cli: RunCli, tmp_path: Path) -> None:
-    state = tmp_path / "state.sqlite"
-    snapshot = tmp_path / "cohort.txt"
-    snapshot.write_text("\n".join(users(0, 100)) + "\n", encoding="utf-8")
+@dataclass
+class Synced:
+    """A receiver that got a first sync of 100 users, and that sync's command line."""
+
+    server: BackgroundServer
+    state: Path
+    snapshot: Path
+    args: list[str]
+
+
+@pytest.fixture
+def synced(cli: RunCli, tmp_path: Path) -> Iterator[Synced]:
+    state, snapshot = tmp_path / "state.sqlite", write_ids(tmp_path / "cohort.txt", users(0, 100))
     server = receiver()
     try:
         args = ["sync", str(snapshot), *COHORT, "--state", str(state), "--url", server.url]
         assert cli(*args, env=ENV).exit_code == 0
-        key = destination_key(server.url, "list", "c7")
-        with SyncState.open(state, key) as opened:
-            old_list = opened.list_id
-        bad = cli(*args, "--recreate-list", "--create-path", "/nowhere", env=ENV)
-        assert bad.exit_code == 1, bad.output
-        with SyncState.open(state, key) as opened:
-            assert opened.list_id == old_list
-            assert opened.member_count() == 100
+        yield Synced(server, state, snapshot, args)
     finally:
         server.stop()
+
+
+def test_a_failed_create_keeps_the_old_list(cli: RunCli, synced: Synced) -> None:
+    server, state, args = synced.server, synced.state, synced.args
+    key = destination_key(server.url, "list", "c7")
+    with SyncState.open(state, key) as opened:
+        old_list = opened.list_id
+    bad = cli(*args, "--recreate-list", "--create-path", "/nowhere", env=ENV)
+    assert bad.exit_code == 1, bad.output
+    with SyncState.open(state, key) as opened:
+        assert opened.list_id == old_list
+        assert opened.member_count() == 100
 
 
 def test_recreate_list_is_for_list_mode(cli: RunCli, tmp_path: Path) -> None:
@@ -134,26 +146,18 @@ def test_recreate_list_is_for_list_mode(cli: RunCli, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--recreate-list is for list mode" in result.stderr
 
 
-def test_dry_runs_write_nothing_and_show_the_recreated_list(cli: RunCli, tmp_path: Path) -> None:
-    state = tmp_path / "state.sqlite"
-    snapshot = tmp_path / "cohort.txt"
-    snapshot.write_text("\n".join(users(0, 100)) + "\n", encoding="utf-8")
-    server = receiver()
-    try:
-        args = ["sync", str(snapshot), *COHORT, "--state", str(state), "--url", server.url]
-        assert cli(*args, env=ENV).exit_code == 0
-        snapshot.write_text("\n".join(users(50, 150)) + "\n", encoding="utf-8")
-        before = cli("state", "list", "--state", str(state), "--output", "json").stdout
-        plain = cli(*args, "--dry-run", "-o", "json", env=ENV)
-        (plan,) = json.loads(plain.stdout)["cohorts"]
-        assert (plan["entered"], plan["left"], plan["list_id"]) == (50, 50, "1")
-        other = cli(*args, "--cohort-id", "c8", "--dry-run", env=ENV)
-        assert other.exit_code == 0
-        recreate = cli(*args, "--dry-run", "--recreate-list", "-o", "json", env=ENV)
-        (plan,) = json.loads(recreate.stdout)["cohorts"]
-        assert (plan["entered"], plan["left"], plan["list_id"]) == (100, 0, None)
-        assert "list-create" in plan["calls"]
-        after = cli("state", "list", "--state", str(state), "--output", "json").stdout
-        assert after == before  # no entry for c8, nothing folded or changed
-    finally:
-        server.stop()
+def test_dry_runs_write_nothing_and_show_the_recreated_list(cli: RunCli, synced: Synced) -> None:
+    state, snapshot, args = synced.state, synced.snapshot, synced.args
+    snapshot.write_text("\n".join(users(50, 150)) + "\n", encoding="utf-8")
+    before = cli("state", "list", "--state", str(state), "--output", "json").stdout
+    plain = cli(*args, "--dry-run", "-o", "json", env=ENV)
+    (plan,) = json.loads(plain.stdout)["cohorts"]
+    assert (plan["entered"], plan["left"], plan["list_id"]) == (50, 50, "1")
+    other = cli(*args, "--cohort-id", "c8", "--dry-run", env=ENV)
+    assert other.exit_code == 0
+    recreate = cli(*args, "--dry-run", "--recreate-list", "-o", "json", env=ENV)
+    (plan,) = json.loads(recreate.stdout)["cohorts"]
+    assert (plan["entered"], plan["left"], plan["list_id"]) == (100, 0, None)
+    assert "list-create" in plan["calls"]
+    after = cli("state", "list", "--state", str(state), "--output", "json").stdout
+    assert after == before  # no entry for c8, nothing folded or changed

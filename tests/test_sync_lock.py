@@ -21,12 +21,7 @@ from cohortctl.sync import lock
 from cohortctl.sync.state import SyncState, destination_key
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
-
-ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
-
-
-def users(start: int, stop: int) -> list[str]:
-    return [f"user-{i:06d}" for i in range(start, stop)]
+from tests.sync_helpers import start_sync, users
 
 
 def get_json(url: str) -> Any:
@@ -40,6 +35,12 @@ def list_members(url: str, list_id: str) -> list[str]:
 
 def journal(url: str) -> list[dict[str, Any]]:
     return get_json(f"{url}/_cohortctl/journal?limit=100000")["requests"]  # type: ignore[no-any-return]
+
+
+def _sync(
+    snapshot: Path, url: str, state: Path, cohort_id: str, *extra: str
+) -> subprocess.Popen[str]:
+    return start_sync(snapshot, url, state, *extra, name=f"Cohort {cohort_id}", cohort_id=cohort_id)
 
 
 def test_a_held_lock_names_its_holder(tmp_path: Path) -> None:
@@ -99,38 +100,6 @@ def test_a_killed_holder_blocks_nothing(tmp_path: Path) -> None:
             proc.wait()
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def _sync(
-    snapshot: Path, url: str, state: Path, cohort_id: str, *extra: str
-) -> subprocess.Popen[str]:
-    args = [
-        sys.executable,
-        "-m",
-        "cohortctl",
-        "sync",
-        str(snapshot),
-        "--url",
-        url,
-        "--cohort-name",
-        f"Cohort {cohort_id}",
-        "--cohort-id",
-        cohort_id,
-        "--state",
-        str(state),
-        "--batch-size",
-        "100",
-        "--workers",
-        "2",
-        *extra,
-    ]
-    return subprocess.Popen(
-        args,
-        env={**os.environ, **ENV},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def _wait_for_requests(url: str, count: int) -> None:

@@ -14,19 +14,7 @@ from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync import storage
 from cohortctl.sync.state import SyncState, destination_key
 from tests.conftest import CliResult, RunCli
-from tests.credentials import PARTNER_KEY
-
-ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
-COHORT = ["--cohort-name", "Power Users", "--cohort-id", "c7"]
-
-
-def users(start: int, stop: int) -> list[str]:
-    return [f"user-{i:06d}" for i in range(start, stop)]
-
-
-def write_ids(path: Path, ids: list[str]) -> Path:
-    path.write_text("\n".join(ids) + "\n", encoding="utf-8")
-    return path
+from tests.sync_helpers import COHORT, ENV, users, write_ids
 
 
 def real_state(path: Path, url: str = "http://127.0.0.1:1", n: int = 30_000) -> str:

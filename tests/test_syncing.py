@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -70,6 +70,7 @@ def settings(tmp_path: Path, mode: SyncMode, **kwargs: Any) -> SyncSettings:
 # -- an independent receiver ------------------------------------------------------------------
 
 DROP = "drop"
+Handler = Callable[[web.Request, Any], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -91,11 +92,22 @@ class FlakyPartner:
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)
-        app.router.add_post("/lists", self.create)
-        app.router.add_post("/lists/{list_id}/{op}", self.members)
-        app.router.add_post("/batch", self.identify)
-        app.router.add_post("/identify", self.identify)
+        app.router.add_post("/lists", self._faulty(self.create))
+        app.router.add_post("/lists/{list_id}/{op}", self._faulty(self.members))
+        app.router.add_post("/batch", self._faulty(self.identify))
+        app.router.add_post("/identify", self._faulty(self.identify))
         return app
+
+    def _faulty(self, handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        """``handler`` with its JSON body, behind the injected faults."""
+
+        async def handle(request: web.Request) -> web.StreamResponse:
+            fault = self._fault(request)
+            if fault is not None:
+                return fault
+            return await handler(request, await request.json())
+
+        return handle
 
     def _fault(self, request: web.Request) -> web.Response | None:
         self.requests += 1
@@ -110,11 +122,7 @@ class FlakyPartner:
             return web.json_response({"error": "injected"}, status=int(fault), headers=headers)
         return None
 
-    async def create(self, request: web.Request) -> web.StreamResponse:
-        fault = self._fault(request)
-        if fault is not None:
-            return fault
-        body = await request.json()
+    async def create(self, request: web.Request, body: Any) -> web.StreamResponse:
         list_id = f"L{len(self.lists) + 1}"
         self.lists[list_id] = set()
         assert body["name"].startswith("[Amplitude] ")
@@ -131,11 +139,7 @@ class FlakyPartner:
                 return web.json_response({"error": "no"}, status=self.reject_users[uid])
         return None
 
-    async def members(self, request: web.Request) -> web.StreamResponse:
-        fault = self._fault(request)
-        if fault is not None:
-            return fault
-        body = await request.json()
+    async def members(self, request: web.Request, body: Any) -> web.StreamResponse:
         if self.keep_bodies:
             self.bodies.append(body)
         ids = body.get("userIds", body.get("user_ids"))
@@ -151,11 +155,7 @@ class FlakyPartner:
             members.difference_update(ids)
         return web.json_response({"ok": True})
 
-    async def identify(self, request: web.Request) -> web.StreamResponse:
-        fault = self._fault(request)
-        if fault is not None:
-            return fault
-        body = await request.json()
+    async def identify(self, request: web.Request, body: Any) -> web.StreamResponse:
         calls = body.get("batch", [body])
         problem = self._check([c["userId"] for c in calls])
         if problem is not None:

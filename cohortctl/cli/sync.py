@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
+from cohortctl.cli.bundles import with_bundles
 from cohortctl.cli.options import (
-    AllowInsecureHttp,
     CaCert,
-    ConfigFile,
     Har,
     Output,
-    Profile,
     Quiet,
     SyncVerbose,
     check_verbosity,
@@ -23,11 +22,6 @@ from cohortctl.cli.options import (
 )
 from cohortctl.cli.render import OutputFormat
 from cohortctl.cli.sync_render import render_dry_run, run_and_render
-from cohortctl.config import Config
-from cohortctl.http.har import recording
-from cohortctl.partner.calls import call_matcher
-from cohortctl.partner.destination import PARTNER_REQUEST_TIMEOUT
-from cohortctl.partner.templates import parse_vars
 from cohortctl.retry import named_policy
 from cohortctl.sync.delivery import DEFAULT_WORKERS
 from cohortctl.sync.dry_run import plan_cohort
@@ -42,17 +36,7 @@ SYNC = "Sync (Amplitude's defaults)"
 STATE = "State and output"
 
 
-def _template_option(flag: str, what: str) -> Any:
-    return typer.Option(
-        flag,
-        help=f"JSON template file for {what}: $items, $listId, $amplitude_cohort_name, "
-        "$amplitude_cohort_id, $userId, $member, --var names.",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=dest.TEMPLATES_PANEL,
-    )
-
-
+@with_bundles
 def sync(
     snapshot: Annotated[
         Path | None,
@@ -63,8 +47,8 @@ def sync(
             dir_okay=False,
         ),
     ] = None,
-    destination_name: dest.DestinationName = None,
-    url: dest.Url = None,
+    *,
+    target: dest.DestinationOptions,
     list_id: dest.GivenListId = None,
     mode: Annotated[
         SyncMode | None,
@@ -219,24 +203,12 @@ def sync(
     create_path: dest.CreatePath = None,
     add_path: dest.AddPath = None,
     remove_path: dest.RemovePath = None,
-    api_key: dest.ApiKey = None,
-    secret: dest.Secret = None,
-    auth: dest.Auth = None,
-    app_id: dest.AppId = None,
-    header: dest.Header = None,
-    list_id_path: dest.ListIdPath = None,
-    timeout: dest.Timeout = PARTNER_REQUEST_TIMEOUT,
     ca_cert: CaCert = None,
     payload: Annotated[
         Path | None,
-        _template_option("--payload", "the calls carrying users (add and remove, or identify)"),
+        dest.payload_option("--payload", "the calls carrying users (add and remove, or identify)"),
     ] = None,
-    create_payload: dest.CreatePayload = None,
-    add_payload: dest.AddPayload = None,
-    remove_payload: dest.RemovePayload = None,
-    identify_payload: dest.IdentifyPayload = None,
-    batch_payload: dest.BatchPayload = None,
-    var: dest.Var = None,
+    templates: dest.TemplateOptions,
     state: Annotated[
         Path | None,
         typer.Option(
@@ -303,9 +275,6 @@ def sync(
     ] = False,
     har: Har = None,
     output: Output = OutputFormat.table,
-    profile: Profile = None,
-    config: ConfigFile = None,
-    allow_insecure_http: AllowInsecureHttp = False,
 ) -> None:
     """Replay Amplitude's cohort sync against a partner endpoint, request for request.
 
@@ -338,8 +307,8 @@ def sync(
     interrupted.
     """
     check_verbosity(verbose, quiet)
-    cfg = Config.load(profile, path=config)
-    file = dest.load_destination(destination_name)
+    cfg = target.load_config()
+    file = target.load_file()
     job = prepare(
         SyncFlags(
             snapshot=snapshot,
@@ -348,9 +317,9 @@ def sync(
             cohort_id=cohort_id,
             column=column,
             mode=mode,
-            url=url,
-            auth=auth,
-            list_id_path=list_id_path,
+            url=target.url,
+            auth=target.auth,
+            list_id_path=target.list_id_path,
             path=path,
             create_path=create_path,
             add_path=add_path,
@@ -363,14 +332,8 @@ def sync(
             ),
             full=full,
             payload=payload,
-            templates=dest.load_templates(
-                create=create_payload,
-                add=add_payload,
-                remove=remove_payload,
-                identify=identify_payload,
-                batch=batch_payload,
-            ),
-            variables=parse_vars(var or []),
+            templates=templates.templates(None),  # routed and put over the file's in prepare
+            variables=templates.variables(file),
             state=state,
             retry_file=retry_file,
             recreate_list=recreate_list,
@@ -385,15 +348,12 @@ def sync(
     if job.webhook:
         from cohortctl.cli import sync_webhook
 
-        wh.refuse_partner_auth(api_key=api_key, auth=auth, secret=secret, app_id=app_id)
         spec = sync_webhook.target(
             cfg,
             job,
-            headers=header,
+            target,
             user_agent=user_agent,
-            timeout=timeout,
             payload=payload,
-            allow_insecure_http=allow_insecure_http,
             file=file,
             selection=wh.selection(prop, all_properties, typed_properties),
             resend_changed=resend_changed_properties,
@@ -410,31 +370,18 @@ def sync(
             )  # fmt: skip
         return
     set_user_agent(user_agent)  # --user-agent also replaces cohortctl's own in list/property
-    destination = dest.destination_from_options(
+    merged = replace(target, url=job.url, auth=job.auth, list_id_path=job.list_id_path)
+    destination = merged.destination(
         cfg,
-        url=job.url,
-        api_key=api_key,
-        secret=secret,
-        auth=job.auth,
-        app_id=app_id,
-        headers=header,
-        list_id_path=job.list_id_path,
-        timeout=timeout,
         paths=job.paths,
         require_credentials=not dry_run,
-        allow_insecure_http=allow_insecure_http,
         file=file,
         variables=job.settings.variables,
     )
     if dry_run:
         render_dry_run([plan_cohort(destination, c, job.settings) for c in job.cohorts], output)
         return
-    with recording(
-        har,
-        base_url=destination.base_url,
-        secrets=destination.secrets(),
-        call_of=call_matcher(destination),
-    ):
+    with dest.partner_recording(har, destination):
         run_and_render(
             destination, destination, job.cohorts, job.settings, period=job.period,
             max_runs=max_runs, verbose=verbose >= 1, quiet=quiet, output=output,

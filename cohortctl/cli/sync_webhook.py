@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
 from cohortctl.config import Config
 from cohortctl.partner.destination_files import DestinationFile
@@ -16,29 +17,29 @@ from cohortctl.sync.webhook import WebhookSync
 def target(
     cfg: Config,
     job: SyncJob,
+    options: dest.DestinationOptions,
     *,
-    headers: list[str] | None,
     user_agent: str | None,
-    timeout: float,
     payload: Path | None,
-    allow_insecure_http: bool,
     file: DestinationFile | None,
     selection: PropertySelection,
     resend_changed: bool,
 ) -> WebhookSync:
-    """The endpoint and properties of a webhook sync, from the options and the plan."""
-    return WebhookSync(
-        wh.webhook_destination(
-            cfg,
-            url=job.url,
-            path=job.path,
-            headers=headers,
-            user_agent=user_agent,
-            timeout=timeout,
-            payload=payload,
-            allow_insecure_http=allow_insecure_http,
-            file=file,
-        ),
-        selection,
-        resend_changed,
+    """The endpoint and properties of a webhook sync: the URL and ``--path`` after the plan,
+    the headers, deadline and settings of the destination options (partner credentials given
+    as flags are an input error)."""
+    wh.refuse_partner_auth(
+        api_key=options.api_key, auth=options.auth, secret=options.secret, app_id=options.app_id
     )
+    endpoint = wh.webhook_destination(
+        cfg,
+        url=job.url,
+        path=job.path,
+        headers=options.header,
+        user_agent=user_agent,
+        timeout=options.timeout,
+        payload=payload,
+        allow_insecure_http=options.allow_insecure_http,
+        file=file,
+    )
+    return WebhookSync(endpoint, selection, resend_changed)

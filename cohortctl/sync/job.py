@@ -50,7 +50,7 @@ class SyncFlags:
     full: bool = False
     payload: Path | None = None
     templates: Mapping[str, Template] = field(default_factory=dict)  # --add-payload ...
-    variables: Mapping[str, str] = field(default_factory=dict)  # --var
+    variables: Mapping[str, str] = field(default_factory=dict)  # --var over the file's
     state: Path | None = None
     retry_file: Path | None = None
     recreate_list: bool = False
@@ -133,7 +133,7 @@ def prepare(flags: SyncFlags, file: DestinationFile | None = None) -> SyncJob:
         full=flags.full,
         batch=batch,
         templates=_with_file_templates(file, routed),
-        variables=file.variable_values(flags.variables) if file else dict(flags.variables),
+        variables=dict(flags.variables),
         state_path=flags.state,
         retry_file=flags.retry_file,
         recreate_list=flags.recreate_list,

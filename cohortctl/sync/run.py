@@ -75,6 +75,7 @@ from cohortctl.sync.state import (
     LIST_NONE,
     REMOVE,
     Diff,
+    PlannedBatches,
     SyncState,
     destination_key,
     plan_diff,
@@ -121,7 +122,7 @@ def locked(
         yield
 
 
-class _Clock:
+class PhaseClock:
     """Adds the time spent in each ``with clock("phase")`` block to ``phases``."""
 
     def __init__(self, phases: dict[str, float]) -> None:
@@ -301,7 +302,7 @@ def sync_cohort(
     hooks = hooks or SyncHooks()
     started = time.perf_counter()
     phases: dict[str, float] = {}
-    clock = _Clock(phases)
+    clock = PhaseClock(phases)
     hooks.phase(READING, path=cohort.snapshot)
     with clock("read"):
         snapshot = read_snapshot(cohort)
@@ -328,7 +329,7 @@ def _sync_opened(
     result: CohortSync,
     many: bool,
 ) -> CohortSync:
-    clock = _Clock(result.phases)
+    clock = PhaseClock(result.phases)
     list_mode = settings.mode is SyncMode.list
     if list_mode:
         _given_list(destination, settings, hooks, state)
@@ -422,36 +423,87 @@ def _deliver_diff(
     result: CohortSync,
     list_id: str | None,
 ) -> None:
-    clock = _Clock(result.phases)
+    clock = PhaseClock(result.phases)
     size = settings.users_per_request
     if destination.max_body_bytes is not None:
         enter_call, leave_call = settings.calls()
         for call, ids, member in ((enter_call, diff.entered, True), (leave_call, diff.left, False)):
             encode = requests.encoder(call, list_id, member)
             size = fitted_batch_size(encode, ids, size, destination.max_body_bytes)
+    enter_plan, leave_plan, run_id = plan_batches(
+        state, diff, diff.entered, size, hooks, clock, full=settings.full
+    )
+    enter_call, leave_call = settings.calls()
+    enter_key, leave_key = key_prefixes(settings)
+    deliver_planned(
+        state,
+        result,
+        run_id,
+        itertools.chain(
+            requests.batches(enter_plan, enter_call, list_id, key_prefix=enter_key),
+            requests.batches(leave_plan, leave_call, list_id, key_prefix=leave_key),
+        ),
+        size,
+        hooks,
+        partner_delivery_options(destination, settings, hooks, settings.workers),
+        clock=clock,
+        labels=destination,
+    )
+
+
+def plan_batches(
+    state: SyncState,
+    diff: Diff,
+    entering: Sequence[str],
+    size: int,
+    hooks: SyncHooks,
+    clock: PhaseClock,
+    *,
+    full: bool,
+) -> tuple[PlannedBatches, PlannedBatches, int]:
+    """Store this run's batches (``entering`` users, then those who left) in place of any
+    earlier plan, and start the run record: the two plans and the run id."""
     hooks.phase(PLANNING)
     with clock("diff"):
         state.discard_plans()
-        enter_plan = state.plan_batches(ADD, diff.entered, size)
+        enter_plan = state.plan_batches(ADD, entering, size)
         leave_plan = state.plan_batches(REMOVE, diff.left, size)
-        run_id = state.start_run(diff, full=settings.full)
-    enter_call, leave_call = settings.calls()
-    enter_key, leave_key = key_prefixes(settings)
+        run_id = state.start_run(diff, full=full)
+    users = len(enter_plan.user_ids) + len(leave_plan.user_ids)
+    hooks.phase(SENDING, users=users, batches=enter_plan.count + leave_plan.count)
+    return enter_plan, leave_plan, run_id
 
+
+def deliver_planned(
+    state: SyncState,
+    result: CohortSync,
+    run_id: int,
+    batches: Iterable[Batch],
+    size: int,
+    hooks: SyncHooks,
+    options: dict[str, Any],
+    *,
+    clock: PhaseClock,
+    labels: Destination | None = None,
+    on_confirmed: Callable[[Batch], None] | None = None,
+    finish: Callable[[], None] | None = None,
+) -> None:
+    """Deliver planned batches, confirming each in the state right after its 2xx (and only
+    then), then record the run in ``result`` and the state.
+
+    ``on_confirmed`` runs after each confirmation, ``finish`` once the confirmations are
+    committed; ``labels``: the destination whose error classes label the failures. An
+    interrupted run keeps its plans (the next run folds their confirmations first).
+    """
     confirmer = state.confirmer()
 
-    def batches() -> Iterator[Batch]:
-        for batch in itertools.chain(
-            requests.batches(enter_plan, enter_call, list_id, key_prefix=enter_key),
-            requests.batches(leave_plan, leave_call, list_id, key_prefix=leave_key),
-        ):
+    def guarded() -> Iterator[Batch]:
+        for batch in batches:
             if confirmer.error is not None:
                 return  # the state cannot record confirmations (disk full): send no more
             yield batch
 
     done = [0, 0]  # users confirmed, indexed by op: REMOVE (0), ADD (1)
-    total = len(diff.entered) + len(diff.left)
-    hooks.phase(SENDING, users=total, batches=enter_plan.count + leave_plan.count)
     status = OK
     report: DeliveryReport
     try:
@@ -462,21 +514,19 @@ def _deliver_diff(
                 ref = batch.ref
                 confirm(ref)
                 done[ref[1]] += ref[2]
+                if on_confirmed is not None:
+                    on_confirmed(batch)
 
         with clock("deliver"):
-            report, stopped = deliver_batches(
-                batches(),
-                size,
-                on_done,
-                hooks,
-                partner_delivery_options(destination, settings, hooks, settings.workers),
-            )
-            if stopped:
-                status = INTERRUPTED
+            report, stopped = deliver_batches(guarded(), size, on_done, hooks, options)
+        if stopped:
+            status = INTERRUPTED
     finally:
         with clock("confirm"):
             confirmer.close()
-    _merge(result.report, report, destination)
+            if finish is not None:
+                finish()
+    _merge(result.report, report, labels)
     result.added, result.removed = done[ADD], done[REMOVE]
     if status == OK and not report.ok:
         status = FAILED
@@ -490,7 +540,7 @@ def _deliver_diff(
             failed=report.users_failed,
         )
         if status == INTERRUPTED:
-            return  # the plans stay: the next run folds their confirmations first
+            return
         hooks.phase(RECORDING)
         state.discard_plans()
 

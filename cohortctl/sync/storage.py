@@ -343,8 +343,9 @@ def _check_blobs(conn: sqlite3.Connection, path: Path) -> None:
                         ok = False
             if not ok:
                 raise StateFileError(
-                    path, f"damaged (the ids of {table} row {rowid} are not what was stored); "
-                    f"{MOVE_AWAY}"
+                    path,
+                    f"damaged (the ids of {table} row {rowid} are not what was stored); "
+                    f"{MOVE_AWAY}",
                 )
 
 

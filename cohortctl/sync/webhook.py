@@ -13,6 +13,7 @@ also sends the members whose selected properties changed (as entering users).
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -30,7 +31,7 @@ from cohortctl.partner.webhooks.payload import (
     webhook_body,
 )
 from cohortctl.sync import lock, storage
-from cohortctl.sync.batches import Batch, BatchResult, DeliveryReport
+from cohortctl.sync.batches import Batch
 from cohortctl.sync.dry_run import PAYLOAD_KEEP, DryRun, plan_diff_empty
 from cohortctl.sync.encoders import ids_are_plain
 from cohortctl.sync.plan import CohortSpec
@@ -41,24 +42,22 @@ from cohortctl.sync.properties import (
     properties_json,
     read_snapshot,
 )
-from cohortctl.sync.results import FAILED, INTERRUPTED, OK, CohortSync
+from cohortctl.sync.results import INTERRUPTED, CohortSync
 from cohortctl.sync.run import (
-    _merge,
+    PhaseClock,
     _write_retry_file,
-    deliver_batches,
+    deliver_planned,
     delivery_options,
+    plan_batches,
     retry_file_for,
 )
 from cohortctl.sync.settings import (
     COMPARING,
-    PLANNING,
     READING,
-    RECORDING,
-    SENDING,
     SyncHooks,
     SyncSettings,
 )
-from cohortctl.sync.state import ADD, REMOVE, PlannedBatches, SyncState, destination_key, plan_diff
+from cohortctl.sync.state import ADD, PlannedBatches, SyncState, destination_key, plan_diff
 
 ENTER_KEY = "webhook-enter"
 EXIT_KEY = "webhook-exit"
@@ -89,30 +88,22 @@ def _batches(
 ) -> Iterator[Batch]:
     key = ENTER_KEY if entering else EXIT_KEY
     plain = ids_are_plain(plan.user_ids)
+    shown = properties if entering else None
     for index, (ids, ref) in enumerate(plan.batches()):
-        message_id = run.message_id(entering=entering, batch=index)
+        head: dict[str, Any] = {
+            "in_cohort": entering,
+            "computed_time": run.computed_time,
+            "message_id": run.message_id(entering=entering, batch=index),
+        }
         if destination.template is None:
             content = encode_message(
-                cohort.name,
-                cohort.id,
-                in_cohort=entering,
-                computed_time=run.computed_time,
-                message_id=message_id,
-                user_ids=ids,
-                properties=properties if entering else None,
-                plain=plain,
+                cohort.name, cohort.id, **head, user_ids=ids, properties=shown, plain=plain
             )
         else:
-            users = [(uid, properties.get(uid) or None if entering else None) for uid in ids]
-            body = webhook_body(
-                cohort.name,
-                cohort.id,
-                in_cohort=entering,
-                computed_time=run.computed_time,
-                message_id=message_id,
-                users=users,
+            users = [(uid, shown.get(uid) or None if shown else None) for uid in ids]
+            content, _ = destination.render(
+                webhook_body(cohort.name, cohort.id, **head, users=users)
             )
-            content, _ = destination.render(body)
         yield Batch(f"{key}:{index}", "POST", destination.url, content, ids, CALL, ref)
 
 
@@ -183,68 +174,35 @@ def _sync(
     result.resent = len(resent)
     del snapshot
     size = settings.batch_size
-    hooks.phase(PLANNING)
-    state.discard_plans()
-    enter_plan = state.plan_batches(ADD, [*diff.entered, *resent], size)
-    leave_plan = state.plan_batches(REMOVE, diff.left, size)
-    run_id = state.start_run(diff, full=settings.full)
+    clock = PhaseClock(result.phases)
+    enter_plan, leave_plan, run_id = plan_batches(
+        state, diff, [*diff.entered, *resent], size, hooks, clock, full=settings.full
+    )
     run = WebhookRun()
-
-    def batches() -> Iterator[Batch]:
-        yield from _batches(enter_plan, destination, cohort, run, properties, entering=True)
-        yield from _batches(leave_plan, destination, cohort, run, properties, entering=False)
-
-    done = [0, 0]  # users confirmed, indexed by op: REMOVE (0), ADD (1)
     sent: list[tuple[str, str]] = []
     dropped: list[str] = []
-    remember = webhook.properties.active
-    total = len(enter_plan.user_ids) + len(leave_plan.user_ids)
-    hooks.phase(SENDING, users=total, batches=enter_plan.count + leave_plan.count)
-    status = OK
-    report: DeliveryReport
-    confirmer = state.confirmer()
-    try:
 
-        def on_done(batch: Batch, answer: BatchResult) -> None:
-            if not answer.ok:
-                return
-            ref = batch.ref
-            confirmer.confirm(ref)
-            done[ref[1]] += ref[2]
-            if not remember:
-                return
-            if ref[1] == ADD:
-                sent.extend((uid, properties_json(properties.get(uid))) for uid in batch.user_ids)
-            else:
-                dropped.extend(batch.user_ids)
+    def remember(batch: Batch) -> None:
+        if batch.ref[1] == ADD:
+            sent.extend((uid, properties_json(properties.get(uid))) for uid in batch.user_ids)
+        else:
+            dropped.extend(batch.user_ids)
 
-        report, stopped = deliver_batches(
-            batches(),
-            size,
-            on_done,
-            hooks,
-            webhook_delivery_options(destination, settings, hooks, settings.workers),
-        )
-        if stopped:
-            status = INTERRUPTED
-    finally:
-        confirmer.close()
-        state.record_properties(sent, dropped)
-    _merge(result.report, report)
-    result.added, result.removed = done[ADD], done[REMOVE]
-    if status == OK and not report.ok:
-        status = FAILED
-    result.status = status
-    state.finish_run(
+    deliver_planned(
+        state,
+        result,
         run_id,
-        status=status,
-        added=result.added,
-        removed=result.removed,
-        failed=report.users_failed,
+        itertools.chain(
+            _batches(enter_plan, destination, cohort, run, properties, entering=True),
+            _batches(leave_plan, destination, cohort, run, properties, entering=False),
+        ),
+        size,
+        hooks,
+        webhook_delivery_options(destination, settings, hooks, settings.workers),
+        clock=clock,
+        on_confirmed=remember if webhook.properties.active else None,
+        finish=lambda: state.record_properties(sent, dropped),
     )
-    if status != INTERRUPTED:
-        hooks.phase(RECORDING)
-        state.discard_plans()
 
 
 def locked_all(webhook: WebhookSync, cohorts: Sequence[CohortSpec], settings: SyncSettings) -> Any:
