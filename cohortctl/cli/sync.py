@@ -21,19 +21,12 @@ from cohortctl.cli.options import (
     set_user_agent,
 )
 from cohortctl.cli.render import OutputFormat
+from cohortctl.cli.sync_options import SyncCohorts, SyncFiles, SyncSending, SyncWebhook
 from cohortctl.cli.sync_render import render_dry_run, run_and_render
-from cohortctl.retry import named_policy
-from cohortctl.sync.delivery import DEFAULT_WORKERS
 from cohortctl.sync.dry_run import plan_cohort
-from cohortctl.sync.encoders import DEFAULT_BATCH_SIZE
 from cohortctl.sync.job import SyncFlags, prepare
 from cohortctl.sync.run import check_state
-from cohortctl.sync.settings import SyncMode
 from cohortctl.sync.webhook import plan_webhook_cohort
-
-COHORT = "Cohort"
-SYNC = "Sync (Amplitude's defaults)"
-STATE = "State and output"
 
 
 @with_bundles
@@ -50,153 +43,17 @@ def sync(
     *,
     target: dest.DestinationOptions,
     list_id: dest.GivenListId = None,
-    mode: Annotated[
-        SyncMode | None,
-        typer.Option(
-            "--mode",
-            help="list: create a list, then add / remove user ids; property: set the cohort "
-            "trait true / false with identify calls; webhook: Cohort Webhook messages to --url "
-            "itself (users entering and leaving). [default: the destination's, else list]",
-            case_sensitive=False,
-            show_default=False,
-            rich_help_panel=COHORT,
-        ),
-    ] = None,
-    cohort_name: Annotated[
-        str | None,
-        typer.Option(
-            "--cohort-name",
-            help="Cohort name, as in list names and trait keys.",
-            show_default=False,
-            rich_help_panel=COHORT,
-        ),
-    ] = None,
-    cohort_id: Annotated[
-        str | None,
-        typer.Option(
-            "--cohort-id", help="Amplitude cohort id.", show_default=False, rich_help_panel=COHORT
-        ),
-    ] = None,
-    column: Annotated[
-        str | None,
-        typer.Option(
-            "--column",
-            help="CSV column of SNAPSHOT holding the ids.",
-            show_default=False,
-            rich_help_panel=COHORT,
-        ),
-    ] = None,
-    plan: Annotated[
-        Path | None,
-        typer.Option(
-            "--plan",
-            help="YAML plan: several cohorts (name, id, snapshot) for one destination; "
-            "each is synced with its own requests. Flags override its destination keys.",
-            show_default=False,
-            dir_okay=False,
-            rich_help_panel=COHORT,
-        ),
-    ] = None,
-    full: Annotated[
-        bool,
-        typer.Option(
-            "--full",
-            help="Resend every member, not only who entered (those who left are still removed).",
-            rich_help_panel=SYNC,
-        ),
-    ] = False,
-    batch_size: Annotated[
-        int | None,
-        typer.Option(
-            "--batch-size",
-            help=f"Users per request [default: {DEFAULT_BATCH_SIZE}].",
-            min=1,
-            show_default=False,
-            rich_help_panel=SYNC,
-        ),
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            help=f"Requests in flight at once [default: {DEFAULT_WORKERS}]; raise it to load-test.",
-            min=1,
-            show_default=False,
-            rich_help_panel=SYNC,
-        ),
-    ] = None,
-    batch: Annotated[
-        bool | None,
-        typer.Option(
-            "--batch/--no-batch",
-            help="Property mode: batch identify calls to --path "
-            "(default /batch), or one identify call per user (/identify). [default: batch, "
-            "unless the destination has identify only]",
-            show_default=False,
-            rich_help_panel=SYNC,
-        ),
-    ] = None,
-    retry_policy: Annotated[
-        str,
-        typer.Option(
-            "--retry-policy",
-            help="cohort-sync: Amplitude's cohort sync (8 retries from 1 s); streaming: its "
-            "event-streaming webhooks (3 retries from 100 ms within 4 s, then 9 over 4 hours, "
-            "50% jitter). --retries and --backoff-* override either.",
-            rich_help_panel=SYNC,
-        ),
-    ] = "cohort-sync",
-    retries: Annotated[
-        int | None,
-        typer.Option(
-            "--retries",
-            help="Retries of a failed request (429, 5xx, no answer) [default: 8; streaming 12].",
-            min=0,
-            show_default=False,
-            rich_help_panel=SYNC,
-        ),
-    ] = None,
-    backoff_base: Annotated[
-        float | None,
-        typer.Option(
-            "--backoff-base",
-            help="Seconds before the first retry; doubles each time [default: 1; streaming 0.1].",
-            min=0.0,
-            show_default=False,
-            rich_help_panel=SYNC,
-        ),
-    ] = None,
-    backoff_max: Annotated[
-        float | None,
-        typer.Option(
-            "--backoff-max",
-            help="Longest wait between retries, Retry-After included [default: 128; "
-            "streaming 7200].",
-            min=0.0,
-            show_default=False,
-            rich_help_panel=SYNC,
-        ),
-    ] = None,
-    every: Annotated[
-        str | None,
-        typer.Option(
-            "--every",
-            help="Sync again on this schedule until Ctrl-C: 1h (hourly), "
-            "1d (daily), any duration. [default: one-time]",
-            show_default=False,
-            rich_help_panel=SYNC,
-        ),
-    ] = None,
-    max_runs: Annotated[
-        int | None, typer.Option("--max-runs", hidden=True, min=1, help="Stop --every after N.")
-    ] = None,
+    cohorts: SyncCohorts,
+    sending: SyncSending,
     path: Annotated[
         str | None,
         typer.Option(
             "--path",
-            help="Property mode: path of the identify call "
-            "[default: /batch, or /identify with --no-batch].",
             show_default=False,
+            help=(
+                "Property mode: path of the identify call [default: /batch, or /identify with "
+                "--no-batch]."
+            ),
             rich_help_panel=dest.PANEL,
         ),
     ] = None,
@@ -209,70 +66,10 @@ def sync(
         dest.payload_option("--payload", "the calls carrying users (add and remove, or identify)"),
     ] = None,
     templates: dest.TemplateOptions,
-    state: Annotated[
-        Path | None,
-        typer.Option(
-            "--state",
-            help="SQLite state file: list ids and the members each "
-            "destination has [default: state.sqlite in the user data dir].",
-            show_default=False,
-            dir_okay=False,
-            rich_help_panel=STATE,
-        ),
-    ] = None,
-    retry_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--retry-file",
-            help="Where the users of failed batches go, one per line "
-            "[default: next to the state file].",
-            show_default=False,
-            dir_okay=False,
-            rich_help_panel=STATE,
-        ),
-    ] = None,
-    recreate_list: Annotated[
-        bool,
-        typer.Option(
-            "--recreate-list",
-            help="List mode: create a new list and send the whole cohort to it (after the "
-            "partner lost the list: 404 unknown list). The state moves to the new list once "
-            "its create answered 2xx.",
-            rich_help_panel=SYNC,
-        ),
-    ] = False,
-    lock_timeout: Annotated[
-        str,
-        typer.Option(
-            "--lock-timeout",
-            help="How long to wait while another sync of the same state file, destination "
-            "and cohort runs (10s, 2m, seconds); then exit 3 (busy).",
-            rich_help_panel=STATE,
-        ),
-    ] = "0s",
-    dry_run: Annotated[
-        bool,
-        typer.Option(
-            "--dry-run",
-            help="Print the plan (calls of each kind, first payloads) and send nothing.",
-            rich_help_panel=STATE,
-        ),
-    ] = False,
+    files: SyncFiles,
     verbose: SyncVerbose = 0,
     quiet: Quiet = False,
-    user_agent: wh.UserAgent = None,
-    prop: wh.Property = None,
-    all_properties: wh.AllProperties = False,
-    typed_properties: wh.TypedProperties = False,
-    resend_changed_properties: Annotated[
-        bool,
-        typer.Option(
-            "--resend-changed-properties",
-            help="Webhook mode: also send members whose selected properties changed since "
-            "the last sync (as in_cohort true), for endpoints that keep properties.",
-            rich_help_panel=wh.PANEL,
-        ),
-    ] = False,
+    webhook: SyncWebhook,
     har: Har = None,
     output: Output = OutputFormat.table,
 ) -> None:
@@ -312,11 +109,11 @@ def sync(
     job = prepare(
         SyncFlags(
             snapshot=snapshot,
-            plan=plan,
-            cohort_name=cohort_name,
-            cohort_id=cohort_id,
-            column=column,
-            mode=mode,
+            plan=cohorts.plan,
+            cohort_name=cohorts.cohort_name,
+            cohort_id=cohorts.cohort_id,
+            column=cohorts.column,
+            mode=cohorts.mode,
             url=target.url,
             auth=target.auth,
             list_id_path=target.list_id_path,
@@ -324,27 +121,25 @@ def sync(
             create_path=create_path,
             add_path=add_path,
             remove_path=remove_path,
-            batch_size=batch_size,
-            workers=workers,
-            batch=batch,
-            policy=named_policy(
-                retry_policy, retries=retries, base_delay=backoff_base, max_delay=backoff_max
-            ),
-            full=full,
+            batch_size=sending.batch_size,
+            workers=sending.workers,
+            batch=sending.batch,
+            policy=sending.policy(),
+            full=sending.full,
             payload=payload,
             templates=templates.templates(None),  # routed and put over the file's in prepare
             variables=templates.variables(file),
-            state=state,
-            retry_file=retry_file,
-            recreate_list=recreate_list,
-            lock_timeout=lock_timeout,
+            state=files.state,
+            retry_file=files.retry_file,
+            recreate_list=sending.recreate_list,
+            lock_timeout=files.lock_timeout,
             list_id=list_id,
-            every=every,
-            webhook_options=bool(prop or all_properties or resend_changed_properties),
+            every=sending.every,
+            webhook_options=webhook.properties_given,
         ),
         file,
     )
-    check_state(job.settings, create=not dry_run)
+    check_state(job.settings, create=not files.dry_run)
     if job.webhook:
         from cohortctl.cli import sync_webhook
 
@@ -352,37 +147,37 @@ def sync(
             cfg,
             job,
             target,
-            user_agent=user_agent,
+            user_agent=webhook.user_agent,
             payload=payload,
             file=file,
-            selection=wh.selection(prop, all_properties, typed_properties),
-            resend_changed=resend_changed_properties,
+            selection=webhook.selection(),
+            resend_changed=webhook.resend_changed_properties,
         )
-        with wh.webhook_recording(None if dry_run else har, spec.destination):
-            if dry_run:
+        with wh.webhook_recording(None if files.dry_run else har, spec.destination):
+            if files.dry_run:
                 render_dry_run(
                     [plan_webhook_cohort(spec, c, job.settings) for c in job.cohorts], output
                 )
                 return
             run_and_render(
                 spec, spec.destination, job.cohorts, job.settings, period=job.period,
-                max_runs=max_runs, verbose=verbose >= 1, quiet=quiet, output=output,
+                max_runs=sending.max_runs, verbose=verbose >= 1, quiet=quiet, output=output,
             )  # fmt: skip
         return
-    set_user_agent(user_agent)  # --user-agent also replaces cohortctl's own in list/property
+    set_user_agent(webhook.user_agent)  # --user-agent: cohortctl's own in list/property too
     merged = replace(target, url=job.url, auth=job.auth, list_id_path=job.list_id_path)
     destination = merged.destination(
         cfg,
         paths=job.paths,
-        require_credentials=not dry_run,
+        require_credentials=not files.dry_run,
         file=file,
         variables=job.settings.variables,
     )
-    if dry_run:
+    if files.dry_run:
         render_dry_run([plan_cohort(destination, c, job.settings) for c in job.cohorts], output)
         return
     with dest.partner_recording(har, destination):
         run_and_render(
             destination, destination, job.cohorts, job.settings, period=job.period,
-            max_runs=max_runs, verbose=verbose >= 1, quiet=quiet, output=output,
+            max_runs=sending.max_runs, verbose=verbose >= 1, quiet=quiet, output=output,
         )  # fmt: skip
