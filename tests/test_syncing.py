@@ -43,6 +43,11 @@ def users(start: int, stop: int) -> list[str]:
     return [f"user-{i:07d}" for i in range(start, stop)]
 
 
+def cohort_file(tmp_path: Path, ids: list[str]) -> CohortSpec:
+    """The test cohort, its snapshot ``ids`` written to ``c.txt``."""
+    return CohortSpec(NAME, COHORT_ID, str(write_ids(tmp_path / "c.txt", ids)))
+
+
 def write_ids(path: Path, ids: list[str]) -> Path:
     path.write_text("\n".join(ids) + "\n", encoding="utf-8")
     return path
@@ -172,6 +177,13 @@ def flaky() -> Iterator[tuple[FlakyPartner, str]]:
         yield partner, server.url
 
 
+@pytest.fixture
+def steady(flaky: tuple[FlakyPartner, str]) -> tuple[FlakyPartner, str]:
+    """The receiver without injected faults."""
+    flaky[0].every = 0
+    return flaky
+
+
 # -- the embedded receiver ----------------------------------------------------------------------
 
 
@@ -276,13 +288,12 @@ def test_independent_receiver_with_faults_converges_at_200k(
 
 
 def test_exhausted_retries_fail_the_batch_and_the_next_run_sends_exactly_the_rest(
-    tmp_path: Path, flaky: tuple[FlakyPartner, str]
+    tmp_path: Path, steady: tuple[FlakyPartner, str]
 ) -> None:
-    partner, url = flaky
-    partner.every = 0
+    partner, url = steady
     ids = users(0, 5_000)
     partner.fail_users = {ids[2_500]}  # batch 2 answers 503 every time
-    cohort = CohortSpec(NAME, COHORT_ID, str(write_ids(tmp_path / "c.txt", ids)))
+    cohort = cohort_file(tmp_path, ids)
     config = settings(tmp_path, SyncMode.list, policy=RetryPolicy(2, 0.001, 0.001))
     result = sync_cohort(destination(url), cohort, config)
     assert result.status == FAILED
@@ -303,13 +314,12 @@ def test_exhausted_retries_fail_the_batch_and_the_next_run_sends_exactly_the_res
 
 
 def test_400_and_404_are_reported_per_batch_without_retries(
-    tmp_path: Path, flaky: tuple[FlakyPartner, str]
+    tmp_path: Path, steady: tuple[FlakyPartner, str]
 ) -> None:
-    partner, url = flaky
-    partner.every = 0
+    partner, url = steady
     ids = users(0, 3_000)
     partner.reject_users = {ids[10]: 404, ids[2_999]: 400}
-    cohort = CohortSpec(NAME, COHORT_ID, str(write_ids(tmp_path / "c.txt", ids)))
+    cohort = cohort_file(tmp_path, ids)
     retry_file = tmp_path / "failed.txt"
     config = settings(tmp_path, SyncMode.list, retry_file=retry_file)
     result = sync_cohort(destination(url), cohort, config)
@@ -324,10 +334,9 @@ def test_400_and_404_are_reported_per_batch_without_retries(
 
 
 def test_the_default_retry_schedule_is_amplitudes(
-    tmp_path: Path, flaky: tuple[FlakyPartner, str]
+    tmp_path: Path, steady: tuple[FlakyPartner, str]
 ) -> None:
-    partner, url = flaky
-    partner.every = 0
+    partner, url = steady
     ids = users(0, 10)
     partner.fail_users = {ids[0]}
     waits: list[float] = []
@@ -335,7 +344,7 @@ def test_the_default_retry_schedule_is_amplitudes(
     async def sleep(seconds: float) -> None:
         waits.append(seconds)
 
-    cohort = CohortSpec(NAME, COHORT_ID, str(write_ids(tmp_path / "c.txt", ids)))
+    cohort = cohort_file(tmp_path, ids)
     result = sync_cohort(
         destination(url), cohort, settings(tmp_path, SyncMode.list), SyncHooks(sleep=sleep)
     )
@@ -346,10 +355,9 @@ def test_the_default_retry_schedule_is_amplitudes(
 
 
 def test_payload_template_is_used_for_add_and_remove(
-    tmp_path: Path, flaky: tuple[FlakyPartner, str]
+    tmp_path: Path, steady: tuple[FlakyPartner, str]
 ) -> None:
-    partner, url = flaky
-    partner.every = 0
+    partner, url = steady
     partner.keep_bodies = True
     template = Template('{"user_ids": $items, "cohort": "$amplitude_cohort_id"}', "t.json")
     ids = users(0, 1500)
@@ -368,12 +376,11 @@ def test_payload_template_is_used_for_add_and_remove(
 
 
 def test_single_identify_calls_with_no_batch(
-    tmp_path: Path, flaky: tuple[FlakyPartner, str]
+    tmp_path: Path, steady: tuple[FlakyPartner, str]
 ) -> None:
-    partner, url = flaky
-    partner.every = 0
+    partner, url = steady
     ids = users(0, 50)
-    cohort = CohortSpec(NAME, COHORT_ID, str(write_ids(tmp_path / "c.txt", ids)))
+    cohort = cohort_file(tmp_path, ids)
     config = settings(tmp_path, SyncMode.property, batch=False)
     result = sync_cohort(destination(url), cohort, config)
     assert result.status == OK and result.report.requests == 50

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Annotated
 
@@ -109,11 +109,7 @@ def sync(
     job = prepare(
         SyncFlags(
             snapshot=snapshot,
-            plan=cohorts.plan,
-            cohort_name=cohorts.cohort_name,
-            cohort_id=cohorts.cohort_id,
-            column=cohorts.column,
-            mode=cohorts.mode,
+            **asdict(cohorts),  # mode, cohort_name, cohort_id, column, plan
             url=target.url,
             auth=target.auth,
             list_id_path=target.list_id_path,

@@ -18,64 +18,43 @@ from cohortctl.durations import json_seconds
 from cohortctl.errors import CohortctlError, ExitCode
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class Batch:
     """One prepared request: the users it carries and the exact bytes to send.
 
     ``ref`` is the caller's handle to confirm the batch with (a planned batch's
-    :data:`cohortctl.sync.state.BatchRef`); a plain slotted class, since one is built per
-    request on the hot path.
+    :data:`cohortctl.sync.state.BatchRef`); slotted, since one is built per request on the
+    hot path.
     """
 
-    __slots__ = ("body", "key", "kind", "method", "ref", "url", "user_ids")
-
-    def __init__(
-        self,
-        key: str,
-        method: str,
-        url: str,
-        body: bytes,
-        user_ids: Sequence[str],
-        kind: str,
-        ref: Any = None,
-    ) -> None:
-        self.key = key
-        self.method = method
-        self.url = url
-        self.body = body
-        self.user_ids = user_ids
-        self.kind = kind
-        self.ref = ref
+    key: str
+    method: str
+    url: str
+    body: bytes
+    user_ids: Sequence[str]
+    kind: str
+    ref: Any = None
 
     def __repr__(self) -> str:
         return f"Batch(key={self.key!r}, kind={self.kind!r}, users={len(self.user_ids)})"
 
 
+@dataclass(slots=True, eq=False, repr=False)
 class BatchResult:
     """The final result of one batch (after any retries)."""
 
-    __slots__ = ("_success", "attempts", "body", "detail", "error", "status")
-
-    def __init__(
-        self,
-        status: int | None,
-        error: str | None,
-        attempts: int,
-        body: bytes,
-        detail: str | None = None,
-        success: bool | None = None,
-    ) -> None:
-        self._success = success  # the destination's verdict (its success statuses), if any
-        self.status = status
-        self.error = error  # an outcomes kind (REFUSED, TIMEOUT, RESET, ...) when no answer
-        self.attempts = attempts
-        self.body = body  # the answer (at most 1 MiB), unredacted: list creation reads it
-        self.detail = detail  # more words: which proxy failed, where a redirect points
+    status: int | None
+    error: str | None  # an outcomes kind (REFUSED, TIMEOUT, RESET, ...) when no answer
+    attempts: int
+    body: bytes  # the answer (at most 1 MiB), unredacted: list creation reads it
+    detail: str | None = None  # more words: which proxy failed, where a redirect points
+    success: bool | None = None  # the destination's verdict (its success statuses), if any
 
     @property
     def ok(self) -> bool:
         """True for a success: the destination's success statuses when it has them, else 2xx."""
-        if self._success is not None:
-            return self._success
+        if self.success is not None:
+            return self.success
         return self.status is not None and 200 <= self.status < 300
 
     @property

@@ -310,8 +310,16 @@ def sync_cohort(
     state = cohort_state(destination, cohort, settings)
     result = CohortSync(cohort, settings.mode, state.key, started_at=time.time(), phases=phases)
     result.snapshot_users = len(snapshot)
-    try:
+    with in_state(state, result, started):
         return _sync_opened(destination, requests, settings, hooks, state, snapshot, result, many)
+
+
+@contextlib.contextmanager
+def in_state(state: SyncState, result: CohortSync, started: float) -> Iterator[None]:
+    """Around one cohort's sync: a failing state file becomes one :class:`StateFileError`;
+    at the end the duration is recorded and the state closed."""
+    try:
+        yield
     except sqlite3.Error as exc:
         raise storage.state_error(state.path, exc) from None
     finally:

@@ -14,7 +14,6 @@ also sends the members whose selected properties changed (as entering users).
 from __future__ import annotations
 
 import itertools
-import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from cohortctl.partner.webhooks.payload import (
     encode_message,
     webhook_body,
 )
-from cohortctl.sync import lock, storage
+from cohortctl.sync import lock
 from cohortctl.sync.batches import Batch
 from cohortctl.sync.dry_run import PAYLOAD_KEEP, DryRun, plan_diff_empty
 from cohortctl.sync.encoders import ids_are_plain
@@ -48,6 +47,7 @@ from cohortctl.sync.run import (
     _write_retry_file,
     deliver_planned,
     delivery_options,
+    in_state,
     plan_batches,
     retry_file_for,
 )
@@ -135,17 +135,12 @@ def sync_webhook_cohort(
     state = SyncState.open(settings.state_file, cohort_key(webhook.destination, cohort))
     result = CohortSync(cohort, settings.mode, state.key, started_at=time.time())
     result.snapshot_users = len(snapshot)
-    try:
+    with in_state(state, result, started):
         _sync(webhook, cohort, settings, hooks, state, snapshot, properties, result)
         if result.status != INTERRUPTED:
             path = retry_file_for(settings, cohort, state.key, many=many)
             _write_retry_file(result, path, explicit=settings.retry_file is not None)
-        return result
-    except sqlite3.Error as exc:
-        raise storage.state_error(state.path, exc) from None
-    finally:
-        result.duration = time.perf_counter() - started
-        state.close()
+    return result
 
 
 def _sync(
