@@ -57,7 +57,7 @@ from cohortctl.sync.batches import (
 T = TypeVar("T")
 
 DEFAULT_WORKERS = 4
-DEFAULT_TIMEOUT = 30.0
+DELIVERY_REQUEST_TIMEOUT = 30.0  # when the caller gives none (sync passes the destination's)
 EXCERPT_CHARS = 300
 
 Sleep = Callable[[float], Awaitable[Any]]
@@ -96,7 +96,7 @@ class Delivery:
         headers: Mapping[str, str] | None = None,
         workers: int = DEFAULT_WORKERS,
         policy: RetryPolicy = AMPLITUDE_SYNC_POLICY,
-        timeout: float = DEFAULT_TIMEOUT,
+        timeout: float = DELIVERY_REQUEST_TIMEOUT,
         max_batch_size: int | None = None,
         on_done: OnDone | None = None,
         on_retry: OnRetry | None = None,
