@@ -46,6 +46,8 @@ def test_embedded_receiver_passes_every_case(
         "webhook: answers within 2000 ms",
     ]
     assert all(c["result"] == "pass" for c in data["cases"])
+    assert "wants a header" in data["cases"][3]["actual"]
+    assert "api_key" not in result.stdout  # a webhook has no key: its headers are its auth
     assert 'tests="6"' in junit.read_text() and "webhook" in summary.read_text()
 
 

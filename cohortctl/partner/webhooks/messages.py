@@ -27,6 +27,11 @@ from cohortctl.partner.webhooks.payload import (
 
 Clock = Callable[[], float]
 BODY_KEEP = 2000
+# A webhook has no API key: its only auth is the custom headers.
+WEBHOOK_MEANINGS = {
+    401: "unauthorized: the endpoint wants a header this message lacks (--header)",
+    403: "forbidden: the endpoint refused a header's value (--header)",
+}
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ def send_message(
     passed = status == expect if expect is not None else 200 <= status < 300
     extra["passed"] = passed
     retry_after = response.headers.get("Retry-After")
-    meaning = describe_status(status, retry_after)
+    meaning = WEBHOOK_MEANINGS.get(status) or describe_status(status, retry_after)
     if expect is not None and not passed:
         meaning += f" (expected {expect})"
     return Outcome(
