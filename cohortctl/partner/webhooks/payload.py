@@ -22,7 +22,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from cohortctl.config import ensure_safe_url, redact
@@ -35,6 +35,9 @@ from cohortctl.partner.destination import (
     with_headers,
 )
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
+
+if TYPE_CHECKING:
+    from cohortctl.partner.destinations import DestinationFile
 
 ENTER = "enter"
 EXIT = "exit"
@@ -249,3 +252,22 @@ def template_input(body: Mapping[str, Any]) -> dict[str, Any]:
         for user in body.get("users", [])
     ]
     return {**body, "users": users}
+
+
+def describe_file(file: DestinationFile) -> dict[str, Any]:
+    """What a ``mode: webhook`` destination file resolves to (``destination show``): the
+    webhook URL (its ``calls.webhook.path`` added), the headers of every message with the
+    custom values hidden, the batch size and the template (None: the default body)."""
+    base = {"Content-Type": "application/json", "User-Agent": WEBHOOK_USER_AGENT}
+    shown = with_headers(base, ((name, redact(value)) for name, value in file.headers))
+    return {
+        "name": file.name,
+        "source": file.source,
+        "mode": file.mode,
+        "url": webhook_url(file.url, file.webhook_path) if file.url else None,
+        "path": file.webhook_path,
+        "headers": shown,
+        "batch_size": file.batch_size or DEFAULT_BATCH_SIZE,
+        "payload": file.webhook_payload,
+        "ok": True,
+    }
