@@ -99,7 +99,9 @@ def test_every_command_of_the_section_works_as_written(tmp_path: Path) -> None:
     secret = re.search(r"export HOOK_SECRET=(\S+)", script)
     assert secret is not None
     assert secret.group(1) not in done.stdout + done.stderr
-    states = [json.loads(line) for line in done.stdout.splitlines() if line.startswith('{"cohort')]
-    assert states, done.stdout
-    assert states[-1]["cohort_id"] == "c7" and states[-1]["members"]
+    decoder = json.JSONDecoder()
+    at = done.stdout.index('{"cohort_id": "c7"')  # what curl printed (no newline after it)
+    state = decoder.raw_decode(done.stdout, at)[0]
+    assert state["members"] == ["user_one@example.com", "user_two@example.com"]
+    assert state["properties"]["user_one@example.com"] == {"plan": "pro", "seats": "12"}
     assert (tmp_path / "webhook.xml").exists()

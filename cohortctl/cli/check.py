@@ -178,6 +178,7 @@ def check(
         ),
     ] = None,
     user_agent: wh.UserAgent = None,
+    webhook: wh.WebhookMessageOptions,
     junit: Junit = None,
     paths: dest.CallPathOptions,
     templates: dest.TemplateOptions,
@@ -198,7 +199,8 @@ def check(
     --mode webhook checks a Cohort Webhook endpoint (--url is the webhook URL): an entering
     and a leaving batch accepted, the same message twice accepted both times, a body that is
     not JSON rejected with a 4xx, a message without each --require-header rejected with
-    401/403, every answer within --max-latency-ms (default 2000).
+    401/403, every answer within --max-latency-ms (default 2000); every message rendered
+    through --payload when given, with the --ids CSV's --property columns.
 
     Reports: --junit FILE, --output json, and a Markdown summary appended to
     $GITHUB_STEP_SUMMARY when set. Exit 0 when every case passed (skips do not fail), 1 when
@@ -212,11 +214,16 @@ def check(
             batch_size = min(batch_size, file.batch_size)
     variables = templates.variables(file)
     mode = mode or (FlowMode(file.mode) if file is not None else FlowMode.list)
-    if mode is not FlowMode.webhook and require_header:
-        raise InputError("--require-header is for --mode webhook")
+    if mode is not FlowMode.webhook:
+        if require_header:
+            raise InputError("--require-header is for --mode webhook")
+        webhook.refuse_outside_webhook_mode()
+    chosen = webhook.selection()
+    # with properties the --ids CSV is read once, ids and properties together (stdin too)
+    users = dict(wh.read_users(ids_file, column, ids, chosen, ())) if chosen.active else None
     options = CheckOptions(
         mode=mode,
-        ids=dest.read_user_ids(ids_file, column, ids),
+        ids=tuple(users) if users is not None else dest.read_user_ids(ids_file, column, ids),
         batch_size=batch_size,
         unknown_user=unknown_user,
         burst=burst,
@@ -232,10 +239,13 @@ def check(
         from cohortctl.partner.webhooks import conformance
         from cohortctl.partner.webhooks.messages import make_webhook_client
 
-        webhook_dest = target.webhook(cfg, file, user_agent=user_agent)
+        webhook_dest = target.webhook(
+            cfg, file, user_agent=user_agent, path=webhook.path, payload=webhook.payload
+        )
         extra = conformance.WebhookCheckOptions(
             require_headers=tuple(h.strip() for h in require_header or [] if h.strip()),
             max_latency_ms=max_latency_ms or conformance.DEFAULT_MAX_LATENCY_MS,
+            properties=users or {},
         )
         _check_reports(junit, summary_path)
         with (

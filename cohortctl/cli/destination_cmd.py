@@ -89,6 +89,9 @@ def show(target: Target, output: Output = OutputFormat.table) -> None:
     Exit 2 when a variable is used but not declared.
     """
     file = destination_files.resolve(target, strict=False)
+    if file.mode == "webhook":
+        _show_webhook(file, output)
+        return
     if output is OutputFormat.json:
         print_json({**file.to_dict(), "ok": not file.undeclared()})
     else:
@@ -145,6 +148,31 @@ def show(target: Target, output: Output = OutputFormat.table) -> None:
                 )
             )
     file.check_variables()
+
+
+def _show_webhook(file: DestinationFile, output: OutputFormat) -> None:
+    """A ``mode: webhook`` file: URL, headers (values hidden), batch size, the template."""
+    from cohortctl.partner.webhooks.payload import describe_file
+
+    view = describe_file(file)
+    if output is OutputFormat.json:
+        print_json(view)
+        return
+    url = view["url"] or "(none: give --url)"
+    out.print(escape(f"{file.name} · {file.source} · mode webhook · auth: its headers only"))
+    out.print(escape(f"url: {url} · batch size: {view['batch_size']}"))
+    out.print(
+        table(
+            ["header", "value"],
+            [(escape(k), escape(v)) for k, v in view["headers"].items()],
+            title="headers",
+        )
+    )
+    if view["payload"] is None:
+        out.print("payload: the default body (spec part C; no calls.webhook.payload)")
+    else:
+        out.print("payload: FreeMarker template (calls.webhook.payload)")
+        out.print(escape(view["payload"]), highlight=False)
 
 
 @app.command("validate")

@@ -486,10 +486,17 @@ class DestinationOptions(PartnerEndpoint):
         return load_destination(self.destination_name)
 
     def webhook(
-        self, cfg: Config, file: DestinationFile | None, *, user_agent: str | None
+        self,
+        cfg: Config,
+        file: DestinationFile | None,
+        *,
+        user_agent: str | None,
+        path: str | None = None,
+        payload: Path | None = None,
     ) -> WebhookDestination:
-        """``--mode webhook``: the webhook URL and headers; partner credentials given as
-        flags are an input error (a webhook's only auth is ``--header``)."""
+        """``--mode webhook``: the webhook URL (``path`` added), headers and ``payload``
+        template; partner credentials given as flags are an input error (a webhook's only
+        auth is ``--header``)."""
         from cohortctl.cli import webhook_options as wh
 
         wh.refuse_partner_auth(
@@ -498,7 +505,8 @@ class DestinationOptions(PartnerEndpoint):
         return wh.webhook_destination(
             cfg,
             url=self.url,
-            path=None,
+            path=path,
+            payload=payload,
             headers=self.header,
             user_agent=user_agent,
             timeout=self.timeout,

@@ -364,6 +364,7 @@ def flow(
     list_id: dest.GivenListId = None,
     templates: dest.TemplateOptions,
     user_agent: wh.UserAgent = None,
+    webhook: wh.WebhookMessageOptions,
     sending: Sending,
     view: OutputOptions,
 ) -> None:
@@ -373,7 +374,8 @@ def flow(
     true then false (the first id), identify-batch true (every id) then false (the first id).
     webhook: one Cohort Webhook message per --batch-size ids entering (in_cohort true,
     message_id ...::enter::N), then the first id leaving (...::exit::0), POSTed to --url
-    itself with your --header values (at most 5) and no Authorization.
+    itself (--path added) with your --header values (at most 5) and no Authorization; user
+    properties from the --ids CSV (--property, --all-properties), bodies through --payload.
     Either way every id ends in the cohort but the first. The flow stops after a list-create
     that gives no list id; the rest is shown as skipped. With --list-id the list exists: no
     list-create is sent. With a destination whose list_id_path is none, the create is sent
@@ -386,14 +388,12 @@ def flow(
         from cohortctl.cli import mock_webhook
 
         users = wh.read_users(
-            cohort.ids_file,
-            cohort.column,
-            cohort.ids,
-            wh.selection(None, False, False),
-            mock.MOCK_USERS,
+            cohort.ids_file, cohort.column, cohort.ids, webhook.selection(), mock.MOCK_USERS
         )
         mock_webhook.webhook_flow(
-            target.webhook(cfg, file, user_agent=user_agent),
+            target.webhook(
+                cfg, file, user_agent=user_agent, path=webhook.path, payload=webhook.payload
+            ),
             cohort.cohort_name,
             cohort.cohort_id,
             users,
@@ -402,6 +402,7 @@ def flow(
             view=view,
         )
         return
+    webhook.refuse_outside_webhook_mode()
     set_user_agent(user_agent)  # the flow's --user-agent also replaces cohortctl's own
     spec = mock.MockSpec(
         cohort_name=cohort.cohort_name,

@@ -33,9 +33,7 @@ def webhook(
     target: wh.WebhookOptions,
     cohort: MockCohort,
     member: Member = True,
-    prop: wh.Property = None,
-    all_properties: wh.AllProperties = False,
-    typed_properties: wh.TypedProperties = False,
+    properties: wh.PropertyOptions,
     sending: Sending,
     view: OutputOptions,
 ) -> None:
@@ -49,11 +47,7 @@ def webhook(
     """
     destination = target.destination()
     users = wh.read_users(
-        cohort.ids_file,
-        cohort.column,
-        cohort.ids,
-        wh.selection(prop, all_properties, typed_properties),
-        mock.MOCK_USERS,
+        cohort.ids_file, cohort.column, cohort.ids, properties.selection(), mock.MOCK_USERS
     )
     size = cohort.batch_size if cohort.batch_size is not None else mock.DEFAULT_BATCH_SIZE
     _check_spec(cohort.cohort_name, cohort.cohort_id, size, sending.expect)

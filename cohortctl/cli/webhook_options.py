@@ -12,13 +12,12 @@ from cohortctl.cli import destination_options as dest
 from cohortctl.cli.bundles import SettingsOptions
 from cohortctl.config import Config
 from cohortctl.errors import InputError
-from cohortctl.ids import read_ids
 from cohortctl.partner.destination import PARTNER_REQUEST_TIMEOUT
 from cohortctl.partner.destination_files import DestinationFile
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 from cohortctl.partner.webhooks.messages import users_of
 from cohortctl.partner.webhooks.payload import CALL, User, WebhookDestination
-from cohortctl.sync.properties import PropertySelection, read_properties
+from cohortctl.sync.properties import PropertySelection, read_snapshot
 
 PANEL = "Cohort Webhooks (--mode webhook)"
 
@@ -120,6 +119,45 @@ class WebhookOptions(SettingsOptions):
         )
 
 
+@dataclass(frozen=True)
+class PropertyOptions:
+    """``--property``, ``--all-properties``, ``--typed-properties``: the snapshot columns
+    sent as user properties."""
+
+    prop: Property = None
+    all_properties: AllProperties = False
+    typed_properties: TypedProperties = False
+
+    def selection(self) -> PropertySelection:
+        """The columns chosen and how their values are read."""
+        return selection(self.prop, self.all_properties, self.typed_properties)
+
+
+@dataclass(frozen=True)
+class WebhookMessageOptions(PropertyOptions):
+    """What ``mock flow`` and ``check`` take in webhook mode besides the destination:
+    ``--path``, ``--payload`` and the user properties."""
+
+    path: WebhookPath = None
+    payload: Template = None
+
+    def refuse_outside_webhook_mode(self) -> None:
+        """An input error naming the first webhook-only option given in another mode."""
+        given = {
+            "--path": self.path is not None,
+            "--payload": self.payload is not None,
+            "--property": bool(self.prop),
+            "--all-properties": self.all_properties,
+            "--typed-properties": self.typed_properties,
+        }
+        for option, used in given.items():
+            if used:
+                raise InputError(
+                    f"{option} is for --mode webhook (list and property mode: "
+                    "--add-path, --add-payload ... and the destination file)"
+                )
+
+
 def refuse_partner_auth(**flags: object) -> None:
     """Refuse partner credentials given as flags in webhook mode (an input error naming the
     first); the same settings from the environment or a profile are ignored quietly."""
@@ -187,12 +225,11 @@ def read_users(
     """The users of a message from ``--ids``/``--id``, with the selected properties."""
     if chosen.active and ids_file is None:
         raise InputError("--property and --all-properties read a CSV snapshot: give --ids FILE")
-    user_ids = dest.read_user_ids(ids_file, column, ids) or default
-    properties = {}
-    if chosen.active and ids_file is not None:
-        id_column = read_ids(str(ids_file), column=column).stats.column
-        properties = read_properties(str(ids_file), id_column, chosen)
-    return users_of(user_ids, properties)
+    if not chosen.active or ids_file is None:
+        return users_of(dest.read_user_ids(ids_file, column, ids) or default, {})
+    read, properties = read_snapshot(str(ids_file), column, chosen)  # stdin (-) read once
+    given = [i.strip() for i in ids or [] if i.strip()]
+    return users_of(tuple(dict.fromkeys([*read.ids, *given])), properties)
 
 
 def webhook_recording(har: Path | None, destination: WebhookDestination) -> Any:

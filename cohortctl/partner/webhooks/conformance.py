@@ -19,6 +19,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 
@@ -44,6 +45,7 @@ class WebhookCheckOptions:
 
     require_headers: tuple[str, ...] = ()
     max_latency_ms: float = DEFAULT_MAX_LATENCY_MS
+    properties: Mapping[str, Mapping[str, Any] | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -63,7 +65,7 @@ class _WebhookSuite:
         return f"{COHORT_NAME}-{self.options.run_id}"
 
     def messages(self, *, entering: bool, run: WebhookRun) -> list[WebhookRequest]:
-        users = [(uid, None) for uid in self.options.users]
+        users = [(uid, self.webhook.properties.get(uid)) for uid in self.options.users]
         return plan_messages(
             self.destination,
             COHORT_NAME,

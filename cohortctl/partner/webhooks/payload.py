@@ -37,7 +37,7 @@ from cohortctl.partner.destination import (
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 
 if TYPE_CHECKING:
-    from cohortctl.partner.destinations import DestinationFile
+    from cohortctl.partner.destination_files import DestinationFile
 
 ENTER = "enter"
 EXIT = "exit"
