@@ -17,7 +17,7 @@ from cohortctl.partner.destination_files import DestinationFile
 from cohortctl.partner.webhooks.freemarker import WebhookTemplate
 from cohortctl.partner.webhooks.messages import users_of
 from cohortctl.partner.webhooks.payload import CALL, User, WebhookDestination
-from cohortctl.sync.properties import PropertySelection, read_snapshot
+from cohortctl.sync.properties import PropertySelection, read_with_properties
 
 PANEL = "Cohort Webhooks (--mode webhook)"
 
@@ -227,7 +227,7 @@ def read_users(
         raise InputError("--property and --all-properties read a CSV snapshot: give --ids FILE")
     if not chosen.active or ids_file is None:
         return users_of(dest.read_user_ids(ids_file, column, ids) or default, {})
-    read, properties = read_snapshot(str(ids_file), column, chosen)  # stdin (-) read once
+    read, properties = read_with_properties(str(ids_file), column, chosen)  # stdin (-) read once
     given = [i.strip() for i in ids or [] if i.strip()]
     return users_of(tuple(dict.fromkeys([*read.ids, *given])), properties)
 

@@ -67,7 +67,7 @@ def typed_value(text: str) -> Any:
 def _open_text(path: str, data: bytes | None) -> io.TextIOBase:
     if data is None:
         if path == "-":
-            raise InputError("user properties from stdin: read the snapshot with read_snapshot")
+            raise InputError("user properties from stdin: read the snapshot with read_with_properties")
         data = Path(path).read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
@@ -93,7 +93,7 @@ def _shown(path: str) -> str:
     return STDIN_NAME if path == "-" else path
 
 
-def read_snapshot(
+def read_with_properties(
     path: str,
     column: str | None,
     selection: PropertySelection,
@@ -120,7 +120,7 @@ def read_properties(
 
     ``id_column`` is the header name of the id column (as the id reader picked it);
     IdFileError names the file and line of a missing column or a ragged row. ``data`` is
-    the snapshot's bytes when they were read already (stdin: see :func:`read_snapshot`).
+    the snapshot's bytes when they were read already (stdin: see :func:`read_with_properties`).
     """
     if not selection.active:
         return {}

@@ -39,7 +39,7 @@ from cohortctl.sync.properties import (
     PropertySelection,
     changed_users,
     properties_json,
-    read_snapshot,
+    read_with_properties,
 )
 from cohortctl.sync.results import INTERRUPTED, CohortSync
 from cohortctl.sync.run import (
@@ -130,7 +130,7 @@ def sync_webhook_cohort(
     hooks = hooks or SyncHooks()
     started = time.perf_counter()
     hooks.phase(READING, path=cohort.snapshot)
-    read, properties = read_snapshot(cohort.snapshot, cohort.column, webhook.properties)
+    read, properties = read_with_properties(cohort.snapshot, cohort.column, webhook.properties)
     snapshot = read.ids
     state = SyncState.open(settings.state_file, cohort_key(webhook.destination, cohort))
     result = CohortSync(cohort, settings.mode, state.key, started_at=time.time())
@@ -210,7 +210,7 @@ def plan_webhook_cohort(webhook: WebhookSync, cohort: CohortSpec, settings: Sync
     """What a webhook sync would send (counts, the first message of each direction), sending
     nothing; a state file that does not exist yet is not created."""
     destination = webhook.destination
-    read, properties = read_snapshot(cohort.snapshot, cohort.column, webhook.properties)
+    read, properties = read_with_properties(cohort.snapshot, cohort.column, webhook.properties)
     resent: list[str] = []
     if settings.state_file.exists():
         with SyncState.open(settings.state_file, cohort_key(destination, cohort)) as state:
