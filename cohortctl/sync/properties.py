@@ -67,7 +67,9 @@ def typed_value(text: str) -> Any:
 def _open_text(path: str, data: bytes | None) -> io.TextIOBase:
     if data is None:
         if path == "-":
-            raise InputError("user properties from stdin: read the snapshot with read_with_properties")
+            raise InputError(
+                "user properties from stdin: read the snapshot with read_with_properties"
+            )
         data = Path(path).read_bytes()
     if data[:2] == b"\x1f\x8b":
         data = gzip.decompress(data)
