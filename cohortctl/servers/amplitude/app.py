@@ -34,7 +34,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -91,6 +91,7 @@ class _SignedUrl:
     expires: float
 
 
+@dataclass(kw_only=True, eq=False)
 class FakeAmplitude:
     """Handlers and the state they share; built by :func:`create_app`."""
 
@@ -111,31 +112,21 @@ class FakeAmplitude:
     MEMBERSHIP_FIELDS = frozenset({"cohort_id", "memberships", "count_group", "skip_invalid_ids"})
     CHANGE_FIELDS = frozenset({"ids", "id_type", "operation"})
 
-    def __init__(
-        self,
-        *,
-        api_key: str,
-        secret_key: str,
-        store: CohortStore,
-        export_polls: int,
-        export_redirect: bool,
-        max_concurrent: int,
-        max_ids_per_request: int,
-        app_id: int | None,
-        clock: Callable[[], float],
-        checkpoint: Checkpoint,
-    ) -> None:
-        self._api_key = api_key.encode("utf-8")
-        self._secret_key = secret_key.encode("utf-8")
-        self.store = store
-        self.traffic = RequestLog()
-        self.export_polls = export_polls
-        self.export_redirect = export_redirect
-        self.max_concurrent = max_concurrent
-        self.max_ids_per_request = max_ids_per_request
-        self.app_id = app_id
-        self.clock = clock
-        self.checkpoint = checkpoint
+    api_key: str = field(repr=False)  # secrets: never in a repr or a traceback
+    secret_key: str = field(repr=False)
+    store: CohortStore
+    export_polls: int
+    export_redirect: bool
+    max_concurrent: int
+    max_ids_per_request: int
+    app_id: int | None
+    clock: Callable[[], float]
+    checkpoint: Checkpoint
+    traffic: RequestLog = field(default_factory=RequestLog, init=False)
+
+    def __post_init__(self) -> None:
+        self._api_key = self.api_key.encode("utf-8")
+        self._secret_key = self.secret_key.encode("utf-8")
         self._busy_cohorts: set[str] = set()
         self._signed: dict[str, _SignedUrl] = {}
         self._export_times: deque[float] = deque()
