@@ -8,7 +8,7 @@ from pathlib import Path
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partners.attune import BASE, Attune
-from tests.partners.fixtures import HERE, Receiver, write_ids
+from tests.partners.fixtures import HERE, Receiver, TwoSyncs
 
 ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
 FILE = str(HERE / "attune.yaml")
@@ -40,24 +40,12 @@ def test_sync_20000_users_then_a_delta_ends_exact(
 ) -> None:
     attune = Attune(PARTNER_KEY)
     server = receiver(attune.app)
-    first = [f"user-{n}" for n in range(20_000)]
-    snapshot = write_ids(tmp_path / "cohort.txt", first)
-    args = (
-        "sync", str(snapshot), "--destination", FILE, "--url", server.url + BASE,
-        "--cohort-name", "Power users", "--cohort-id", "c1", "--state", str(tmp_path / "s.db"),
-        "--output", "json",
-    )  # fmt: skip
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)["cohorts"][0]
+    syncs = TwoSyncs(cli, tmp_path, ("--destination", FILE, "--url", server.url + BASE), ENV)
+    report = syncs.sync(syncs.first)
     assert (report["list_created"], report["list_source"], report["list_id"]) == (
         True, "none", None,
     )  # fmt: skip
-    assert attune.cohorts["c1"] == set(first) and attune.names["c1"] == "Power users"
-    second = first[700:] + [f"new-{n}" for n in range(500)]
-    write_ids(snapshot, second)
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
-    delta = json.loads(result.stdout)["cohorts"][0]
+    assert attune.cohorts["c1"] == set(syncs.first) and attune.names["c1"] == "Power users"
+    delta = syncs.sync(syncs.second)
     assert (delta["list_created"], delta["added"], delta["removed"]) == (False, 500, 700)
-    assert attune.cohorts["c1"] == set(second)
+    assert attune.cohorts["c1"] == set(syncs.second)

@@ -9,7 +9,7 @@ from cohortctl.partner import destination_files
 from cohortctl.partner.classify import NO_SUCH_ROUTE
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
-from tests.partners.fixtures import Receiver, write_ids
+from tests.partners.fixtures import Receiver, TwoSyncs, write_ids
 from tests.partners.flagsmith import BASE, Flagsmith
 
 ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
@@ -60,27 +60,16 @@ def test_sync_20000_users_then_a_delta_ends_exact(
 ) -> None:
     flagsmith = Flagsmith(PARTNER_KEY)
     server = receiver(flagsmith.app)
-    first = [f"user-{n}" for n in range(20_000)]
-    snapshot = write_ids(tmp_path / "cohort.txt", first)
-    args = (
-        "sync", str(snapshot), "--destination", "flagsmith", "--url", server.url + BASE,
-        "--cohort-name", "Power users", "--cohort-id", "c1", "--state", str(tmp_path / "s.db"),
-        "--output", "json",
-    )  # fmt: skip
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
-    data = json.loads(result.stdout)["cohorts"][0]
+    args = ("--destination", "flagsmith", "--url", server.url + BASE)
+    syncs = TwoSyncs(cli, tmp_path, args, ENV)
+    data = syncs.sync(syncs.first)
     list_id = data["list_id"]
     assert data["list_source"] == "created"
     assert flagsmith.names[list_id] == "[Amplitude] Power users: c1"
-    assert flagsmith.members[list_id] == set(first)
-    second = first[700:] + [f"new-{n}" for n in range(500)]
-    write_ids(snapshot, second)
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
-    delta = json.loads(result.stdout)["cohorts"][0]
+    assert flagsmith.members[list_id] == set(syncs.first)
+    delta = syncs.sync(syncs.second)
     assert (delta["added"], delta["removed"], delta["list_created"]) == (500, 700, False)
-    assert flagsmith.members[list_id] == set(second)
+    assert flagsmith.members[list_id] == set(syncs.second)
 
 
 def test_broken_receivers_fail_the_right_cases(cli: RunCli, receiver: Receiver) -> None:

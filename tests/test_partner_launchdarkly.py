@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
-from tests.partners.fixtures import Receiver, write_ids
+from tests.partners.fixtures import Receiver, TwoSyncs, write_ids
 from tests.partners.launchdarkly import PATH, LaunchDarkly
 
 ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
@@ -53,24 +53,17 @@ def test_sync_20000_users_then_a_delta_ends_exact(
 ) -> None:
     ld = LaunchDarkly(PARTNER_KEY, ENVIRONMENT)
     server = receiver(ld.app)
-    first = [f"user-{n}" for n in range(20_000)]
-    snapshot = write_ids(tmp_path / "cohort.txt", first)
     args = (
-        "sync", str(snapshot), "--destination", "launchdarkly", "--url", server.url + PATH,
-        "--var", f"environment_id={ENVIRONMENT}", "--cohort-name", "Power users \"β\"",
-        "--cohort-id", "c1", "--state", str(tmp_path / "s.db"), "--output", "json",
+        "--destination", "launchdarkly", "--url", server.url + PATH,
+        "--var", f"environment_id={ENVIRONMENT}",
     )  # fmt: skip
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
-    assert ld.segments["c1"] == set(first)
+    syncs = TwoSyncs(cli, tmp_path, args, ENV, cohort_name='Power users "β"')
+    syncs.sync(syncs.first)
+    assert ld.segments["c1"] == set(syncs.first)
     assert ld.names["c1"] == 'Power users "β"'  # the name as is, not slugified
-    second = first[700:] + [f"new-{n}" for n in range(500)]
-    write_ids(snapshot, second)
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
-    delta = json.loads(result.stdout)["cohorts"][0]
+    delta = syncs.sync(syncs.second)
     assert (delta["added"], delta["removed"]) == (500, 700)
-    assert ld.segments["c1"] == set(second)
+    assert ld.segments["c1"] == set(syncs.second)
 
 
 def test_x_ratelimit_reset_is_honoured(cli: RunCli, receiver: Receiver, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
-from tests.partners.fixtures import Receiver, write_ids
+from tests.partners.fixtures import Receiver, TwoSyncs
 from tests.partners.segment import BATCH_LIMIT, Segment
 
 ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
@@ -44,25 +44,15 @@ def test_sync_20000_users_then_a_delta_ends_exact_under_500_kb(
     segment = Segment(PARTNER_KEY)
     server = receiver(segment.app)
     pad = "x" * 400  # 1000 identify events of long ids would be over 500 KB
-    first = [f"user-{n}-{pad}" for n in range(20_000)]
-    snapshot = write_ids(tmp_path / "cohort.txt", first)
-    args = (
-        "sync", str(snapshot), "--destination", "segment", "--url", server.url,
-        "--cohort-name", "Power users", "--cohort-id", "c1", "--state", str(tmp_path / "s.db"),
-        "--output", "json",
-    )  # fmt: skip
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
+    args = ("--destination", "segment", "--url", server.url)
+    syncs = TwoSyncs(cli, tmp_path, args, ENV, suffix=f"-{pad}")
+    report = syncs.sync(syncs.first)
     trait = "[Amplitude] Power users (c1)"
-    assert segment.members(trait) == set(first)
+    assert segment.members(trait) == set(syncs.first)
     assert 0 < segment.largest_batch <= BATCH_LIMIT
-    report = json.loads(result.stdout)["cohorts"][0]
     assert report["delivery"]["requests"] > 20  # split to stay under max_body_bytes
-    second = first[700:] + [f"new-{n}-{pad}" for n in range(500)]
-    write_ids(snapshot, second)
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
-    assert segment.members(trait) == set(second)
+    syncs.sync(syncs.second)
+    assert segment.members(trait) == set(syncs.second)
 
 
 def test_broken_receivers_fail_the_right_cases(cli: RunCli, receiver: Receiver) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from cohortctl.partner import destination_files
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
-from tests.partners.fixtures import Receiver, write_ids
+from tests.partners.fixtures import Receiver, TwoSyncs, write_ids
 from tests.partners.statsig import Statsig
 
 ENV = {"COHORTCTL_PARTNER_API_KEY": PARTNER_KEY}
@@ -52,25 +52,15 @@ def test_sync_20000_users_then_a_delta_ends_exact_within_the_rate_limit(
 ) -> None:
     statsig = Statsig(PARTNER_KEY, segments={"seg1": set()})
     server = receiver(statsig.app)
-    first = [f"user-{n}" for n in range(20_000)]
-    snapshot = write_ids(tmp_path / "cohort.txt", first)
-    args = (
-        "sync", str(snapshot), "--destination", "statsig", "--url", server.url,
-        "--list-id", "seg1", "--cohort-name", "Power users", "--cohort-id", "c1",
-        "--state", str(tmp_path / "s.db"), "--output", "json",
-    )  # fmt: skip
-    result = cli(*args, env=ENV)
-    assert result.exit_code == 0, result.output
-    report = json.loads(result.stdout)["cohorts"][0]
+    args = ("--destination", "statsig", "--url", server.url, "--list-id", "seg1")
+    syncs = TwoSyncs(cli, tmp_path, args, ENV)
+    report = syncs.sync(syncs.first)
     assert (report["list_id"], report["list_source"], report["list_created"]) == (
         "seg1", "given", False,
     )  # fmt: skip
-    assert statsig.segments["seg1"] == set(first)
-    second = first[700:] + [f"new-{n}" for n in range(500)]
-    write_ids(snapshot, second)
-    result = cli(*args[:-1], "json", env=ENV)
-    assert result.exit_code == 0, result.output
-    assert statsig.segments["seg1"] == set(second)
+    assert statsig.segments["seg1"] == set(syncs.first)
+    syncs.sync(syncs.second)
+    assert statsig.segments["seg1"] == set(syncs.second)
     assert statsig.throttled == 0 and statsig.requests <= 12
 
 

@@ -27,12 +27,11 @@ from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import request_body, response_text
 from cohortctl.http.outcomes import classify_transport_error
 from cohortctl.http.redact import REDACTED, is_sensitive_header
-from cohortctl.http.text import body_excerpt
 from cohortctl.partner import payloads
 from cohortctl.partner.calls import default_call
 from cohortctl.partner.destination import AuthMode, Destination, with_headers
+from cohortctl.partner.mock import BODY_KEEP
 
-BODY_KEEP = 2000
 # Never resent as recorded: the transport sets them for the new connection and body.
 _HOP_HEADERS = frozenset(
     {
@@ -304,6 +303,8 @@ class Replayer:
         url, body = substitute(request, self.list_ids, destination.base_url)
         shown_url = destination.scrub(url)
         started = self.clock()
+        response: httpx.Response | None = None
+        error: str | None = None
         try:
             response = self.client.request(
                 request.method,
@@ -313,32 +314,24 @@ class Replayer:
                 timeout=destination.timeout,
             )
         except httpx.TransportError as exc:
-            return ReplayResult(
-                index=request.index,
-                call=request.call,
-                method=request.method,
-                url=shown_url,
-                recorded_status=request.recorded_status,
-                status=None,
-                matched=self._matched(request, None),
-                latency_ms=round((self.clock() - started) * 1000, 1),
-                recorded_body=body_excerpt(request.recorded_body, BODY_KEEP),
-                error=classify_transport_error(exc),
-            )
-        latency = (self.clock() - started) * 1000
-        text = response.text
+            error = classify_transport_error(exc)
+        status = response.status_code if response is not None else None
+        text = response.text if response is not None else ""
         result = ReplayResult(
             index=request.index,
             call=request.call,
             method=request.method,
             url=shown_url,
             recorded_status=request.recorded_status,
-            status=response.status_code,
-            matched=self._matched(request, response.status_code),
-            latency_ms=round(latency, 1),
+            status=status,
+            matched=self._matched(request, status),
+            latency_ms=round((self.clock() - started) * 1000, 1),
             body=destination.scrub(text[:BODY_KEEP]),
             recorded_body=request.recorded_body[:BODY_KEEP],
+            error=error,
         )
+        if response is None:
+            return result
         if _is_list_create(request.call, request.method, request.body) and response.is_success:
             self._learn_list_id(request, text, result)
         return result

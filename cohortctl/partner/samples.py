@@ -45,28 +45,25 @@ COMPUTED_TIME = "1692206763"
 
 def webhook_payloads() -> dict[str, Any]:
     """The default Cohort Webhook bodies (spec part C): users entering, a user leaving."""
-    from cohortctl.partner.webhooks.payload import message_id, webhook_body
+    from cohortctl.partner.webhooks.payload import User, message_id, webhook_body
 
+    def body(entering: bool, users: list[User]) -> dict[str, Any]:
+        return webhook_body(
+            SAMPLE_COHORT_NAME,
+            SAMPLE_COHORT_ID,
+            in_cohort=entering,
+            computed_time=COMPUTED_TIME,
+            message_id=message_id(WEBHOOK_UUID, entering=entering, batch=0),
+            users=users,
+        )
+
+    entering: list[User] = [
+        (SAMPLE_USER_IDS[0], {"plan": "pro"}),
+        *((uid, None) for uid in SAMPLE_USER_IDS[1:]),
+    ]
     return {
-        "webhook_enter.json": webhook_body(
-            SAMPLE_COHORT_NAME,
-            SAMPLE_COHORT_ID,
-            in_cohort=True,
-            computed_time=COMPUTED_TIME,
-            message_id=message_id(WEBHOOK_UUID, entering=True, batch=0),
-            users=[
-                (SAMPLE_USER_IDS[0], {"plan": "pro"}),
-                *((uid, None) for uid in SAMPLE_USER_IDS[1:]),
-            ],
-        ),
-        "webhook_exit.json": webhook_body(
-            SAMPLE_COHORT_NAME,
-            SAMPLE_COHORT_ID,
-            in_cohort=False,
-            computed_time=COMPUTED_TIME,
-            message_id=message_id(WEBHOOK_UUID, entering=False, batch=0),
-            users=[(SAMPLE_USER_IDS[0], None)],
-        ),
+        "webhook_enter.json": body(True, entering),
+        "webhook_exit.json": body(False, [(SAMPLE_USER_IDS[0], None)]),
     }
 
 

@@ -206,29 +206,21 @@ class Template:
         in_string = False
         while i < n:
             c = text[i]
-            if in_string:
-                if c == "\\":
-                    out.append(text[i : i + 2])
-                    i += 2
-                    continue
-                if c == '"':
-                    in_string = False
-                elif c == "$":
-                    i = self._variable(text, i, values, out, bare=False)
-                    continue
-                out.append(c)
-                i += 1
+            if in_string and c == "\\":
+                out.append(text[i : i + 2])
+                i += 2
                 continue
-            if c == '"':
+            if c == "$":
+                i = self._variable(text, i, values, out, bare=not in_string)
+                continue
+            if c == '"' and not in_string:
                 whole = _WHOLE_STRING_VARIABLE.match(text, i)
                 if whole and (whole.group(1) or whole.group(2)) == VAR_ITEMS:
                     out.append(self.items_json(values))
                     i = whole.end()
                     continue
-                in_string = True
-            elif c == "$":
-                i = self._variable(text, i, values, out, bare=True)
-                continue
+            if c == '"':
+                in_string = not in_string
             out.append(c)
             i += 1
         return "".join(out)

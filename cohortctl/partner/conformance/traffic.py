@@ -66,27 +66,22 @@ def retry_wait(outcome: Outcome, attempt: int) -> float:
     return min(float(2 ** (attempt - 1)), MAX_RETRY_WAIT_S)
 
 
+@dataclass
 class CheckTraffic:
     """Sends one run's requests to one destination and tracks the test data they leave."""
 
-    def __init__(
-        self,
-        client: httpx.Client,
-        destination: Destination,
-        spec: MockSpec,
-        *,
-        clock: Clock = time.perf_counter,
-        sleep: Sleep = time.sleep,
-    ) -> None:
-        self.client = client
-        self.destination = destination
-        self.spec = spec
-        self.clock = clock
-        self.sleep = sleep
-        self.in_list: set[str] = set()  # users the run's list may hold
-        self.trait_set: set[str] = set()  # users whose trait may be true
-        self.met: list[Outcome] = []  # every answer, for the statuses no classification covers
-        self.pacer = pacer_for(destination.rate_limit)  # not for the burst: it tests throttling
+    client: httpx.Client
+    destination: Destination
+    spec: MockSpec
+    clock: Clock = time.perf_counter
+    sleep: Sleep = time.sleep
+    in_list: set[str] = field(default_factory=set)  # users the run's list may hold
+    trait_set: set[str] = field(default_factory=set)  # users whose trait may be true
+    met: list[Outcome] = field(default_factory=list)  # every answer (for unclassified statuses)
+
+    def __post_init__(self) -> None:
+        # Not for the burst: it tests throttling.
+        self.pacer = pacer_for(self.destination.rate_limit)
 
     def prepare(
         self,
