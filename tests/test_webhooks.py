@@ -353,3 +353,30 @@ def test_every_command_sends_what_amplitude_sends_on_the_wire(
     agents = [request.header("User-Agent") for request in received]
     assert agents[:-1] == ["Amplitude/Webhook/1.0"] * (len(received) - 1)
     assert agents[-1] == "Acme-Hooks/2"
+
+
+def test_a_required_webhook_header_needs_a_value(cli: RunCli) -> None:
+    result = cli("serve", "partner", "--port", "0", "--webhook-header", "X-Hook-Secret:")
+    assert result.exit_code == 2, result.output
+    assert "--webhook-header X-Hook-Secret: no value" in result.output
+
+
+def test_the_rate_limit_and_faults_reach_the_webhook_journal(
+    partner_server_factory: PartnerFactory,
+) -> None:
+    server = partner_server_factory(rate_limit=0.001, clock=lambda: 0.0)
+    url = f"{server.url}/webhook"
+    raw = encode(_body())
+    assert httpx.post(url, content=raw, headers=HEADERS).status_code == 200
+    throttled = httpx.post(url, content=raw, headers=HEADERS)
+    assert throttled.status_code == 429 and int(throttled.headers["Retry-After"]) >= 1
+    failing = partner_server_factory(fail_rate=1.0, fail_status=503)
+    assert httpx.post(f"{failing.url}/webhook", content=raw, headers=HEADERS).status_code == 503
+    for where, status, reason in ((server, 429, "rate limited"),
+                                  (failing, 503, "injected failure 503")):  # fmt: skip
+        last = _journal(where.url)[-1]
+        assert (last["status"], last["reason"]) == (status, reason)
+        assert last["message_id"] == f"{RUN_UUID}::enter::0"
+        assert last["sha256"] == hashlib.sha256(raw).hexdigest()
+    unapplied = httpx.get(f"{failing.url}/_cohortctl/webhooks/cohorts/7khm89cz")
+    assert unapplied.status_code == 404  # a faulted message is not applied

@@ -22,7 +22,6 @@ from cohortctl.cli.serve import (
 )
 from cohortctl.cli.serve import app as serve_app
 from cohortctl.errors import InputError
-from cohortctl.partner.destination import build_headers
 
 FORWARD = "Validating proxy"
 
@@ -251,6 +250,7 @@ def partner(
         raise InputError("--record needs --forward URL (the receiver journals by itself)")
     from cohortctl.servers.partner.app import ReceiverSettings, create_app
     from cohortctl.servers.partner.store import PartnerLog
+    from cohortctl.servers.partner.webhooks import required_headers
 
     rate = parse_rate(rate_limit) if rate_limit is not None else None
     db_shown = str(db) if db is not None else ":memory:"
@@ -288,7 +288,7 @@ def partner(
         webhook_user_agent=None
         if webhook_user_agent.strip().lower() == "any"
         else webhook_user_agent,
-        webhook_headers=build_headers(webhook_header or []),
+        webhook_headers=required_headers(webhook_header or []),
     )
     receiver = create_app(settings)
 

@@ -34,6 +34,8 @@ from typing import Any
 
 from aiohttp import web
 
+from cohortctl.errors import InputError
+from cohortctl.partner.destination import build_headers
 from cohortctl.partner.webhooks.payload import MAX_PROPERTIES, MESSAGE_ID
 from cohortctl.servers.partner.store import (
     COUNT,
@@ -49,6 +51,18 @@ FIELDS = ("cohort_name", "cohort_id", "in_cohort", "computed_time", "message_id"
 JOURNAL_LIMIT = WEBHOOK_JOURNAL_LIMIT
 _JOURNAL_KEYS = ("at", "message_id", "sha256", "bytes", "status", "reason")
 Statement = tuple[str, tuple[Any, ...]]
+
+
+def required_headers(given: Iterable[str]) -> tuple[tuple[str, str], ...]:
+    """The ``--webhook-header NAME:VALUE`` pairs; a value must not be empty (an empty one is
+    most often an unset shell variable, and would have the receiver demand an empty header)."""
+    pairs = build_headers(given)
+    for name, value in pairs:
+        if not value:
+            raise InputError(
+                f"--webhook-header {name}: no value (is the shell variable behind it set?)"
+            )
+    return pairs
 
 
 class WebhookRefused(Exception):
