@@ -108,6 +108,8 @@ def test_check_renders_every_message_through_the_payload_template(
     ]  # fmt: skip
     assert received[1].body == received[0].body  # the same message twice
     assert received[2].body == b"this is not JSON {"
+    assert received[2].header("X-Hook") == HOOK  # the same headers as the good message
+    assert received[2].header("Content-Type") == "application/json"
     assert json.loads(received[3].body)["in"] is False
 
 

@@ -112,3 +112,30 @@ def test_destination_show_of_a_webhook_file(cli: RunCli, tmp_path: Path) -> None
     bare.write_text("name: bare\nmode: webhook\n")
     plain = cli("destination", "show", str(bare))
     assert plain.exit_code == 0 and "give --url" in plain.stdout and "default body" in plain.stdout
+
+
+def test_at_most_50_user_properties_as_amplitude_allows(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    columns = [f"p{i}" for i in range(51)]
+    wide = tmp_path / "wide.csv"
+    wide.write_text(",".join(["user_id", *columns]) + "\n" + ",".join(["u1", *"x" * 51]) + "\n")
+    hook = ("mock", "webhook", "--url", "http://127.0.0.1:9/w", "--ids", str(wide), "--dry-run")
+    everything = cli(*hook, "--all-properties")
+    assert everything.exit_code == 2 and "Amplitude sends at most 50" in everything.output
+    named = cli(*hook, *[arg for c in columns for arg in ("--property", c)])
+    assert named.exit_code == 2 and "at most 50 user properties" in named.output
+    fifty = cli(*hook, *[arg for c in columns[:50] for arg in ("--property", c)], "-o", "json")
+    assert fifty.exit_code == 0, fifty.output
+    user = json.loads(fifty.stdout)["requests"][0]["body"]["users"][0]
+    assert len(user["user_properties"]) == 50
+    server = partner_server_factory()
+    too_many = {"user_id": "u1", "user_properties": {c: "x" for c in columns}}
+    body = {
+        "cohort_name": "n", "cohort_id": "c", "in_cohort": True, "computed_time": "1",
+        "message_id": "9baaa88f-9d46-4ee5-a946-be0c6aea0046::enter::0", "users": [too_many],
+    }  # fmt: skip
+    refused = httpx.post(f"{server.url}/webhook", json=body,
+                         headers={"User-Agent": "Amplitude/Webhook/1.0"})  # fmt: skip
+    assert refused.status_code == 400
+    assert refused.json()["field"] == "users[0].user_properties"
