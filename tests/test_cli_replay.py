@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import xml.etree.ElementTree as ET
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,8 @@ import pytest
 from cohortctl.http.har import HarWriter
 from cohortctl.http.observe import Exchange
 from cohortctl.partner import payloads
-from cohortctl.partner.destination import AuthMode
+from cohortctl.partner.destination import AuthMode, Destination
+from cohortctl.partner.replay import RecordedRequest, Replayer
 from cohortctl.servers.runner import BackgroundServer
 from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
@@ -191,3 +193,43 @@ def test_new_list_ids_go_into_paths_and_list_naming_body_values() -> None:
         "userIds": ["2", "u"],
         "flag": True,
     }  # fmt: skip  (user ids are never touched)
+
+
+def _recorded(index: int, path: str, body: dict[str, Any] | None) -> RecordedRequest:
+    return RecordedRequest(
+        index=index, method="POST", url=f"http://r.test{path}", relative=path, headers=(),
+        body=b"" if body is None else json.dumps(body).encode(), call=None,
+        recorded_status=200, recorded_body="", auth=AuthMode.none,
+    )  # fmt: skip
+
+
+def test_workers_keep_the_order_of_requests_that_touch_the_same_user() -> None:
+    """Within a wave (between list-creates), a request waits for every earlier one sharing a
+    value with it; list ids, ``context`` and ``type`` do not count; no body waits for all."""
+    context = {"context": {"integration": {"name": "Amplitude Cohort Sync"}}}
+    wave = [
+        _recorded(1, "/lists/7/add", {"userIds": ["ann", "bob"], "listId": "7", **context}),
+        _recorded(2, "/lists/7/add", {"userIds": ["cat", "dan"], "listId": "7", **context}),
+        _recorded(3, "/lists/7/remove", {"userIds": ["ann"], **context}),
+        _recorded(4, "/identify", {"type": "identify", "userId": "cat", **context}),
+        _recorded(5, "/identify", {"type": "identify", "userId": "eve", **context}),
+        _recorded(6, "/lists/7", None),
+        _recorded(7, "/identify", {"type": "identify", "userId": "fay"}),
+    ]
+    waits: dict[int, set[int]] = {}
+    index_of: dict[int, int] = {}
+
+    class Pool:  # runs each request at once, noting what it was made to wait for
+        def submit(self, fn: Any, request: RecordedRequest, before: list[Future[Any]]) -> Any:
+            waits[request.index] = {index_of[id(f)] for f in before}
+            future: Future[Any] = Future()
+            future.set_result(fn(request, before))
+            index_of[id(future)] = request.index
+            return future
+
+    with httpx.Client() as client:
+        replayer = Replayer(client, Destination("http://r.test", auth=AuthMode.none))
+        replayer.send = lambda request: request.index  # type: ignore[method-assign,assignment,return-value]
+        sent = replayer._send_wave(Pool(), wave)  # type: ignore[arg-type]
+    assert sent == [1, 2, 3, 4, 5, 6, 7]  # type: ignore[comparison-overlap]
+    assert waits == {1: set(), 2: set(), 3: {1}, 4: {2}, 5: set(), 6: {1, 2, 3, 4, 5}, 7: {6}}

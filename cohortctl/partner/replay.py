@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -255,6 +255,31 @@ def _substitute_json(data: Any, ids: Mapping[str, str], key: str | None = None) 
     return data
 
 
+def _touched(body: bytes) -> frozenset[str] | None:
+    """What a request may change, as values to order by: every scalar of its JSON body but
+    the list ids (a list-create already orders those), ``context`` and ``type``. None: it may
+    change anything (no body, or not JSON), so it waits for all before it and all after wait."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    found: set[str] = set()
+
+    def walk(value: Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                if name not in ("context", "type"):
+                    walk(item, name)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, key)
+        elif not isinstance(value, bool | None) and not _list_key(key):  # a string or number
+            found.add(str(value))
+
+    walk(data)
+    return frozenset(found)
+
+
 def substitute(request: RecordedRequest, ids: Mapping[str, str], base: str) -> tuple[str, bytes]:
     """The URL (rebased on ``base``) and body of ``request``, replayed list ids put in."""
     relative = request.relative
@@ -364,10 +389,41 @@ class Replayer:
             wave: list[RecordedRequest] = []
             for request in requests:
                 if _is_list_create(request.call, request.method, request.body):
-                    results += pool.map(self.send, wave)
+                    results += self._send_wave(pool, wave)
                     wave = []
                     results.append(self.send(request))
                 else:
                     wave.append(request)
-            results += pool.map(self.send, wave)
+            results += self._send_wave(pool, wave)
         return results
+
+    def _send_wave(
+        self, pool: ThreadPoolExecutor, wave: Sequence[RecordedRequest]
+    ) -> list[ReplayResult]:
+        """Send ``wave`` from the pool; a request that shares a value with an earlier one (the
+        same user, say: an add then a remove) waits for it, so their order is the recorded one.
+        Waiting never deadlocks: what a request waits for was queued before it."""
+        last: dict[str, Future[ReplayResult]] = {}  # a value -> the latest request holding it
+        futures: list[Future[ReplayResult]] = []
+        barrier: list[Future[ReplayResult]] = []  # the latest request touching everything
+        for request in wave:
+            values = _touched(request.body)
+            if values is None:
+                before = list(futures)
+            else:
+                held = {id(f): f for f in (last.get(v) for v in values) if f is not None}
+                before = barrier + list(held.values())
+            future = pool.submit(self._send_after, request, before)
+            futures.append(future)
+            if values is None:
+                barrier, last = [future], {}
+            else:
+                last.update(dict.fromkeys(values, future))
+        return [future.result() for future in futures]
+
+    def _send_after(
+        self, request: RecordedRequest, before: Sequence[Future[ReplayResult]]
+    ) -> ReplayResult:
+        for earlier in before:
+            earlier.result()
+        return self.send(request)
