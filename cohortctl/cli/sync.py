@@ -23,10 +23,9 @@ from cohortctl.cli.options import (
 from cohortctl.cli.render import OutputFormat
 from cohortctl.cli.sync_options import SyncCohorts, SyncFiles, SyncSending, SyncWebhook
 from cohortctl.cli.sync_render import render_dry_run, run_and_render
-from cohortctl.sync.dry_run import plan_cohort
+from cohortctl.sync.dry_run import plan_cohort, plan_webhook_cohort
 from cohortctl.sync.job import SyncFlags, prepare
 from cohortctl.sync.run import check_state
-from cohortctl.sync.webhook import plan_webhook_cohort
 
 
 @with_bundles
@@ -151,9 +150,8 @@ def sync(
         )
         with wh.webhook_recording(None if files.dry_run else har, spec.destination):
             if files.dry_run:
-                render_dry_run(
-                    [plan_webhook_cohort(spec, c, job.settings) for c in job.cohorts], output
-                )
+                plans = [plan_webhook_cohort(spec, c, job.settings) for c in job.cohorts]
+                render_dry_run(spec.destination, plans, output, as_curl=files.as_curl)
                 return
             run_and_render(
                 spec, spec.destination, job.cohorts, job.settings, period=job.period,
@@ -170,7 +168,8 @@ def sync(
         variables=job.settings.variables,
     )
     if files.dry_run:
-        render_dry_run([plan_cohort(destination, c, job.settings) for c in job.cohorts], output)
+        plans = [plan_cohort(destination, c, job.settings) for c in job.cohorts]
+        render_dry_run(destination, plans, output, as_curl=files.as_curl)
         return
     with dest.partner_recording(har, destination):
         run_and_render(

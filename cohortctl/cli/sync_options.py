@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from cohortctl.cli import webhook_options as wh
+from cohortctl.cli.options import check_as_curl
 from cohortctl.retry import RetryPolicy, named_policy
 from cohortctl.sync.delivery import DEFAULT_WORKERS
 from cohortctl.sync.encoders import DEFAULT_BATCH_SIZE
@@ -91,7 +92,11 @@ LockTimeout = Annotated[str, _option("--lock-timeout", STATE, show_default=True,
     "How long to wait while another sync of the same state file, destination and cohort "
     "runs (10s, 2m, seconds); then exit 3 (busy)."))]  # fmt: skip
 DryRun = Annotated[bool, _flag("--dry-run", STATE,
-    "Print the plan (calls of each kind, first payloads) and send nothing.")]  # fmt: skip
+    "Print the plan, then every request the sync would send (credentials redacted, bodies "
+    "whole), and send nothing; -o json: the plan and the first request of each.")]  # fmt: skip
+AsCurl = Annotated[bool, _flag("--as-curl", STATE,
+    "With --dry-run: each request as a runnable curl command, credentials as $ENV_VAR "
+    "references (COHORTCTL_PARTNER_API_KEY ...), never their values.")]  # fmt: skip
 
 ResendChanged = Annotated[bool, _flag("--resend-changed-properties", wh.PANEL,
     "Webhook mode: also send members whose selected properties changed since the last "
@@ -138,12 +143,16 @@ class SyncSending:
 
 @dataclass(frozen=True)
 class SyncFiles:
-    """``--state``, ``--retry-file``, ``--lock-timeout``, ``--dry-run``."""
+    """``--state``, ``--retry-file``, ``--lock-timeout``, ``--dry-run``, ``--as-curl``."""
 
     state: StateFile = None
     retry_file: RetryFile = None
     lock_timeout: LockTimeout = "0s"
     dry_run: DryRun = False
+    as_curl: AsCurl = False
+
+    def __post_init__(self) -> None:
+        check_as_curl(self.as_curl, self.dry_run)
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,6 @@ through, the summary (a table or ``-o json``) and the dry run."""
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from datetime import datetime
@@ -11,16 +10,24 @@ from typing import Any
 
 from rich.markup import escape
 
-from cohortctl.cli.exchanges import dry_run_block
+from cohortctl.cli.destination_options import curl_credentials
+from cohortctl.cli.exchanges import (
+    EnvRef,
+    curl_command,
+    dry_run_block,
+    env_name_for_header,
+    write_lines,
+)
 from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.durations import format_duration
 from cohortctl.errors import CheckFailed, Interrupted
+from cohortctl.http.har import redact_url
 from cohortctl.partner.destination import Destination
 from cohortctl.partner.webhooks.payload import WebhookDestination
 from cohortctl.sync import settings as phases
 from cohortctl.sync.batches import Batch, DeliveryProgress
-from cohortctl.sync.dry_run import DryRun
+from cohortctl.sync.dry_run import DryRun, PlannedRequest
 from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.results import PHASES, CohortSync, SyncRun
 from cohortctl.sync.schedule import run_schedule, sync_all
@@ -29,6 +36,7 @@ from cohortctl.sync.webhook import WebhookSync
 
 FAILURES_SHOWN = 20
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+LINES_PER_WRITE = 2000  # a dry run is written in pieces as its requests are built
 WIDE = 120  # columns from which the bar also shows requests and req/s
 SHOWN_ALWAYS = (phases.SENDING, phases.REPAIRED)  # the other phases with -v only
 
@@ -248,11 +256,22 @@ def _phases(result: CohortSync) -> str:
     return ", ".join(f"{name} {seconds[f'{name}_s']:.3f}s" for name in PHASES)
 
 
-def render_dry_run(plans: Sequence[DryRun], output: OutputFormat) -> None:
-    if output is OutputFormat.json:
-        print_json({"dry_run": True, "cohorts": [p.to_dict() for p in plans]})
+def render_dry_run(
+    destination: Destination | WebhookDestination,
+    plans: Sequence[DryRun],
+    output: OutputFormat,
+    *,
+    as_curl: bool = False,
+) -> None:
+    """The plan of each cohort, then every request it would send, in the one dry-run format
+    of every command (credentials redacted, bodies whole) or as runnable curl commands
+    (credentials as ``$ENV`` references); written as they are built. ``-o json``: the plans,
+    each with the first request of each kind."""
+    if output is OutputFormat.json and not as_curl:
+        print_json({"ok": True, "dry_run": True, "cohorts": [p.to_dict() for p in plans]})
         return
     lines: list[str] = []
+    shown = 0
     for plan in plans:
         calls = ", ".join(f"{n:,} {call}" for call, n in plan.calls.items()) or "no requests"
         lines += [
@@ -262,19 +281,42 @@ def render_dry_run(plans: Sequence[DryRun], output: OutputFormat) -> None:
             f"# would send: {calls}",
             "",
         ]
-        for number, request in enumerate(plan.first_requests, 1):
-            lines += dry_run_block(
-                number,
-                len(plan.first_requests),
-                f"first {request['call']} ({request['users']:,} users)",
-                request["method"],
-                request["url"],
-                list(request["headers"].items()),
-                request["body"],
-            )
-    sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
-    err.print("dry run: nothing sent")
+        total = plan.request_count
+        for number, request in enumerate(plan.each_request(), 1):
+            lines += _request_lines(destination, request, number, total, as_curl=as_curl)
+            if len(lines) >= LINES_PER_WRITE:
+                write_lines(lines)
+                lines = []
+        shown += total
+    write_lines(lines)
+    err.print(f"dry run: {shown:,} request(s) shown, nothing sent")
+
+
+def _request_lines(
+    destination: Destination | WebhookDestination,
+    request: PlannedRequest,
+    number: int,
+    total: int,
+    *,
+    as_curl: bool,
+) -> list[str]:
+    title = f"{request.call} ({request.users:,} users)"
+    url = destination.scrub(redact_url(request.url))
+    body = destination.scrub(request.body.decode("utf-8", errors="replace"))
+    if not as_curl:
+        headers = destination.redacted_headers(request.headers)
+        return dry_run_block(number, total, title, request.method, url, list(headers.items()), body)
+    user: EnvRef | None = None
+    if isinstance(destination, Destination):
+        user, pairs = curl_credentials(destination, request.headers)
+    else:  # a webhook's custom headers are its only credentials
+        custom = {name.lower() for name, _ in destination.headers}
+        pairs = [
+            (name, EnvRef(f"${env_name_for_header(name)}") if name.lower() in custom else value)
+            for name, value in request.headers.items()
+        ]
+    command = curl_command(request.method, url, pairs, body.encode(), user=user)
+    return [f"# {number}/{total} {title}", command, ""]
 
 
 def run_and_render(

@@ -8,6 +8,7 @@ from typing import Any
 
 from cohortctl.partner import payloads, templates
 from cohortctl.partner.destination import Destination
+from cohortctl.partner.sizing import fitted_batch_size
 from cohortctl.sync.batches import Batch
 from cohortctl.sync.encoders import (
     encode_json,
@@ -85,6 +86,16 @@ class Requests:
         for call, template in self.settings.templates.items():
             template.render(self.values(("sample-user",), list_id or "sample-list", True))
             self.destination.url(call, list_id, self.values(("sample-user",), list_id, True))
+
+    def batch_size(self, entered: Sequence[str], left: Sequence[str], list_id: str | None) -> int:
+        """Users per request: the settings', smaller where the destination caps body bytes."""
+        size = self.settings.users_per_request
+        limit = self.destination.max_body_bytes
+        if limit is not None:
+            enter_call, leave_call = self.settings.calls()
+            for call, ids, member in ((enter_call, entered, True), (leave_call, left, False)):
+                size = fitted_batch_size(self.encoder(call, list_id, member), ids, size, limit)
+        return size
 
     def batches(
         self, plan: PlannedBatches, call: str, list_id: str | None, *, key_prefix: str

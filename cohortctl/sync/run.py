@@ -40,7 +40,6 @@ from cohortctl.ids import read_ids
 from cohortctl.partner import payloads
 from cohortctl.partner.classify import REDIRECTS
 from cohortctl.partner.destination import Destination
-from cohortctl.partner.sizing import fitted_batch_size
 from cohortctl.sync import lock, storage
 from cohortctl.sync.batches import (
     Batch,
@@ -432,12 +431,7 @@ def _deliver_diff(
     list_id: str | None,
 ) -> None:
     clock = PhaseClock(result.phases)
-    size = settings.users_per_request
-    if destination.max_body_bytes is not None:
-        enter_call, leave_call = settings.calls()
-        for call, ids, member in ((enter_call, diff.entered, True), (leave_call, diff.left, False)):
-            encode = requests.encoder(call, list_id, member)
-            size = fitted_batch_size(encode, ids, size, destination.max_body_bytes)
+    size = requests.batch_size(diff.entered, diff.left, list_id)
     enter_plan, leave_plan, run_id = plan_batches(
         state, diff, diff.entered, size, hooks, clock, full=settings.full
     )

@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cohortctl.http.redact import Redactor
-from cohortctl.partner.mock import abbreviate_json
-from cohortctl.partner.webhooks.messages import plan_messages, users_of
 from cohortctl.partner.webhooks.payload import (
     CALL,
     WebhookDestination,
@@ -31,7 +29,6 @@ from cohortctl.partner.webhooks.payload import (
 )
 from cohortctl.sync import lock
 from cohortctl.sync.batches import Batch
-from cohortctl.sync.dry_run import PAYLOAD_KEEP, DryRun, plan_diff_empty
 from cohortctl.sync.encoders import ids_are_plain
 from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.properties import (
@@ -57,7 +54,7 @@ from cohortctl.sync.settings import (
     SyncHooks,
     SyncSettings,
 )
-from cohortctl.sync.state import ADD, PlannedBatches, SyncState, destination_key, plan_diff
+from cohortctl.sync.state import ADD, Diff, PlannedBatches, SyncState, destination_key, plan_diff
 
 ENTER_KEY = "webhook-enter"
 EXIT_KEY = "webhook-exit"
@@ -77,6 +74,32 @@ def cohort_key(destination: WebhookDestination, cohort: CohortSpec) -> str:
     return destination_key(destination.url, "webhook", cohort.id)
 
 
+def message_content(
+    destination: WebhookDestination,
+    cohort: CohortSpec,
+    run: WebhookRun,
+    properties: Mapping[str, Properties] | None,
+    ids: Sequence[str],
+    *,
+    entering: bool,
+    index: int,
+    plain: bool = False,
+) -> bytes:
+    """The bytes of message ``index`` of one direction (``properties`` for entering users)."""
+    head: dict[str, Any] = {
+        "in_cohort": entering,
+        "computed_time": run.computed_time,
+        "message_id": run.message_id(entering=entering, batch=index),
+    }
+    if destination.template is None:
+        return encode_message(
+            cohort.name, cohort.id, **head, user_ids=ids, properties=properties, plain=plain
+        )
+    users = [(uid, properties.get(uid) or None if properties else None) for uid in ids]
+    content, _ = destination.render(webhook_body(cohort.name, cohort.id, **head, users=users))
+    return content
+
+
 def _batches(
     plan: PlannedBatches,
     destination: WebhookDestination,
@@ -90,21 +113,26 @@ def _batches(
     plain = ids_are_plain(plan.user_ids)
     shown = properties if entering else None
     for index, (ids, ref) in enumerate(plan.batches()):
-        head: dict[str, Any] = {
-            "in_cohort": entering,
-            "computed_time": run.computed_time,
-            "message_id": run.message_id(entering=entering, batch=index),
-        }
-        if destination.template is None:
-            content = encode_message(
-                cohort.name, cohort.id, **head, user_ids=ids, properties=shown, plain=plain
-            )
-        else:
-            users = [(uid, shown.get(uid) or None if shown else None) for uid in ids]
-            content, _ = destination.render(
-                webhook_body(cohort.name, cohort.id, **head, users=users)
-            )
+        content = message_content(
+            destination, cohort, run, shown, ids, entering=entering, index=index, plain=plain
+        )
         yield Batch(f"{key}:{index}", "POST", destination.url, content, ids, CALL, ref)
+
+
+def resent_users(
+    webhook: WebhookSync,
+    settings: SyncSettings,
+    diff: Diff,
+    snapshot: Sequence[str],
+    properties: Mapping[str, Properties],
+    state: SyncState,
+) -> list[str]:
+    """With ``--resend-changed-properties``: the staying members whose properties changed."""
+    if not (webhook.resend_changed and webhook.properties.active and not settings.full):
+        return []
+    entered = set(diff.entered)
+    staying = [uid for uid in snapshot if uid not in entered]
+    return changed_users(staying, properties, state.sent_properties())
 
 
 def webhook_delivery_options(
@@ -161,11 +189,7 @@ def _sync(
         len(diff.left),
         diff.unchanged,
     )
-    resent: list[str] = []
-    if webhook.resend_changed and webhook.properties.active and not settings.full:
-        entered = set(diff.entered)
-        staying = [uid for uid in snapshot if uid not in entered]
-        resent = changed_users(staying, properties, state.sent_properties())
+    resent = resent_users(webhook, settings, diff, snapshot, properties, state)
     result.resent = len(resent)
     del snapshot
     size = settings.batch_size
@@ -204,63 +228,3 @@ def locked_all(webhook: WebhookSync, cohorts: Sequence[CohortSpec], settings: Sy
     """The sync lock of every cohort (as :func:`cohortctl.sync.run.locked`)."""
     keys = [(cohort_key(webhook.destination, c), f"{c.name} ({c.id})") for c in cohorts]
     return lock.acquire_all(settings.state_file, keys, timeout=settings.lock_timeout)
-
-
-def plan_webhook_cohort(webhook: WebhookSync, cohort: CohortSpec, settings: SyncSettings) -> DryRun:
-    """What a webhook sync would send (counts, the first message of each direction), sending
-    nothing; a state file that does not exist yet is not created."""
-    destination = webhook.destination
-    read, properties = read_with_properties(cohort.snapshot, cohort.column, webhook.properties)
-    resent: list[str] = []
-    if settings.state_file.exists():
-        with SyncState.open(settings.state_file, cohort_key(destination, cohort)) as state:
-            diff = plan_diff(read.ids, state, full=settings.full)
-            if webhook.resend_changed and webhook.properties.active and not settings.full:
-                entered = set(diff.entered)
-                staying = [uid for uid in read.ids if uid not in entered]
-                resent = changed_users(staying, properties, state.sent_properties())
-    else:
-        diff = plan_diff_empty(read.ids)
-    run = WebhookRun()
-    size = settings.batch_size
-    calls: dict[str, int] = {}
-    first: list[dict[str, Any]] = []
-    for label, ids, entering in (
-        ("webhook (entering)", [*diff.entered, *resent], True),
-        ("webhook (leaving)", diff.left, False),
-    ):
-        if not ids:
-            continue
-        calls[label] = -(-len(ids) // size)
-        messages = plan_messages(
-            destination,
-            cohort.name,
-            cohort.id,
-            users_of(ids[:size], properties if entering else {}),
-            in_cohort=entering,
-            batch_size=size,
-            run=run,
-        )
-        shown = messages[0].shown(destination)
-        first.append(
-            {
-                "call": label,
-                "method": "POST",
-                "url": shown["url"],
-                "headers": shown["headers"],
-                "users": messages[0].users,
-                "body": abbreviate_json(shown["body"], PAYLOAD_KEEP),
-            }
-        )
-    return DryRun(
-        cohort=cohort,
-        mode=settings.mode,
-        state_file=str(settings.state_file),
-        snapshot_users=len(read.ids),
-        entered=len(diff.entered),
-        left=len(diff.left),
-        unchanged=diff.unchanged,
-        list_id=None,
-        calls=calls,
-        first_requests=first,
-    )
