@@ -64,6 +64,38 @@ def test_reconcile_json_and_dry_run(cli, amplitude_server, tmp_path: Path) -> No
     assert amplitude_server.app[STORE_KEY].user_ids(cohort_id) == {"b", "z"}
 
 
+def test_reconcile_dry_run_prints_the_exact_requests_and_as_curl(
+    cli, amplitude_server, tmp_path: Path
+) -> None:
+    cohort_id = make_cohort(cli, amplitude_server, tmp_path, ["a", "b"])
+    wanted = write(tmp_path, "wanted.txt", "b\nz\n")
+    dry = reconcile(cli, amplitude_server, wanted, "--cohort-id", cohort_id, "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    lines = dry.stdout.splitlines()
+    first = lines.index("# 1/2 membership ADD (1 ids)")  # the one format of every dry run
+    assert lines[first + 1] == "> POST /api/3/cohorts/membership HTTP/1.1"
+    assert "> Authorization: Basic ***redacted***" in lines
+    second = lines.index("# 2/2 membership REMOVE (1 ids)")
+    body = json.loads("\n".join(lines[lines.index(">", first) + 1 : second - 1]))
+    assert body["memberships"][0]["ids"] == ["z"] and body["cohort_id"] == cohort_id
+
+    curl = reconcile(cli, amplitude_server, wanted, "--cohort-id", cohort_id, "--dry-run",
+                     "--as-curl")  # fmt: skip
+    assert curl.exit_code == 0, curl.output
+    assert curl.stdout.startswith("# 1/2 membership ADD (1 ids)\ncurl ")
+    assert '--user "$AMPLITUDE_API_KEY:$AMPLITUDE_SECRET_KEY"' in curl.stdout
+    assert curl.stdout.count("curl --silent") == 2 and "to add" not in curl.stdout
+
+    as_json = reconcile(cli, amplitude_server, wanted, "--cohort-id", cohort_id, "--dry-run",
+                        "-o", "json")  # fmt: skip
+    requests = json.loads(as_json.stdout)["requests"]
+    assert [r["call"] for r in requests] == ["membership ADD", "membership REMOVE"]
+    assert requests[1]["body"]["memberships"][0]["ids"] == ["a"]
+    refused = reconcile(cli, amplitude_server, wanted, "--cohort-id", cohort_id, "--as-curl")
+    assert refused.exit_code == 2 and "--as-curl goes with --dry-run" in refused.stderr
+    assert amplitude_server.app[STORE_KEY].user_ids(cohort_id) == {"a", "b"}
+
+
 def test_reconcile_amplitude_ids(cli, amplitude_server, tmp_path: Path) -> None:
     cohort_id = make_cohort(cli, amplitude_server, tmp_path, ["a"])
     wanted = write(tmp_path, "amp.txt", "5\n6\n")

@@ -94,3 +94,25 @@ def test_upload_as_curl_creates_the_cohort(
     done = _run(command, {"AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY})
     assert done.returncode == 0, done.stderr
     assert '"cohortId"' in done.stdout
+
+
+@needs_curl
+def test_mock_webhook_dry_run_shared_format_and_as_curl(
+    cli: RunCli, partner_server: BackgroundServer
+) -> None:
+    url = f"{partner_server.url}/webhook"
+    hook = ["mock", "webhook", "--url", url, "--id", "u1", "--id", "u2", "-H", "X-Hook:s3cr3t"]
+    shown = cli(*hook, "--dry-run")
+    assert shown.exit_code == 0, shown
+    lines = shown.stdout.splitlines()
+    assert lines[:2] == ["# 1/1 webhook, 2 user(s) entering", "> POST /webhook HTTP/1.1"]
+    assert "s3cr3t" not in shown.stdout and '"user_id": "u2"' in shown.stdout
+    result = cli(*hook, "--dry-run", "--as-curl")
+    assert result.exit_code == 0, result
+    [command] = _commands(result.stdout)
+    assert '--header "X-Hook: $COHORTCTL_HEADER_X_HOOK"' in command and "s3cr3t" not in command
+    done = _run(command + " --fail --output /dev/null --write-out '%{http_code}'",
+                {"COHORTCTL_HEADER_X_HOOK": "s3cr3t"})  # fmt: skip
+    assert done.stdout == "200", (command, done.stdout, done.stderr)
+    members = httpx.get(f"{partner_server.url}/_cohortctl/webhooks/cohorts/cohortctl_mock_1")
+    assert members.json()["members"] == ["u1", "u2"]

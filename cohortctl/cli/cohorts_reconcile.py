@@ -19,9 +19,10 @@ from cohortctl.cli.customer_options import (
     StrictIds,
     file_rows,
     load_ids,
+    print_requests,
     progress_bar,
 )
-from cohortctl.cli.options import Output
+from cohortctl.cli.options import AsCurl, Output, check_as_curl
 from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json
 from cohortctl.customer.reconcile import (
     APPLY,
@@ -53,9 +54,10 @@ def reconcile_command(
         typer.Option(
             "--dry-run",
             help="Export the cohort and show what would change (counts, first ids of each "
-            "side); send no membership or upload request. Needs credentials: it reads.",
+            "side) and the exact membership requests; send none. Needs credentials: it reads.",
         ),
     ] = False,
+    as_curl: AsCurl = False,
     export_timeout: Annotated[
         str,
         typer.Option("--export-timeout", help="Give up if the export is not ready after this."),
@@ -72,6 +74,7 @@ def reconcile_command(
     changed during the export nothing is sent; if it changed while the changes were sent,
     the summary says so and the exit code is 1.
     """
+    check_as_curl(as_curl, dry_run)
     cfg, url = amplitude.target()
     wait = parse_duration(export_timeout, option="--export-timeout")
     ids = load_ids(file, column=column, id_type=id_type)
@@ -89,16 +92,23 @@ def reconcile_command(
             export_timeout=wait,
             on_event=on_event,
         )
-    if output is OutputFormat.json:
+    planned = result.describe(url, strict_ids=strict_ids) if dry_run else []
+    if output is OutputFormat.json and not as_curl:
+        shown = {"requests": planned} if dry_run else {}
         print_json(
             {
                 "ok": not result.changed,
                 "summary": result.summary(),
                 "file": dataclasses.asdict(ids.stats),
+                **shown,
             }
         )
-    else:
+    elif not as_curl:
         out.print(key_values([*summary_rows(result), *file_rows(ids)]))
+    if planned and (as_curl or output is not OutputFormat.json):
+        if not as_curl:
+            out.print()
+        print_requests(planned, as_curl=as_curl)
     if dry_run:
         err.print("dry run: the cohort was exported; no membership or upload request was sent")
     if result.changed:

@@ -327,6 +327,14 @@ def print_dry_run(
     if not as_curl:
         out.print(key_values(file_rows(ids), title="ID file"))
         out.print()
+    print_requests(described, as_curl=as_curl)
+    err.print("dry run: nothing was sent")
+
+
+def print_requests(described: list[dict[str, Any]], *, as_curl: bool = False) -> None:
+    """Requests to Amplitude (``Plan.describe``'s shape) in the one dry-run format of every
+    command, or as curl commands reading the keys from ``$AMPLITUDE_API_KEY`` and
+    ``$AMPLITUDE_SECRET_KEY``."""
     lines: list[str] = []
     for request in described:
         title = f"{request['call']} ({_id_count(request['body']):,} ids)"
@@ -350,7 +358,6 @@ def print_dry_run(
                 request["body"],
             )
     write_lines(lines)
-    err.print("dry run: nothing was sent")
 
 
 def _id_count(body: dict[str, Any]) -> int:

@@ -69,9 +69,7 @@ EXAMPLES: dict[str, tuple[str, ...]] = {
     ),
     "state list": ("cohortctl state list",),
     "state show": ("cohortctl state show --url http://127.0.0.1:8080 --cohort-id 7y6y3ij",),
-    "state export": (
-        "cohortctl state export --url http://127.0.0.1:8080 --cohort-id c1 -o m.txt",
-    ),
+    "state export": ("cohortctl state export --url http://127.0.0.1:8080 --cohort-id c1 -o m.txt",),
     "state forget": ("cohortctl state forget --url http://127.0.0.1:8080 --cohort-id 7y6y3ij",),
     "state check": ("cohortctl state check",),
     "check": (

@@ -32,6 +32,7 @@ from cohortctl.customer.api import (
     BY_NAME,
     MAX_COHORT_SIZE,
     MAX_IDS_PER_REQUEST,
+    MEMBERSHIP_PATH,
     REMOVE,
     ExportPoll,
     membership_body,
@@ -46,6 +47,7 @@ from cohortctl.customer.cohorts import (
     find_cohort,
     join_hints,
 )
+from cohortctl.customer.uploading import describe_request
 from cohortctl.errors import CheckFailed, CohortctlError, InputError
 from cohortctl.ids import chunked
 
@@ -82,6 +84,13 @@ class Change:
         """How the request is named in progress and summaries."""
         return f"membership {self.operation}"
 
+    def body(self, cohort_id: str, *, strict_ids: bool = False) -> dict[str, Any]:
+        """The exact JSON body of this membership request."""
+        return membership_body(
+            cohort_id, self.ids, id_type=self.id_type, operation=self.operation,
+            strict_ids=strict_ids,
+        )  # fmt: skip
+
 
 @dataclass
 class ReconcileResult:
@@ -106,6 +115,17 @@ class ReconcileResult:
     size_after: int | None = None
     expected_size: int | None = None
     changed: str | None = None  # why the cohort seems to have changed while reconciling
+    planned: list[Change] = field(default_factory=list, repr=False)  # in the order sent
+
+    def describe(self, base_url: str, *, strict_ids: bool = False) -> list[dict[str, Any]]:
+        """The planned requests as ``--dry-run`` shows them (bodies whole, auth redacted)."""
+        return [
+            describe_request(
+                number, change.call, "POST", base_url, MEMBERSHIP_PATH,
+                change.body(self.cohort_id, strict_ids=strict_ids),
+            )
+            for number, change in enumerate(self.planned, 1)
+        ]  # fmt: skip
 
     @property
     def unchanged(self) -> int:
@@ -288,6 +308,7 @@ def reconcile(
         max_size=max_size,
     )
     result.planned_requests = len(changes)
+    result.planned = changes
     if dry_run:
         return result
     _apply(client, result, changes, strict_ids=strict_ids, emit=emit)
@@ -306,15 +327,8 @@ def _apply(
     emit(ReconcileEvent(APPLY, done=0, total=total))
     size = result.members_exported
     for change in changes:
-        body = membership_body(
-            result.cohort_id,
-            change.ids,
-            id_type=change.id_type,
-            operation=change.operation,
-            strict_ids=strict_ids,
-        )
         try:
-            answer = client.membership(body)
+            answer = client.membership(change.body(result.cohort_id, strict_ids=strict_ids))
         except CohortctlError as error:
             error.hint = join_hints(error.hint, _partial_hint(result, total))
             raise

@@ -151,17 +151,25 @@ class Plan:
         described = []
         for number, step in enumerate(self.steps, 1):
             body = self.body(step, known)
+            shown = body if whole else summarize_body(body, sample=sample)
             described.append(
-                {
-                    "request": number,
-                    "call": step.call,
-                    "method": step.method,
-                    "url": base_url.rstrip("/") + step.path,
-                    "headers": {"Authorization": REDACTED_AUTH, "Content-Type": "application/json"},
-                    "body": body if whole else summarize_body(body, sample=sample),
-                }
+                describe_request(number, step.call, step.method, base_url, step.path, shown)
             )
         return described
+
+
+def describe_request(
+    number: int, call: str, method: str, base_url: str, path: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """One request as a dry run shows it: JSON ``body``, Authorization redacted."""
+    return {
+        "request": number,
+        "call": call,
+        "method": method,
+        "url": base_url.rstrip("/") + path,
+        "headers": {"Authorization": REDACTED_AUTH, "Content-Type": "application/json"},
+        "body": body,
+    }
 
 
 def summarize_body(body: dict[str, Any], *, sample: int = ID_SAMPLE_SIZE) -> dict[str, Any]:
