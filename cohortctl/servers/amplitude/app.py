@@ -55,8 +55,8 @@ from cohortctl.servers.amplitude.validation import (
     bad,
     classify_ids,
     invalid_ids,
-    json_object,
     json_type,
+    request_fields,
     sample,
 )
 from cohortctl.servers.runner import CLIENT_MAX_SIZE, Handler
@@ -211,9 +211,7 @@ class FakeAmplitude:
 
     async def upload(self, request: web.Request) -> web.Response:
         """``POST /api/3/cohorts/upload``: create a cohort or replace one's members."""
-        body = await json_object(request)
-        f = Fields(body)
-        f.unknown(set(self.UPLOAD_FIELDS))
+        f = await request_fields(request, self.UPLOAD_FIELDS)
         name = f.string("name", required=True)
         app_id = f.project_id("app_id", required=True)
         id_type = f.string("id_type", required=True, choices=("BY_AMP_ID", "BY_USER_ID"))
@@ -306,9 +304,7 @@ class FakeAmplitude:
 
     async def membership(self, request: web.Request) -> web.Response:
         """``POST /api/3/cohorts/membership``: ADD or REMOVE members of an existing cohort."""
-        body = await json_object(request)
-        f = Fields(body)
-        f.unknown(set(self.MEMBERSHIP_FIELDS))
+        f = await request_fields(request, self.MEMBERSHIP_FIELDS)
         cohort_id = f.string("cohort_id", required=True)
         count_group = f.string("count_group", required=False)
         skip_invalid = f.boolean("skip_invalid_ids", required=False, default=True)

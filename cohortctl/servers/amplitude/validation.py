@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, NoReturn
 
 from aiohttp import web
@@ -221,6 +221,13 @@ class Fields:
     def check(self) -> None:
         if self.errors:
             bad("; ".join(self.errors), errors=self.errors)
+
+
+async def request_fields(request: web.Request, allowed: Iterable[str]) -> Fields:
+    """The request's JSON object, ready to read field by field; unknown fields noted."""
+    fields = Fields(await json_object(request))
+    fields.unknown(set(allowed))
+    return fields
 
 
 def sample(ids: list[str]) -> list[str]:
