@@ -176,12 +176,10 @@ class FakeAmplitude:
         rejected = in_flight > self.max_concurrent
         try:
             if rejected:
-                raise ApiError(
-                    429,
+                raise ApiError.throttled(
                     f"too many concurrent requests: at most {self.max_concurrent} "
                     "in flight per project",
-                    metadata={"limit": self.max_concurrent},
-                    headers={"Retry-After": "1"},
+                    limit=self.max_concurrent,
                 )
             return await handler(request)
         finally:
@@ -413,12 +411,10 @@ class FakeAmplitude:
             lambda: self.store.exports_polled_at_most(self.export_polls, within=EXPORT_RUNS_FOR)
         )
         if running >= MAX_PARALLEL_EXPORTS:
-            raise ApiError(
-                429,
+            raise ApiError.throttled(
                 f"{running} exports are running: at most {MAX_PARALLEL_EXPORTS} in parallel "
                 "per project",
-                metadata={"limit": MAX_PARALLEL_EXPORTS},
-                headers={"Retry-After": "1"},
+                limit=MAX_PARALLEL_EXPORTS,
             )
         job = await self._run(lambda: self.store.create_export(cohort_id, prop_keys))
         self._export_times.append(self.clock())
@@ -434,12 +430,12 @@ class FakeAmplitude:
             times.popleft()
         if len(times) >= EXPORTS_PER_WINDOW:
             wait = max(1, int(times[0] + EXPORT_WINDOW - now) + 1)
-            raise ApiError(
-                429,
+            raise ApiError.throttled(
                 f"{len(times)} export requests in the last {EXPORT_WINDOW / 60:.0f} minutes: "
                 f"at most {EXPORTS_PER_WINDOW} per project",
-                metadata={"limit": EXPORTS_PER_WINDOW, "window_s": EXPORT_WINDOW},
-                headers={"Retry-After": str(wait)},
+                retry_after=wait,
+                limit=EXPORTS_PER_WINDOW,
+                window_s=EXPORT_WINDOW,
             )
 
     async def _export_job(
@@ -522,12 +518,10 @@ class _CohortChange:
     async def __aenter__(self) -> None:
         busy = self.fake._busy_cohorts
         if self.cohort_id in busy:
-            raise ApiError(
-                429,
+            raise ApiError.throttled(
                 f"another membership change on cohort {self.cohort_id!r} is in progress: "
                 "send changes to one cohort one after the other",
-                metadata={"cohort_id": self.cohort_id},
-                headers={"Retry-After": "1"},
+                cohort_id=self.cohort_id,
             )
         busy.add(self.cohort_id)
         await self.fake.checkpoint()

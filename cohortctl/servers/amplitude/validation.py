@@ -51,6 +51,11 @@ class ApiError(Exception):
         self.metadata = dict(metadata or {})
         self.headers = dict(headers or {})
 
+    @classmethod
+    def throttled(cls, message: str, *, retry_after: int = 1, **metadata: Any) -> ApiError:
+        """A 429 over one of Amplitude's limits, saying when to try again (``Retry-After``)."""
+        return cls(429, message, metadata=metadata, headers={"Retry-After": str(retry_after)})
+
     def response(self) -> web.Response:
         """The JSON error response."""
         body = {
