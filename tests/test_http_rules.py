@@ -80,13 +80,21 @@ def assert_no_credentials(data: bytes) -> None:
 # -- proxies ------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("proxy_scheme", ["http", "https"])
 @pytest.mark.parametrize("with_userinfo", [False, True])
 def test_sync_through_https_proxy_sends_credentials_only_inside_the_tunnel(
-    cli: RunCli, tmp_path: Path, partner_tls: ScriptServer, ca_file: str, with_userinfo: bool
+    cli: RunCli,
+    tmp_path: Path,
+    partner_tls: ScriptServer,
+    ca: trustme.CA,
+    ca_file: str,
+    with_userinfo: bool,
+    proxy_scheme: str,
 ) -> None:
-    with RecordingProxy(upstreams={"partner.test:443": partner_tls.port}) as proxy:
+    proxy_tls = tls_context(ca) if proxy_scheme == "https" else None  # TLS to the proxy too
+    with RecordingProxy(upstreams={"partner.test:443": partner_tls.port}, tls=proxy_tls) as proxy:
         proxy_url = (
-            proxy.url.replace("http://", "http://pxuser:px%20pass@") if with_userinfo else proxy.url
+            proxy.url.replace("://", "://pxuser:px%20pass@", 1) if with_userinfo else proxy.url
         )
         result = cli(
             "sync",
@@ -112,10 +120,13 @@ def test_sync_through_https_proxy_sends_credentials_only_inside_the_tunnel(
     assert all(r.header("Proxy-Authorization") is None for r in partner_tls.received)
 
 
+@pytest.mark.parametrize("proxy_scheme", ["http", "https"])
 def test_mock_through_https_proxy_sends_no_credential_in_the_connect(
-    cli: RunCli, partner_tls: ScriptServer, ca_file: str
+    cli: RunCli, partner_tls: ScriptServer, ca: trustme.CA, ca_file: str, proxy_scheme: str
 ) -> None:
-    with RecordingProxy(upstreams={"partner.test:443": partner_tls.port}) as proxy:
+    proxy_tls = tls_context(ca) if proxy_scheme == "https" else None  # TLS to the proxy too
+    upstreams = {"partner.test:443": partner_tls.port}
+    with RecordingProxy(upstreams=upstreams, tls=proxy_tls) as proxy:
         result = cli(
             "mock",
             "list-create",
@@ -169,7 +180,9 @@ def test_no_proxy_exempts_a_host(cli: RunCli, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("command", ["sync", "mock"])
-def test_a_failing_proxy_is_named_as_the_proxy(cli: RunCli, tmp_path: Path, command: str) -> None:
+def test_a_failing_proxy_is_named_as_the_proxy(
+    cli: RunCli, tmp_path: Path, ca: trustme.CA, command: str
+) -> None:
     with RecordingProxy(refuse_connect=407) as proxy:
         url = proxy.url
         if command == "sync":
@@ -182,6 +195,12 @@ def test_a_failing_proxy_is_named_as_the_proxy(cli: RunCli, tmp_path: Path, comm
     dead = "http://127.0.0.1:9"
     result = cli(*args, "--url", "https://partner.test", env={**KEY_ENV, "HTTPS_PROXY": dead})
     assert result.exit_code == 1 and f"proxy {dead}" in result.output, result.output
+    with RecordingProxy(tls=tls_context(ca)) as untrusted:  # an https:// proxy, CA not given
+        env = {**KEY_ENV, "HTTPS_PROXY": untrusted.url}
+        result = cli(*args, "--url", "https://partner.test", env=env)
+    assert result.exit_code == 1, result.output
+    assert f"proxy {untrusted.url}: TLS handshake failed" in result.output
+    assert "Traceback" not in result.output and untrusted.heads == []
 
 
 # -- redirects ----------------------------------------------------------------------------------
