@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -31,6 +30,7 @@ from cohortctl.servers.runner import BackgroundServer
 from tests.conftest import assert_no_secrets
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
+from tests.partners.fixtures import Receiver
 
 USERS = ("u1", "u2", "u3")
 
@@ -272,17 +272,11 @@ class TemplatedPartner:
         return app
 
 
-@pytest.fixture
-def templated() -> Iterator[tuple[TemplatedPartner, BackgroundServer]]:
-    partner = TemplatedPartner()
-    with BackgroundServer(partner.app) as server:
-        yield partner, server
-
-
 def test_templates_paths_and_list_id_path(
-    templated: tuple[TemplatedPartner, BackgroundServer],
+    receiver: Receiver,
 ) -> None:
-    partner, server = templated
+    partner = TemplatedPartner()
+    server = receiver(partner.app)
     members = Template('{"user_ids": $items, "cohort": "$amplitude_cohort_id"}')
     destination = Destination(
         server.url,

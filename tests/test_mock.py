@@ -21,15 +21,16 @@ from cohortctl.partner.mock import (
     PreparedRequest,
     abbreviate_json,
     call_steps,
+    exchange,
     flow_steps,
     passed,
     plan,
     run,
-    send,
 )
 from cohortctl.partner.templates import Template
 from cohortctl.servers.runner import BackgroundServer
 from tests.credentials import PARTNER_KEY
+from tests.partners.fixtures import Receiver
 
 NAME, COHORT = "Churn risk", "c42"
 
@@ -58,22 +59,16 @@ class Capture:
         return app
 
 
-@pytest.fixture
-def capture() -> Iterator[tuple[Capture, BackgroundServer]]:
-    recorder = Capture()
-    with BackgroundServer(recorder.app) as server:
-        yield recorder, server
-
-
 def fixed_clock() -> Callable[[], float]:
     ticks = iter(range(1000))
     return lambda: float(next(ticks))
 
 
 def test_flow_sends_exactly_what_the_builders_build(
-    capture: tuple[Capture, BackgroundServer],
+    receiver: Receiver,
 ) -> None:
-    recorder, server = capture
+    recorder = Capture()
+    server = receiver(recorder.app)
     ids = ("u1", "u2", "u3")
     spec = MockSpec(cohort_name=NAME, cohort_id=COHORT, ids=ids)
     destination = Destination(server.url, api_key=PARTNER_KEY)
@@ -97,8 +92,9 @@ def test_flow_sends_exactly_what_the_builders_build(
         assert request["headers"]["Authorization"].startswith("Basic ")
 
 
-def test_batches_and_one_identify_per_user(capture: tuple[Capture, BackgroundServer]) -> None:
-    recorder, server = capture
+def test_batches_and_one_identify_per_user(receiver: Receiver) -> None:
+    recorder = Capture()
+    server = receiver(recorder.app)
     spec = MockSpec(ids=tuple(f"u{i}" for i in range(5)), batch_size=2, list_id="L")
     destination = Destination(server.url, auth=AuthMode.none)
     with httpx.Client() as client:
@@ -113,8 +109,9 @@ def test_batches_and_one_identify_per_user(capture: tuple[Capture, BackgroundSer
     ]
 
 
-def test_template_body_is_sent_as_rendered(capture: tuple[Capture, BackgroundServer]) -> None:
-    recorder, server = capture
+def test_template_body_is_sent_as_rendered(receiver: Receiver) -> None:
+    recorder = Capture()
+    server = receiver(recorder.app)
     template = Template('{"user_ids": $items, "cohort": "$amplitude_cohort_name"}')
     spec = MockSpec(
         ids=("a", "b"), cohort_name="Top 10%", list_id="L", templates={"list-add": template}
@@ -187,7 +184,7 @@ def test_send_describes_429_with_retry_after_and_latency() -> None:
     with answering(429, {"error": "slow down"}, {"Retry-After": "7"}) as (client, url):
         destination = Destination(url, api_key=PARTNER_KEY)
         request = plan(destination, call_steps("identify-batch", MockSpec()), MockSpec())[0]
-        outcome = send(client, destination, request, clock=fixed_clock())
+        outcome, _ = exchange(client, destination, request, clock=fixed_clock())
     assert outcome.status == 429
     assert outcome.retry_after == "7"
     assert outcome.meaning == "throttled: rate limited, Retry-After: 7"
@@ -205,7 +202,7 @@ def test_send_scrubs_secrets_echoed_by_the_endpoint() -> None:
 
     request = plan(destination, call_steps("identify", MockSpec()), MockSpec())[0]
     with httpx.Client(transport=httpx.MockTransport(echo)) as client:
-        outcome = send(client, destination, request)
+        outcome, _ = exchange(client, destination, request)
     assert PARTNER_KEY not in outcome.body
     assert request.headers["Authorization"].split()[1] not in outcome.body
 
@@ -233,7 +230,7 @@ def test_transport_errors_are_rows_not_exceptions(exc: Exception, kind: str) -> 
     destination = Destination("http://127.0.0.1:1", auth=AuthMode.none)
     request = plan(destination, call_steps("identify", MockSpec()), MockSpec())[0]
     with raising(exc) as client:
-        outcome = send(client, destination, request)
+        outcome, _ = exchange(client, destination, request)
     assert outcome.status is None
     assert outcome.error == kind
     assert outcome.meaning.startswith(kind)

@@ -86,22 +86,29 @@ def looks_like_html(body: str, content_type: str | None = None) -> bool:
     return head.startswith(("<!doctype html", "<html", "<head", "<body", "<h1", "<title"))
 
 
-def special_meaning(
-    status: int,
-    *,
-    call: str,
-    url: str,
-    body: str = "",
-    location: str | None = None,
-    content_type: str | None = None,
-) -> str | None:
+@dataclass(frozen=True)
+class Reply:
+    """A partner's non-success answer, as much of it as labelling needs."""
+
+    status: int
+    call: str
+    url: str  # the request's URL (a redirect's Location is read against it)
+    body: str = ""
+    location: str | None = None
+    content_type: str | None = None
+
+
+def special_meaning(reply: Reply) -> str | None:
     """A label for the shapes named in the module docstring, or None."""
-    if status in REDIRECTS and location and adds_trailing_slash(location, url):
-        slashed = urlsplit(urljoin(url, location)).path
+    status, location = reply.status, reply.location
+    if status in REDIRECTS and location and adds_trailing_slash(location, reply.url):
+        slashed = urlsplit(urljoin(reply.url, location)).path
         return (
             f"redirect ({status}) to {slashed}: {TRAILING_SLASH_HINT}; "
             "Amplitude does not follow redirects"
         )
-    if status == 404 and (call == "list-create" or looks_like_html(body, content_type)):
+    if status == 404 and (
+        reply.call == "list-create" or looks_like_html(reply.body, reply.content_type)
+    ):
         return NO_SUCH_ROUTE
     return None

@@ -30,7 +30,7 @@ from cohortctl.http.har import redact_url
 from cohortctl.http.redact import Redactor, credential_values, is_sensitive_header
 from cohortctl.http.text import body_excerpt
 from cohortctl.partner import payloads, templates
-from cohortctl.partner.classify import ErrorClass, classify, special_meaning
+from cohortctl.partner.classify import ErrorClass, Reply, classify, special_meaning
 
 PARTNER_REQUEST_TIMEOUT = 10.0
 DEFAULT_LIST_ID_PATH = "listId"
@@ -287,26 +287,15 @@ class Destination:
             return False
         return status in self.success if self.success else 200 <= status < 300
 
-    def meaning(
-        self,
-        status: int,
-        *,
-        call: str,
-        url: str,
-        body: str = "",
-        location: str | None = None,
-        content_type: str | None = None,
-    ) -> str | None:
+    def meaning(self, reply: Reply) -> str | None:
         """The label of a non-success answer: a shape :mod:`cohortctl.partner.classify` names,
         else the destination's classification; None: the spec's status table applies."""
         # A framework's route page or slash redirect is no answer of the partner's API, so it
         # is named before the classifications (which describe what the API answers).
-        special = special_meaning(
-            status, call=call, url=url, body=body, location=location, content_type=content_type
-        )
+        special = special_meaning(reply)
         if special is not None:
             return special
-        entry = classify(self.errors, status, body)
+        entry = classify(self.errors, reply.status, reply.body)
         return entry.label() if entry is not None else None
 
     def classified(self, status: int, body: str = "") -> bool:

@@ -37,6 +37,7 @@ from cohortctl.http.outcomes import (
 from cohortctl.http.redirects import redirect_note
 from cohortctl.http.settings import MAX_HELD
 from cohortctl.partner import payloads, templates
+from cohortctl.partner.classify import Reply
 from cohortctl.partner.destination import Destination
 from cohortctl.partner.pacing import pacer_for
 from cohortctl.partner.templates import Template
@@ -301,26 +302,16 @@ def _check_list_id(destination: Destination, steps: Sequence[Step], spec: MockSp
             raise InputError(f"{step.call} needs a list id: give --list-id ({hint})")
 
 
-def send(
+def exchange(
     client: httpx.Client,
     destination: Destination,
     request: PreparedRequest,
     *,
     expect: int | None = None,
     clock: Clock = time.perf_counter,
-) -> Outcome:
-    """Send one request once and describe what came back (or why nothing did)."""
-    return _exchange(client, destination, request, expect=expect, clock=clock)[0]
-
-
-def _exchange(
-    client: httpx.Client,
-    destination: Destination,
-    request: PreparedRequest,
-    *,
-    expect: int | None,
-    clock: Clock,
 ) -> tuple[Outcome, str]:
+    """Send one request once: what came back (or why nothing did) and the answer's text
+    (empty without an answer), which a list-create's id is read from."""
     shown_url = destination.scrub(redact_url(request.url))
     extra: dict[str, Any] = {"ids": request.ids}
     if request.member is not None:
@@ -394,7 +385,7 @@ def answer_meaning(
     if 200 <= status < 300:
         shown = ", ".join(str(s) for s in destination.success)
         return f"{status} is not a success status of this destination (success: {shown})"
-    special = destination.meaning(
+    reply = Reply(
         status,
         call=request.call,
         url=request.url,
@@ -402,6 +393,7 @@ def answer_meaning(
         location=response.headers.get("Location"),
         content_type=response.headers.get("Content-Type"),
     )
+    special = destination.meaning(reply)
     if special is None:
         if names_unknown_list(status, response.text[:BODY_KEEP]):
             return "unknown list: the partner does not know this list id"
@@ -466,7 +458,7 @@ def run(
                 continue
             if pacer is not None:
                 time.sleep(pacer.reserve())
-            outcome, text = _exchange(client, destination, request, expect=spec.expect, clock=clock)
+            outcome, text = exchange(client, destination, request, expect=spec.expect, clock=clock)
             results.append(outcome)
             if step.call != payloads.LIST_CREATE or destination.no_list_id:
                 continue

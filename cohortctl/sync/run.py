@@ -38,7 +38,7 @@ from cohortctl.http.proxy import proxy_for
 from cohortctl.http.redact import Redactor
 from cohortctl.ids import read_ids
 from cohortctl.partner import payloads
-from cohortctl.partner.classify import REDIRECTS
+from cohortctl.partner.classify import REDIRECTS, Reply
 from cohortctl.partner.destination import Destination
 from cohortctl.sync import lock, storage
 from cohortctl.sync.batches import (
@@ -246,7 +246,7 @@ def _labelled(destination: Destination, failure: BatchFailure) -> BatchFailure:
     """The failure labelled with the destination's error classification (or a named shape)."""
     if not failure.reason.isdigit() or int(failure.reason) in REDIRECTS:
         return failure  # redirects already carry the delivery's note (and its Location)
-    label = destination.meaning(int(failure.reason), call=failure.kind, url="", body=failure.body)
+    label = destination.meaning(Reply(int(failure.reason), failure.kind, "", failure.body))
     return failure if label is None else replace(failure, meaning=label)
 
 

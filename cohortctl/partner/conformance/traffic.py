@@ -102,7 +102,7 @@ class CheckTraffic:
         while True:
             if self.pacer is not None:
                 self.sleep(self.pacer.reserve())
-            outcome = mock.send(self.client, self.destination, request, clock=self.clock)
+            outcome, _ = mock.exchange(self.client, self.destination, request, clock=self.clock)
             if outcome.status != 429 or len(throttled) >= THROTTLE_RETRIES:
                 break
             throttled.append(outcome)
@@ -133,7 +133,7 @@ class CheckTraffic:
         def one(_: int) -> Outcome | None:
             if self.clock() > deadline:
                 return None
-            return mock.send(self.client, self.destination, request, clock=self.clock)
+            return mock.exchange(self.client, self.destination, request, clock=self.clock)[0]
 
         with ThreadPoolExecutor(min(count, BURST_CONCURRENCY), "cohortctl-burst") as pool:
             outcomes = list(pool.map(one, range(count)))
