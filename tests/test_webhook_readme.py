@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from cohortctl.partner.webhooks.freemarker import WebhookTemplate
+
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Cohort Webhooks"
 PORT = "8080"
@@ -105,3 +107,24 @@ def test_every_command_of_the_section_works_as_written(tmp_path: Path) -> None:
     assert state["members"] == ["user_one@example.com", "user_two@example.com"]
     assert state["properties"]["user_one@example.com"] == {"plan": "pro", "seats": "12"}
     assert (tmp_path / "webhook.xml").exists()
+
+
+def test_the_sections_templates_render_as_real_freemarker() -> None:
+    from cohortctl.partner.webhooks.payload import template_input
+    from tests import freemarker_oracle
+    from tests.test_webhook_freemarker import BODY
+
+    reason = freemarker_oracle.missing_reason()
+    if reason is not None:
+        pytest.skip(f"FreeMarker oracle unavailable: {reason}")
+    commands = section_commands((ROOT / "README.md").read_text(encoding="utf-8"))
+    templates = [
+        c.split("\n", 1)[1].rsplit("\n", 1)[0] for c in commands if re.match(r"cat > \S+\.ftl", c)
+    ]
+    assert templates
+    data = template_input(BODY)
+    expected = freemarker_oracle.render_all([(t, data) for t in templates])
+    for template, oracle in zip(templates, expected, strict=True):
+        text, body = WebhookTemplate.parse(template, "README").render(data)
+        assert oracle == {"ok": True, "output": text}
+        assert [u["user_id"] for u in body["users"]] == [u["user_id"] for u in BODY["users"]]

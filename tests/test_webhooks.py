@@ -380,3 +380,19 @@ def test_the_rate_limit_and_faults_reach_the_webhook_journal(
         assert last["sha256"] == hashlib.sha256(raw).hexdigest()
     unapplied = httpx.get(f"{failing.url}/_cohortctl/webhooks/cohorts/7khm89cz")
     assert unapplied.status_code == 404  # a faulted message is not applied
+
+
+def test_headers_of_a_destination_file_and_flags_count_together(
+    cli: RunCli, tmp_path: Path
+) -> None:
+    file = tmp_path / "hook.yaml"
+    file.write_text("name: h\nmode: webhook\nurl: http://127.0.0.1:9/w\n"
+                    "headers: {A: 1, B: 2, C: 3}\n")  # fmt: skip
+    three = [arg for i in range(3) for arg in ("-H", f"X-F{i}:v")]
+    result = cli("mock", "webhook", "--destination", str(file), "--dry-run", *three)
+    assert result.exit_code == 2 and "at most 5 custom headers" in result.output
+    replacing = cli("mock", "webhook", "--destination", str(file), "--dry-run", "-o", "json",
+                    "-H", "A:flag", "-H", "X-New:v")  # fmt: skip
+    assert replacing.exit_code == 0, replacing.output  # a flag replaces the file's header
+    headers = json.loads(replacing.stdout)["requests"][0]["headers"]
+    assert sorted(h for h in headers if h not in HEADERS) == ["A", "B", "C", "X-New"]
