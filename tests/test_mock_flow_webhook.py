@@ -139,3 +139,13 @@ def test_at_most_50_user_properties_as_amplitude_allows(
                          headers={"User-Agent": "Amplitude/Webhook/1.0"})  # fmt: skip
     assert refused.status_code == 400
     assert refused.json()["field"] == "users[0].user_properties"
+
+
+def test_the_table_names_entering_and_leaving(
+    cli: RunCli, partner_server_factory: PartnerFactory
+) -> None:
+    server = partner_server_factory()
+    result = cli("mock", "flow", "--mode", "webhook", "--url", f"{server.url}/webhook",
+                 "--id", "a", "--id", "b", env={"COLUMNS": "200"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "webhook (entering)" in result.stdout and "webhook (leaving)" in result.stdout

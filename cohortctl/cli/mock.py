@@ -149,7 +149,11 @@ class Sending:
 
 def _call_label(outcome: Outcome) -> str:
     member = outcome.extra.get("member")
-    return outcome.call if member is None else f"{outcome.call} ({str(member).lower()})"
+    if member is None:
+        return outcome.call
+    if "message_id" in outcome.extra:  # a webhook message: users entering or leaving
+        return f"{outcome.call} ({'entering' if member else 'leaving'})"
+    return f"{outcome.call} ({str(member).lower()})"
 
 
 def _status_cell(outcome: Outcome) -> Text:
