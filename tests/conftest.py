@@ -7,6 +7,7 @@ environment and fails if any of them appears in stdout or stderr.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -69,6 +70,22 @@ def no_real_waits(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     waits: list[float] = []
     monkeypatch.setattr(customer_options, "sleep", waits.append)
     return waits
+
+
+@pytest.fixture
+def held_port() -> Iterator[socket.socket]:
+    """A loopback socket bound for the whole test and not listening: connections to its port
+    are refused at once, and no other server (of this suite or another) can take the port."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield held
+
+
+@pytest.fixture
+def refused_url(held_port: socket.socket) -> str:
+    """``http://127.0.0.1:PORT`` of :func:`held_port`: nothing answers, every connection is
+    refused."""
+    return f"http://127.0.0.1:{held_port.getsockname()[1]}"
 
 
 def assert_no_secrets(*texts: str) -> None:

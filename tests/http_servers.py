@@ -80,16 +80,22 @@ class Requests:
 
 
 class LoopbackServer:
-    """A listening socket on 127.0.0.1 (port 0) that hands each connection to ``handle`` on its
-    own thread; counts connections. Subclasses write ``handle``; closing stops accepting.
-    With ``tls`` every connection is TLS first (an ``https://`` URL; a failed handshake is
-    dropped before ``handle``)."""
+    """A listening socket on 127.0.0.1 (port 0, or ``sock``, bound already) that hands each
+    connection to ``handle`` on its own thread; counts connections. Subclasses write
+    ``handle``; closing stops accepting. With ``tls`` every connection is TLS first (an
+    ``https://`` URL; a failed handshake is dropped before ``handle``)."""
 
-    def __init__(self, *, tls: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self, *, tls: ssl.SSLContext | None = None, sock: socket.socket | None = None
+    ) -> None:
         self.tls = tls
         self.connections = 0
         self._lock = threading.Lock()
-        self.sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        if sock is None:
+            sock = socket.create_server(("127.0.0.1", 0), backlog=64)
+        else:  # a port the test holds already (bound, refusing connections until now)
+            sock.listen(64)
+        self.sock = sock
         self.port = int(self.sock.getsockname()[1])
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -138,10 +144,11 @@ class ScriptServer(LoopbackServer):
         script: Callable[[int], Sequence[Piece]],
         *,
         tls: ssl.SSLContext | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
         self.script = script
         self.received: list[Received] = []
-        super().__init__(tls=tls)
+        super().__init__(tls=tls, sock=sock)
 
     def handle(self, conn: socket.socket) -> None:
         for request in Requests(conn):

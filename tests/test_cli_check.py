@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -93,11 +92,8 @@ def test_opt_in_cases_run_on_request(cli: RunCli, partner_server_factory: Partne
     assert data["users"] == 2
 
 
-def test_connection_refused_is_a_failed_run_not_a_traceback(cli: RunCli) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    result = cli("check", "--url", url, *SMALL, "--timeout", "2", env=KEY_ENV)
+def test_connection_refused_is_a_failed_run_not_a_traceback(cli: RunCli, refused_url: str) -> None:
+    result = cli("check", "--url", refused_url, *SMALL, "--timeout", "2", env=KEY_ENV)
     assert result.exit_code == 1
     assert "connection refused" in result.stdout
 

@@ -8,7 +8,6 @@ Every command runs here against the embedded servers, as a user would run it.
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ class World:
     partner: BackgroundServer
     tmp: Path
     ids: Path
+    refused: str  # a URL whose connections are refused
 
     def amp(self, *args: str) -> list[str]:
         return [*args, "--base-url", self.amplitude.url]
@@ -65,12 +65,6 @@ class World:
         return ["state", command, "--state", str(self.state()), *where, *extra, "--output", "json"]
 
 
-def _closed_port() -> str:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{probe.getsockname()[1]}"
-
-
 Case = Callable[[World], list[str]]
 CASES: dict[str, tuple[Case, int]] = {
     "upload": (lambda w: w.amp("upload", str(w.ids), "--name", "N", "--app-id", "1", "--owner",
@@ -95,7 +89,7 @@ CASES: dict[str, tuple[Case, int]] = {
                                     "json"], 0),
     "mock identify, refused": (lambda w: ["mock", "identify", "--url", w.partner.url,
                                           "--api-key", "wrong", "-o", "json"], 1),
-    "mock identify, no answer": (lambda w: ["mock", "identify", "--url", _closed_port(), "-o",
+    "mock identify, no answer": (lambda w: ["mock", "identify", "--url", w.refused, "-o",
                                             "json"], 1),
     "mock flow": (lambda w: ["mock", "flow", "--url", w.partner.url, "--mode", "both", "-o",
                              "json"], 0),
@@ -110,7 +104,7 @@ CASES: dict[str, tuple[Case, int]] = {
                                         "webhook", "-o", "json"], 0),
     "replay": (lambda w: ["replay", str(w.har()), "--url", w.partner.url, "-o", "json"], 0),
     "wait": (lambda w: ["wait", "--url", w.partner.url, "-o", "json"], 0),
-    "wait, no answer": (lambda w: ["wait", "--url", _closed_port(), "--timeout", "0.3s", "-o",
+    "wait, no answer": (lambda w: ["wait", "--url", w.refused, "--timeout", "0.3s", "-o",
                                    "json"], 1),
     "sync": (lambda w: ["sync", str(w.ids), "--url", w.partner.url, "--cohort-name", "S",
                         "--cohort-id", "s1", "--state", str(w.tmp / "s.sqlite"), "-o", "json"], 0),
@@ -132,10 +126,11 @@ def world(
     amplitude_server: BackgroundServer,
     partner_server: BackgroundServer,
     tmp_path: Path,
+    refused_url: str,
 ) -> World:
     ids = tmp_path / "ids.txt"
     ids.write_text("".join(f"user-{i}\n" for i in range(40)), encoding="utf-8")
-    return World(cli, amplitude_server, partner_server, tmp_path, ids)
+    return World(cli, amplitude_server, partner_server, tmp_path, ids, refused_url)
 
 
 def _walk(data: Any, path: str = "") -> Iterator[tuple[str, str, Any]]:

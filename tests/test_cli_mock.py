@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -209,11 +208,8 @@ def test_connection_reset(cli: RunCli, partner_server_factory: Any) -> None:
     assert data["results"][0]["error"] == "connection reset"
 
 
-def test_refused_port(cli: RunCli) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    result = cli("mock", "flow", "--url", f"http://127.0.0.1:{port}", env=KEY_ENV)
+def test_refused_port(cli: RunCli, refused_url: str) -> None:
+    result = cli("mock", "flow", "--url", refused_url, env=KEY_ENV)
     assert result.exit_code == 1
     assert "connection refused" in result.stdout
     assert "skipped" in result.stdout  # no list id: the rest of the flow is not sent

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -316,14 +315,9 @@ def test_403_older_error_shape(cli, scripted_server, tmp_path: Path) -> None:
     assert "AMPLITUDE_API_KEY" in result.stderr and len(server.calls) == 1
 
 
-def test_network_error_retried_then_fails(cli, tmp_path: Path) -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+def test_network_error_retried_then_fails(cli, tmp_path: Path, refused_url: str) -> None:
     args = ["upload", str(write_ids(tmp_path, ["a"])), "--name", "N", "--app-id", "1"]
-    result = cli(
-        *args, "--owner", "o@x.io", "--base-url", f"http://127.0.0.1:{port}", "--retries", "2",
-    )  # fmt: skip
+    result = cli(*args, "--owner", "o@x.io", "--base-url", refused_url, "--retries", "2")
     assert result.exit_code == 1
     assert "connection refused after 3 attempts" in result.stderr
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Annotated
 
 import typer
@@ -13,6 +15,10 @@ from cohortctl.config import Config
 from cohortctl.durations import format_duration, json_seconds, parse_duration
 from cohortctl.errors import CheckFailed, ConfigError
 from cohortctl.http.waiting import wait_for
+
+# How the command pauses and reads the time: the seams tests replace to wait in virtual time.
+sleep: Callable[[float], None] = time.sleep
+clock: Callable[[], float] = time.monotonic
 
 
 def wait(
@@ -51,6 +57,8 @@ def wait(
         target,
         timeout=parse_duration(timeout, option="--timeout"),
         interval=parse_duration(interval, option="--interval"),
+        sleep=lambda seconds: sleep(seconds),
+        clock=lambda: clock(),
     )
     if output is OutputFormat.json:
         print_json(
