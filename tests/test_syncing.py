@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from aiohttp import web
 
+from cohortctl.http.fast import Answer
 from cohortctl.partner import payloads
 from cohortctl.partner.destination import AuthMode, Destination
 from cohortctl.partner.templates import Template
@@ -25,11 +27,11 @@ from cohortctl.retry import RetryPolicy
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync.dry_run import plan_cohort
 from cohortctl.sync.plan import CohortSpec
-from cohortctl.sync.results import FAILED, OK, SyncRun
+from cohortctl.sync.results import FAILED, INTERRUPTED, OK, SyncRun
 from cohortctl.sync.run import sync_cohort
 from cohortctl.sync.schedule import run_schedule, sync_all
 from cohortctl.sync.settings import SyncHooks, SyncMode, SyncSettings
-from cohortctl.sync.state import SyncState
+from cohortctl.sync.state import ADD, REMOVE, SyncState, plan_diff
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
 
@@ -438,3 +440,59 @@ def test_schedule_repeats_until_max_runs_with_injected_sleep() -> None:
     assert waits == [3595, 3595]
     assert announced == [4600, 8200]
     assert len(run_schedule(run_once, every=None, sleep=sleep, clock=lambda: now[0])) == 1
+
+
+def test_a_batch_in_flight_at_ctrl_c_does_not_stay_at_the_partner_after_the_next_run(
+    tmp_path: Path, steady: tuple[FlakyPartner, str]
+) -> None:
+    """Ctrl-C while an add's answer is on its way: the partner applied it, the state does not
+    know; the next run must not leave those users at the partner when they left the cohort."""
+    partner, url = steady
+    cohort = cohort_file(tmp_path, users(0, 3000))
+    config = settings(tmp_path, SyncMode.list, batch_size=500, workers=1)
+    cut = CutOffTransport(after_adds=3)
+    first = sync_cohort(destination(url), cohort, config, SyncHooks(transport=cut))
+    assert first.status == INTERRUPTED and first.added == 1000
+    assert len(partner.lists["L1"]) == 1500  # the third add arrived, its answer did not
+
+    write_ids(Path(cohort.snapshot), users(2000, 2600))
+    second = sync_cohort(destination(url), cohort, config)
+    assert second.status == OK
+    assert partner.lists["L1"] == set(users(2000, 2600))
+    with SyncState.open(config.state_file, second.destination) as state:
+        assert sorted(state.members()) == users(2000, 2600)
+
+
+class CutOffTransport:
+    """Sends for real; after the ``after_adds``-th list-add was answered, Ctrl-C (the answer
+    never reaches the sync)."""
+
+    def __init__(self, after_adds: int) -> None:
+        self.after_adds = after_adds
+        self.adds = 0
+
+    async def send(self, method: str, url: str, body: bytes) -> Answer:
+        async with httpx.AsyncClient() as client:
+            response = await client.request(
+                method, url, content=body, headers={"Content-Type": "application/json"}
+            )
+        if url.endswith("/add"):
+            self.adds += 1
+            if self.adds == self.after_adds:
+                raise KeyboardInterrupt
+        return Answer(response.status_code, response.content)
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_stopped_runs_unconfirmed_batches_are_settled_by_the_next_diff(tmp_path: Path) -> None:
+    with SyncState.open(tmp_path / "s.sqlite", "k") as state:
+        state.confirm_added(["a", "b"])
+        # A run planned to remove a and add c, then stopped before either was confirmed.
+        state.plan_batches(REMOVE, ["a"], 10)
+        state.plan_batches(ADD, ["c"], 10)
+        back = plan_diff(["a", "b"], state)  # a stays, c is not in the cohort
+        assert (back.entered, back.left) == (["a"], ["c"])
+        same = plan_diff(["b", "c"], state)  # a left, c is in the cohort
+        assert (same.entered, same.left) == (["c"], ["a"])

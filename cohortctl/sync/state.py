@@ -378,6 +378,20 @@ class SyncState:
             return None
         return int(row[0]), row[1].split("\n")
 
+    def planned_users(self) -> tuple[set[str], set[str]]:
+        """The users of the planned batches still stored, to add and to remove.
+
+        Plans are dropped when a run ends; what is left belongs to a run that was
+        interrupted or killed, whose unconfirmed batches may have reached the destination
+        all the same (a request in flight when it stopped).
+        """
+        adds: set[str] = set()
+        removes: set[str] = set()
+        rows = self._conn.execute("SELECT op, ids FROM planned WHERE dest = ?", (self._dest,))
+        for op, text in rows:
+            (adds if op == ADD else removes).update(text.split("\n"))
+        return adds, removes
+
     def _segments(self) -> Iterator[list[str]]:
         cur = self._conn.execute("SELECT ids FROM segments WHERE dest = ?", (self._dest,))
         for (text,) in cur:
@@ -597,14 +611,27 @@ def plan_diff(snapshot_ids: Sequence[str], state: SyncState, *, full: bool = Fal
     of the snapshot, so memory is the snapshot plus its set, not a second copy of the members.
     """
     state.fold()
+    unsure_added, unsure_removed = state.planned_users()
+    still_held: set[str] = set()  # unsure removes the state still counts as members
     snap = set(snapshot_ids)
     unique = len(snap)
     left: list[str] = []
     for chunk in state._segments():
         left.extend(filterfalse(snap.__contains__, chunk))
+        if unsure_added:
+            unsure_added.difference_update(chunk)  # confirmed: no doubt about these
+        if unsure_removed:
+            still_held.update(filter(unsure_removed.__contains__, chunk))
         if not full:
             # Segments are disjoint, so dropping this chunk cannot change a later verdict.
             snap.difference_update(chunk)
+    if unsure_added or still_held:
+        # A stopped run's unconfirmed batches may have reached the destination all the same:
+        # remove again who may have been added and left the cohort, add again who may have
+        # been removed and is in it. Adds and removes are idempotent.
+        cohort = set(snapshot_ids)
+        left.extend(sorted(uid for uid in unsure_added if uid not in cohort))
+        snap.update(uid for uid in still_held if uid in cohort)
     entered = list(filter(snap.__contains__, snapshot_ids))
     if len(entered) > len(snap):
         entered = list(dict.fromkeys(entered))
