@@ -19,9 +19,10 @@ from cohortctl.errors import Busy, ExitCode
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync import lock
 from cohortctl.sync.state import SyncState, destination_key
+from tests.conftest import RunCli
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory
-from tests.sync_helpers import start_sync, users
+from tests.sync_helpers import COHORT, ENV, start_sync, users
 
 
 def get_json(url: str) -> Any:
@@ -137,15 +138,17 @@ def test_two_syncs_of_one_cohort_at_once_one_exits_busy_then_both_converge(
     # One worker at 100 ms a request: the first run takes 20 s unless interrupted, room
     # enough for the second to start on a loaded machine.
     first = _sync(snapshot, server.url, state, "c7", "--workers", "1")
-    _wait_for_holder(state, server.url, "c7", first.pid)
-    second = _sync(snapshot, server.url, state, "c7")
-    out2, err2 = second.communicate(timeout=120)
-    assert second.returncode == 3, err2
-    assert out2 == ""
-    (line,) = err2.strip().splitlines()
-    assert "busy" in line and f"pid {first.pid}" in line and socket.gethostname() in line
-    if first.poll() is None:
-        first.send_signal(signal.SIGINT)
+    try:
+        _wait_for_holder(state, server.url, "c7", first.pid)
+        second = _sync(snapshot, server.url, state, "c7")
+        out2, err2 = second.communicate(timeout=120)
+        assert second.returncode == 3, err2
+        assert out2 == ""
+        (line,) = err2.strip().splitlines()
+        assert "busy" in line and f"pid {first.pid}" in line and socket.gethostname() in line
+    finally:  # a failed assertion must not leave the first sync running
+        if first.poll() is None:
+            first.send_signal(signal.SIGINT)
     _, err1 = first.communicate(timeout=120)
     assert first.returncode in (0, 130), err1
 
@@ -198,3 +201,61 @@ def test_every_spelling_of_one_state_file_shares_its_locks(tmp_path: Path) -> No
         lock.acquire(link, "k")
     with lock.acquire(tmp_path / "." / "state.sqlite", "k"):
         pass
+
+
+def _plan(tmp_path: Path, url: str) -> Path:
+    for cohort_id, (start, stop) in {"c1": (0, 300), "c2": (1000, 1200)}.items():
+        (tmp_path / f"{cohort_id}.txt").write_text("\n".join(users(start, stop)) + "\n")
+    plan = tmp_path / "plan.yaml"
+    plan.write_text(
+        f'destination: {{url: "{url}"}}\n'
+        "cohorts:\n"
+        "  - {name: One, id: c1, snapshot: c1.txt}\n"
+        "  - {name: Two, id: c2, snapshot: c2.txt}\n",
+        encoding="utf-8",
+    )
+    return plan
+
+
+def test_a_busy_cohort_of_a_plan_is_reported_and_the_others_run(
+    cli: RunCli, tmp_path: Path, partner_server: BackgroundServer
+) -> None:
+    state = tmp_path / "state.sqlite"
+    plan = _plan(tmp_path, partner_server.url)
+    args = ["sync", "--plan", str(plan), "--state", str(state)]
+    with lock.acquire(state, destination_key(partner_server.url, "list", "c1")):
+        result = cli(*args, env=ENV)
+        as_json = cli(*args, "-o", "json", env=ENV)
+    assert result.exit_code == 3, result.output
+    assert "One (c1): busy: another sync of One (c1)" in result.stderr
+    assert "Two (c2)" in result.stdout  # its summary: it ran
+    assert list_members(partner_server.url, _list_id(state, partner_server.url, "c2")) == users(
+        1000, 1200
+    )
+    assert as_json.exit_code == 3
+    data = json.loads(as_json.stdout)
+    assert data["ok"] is False
+    busy, ran = data["cohorts"]
+    assert (busy["result"], busy["ok"], ran["result"]) == ("busy", False, "ok")
+    assert "busy: another sync" in busy["error"] and f"pid {os.getpid()}" in busy["error"]
+    again = cli(*args, env=ENV)  # nobody holds c1 now: it runs, c2 has nothing to send
+    assert again.exit_code == 0, again.output
+
+
+def test_a_busy_sync_in_json_prints_the_json(
+    cli: RunCli, tmp_path: Path, partner_server: BackgroundServer
+) -> None:
+    state = tmp_path / "state.sqlite"
+    snapshot = tmp_path / "c7.txt"
+    snapshot.write_text("u1\n", encoding="utf-8")
+    args = ["sync", str(snapshot), "--url", partner_server.url, *COHORT, "--state", str(state)]
+    with lock.acquire(state, destination_key(partner_server.url, "list", "c7")):
+        result = cli(*args, "-o", "json", env=ENV)
+        plain = cli(*args, env=ENV)
+    assert result.exit_code == 3
+    data = json.loads(result.stdout)
+    assert data["ok"] is False and data["interrupted"] is False
+    (cohort,) = data["cohorts"]
+    assert cohort["result"] == "busy" and cohort["error"].startswith("busy: another sync")
+    assert plain.exit_code == 3 and plain.stdout == ""
+    assert len(plain.stderr.strip().splitlines()) == 1

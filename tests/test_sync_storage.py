@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import sqlite3
@@ -75,6 +76,21 @@ def test_zero_length_file_is_new_state(tmp_path: Path) -> None:
     with SyncState.open(path, "k") as state:
         assert state.member_count() == 0
     assert path.stat().st_size > 0
+
+
+def test_state_check_agrees_with_sync_on_a_zero_length_file(
+    cli: RunCli, tmp_path: Path, partner_server: BackgroundServer
+) -> None:
+    state = tmp_path / "state.sqlite"
+    state.write_bytes(b"")
+    check = cli("state", "check", "--state", str(state))
+    assert check.exit_code == 0, check.output
+    assert "empty" in check.stdout and "new state" in check.stdout
+    as_json = json.loads(cli("state", "check", "--state", str(state), "--output", "json").stdout)
+    assert as_json["ok"] is True and as_json["empty"] is True and as_json["destinations"] == 0
+    assert state.read_bytes() == b""  # looking writes nothing
+    snapshot = write_ids(tmp_path / "c.txt", users(0, 10))
+    assert sync(cli, snapshot, partner_server.url, state).exit_code == 0  # and sync agrees
 
 
 def test_missing_file_is_an_error_when_not_creating(tmp_path: Path) -> None:

@@ -223,6 +223,9 @@ def check(state: StateFile = None, output: OutputLong = OutputFormat.table) -> N
     if output is OutputFormat.json:
         print_json(result.to_dict())
         return
+    if result.empty:
+        out.print(escape(f"ok: {result.path} is empty: new state (the next sync writes it)"))
+        return
     out.print(
         escape(
             f"ok: {result.path} (schema {result.schema_version}, "

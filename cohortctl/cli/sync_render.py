@@ -21,7 +21,7 @@ from cohortctl.cli.exchanges import (
 from cohortctl.cli.progress import Meter, make_bar
 from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json, table
 from cohortctl.durations import format_duration
-from cohortctl.errors import CheckFailed, Interrupted
+from cohortctl.errors import Busy, CheckFailed, Interrupted
 from cohortctl.http.har import redact_url
 from cohortctl.partner.destination import Destination
 from cohortctl.partner.webhooks.payload import WebhookDestination
@@ -29,7 +29,7 @@ from cohortctl.sync import settings as phases
 from cohortctl.sync.batches import Batch, DeliveryProgress
 from cohortctl.sync.dry_run import DryRun, PlannedRequest
 from cohortctl.sync.plan import CohortSpec
-from cohortctl.sync.results import PHASES, CohortSync, SyncRun
+from cohortctl.sync.results import BUSY, PHASES, CohortSync, SyncRun
 from cohortctl.sync.schedule import run_schedule, sync_all
 from cohortctl.sync.settings import PhaseStarted, SyncHooks, SyncSettings
 from cohortctl.sync.webhook import WebhookSync
@@ -150,13 +150,23 @@ def announce_next(when: float) -> None:
 
 
 def raise_unless_ok(runs: Sequence[SyncRun]) -> None:
-    """Exit 130 (through the error map) if the last run was interrupted, 1 if any failed."""
+    """Exit 130 (through the error map) if the last run was interrupted, 1 if a cohort
+    failed, 3 if one was busy (another sync held it; the others ran), else 0."""
     if runs[-1].interrupted:
         raise Interrupted(
             "interrupted: what was confirmed is kept; run the same command to send the rest"
         )
-    if not all(run.ok for run in runs):
+    cohorts = [c for run in runs for c in run.cohorts]
+    if any(not c.ok and c.status != BUSY for c in cohorts):
         raise CheckFailed("the sync did not confirm everything it planned (see the summary)")
+    busy = [c for c in cohorts if c.status == BUSY]
+    if len(busy) == 1 and len(runs[-1].cohorts) == 1:
+        raise Busy(busy[0].error or "busy")
+    if busy:
+        raise Busy(
+            f"busy: {len(busy):,} of {len(cohorts):,} cohort syncs did not run: another sync "
+            "held them (named above); the others ran. Run again, or wait with --lock-timeout"
+        )
 
 
 def render_run(
@@ -176,6 +186,12 @@ def render_run(
         )
         return
     for result in run.cohorts:
+        if result.status == BUSY:
+            if len(run.cohorts) > 1:  # one cohort alone: the exit line says it
+                err.print(
+                    f"{result.cohort.name} ({result.cohort.id}): {result.error}", markup=False
+                )
+            continue
         if quiet:
             r = result.report
             err.print(

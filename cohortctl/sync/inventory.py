@@ -289,6 +289,7 @@ class CheckResult:
     schema_version: int
     destinations: int
     size_bytes: int
+    empty: bool = False  # a zero-length file: new state, as sync takes it
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (``ok`` is always true: a failed check raises)."""
@@ -298,6 +299,7 @@ class CheckResult:
             "schema_version": self.schema_version,
             "destinations": self.destinations,
             "size_bytes": self.size_bytes,
+            "empty": self.empty,
             "error": None,
         }
 
@@ -305,8 +307,11 @@ class CheckResult:
 def check(path: Path) -> CheckResult:
     """Every integrity check of ``path`` (identity, version, ``quick_check``), or StateFileError.
 
-    A missing file fails too: ``state check`` is asked about a file that should exist.
+    A missing file fails too: ``state check`` is asked about a file that should exist. A
+    zero-length file passes as new state (``empty``), as ``sync`` takes it; it is not written.
     """
+    if path.is_file() and path.stat().st_size == 0:
+        return CheckResult(str(path), 0, 0, 0, empty=True)
     conn = storage.connect(path, create=False, quick_check=True, readable=True)
     try:
         (version,) = conn.execute("PRAGMA user_version").fetchone()

@@ -40,7 +40,7 @@ from cohortctl.ids import read_ids
 from cohortctl.partner import payloads
 from cohortctl.partner.classify import REDIRECTS, Reply
 from cohortctl.partner.destination import Destination
-from cohortctl.sync import lock, storage
+from cohortctl.sync import storage
 from cohortctl.sync.batches import (
     Batch,
     BatchFailure,
@@ -106,19 +106,6 @@ def check_state(settings: SyncSettings, *, create: bool = True) -> None:
     if not create and not path.exists():
         return
     storage.connect(path, quick_check=True).close()
-
-
-@contextlib.contextmanager
-def locked(
-    destination: Destination, cohorts: Sequence[CohortSpec], settings: SyncSettings
-) -> Iterator[None]:
-    """Hold the sync lock of every cohort for the ``with`` body; :class:`Busy` if one is taken.
-
-    Waits up to ``settings.lock_timeout`` seconds for each.
-    """
-    keys = [(cohort_key(destination, c, settings), f"{c.name} ({c.id})") for c in cohorts]
-    with lock.acquire_all(settings.state_file, keys, timeout=settings.lock_timeout):
-        yield
 
 
 class PhaseClock:
@@ -296,7 +283,7 @@ def sync_cohort(
     A Ctrl-C during the delivery ends it with status ``interrupted`` (recorded in the state);
     what was confirmed stays confirmed and the next run sends the rest. A state file that
     cannot be written raises :class:`StateFileError` (what was committed before is kept).
-    The caller holds the sync lock (:func:`locked`).
+    The caller holds the sync lock (see :func:`cohortctl.sync.schedule.sync_all`).
     """
     hooks = hooks or SyncHooks()
     started = time.perf_counter()

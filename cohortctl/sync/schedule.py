@@ -8,10 +8,12 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import TYPE_CHECKING
 
+from cohortctl.errors import Busy
 from cohortctl.partner.destination import Destination
+from cohortctl.sync import lock
 from cohortctl.sync.plan import CohortSpec
-from cohortctl.sync.results import INTERRUPTED, CohortSync, SyncRun
-from cohortctl.sync.run import check_state, locked, sync_cohort
+from cohortctl.sync.results import BUSY, INTERRUPTED, CohortSync, SyncRun
+from cohortctl.sync.run import check_state, cohort_key, sync_cohort
 from cohortctl.sync.settings import SyncHooks, SyncSettings
 
 if TYPE_CHECKING:
@@ -34,9 +36,11 @@ def sync_all(
     """Sync each cohort in turn, each with its own requests (as Amplitude does).
 
     ``destination`` is a partner destination, or a :class:`~cohortctl.sync.webhook.WebhookSync`
-    in webhook mode. Stops at a Ctrl-C (the run is marked interrupted); a failed cohort does
-    not stop the next. ``hooks_for`` gives each cohort its hooks (else ``hooks`` for all);
-    ``check``: check the state file first (:func:`check_state`).
+    in webhook mode. Each cohort holds its sync lock while it runs (waiting up to
+    ``settings.lock_timeout``); a cohort another sync holds is skipped with status ``busy``
+    and the lock holder in its error, and the others run. Stops at a Ctrl-C (the run is
+    marked interrupted); a failed cohort does not stop the next. ``hooks_for`` gives each
+    cohort its hooks (else ``hooks`` for all); ``check``: check the state file first.
     """
     from cohortctl.sync import webhook
 
@@ -48,28 +52,42 @@ def sync_all(
     one: Callable[[CohortSpec, SyncHooks | None], CohortSync]
     if isinstance(destination, webhook.WebhookSync):
         spec = destination
-        hold = webhook.locked_all(spec, cohorts, settings)
+
+        def key_of(cohort: CohortSpec) -> str:
+            return webhook.cohort_key(spec.destination, cohort)
 
         def one(cohort: CohortSpec, hooks: SyncHooks | None) -> CohortSync:
             return webhook.sync_webhook_cohort(spec, cohort, settings, hooks, many=many)
     else:
         partner = destination
-        hold = locked(partner, cohorts, settings)
+
+        def key_of(cohort: CohortSpec) -> str:
+            return cohort_key(partner, cohort, settings)
 
         def one(cohort: CohortSpec, hooks: SyncHooks | None) -> CohortSync:
             return sync_cohort(partner, cohort, settings, hooks, many=many)
 
-    with hold:
-        for cohort in cohorts:
+    for cohort in cohorts:
+        key = key_of(cohort)
+        try:
+            held = lock.acquire(
+                settings.state_file,
+                key,
+                timeout=settings.lock_timeout,
+                what=f"{cohort.name} ({cohort.id})",
+            )
+        except Busy as busy:
+            result = CohortSync(cohort, settings.mode, key, status=BUSY, error=busy.message)
+        else:
             context = hooks_for(cohort) if hooks_for is not None else nullcontext(hooks)
-            with context as cohort_hooks:
+            with held, context as cohort_hooks:
                 result = one(cohort, cohort_hooks)
-            run.cohorts.append(result)
-            if on_cohort is not None:
-                on_cohort(result)
-            if result.status == INTERRUPTED:
-                run.interrupted = True
-                break
+        run.cohorts.append(result)
+        if on_cohort is not None:
+            on_cohort(result)
+        if result.status == INTERRUPTED:
+            run.interrupted = True
+            break
     run.duration = time.perf_counter() - started
     return run
 

@@ -27,7 +27,6 @@ from cohortctl.partner.webhooks.payload import (
     encode_message,
     webhook_body,
 )
-from cohortctl.sync import lock
 from cohortctl.sync.batches import Batch
 from cohortctl.sync.encoders import ids_are_plain
 from cohortctl.sync.plan import CohortSpec
@@ -222,9 +221,3 @@ def _sync(
         on_confirmed=remember if webhook.properties.active else None,
         finish=lambda: state.record_properties(sent, dropped),
     )
-
-
-def locked_all(webhook: WebhookSync, cohorts: Sequence[CohortSpec], settings: SyncSettings) -> Any:
-    """The sync lock of every cohort (as :func:`cohortctl.sync.run.locked`)."""
-    keys = [(cohort_key(webhook.destination, c), f"{c.name} ({c.id})") for c in cohorts]
-    return lock.acquire_all(settings.state_file, keys, timeout=settings.lock_timeout)
