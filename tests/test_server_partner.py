@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from cohortctl.partner import payloads
-from cohortctl.servers.partner import store as partner_store
+from cohortctl.servers.partner import database as partner_database
 from cohortctl.servers.partner.app import RECEIVER_KEY, ReceiverSettings, TokenBucket
 from cohortctl.servers.partner.store import PartnerLog, PartnerStore
 from cohortctl.servers.partner.validation import (
@@ -525,7 +525,7 @@ def test_a_restart_reproduces_lists_members_and_traits(
     compact: bool,
 ) -> None:
     if compact:
-        monkeypatch.setattr(partner_store, "COMPACT_AFTER", 1)
+        monkeypatch.setattr(partner_database, "COMPACT_AFTER", 1)
     db = str(tmp_path / "receiver.sqlite")
     first = partner_server_factory(api_key=PARTNER_KEY, db=db)
     list_ids, keys = fill(first)

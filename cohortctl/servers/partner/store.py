@@ -18,6 +18,8 @@ order. A log of :data:`COMPACT_AFTER` rows or more is then compacted into the sn
 Memory grows with the members (roughly 100 bytes per membership, plus the log itself when
 the database is ``":memory:"``): fine for a test receiver, not for a production store.
 
+The SQLite side (schema, log, snapshot, startup folding) is :mod:`.database`.
+
 The journal holds what a person needs to follow a session (time, method, path, status,
 reason, number of users, body size) and never headers or credentials.
 """
@@ -26,109 +28,51 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import time
-from collections import Counter, deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import partial
-from itertools import groupby, islice
-from operator import itemgetter
+from itertools import islice
 from typing import Any, TypeVar
 
+from cohortctl.servers.partner.database import (
+    COUNT,
+    DEFAULT_JOURNAL_LIMIT,
+    JOURNAL_INSERT,
+    LIST_INSERT,
+    OP_INSERT,
+    TABLES,
+    WEBHOOK_COUNTER,
+    WEBHOOK_JOURNAL,
+    WEBHOOK_JOURNAL_LIMIT,
+    WEBHOOK_LOG,
+    CommitGroup,
+    JournalRow,
+    PartnerLog,
+    PartnerState,
+    StoredList,
+)
 from cohortctl.servers.partner.validation import TraitUpdate
 
+# Names the receiver and its webhooks take from here (the SQL lives in ``database``).
+__all__ = [
+    "COUNT",
+    "DEFAULT_JOURNAL_LIMIT",
+    "WEBHOOK_COUNTER",
+    "WEBHOOK_JOURNAL",
+    "WEBHOOK_JOURNAL_LIMIT",
+    "WEBHOOK_LOG",
+    "JournalEntry",
+    "PartnerLog",
+    "PartnerState",
+    "PartnerStore",
+    "StoreError",
+]
+
 T = TypeVar("T")
-
-DEFAULT_JOURNAL_LIMIT = 10_000
-COMPACT_AFTER = 1_000
-_PRUNE_EVERY = 500
-_CHUNK = 100_000  # ids per snapshot row, far below SQLite's 1 GB limit on a value
 _MISSING = object()
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS lists (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    created_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS ops (
-    seq INTEGER PRIMARY KEY,
-    list_id INTEGER,
-    op TEXT NOT NULL,
-    ids TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS snapshot_members (
-    list_id INTEGER NOT NULL,
-    ids TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS snapshot_traits (
-    key TEXT NOT NULL,
-    data TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS journal (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    at REAL NOT NULL,
-    method TEXT NOT NULL,
-    path TEXT NOT NULL,
-    status INTEGER,
-    reason TEXT NOT NULL,
-    user_count INTEGER NOT NULL,
-    body_size INTEGER NOT NULL
-);
-CREATE TABLE IF NOT EXISTS webhook_log (
-    seq INTEGER PRIMARY KEY,
-    message_id TEXT NOT NULL,
-    body BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS webhook_journal (
-    seq INTEGER PRIMARY KEY,
-    at TEXT NOT NULL,
-    message_id TEXT,
-    sha256 TEXT NOT NULL,
-    bytes INTEGER NOT NULL,
-    status INTEGER,
-    reason TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS counters (
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-) WITHOUT ROWID;
-"""
-_TABLES = (
-    "lists", "ops", "snapshot_members", "snapshot_traits", "journal", "counters", "webhook_log",
-    "webhook_journal",
-)  # fmt: skip
-# Each applied Cohort Webhook message, as received: replayed in order at startup.
-WEBHOOK_LOG = "INSERT INTO webhook_log(message_id, body) VALUES (?, ?)"
-# Every webhook attempt (the webhook journal) and the webhook counters, kept like the journal.
-WEBHOOK_JOURNAL = (
-    "INSERT INTO webhook_journal(at, message_id, sha256, bytes, status, reason) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
-)
-WEBHOOK_JOURNAL_LIMIT = 100_000
-WEBHOOK_COUNTER = "webhook:"  # the prefix of the webhook counters in the counters table
-# Earlier versions kept one row per membership and per trait; they are read once, then
-# compacted into the snapshot tables and dropped.
-_LEGACY = {
-    "members": "SELECT list_id, user_id FROM members",
-    "traits": "SELECT key, user_id, value FROM traits",
-}
-
-_NEW_LIST = "INSERT INTO lists(id, name, created_at) VALUES (?, ?, ?)"
-_OP = "INSERT INTO ops(list_id, op, ids) VALUES (?, ?, ?)"
-_JOURNAL = (
-    "INSERT INTO journal(at, method, path, status, reason, user_count, body_size) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?)"
-)
-COUNT = (
-    "INSERT INTO counters(name, value) VALUES (?, ?) "
-    "ON CONFLICT(name) DO UPDATE SET value = value + excluded.value"
-)
-
-JournalRow = tuple[float, str, str, "int | None", str, int, int]
 
 
 @dataclass(frozen=True)
@@ -150,206 +94,7 @@ def _iso(at: float) -> str:
     return datetime.fromtimestamp(at, tz=timezone.utc).isoformat(timespec="milliseconds")
 
 
-@dataclass
-class StoredList:
-    """One list: its name and its members."""
-
-    name: str
-    members: set[str] = field(default_factory=set)
-
-
-@dataclass
-class PartnerState:
-    """Everything the receiver knows, in memory (used from the event loop only)."""
-
-    journal_limit: int = DEFAULT_JOURNAL_LIMIT
-    lists: dict[int, StoredList] = field(default_factory=dict)
-    names: dict[str, int] = field(default_factory=dict)  # name -> the first list of that name
-    traits: dict[str, dict[str, bool]] = field(default_factory=dict)  # key -> user -> value
-    next_list_id: int = 1
-    counters: Counter[str] = field(default_factory=Counter)
-    journal: deque[JournalRow] = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.journal = deque(maxlen=self.journal_limit)
-
-    def apply(self, list_id: int | None, op: str, text: str) -> None:
-        """Replay one row of the log."""
-        if op == "traits":
-            for key, user_id, value in json.loads(text):
-                self.traits.setdefault(key, {})[user_id] = bool(value)
-            return
-        assert list_id is not None
-        members = self.lists[list_id].members
-        if op == "add":
-            members.update(text.split("\n"))
-        else:
-            members.difference_update(text.split("\n"))
-
-
-@dataclass
-class _Group:
-    """The changes committed in one transaction, and how to publish or undo them in memory."""
-
-    statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-    journal_rows: int = 0
-    undo: list[Callable[[], None]] = field(default_factory=list)
-    publish: list[Callable[[], None]] = field(default_factory=list)
-
-
-class PartnerLog:
-    """The SQLite side (``":memory:"`` or a file path): the log, the snapshot, the journal.
-
-    Not thread-safe by design: create it, and call every method, from one thread.
-    """
-
-    def __init__(self, db: str = ":memory:", *, journal_limit: int = DEFAULT_JOURNAL_LIMIT):
-        self.db = db
-        self.journal_limit = max(1, journal_limit)
-        self._journaled = 0
-        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
-        try:
-            if db == ":memory:" or db.startswith("file::memory:"):
-                # Nothing to recover after a crash, and without a rollback journal SQLite does
-                # not copy every page it touches (a failed write is rolled back in memory).
-                conn.execute("PRAGMA journal_mode=MEMORY")
-            else:
-                # Committed means handed to the OS: it survives the receiver, not the machine.
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=OFF")
-            conn.executescript(_SCHEMA)
-        except sqlite3.Error:
-            conn.close()
-            raise
-        self._conn = conn
-
-    def close(self) -> None:
-        """Close the connection (a file database keeps everything committed)."""
-        self._conn.close()
-
-    def write(self, group: _Group) -> None:
-        """Write one group of changes in one transaction; nothing of it stays if it fails."""
-        conn = self._conn
-        conn.execute("BEGIN")
-        try:
-            for sql, same in groupby(group.statements, key=itemgetter(0)):
-                conn.executemany(sql, [params for _, params in same])
-            if group.counts:
-                conn.executemany(COUNT, group.counts.items())
-            self._journaled += group.journal_rows
-            if self._journaled >= _PRUNE_EVERY:
-                self._journaled = 0
-                conn.execute(
-                    "DELETE FROM journal WHERE id <= (SELECT max(id) FROM journal) - ?",
-                    (self.journal_limit,),
-                )
-                conn.execute(
-                    "DELETE FROM webhook_journal "
-                    "WHERE seq <= (SELECT max(seq) FROM webhook_journal) - ?",
-                    (WEBHOOK_JOURNAL_LIMIT,),
-                )
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-    def webhook_bodies(self) -> list[bytes]:
-        """The applied webhook messages, in the order they were applied."""
-        rows = self._conn.execute("SELECT body FROM webhook_log ORDER BY seq")
-        return [bytes(body) for (body,) in rows]
-
-    def webhook_history(self) -> tuple[list[tuple[Any, ...]], dict[str, int]]:
-        """The webhook journal (oldest first, at most :data:`WEBHOOK_JOURNAL_LIMIT` rows:
-        at, message_id, sha256, bytes, status, reason) and the webhook counters."""
-        rows = self._conn.execute(
-            "SELECT at, message_id, sha256, bytes, status, reason FROM webhook_journal "
-            "ORDER BY seq DESC LIMIT ?",
-            (WEBHOOK_JOURNAL_LIMIT,),
-        ).fetchall()
-        counters = self._conn.execute(
-            "SELECT name, value FROM counters WHERE substr(name, 1, ?) = ?",
-            (len(WEBHOOK_COUNTER), WEBHOOK_COUNTER),
-        )
-        return rows[::-1], {name[len(WEBHOOK_COUNTER) :]: value for name, value in counters}
-
-    def load(self) -> PartnerState:
-        """The state the database holds: snapshot, then the log folded in order.
-
-        A long log (or tables of an earlier version) is compacted into the snapshot.
-        """
-        conn = self._conn
-        state = PartnerState(self.journal_limit)
-        for list_id, name in conn.execute("SELECT id, name FROM lists ORDER BY id"):
-            state.lists[list_id] = StoredList(name)
-            state.names.setdefault(name, list_id)
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'lists'").fetchone()
-        state.next_list_id = max([0, row[0] if row else 0, *state.lists]) + 1
-        legacy = [
-            name
-            for (name,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
-            if name in _LEGACY
-        ]
-        if "members" in legacy:
-            for list_id, user_id in conn.execute(_LEGACY["members"]):
-                if list_id in state.lists:
-                    state.lists[list_id].members.add(user_id)
-        if "traits" in legacy:
-            for key, user_id, value in conn.execute(_LEGACY["traits"]):
-                state.traits.setdefault(key, {})[user_id] = bool(value)
-        for list_id, text in conn.execute("SELECT list_id, ids FROM snapshot_members"):
-            state.lists[list_id].members.update(text.split("\n"))
-        for key, data in conn.execute("SELECT key, data FROM snapshot_traits"):
-            state.traits.setdefault(key, {}).update(json.loads(data))
-        replayed = 0
-        for list_id, op, text in conn.execute("SELECT list_id, op, ids FROM ops ORDER BY seq"):
-            state.apply(list_id, op, text)
-            replayed += 1
-        state.counters.update(dict(conn.execute("SELECT name, value FROM counters")))
-        rows = conn.execute(
-            "SELECT at, method, path, status, reason, user_count, body_size FROM journal "
-            "ORDER BY id DESC LIMIT ?",
-            (self.journal_limit,),
-        ).fetchall()
-        state.journal.extend(reversed(rows))
-        if legacy or replayed >= COMPACT_AFTER:
-            self.compact(state, drop=legacy)
-        return state
-
-    def compact(self, state: PartnerState, *, drop: Iterable[str] = ()) -> None:
-        """Replace the snapshot by ``state`` and empty the log, in one transaction."""
-        conn = self._conn
-        conn.execute("BEGIN")
-        try:
-            conn.execute("DELETE FROM snapshot_members")
-            conn.execute("DELETE FROM snapshot_traits")
-            for list_id, stored in state.lists.items():
-                ids = list(stored.members)
-                conn.executemany(
-                    "INSERT INTO snapshot_members(list_id, ids) VALUES (?, ?)",
-                    [(list_id, "\n".join(ids[i : i + _CHUNK])) for i in range(0, len(ids), _CHUNK)],
-                )
-            for key, users in state.traits.items():
-                items = list(users.items())
-                conn.executemany(
-                    "INSERT INTO snapshot_traits(key, data) VALUES (?, ?)",
-                    [
-                        (key, json.dumps(dict(items[i : i + _CHUNK])))
-                        for i in range(0, len(items), _CHUNK)
-                    ],
-                )
-            conn.execute("DELETE FROM ops")
-            for table in drop:
-                conn.execute(f"DROP TABLE {table}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
-
-
-Change = Callable[[_Group], Any]
+Change = Callable[[CommitGroup], Any]
 
 
 class PartnerStore:
@@ -420,7 +165,7 @@ class PartnerStore:
         try:
             while self._queue:
                 queued, self._queue = self._queue, []
-                group = _Group()
+                group = CommitGroup()
                 results: list[tuple[asyncio.Future[Any], Any]] = []
                 self._uncommitted = True
                 for change, future in queued:
@@ -456,7 +201,9 @@ class PartnerStore:
             self._uncommitted = False
             self._committer = None
 
-    def _journal(self, group: _Group, entry: JournalEntry, status: int | None, reason: str) -> None:
+    def _journal(
+        self, group: CommitGroup, entry: JournalEntry, status: int | None, reason: str
+    ) -> None:
         row: JournalRow = (
             entry.at or time.time(),
             entry.method,
@@ -466,7 +213,7 @@ class PartnerStore:
             entry.users,
             entry.body_size,
         )
-        group.statements.append((_JOURNAL, row))
+        group.statements.append((JOURNAL_INSERT, row))
         group.journal_rows += 1
         group.counts["requests"] += 1
         group.counts[f"status:{status if status is not None else 'reset'}"] += 1
@@ -486,7 +233,7 @@ class PartnerStore:
         """Journal a request that changed nothing here (rejected, faulted, throttled), or
         whose change is kept elsewhere in memory and persisted by ``statements``."""
 
-        def change(group: _Group) -> None:
+        def change(group: CommitGroup) -> None:
             group.statements.extend(statements)
             self._journal(group, entry, status, reason)
 
@@ -509,7 +256,7 @@ class PartnerStore:
         running a first sync twice does not leave an orphan list behind.
         """
 
-        def change(group: _Group) -> tuple[int, bool]:
+        def change(group: CommitGroup) -> tuple[int, bool]:
             state = self._state
             existing = state.names.get(name)
             if existing is not None:
@@ -520,7 +267,7 @@ class PartnerStore:
             state.lists[list_id] = StoredList(name)
             state.names[name] = list_id
             group.undo.append(partial(self._forget_list, state, list_id, name))
-            group.statements.append((_NEW_LIST, (list_id, name, time.time())))
+            group.statements.append((LIST_INSERT, (list_id, name, time.time())))
             self._journal(group, entry, 200, "list created")
             return list_id, True
 
@@ -542,7 +289,7 @@ class PartnerStore:
         Nothing is journaled for an unknown list: the caller decides the answer.
         """
 
-        def change(group: _Group) -> tuple[int, int] | None:
+        def change(group: CommitGroup) -> tuple[int, int] | None:
             stored = self._state.lists.get(list_id)
             if stored is None:
                 return None
@@ -557,7 +304,7 @@ class PartnerStore:
                 group.undo.append(partial(members.update, changed))
             if changed:
                 op = "add" if add else "remove"
-                group.statements.append((_OP, (list_id, op, "\n".join(changed))))
+                group.statements.append((OP_INSERT, (list_id, op, "\n".join(changed))))
             self._journal(group, entry, 200, f"{len(changed)} {'added' if add else 'removed'}")
             return len(changed), len(members)
 
@@ -567,7 +314,7 @@ class PartnerStore:
     async def set_traits(self, updates: list[TraitUpdate], entry: JournalEntry) -> int:
         """Store each user's cohort trait (the last value sent wins); the number stored."""
 
-        def change(group: _Group) -> int:
+        def change(group: CommitGroup) -> int:
             traits = self._state.traits
             previous: list[tuple[dict[str, bool], str, object]] = []
             for update in updates:
@@ -576,7 +323,7 @@ class PartnerStore:
                 users[update.user_id] = update.value
             group.undo.append(partial(self._restore_traits, previous))
             text = json.dumps([[u.key, u.user_id, u.value] for u in updates])
-            group.statements.append((_OP, (None, "traits", text)))
+            group.statements.append((OP_INSERT, (None, "traits", text)))
             self._journal(group, entry, 200, f"{len(updates)} trait(s) set")
             return len(updates)
 
@@ -594,12 +341,12 @@ class PartnerStore:
     async def clear(self) -> None:
         """Forget every list, membership, trait, journal entry and counter."""
 
-        def change(group: _Group) -> None:
+        def change(group: CommitGroup) -> None:
             state = self._state
             saved = (state.lists, state.names, state.traits)
             state.lists, state.names, state.traits = {}, {}, {}
             group.undo.append(partial(self._restore_all, state, saved))
-            group.statements.extend((f"DELETE FROM {table}", ()) for table in _TABLES)
+            group.statements.extend((f"DELETE FROM {table}", ()) for table in TABLES)
             group.counts.clear()
             group.publish.append(state.journal.clear)
             group.publish.append(state.counters.clear)
