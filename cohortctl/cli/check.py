@@ -8,13 +8,16 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.text import Text
 
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.bundles import OutputOptions, with_bundles
+from cohortctl.cli.exchanges import status_style
 from cohortctl.cli.options import CaCert, Har, set_user_agent
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.errors import CheckFailed, InputError
+from cohortctl.http.text import terminal_text
 from cohortctl.partner.conformance import checks, reports
 from cohortctl.partner.conformance.run import (
     DEFAULT_BATCH_SIZE,
@@ -125,12 +128,30 @@ Junit = Annotated[
 ]
 
 
+def _actual_cell(case: reports.CaseResult, actual: str) -> Text | str:
+    """What came back, its status coloured on a terminal: 2xx green, 429 and redirects
+    yellow, other failures red (rich leaves colour out without a TTY or with NO_COLOR)."""
+    statuses = [r.get("status") for r in case.requests]
+    if case.status == "skip" or not statuses:
+        return actual
+    status = statuses[-1]
+    shown = str(status) if status is not None else actual.partition(" — ")[0]
+    if not actual.startswith(shown):
+        return Text(terminal_text(actual))
+    return Text.assemble((shown, status_style(status)), terminal_text(actual[len(shown) :]))
+
+
 def _render(run: CheckRun, output: OutputFormat, *, quiet: bool = False) -> None:
     if output is OutputFormat.json:
         print_json(run.to_dict())
     elif not quiet:
         title = f"cohortctl check · run {run.run_id} · {run.target} · mode {run.mode}"
-        rows = reports.case_rows(run.cases)
+        rows = [
+            (name, result, expected, _actual_cell(case, actual))
+            for case, (name, result, expected, actual) in zip(
+                run.cases, reports.case_rows(run.cases), strict=True
+            )
+        ]
         out.print(table(["case", "result", "expected", "actual"], rows, title=escape(title)))
     counts = reports.totals(run.cases)
     summary = (

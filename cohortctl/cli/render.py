@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -64,13 +65,57 @@ def print_json(data: Any) -> None:
 def table(
     columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None
 ) -> Table:
-    """A plain rich table with the given header and rows (values shown with ``str``)."""
-    t = Table(title=title, title_justify="left", show_lines=False)
-    for column in columns:
-        t.add_column(column, overflow="fold")
-    for row in rows:
-        t.add_row(*(_cell(v) for v in row))
+    """A plain rich table with the given header and rows (values shown with ``str``).
+
+    Lines break between words: no column is made narrower than its longest word
+    (``list-create`` never becomes ``list-crea|te`` at 80 columns), the widest columns give
+    way first, and a table that still would not fit the terminal drops its rules and padding
+    (one space between columns). Only the last column (a body, a detail) folds a word
+    longer than the room left.
+    """
+    cells = [[_cell(v) for v in row] for row in rows]
+    texts = [[_plain(c) for c in [column, *(row[n] for row in cells)]] for n, column in
+             enumerate(columns)]  # fmt: skip
+    natural = [max(len(line) for t in col for line in t.split("\n")) for col in texts]
+    least = [max((len(w) for t in col for w in t.split()), default=1) for col in texts]
+    least[-1] = min(least[-1], _LAST_COLUMN_ROOM)
+    boxed = True
+    widths = _fit(natural, least, out.width - 1 - 3 * len(columns))
+    if widths is None:
+        boxed = False
+        widths = _fit(natural, least, out.width - 1 - len(columns)) or least
+    t = Table(
+        title=title,
+        title_justify="left",
+        show_lines=False,
+        box=box.HEAVY_HEAD if boxed else box.SIMPLE_HEAD,
+        padding=(0, 1) if boxed else (0, 0),
+    )
+    for column, width in zip(columns, widths, strict=True):
+        t.add_column(column, overflow="fold", width=width)
+    for row in cells:
+        t.add_row(*row)
     return t
+
+
+_LAST_COLUMN_ROOM = 12
+
+
+def _fit(natural: list[int], least: list[int], room: int) -> list[int] | None:
+    """Column widths within ``room``: the natural ones, the widest cut first but never
+    below ``least``; None when even the least do not fit."""
+    if sum(least) > room:
+        return None
+    widths = list(natural)
+    while sum(widths) > room:
+        cuttable = [n for n, w in enumerate(widths) if w > least[n]]
+        widest = max(cuttable, key=lambda n: widths[n])
+        widths[widest] -= 1
+    return widths
+
+
+def _plain(cell: Text | str) -> str:
+    return cell.plain if isinstance(cell, Text) else Text.from_markup(cell).plain
 
 
 def _cell(value: Any) -> Text | str:
