@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -36,6 +36,7 @@ from cohortctl.http.outcomes import (
 )
 from cohortctl.http.redirects import redirect_note
 from cohortctl.http.settings import MAX_HELD
+from cohortctl.ids import chunked
 from cohortctl.partner import payloads, templates
 from cohortctl.partner.classify import Reply
 from cohortctl.partner.destination import Destination
@@ -137,11 +138,6 @@ def abbreviate_json(data: Any, keep: int) -> Any:
     return data
 
 
-def _chunks(ids: Sequence[str], size: int) -> Iterator[tuple[str, ...]]:
-    for start in range(0, len(ids), size):
-        yield tuple(ids[start : start + size])
-
-
 def call_steps(call: str, spec: MockSpec) -> list[Step]:
     """The single step of ``mock CALL``: every id, the ``--member`` value."""
     if call not in payloads.CALLS:
@@ -204,7 +200,7 @@ def prepare(
     elif step.call == payloads.IDENTIFY:
         groups = [(uid,) for uid in step.ids]
     else:
-        groups = list(_chunks(step.ids, spec.batch_size))
+        groups = [tuple(batch) for batch in chunked(step.ids, spec.batch_size)]
     requests: list[PreparedRequest] = []
     for ids in groups:
         requests += _fitted(destination, step, spec, list_id, ids)
