@@ -35,8 +35,8 @@ def ids_are_plain(user_ids: Sequence[str], block: int = 65536) -> bool:
 
     Such ids encode as themselves, so encoders built with ``plain=True`` skip every check.
     """
-    for start in range(0, len(user_ids), block):
-        raw = "".join(user_ids[start : start + block]).encode("utf-8", "surrogatepass")
+    for part in chunked(user_ids, block):
+        raw = "".join(part).encode("utf-8", "surrogatepass")
         if len(raw.translate(None, _SPECIAL)) != len(raw):
             return False
     return True

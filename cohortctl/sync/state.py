@@ -40,6 +40,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from cohortctl.errors import InputError
+from cohortctl.ids import chunked, spans
 from cohortctl.sync import storage
 
 SEGMENT_SIZE = 100_000
@@ -281,8 +282,8 @@ class SyncState:
         per_part = max(1, SEGMENT_SIZE // batch_size) * batch_size
         parts: list[tuple[int, int, int]] = []
         with _transaction(self._conn):
-            for start in range(0, len(user_ids), per_part):
-                chunk = user_ids[start : start + per_part]
+            for start, end in spans(len(user_ids), per_part):
+                chunk = user_ids[start:end]
                 cur = self._conn.execute(
                     "INSERT INTO planned(dest, op, batch_size, n, ids) VALUES (?, ?, ?, ?, ?)",
                     (self._dest, op, batch_size, len(chunk), _join_ids(chunk)),
@@ -353,12 +354,7 @@ class SyncState:
             added = [uid for uid, member in net.items() if member]
             conn.executemany(
                 "INSERT INTO segments(dest, n, ids) VALUES (?, ?, ?)",
-                (
-                    (self._dest, len(part), "\n".join(part))
-                    for part in (
-                        added[i : i + SEGMENT_SIZE] for i in range(0, len(added), SEGMENT_SIZE)
-                    )
-                ),
+                ((self._dest, len(part), "\n".join(part)) for part in chunked(added, SEGMENT_SIZE)),
             )
             conn.execute("DELETE FROM journal WHERE dest = ? AND seq <= ?", (self._dest, last_seq))
 
