@@ -33,12 +33,17 @@ def _blocks(stdout: str) -> list[str]:
     return ["# " + b for b in stdout.split("\n# ") if b.split(" ", 1)[0].count("/") == 1]
 
 
+def _sync_args(tmp_path: Path, url: str, count: int) -> tuple[Path, Path, list[str]]:
+    """A state file, a snapshot of ``count`` users, and the sync command line of both."""
+    state = tmp_path / "state.sqlite"
+    snapshot = write_ids(tmp_path / "cohort.txt", users(0, count))
+    return state, snapshot, ["sync", str(snapshot), "--url", url, *COHORT, "--state", str(state)]
+
+
 def test_every_request_is_shown_whole_in_the_shared_format(
     cli: RunCli, tmp_path: Path, partner_server: BackgroundServer
 ) -> None:
-    state = tmp_path / "state.sqlite"
-    snapshot = write_ids(tmp_path / "cohort.txt", users(0, 2500))
-    args = ["sync", str(snapshot), "--url", partner_server.url, *COHORT, "--state", str(state)]
+    state, snapshot, args = _sync_args(tmp_path, partner_server.url, 2500)
     result = cli(*args, "--dry-run")
     assert result.exit_code == 0, result.output
     blocks = _blocks(result.stdout)
@@ -116,9 +121,7 @@ def _run_all(commands: list[str], env: dict[str, str]) -> None:
 def test_as_curl_prints_commands_that_bring_the_receiver_to_the_snapshot(
     cli: RunCli, tmp_path: Path, partner_server: BackgroundServer
 ) -> None:
-    state = tmp_path / "state.sqlite"
-    snapshot = write_ids(tmp_path / "cohort.txt", users(0, 300))
-    args = ["sync", str(snapshot), "--url", partner_server.url, *COHORT, "--state", str(state)]
+    _, snapshot, args = _sync_args(tmp_path, partner_server.url, 300)
     assert cli(*args, env=ENV).exit_code == 0
     write_ids(snapshot, users(100, 450))
     result = cli(*args, "--dry-run", "--as-curl", "--batch-size", "100", env=ENV)
