@@ -26,10 +26,14 @@ class DownloadResult:
     rows: int
     members_written: int
     skipped_without_id: int
-    ids_only: bool
-    id_column: str | None
+    id_column: str | None  # the one column kept (``--ids-only``), None: the whole CSV
     polls: int
     answers: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ids_only(self) -> bool:
+        """True when one id column was kept instead of the whole CSV."""
+        return self.id_column is not None
 
 
 def download_cohort(
@@ -129,7 +133,6 @@ def _finish_download(
         rows=rows,
         members_written=written,
         skipped_without_id=skipped,
-        ids_only=ids_only,
         id_column=column,
         polls=len(polls),
         answers={"request": started.raw, "status": status.raw},
