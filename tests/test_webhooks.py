@@ -396,3 +396,16 @@ def test_headers_of_a_destination_file_and_flags_count_together(
     assert replacing.exit_code == 0, replacing.output  # a flag replaces the file's header
     headers = json.loads(replacing.stdout)["requests"][0]["headers"]
     assert sorted(h for h in headers if h not in HEADERS) == ["A", "B", "C", "X-New"]
+
+
+def test_a_huge_answer_is_read_only_up_to_the_limit(cli: RunCli) -> None:
+    from cohortctl.http.settings import MAX_HELD
+
+    huge = b'{"ok": "' + b"x" * (MAX_HELD * 2) + b'"}'
+    with ScriptServer(lambda n: [http_answer(200, huge)]) as server:
+        result = cli("mock", "webhook", "--url", f"{server.url}/webhook", "--id", "a",
+                     "-o", "json")  # fmt: skip
+    assert result.exit_code == 0, result.output[-500:]
+    (row,) = json.loads(result.stdout)["results"]
+    assert row["status"] == 200
+    assert row["body"].endswith(f"only the first {MAX_HELD} bytes were read]")

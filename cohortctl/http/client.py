@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpcore
@@ -341,6 +341,28 @@ def read_held(response: httpx.Response, limit: int = MAX_HELD) -> tuple[bytes, b
     finally:
         response.close()
     return b"".join(chunks), cut
+
+
+def send_held(
+    client: httpx.Client,
+    method: str,
+    url: str,
+    *,
+    headers: Mapping[str, str],
+    content: bytes,
+    timeout: float,
+) -> httpx.Response:
+    """Send one request and hold at most :data:`MAX_HELD` bytes of its answer (:func:`held`)."""
+    sent = client.build_request(method, url, headers=headers, content=content, timeout=timeout)
+    return held(client.send(sent, stream=True))
+
+
+def answer_excerpt(response: httpx.Response, scrub: Callable[[str], str], keep: int) -> str:
+    """The first ``keep`` characters of a held answer, scrubbed, noting a cut body."""
+    shown = scrub(response.text)[:keep]
+    if response.extensions.get("cut"):
+        shown += f" [answer cut: only the first {MAX_HELD} bytes were read]"
+    return shown
 
 
 def held(response: httpx.Response, limit: int = MAX_HELD) -> httpx.Response:

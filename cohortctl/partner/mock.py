@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 
 from cohortctl.errors import CheckFailed, InputError
-from cohortctl.http.client import held
+from cohortctl.http.client import answer_excerpt, send_held
 from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import (
     Outcome,
@@ -35,7 +35,6 @@ from cohortctl.http.outcomes import (
     names_unknown_list,
 )
 from cohortctl.http.redirects import redirect_note
-from cohortctl.http.settings import MAX_HELD
 from cohortctl.ids import chunked
 from cohortctl.partner import payloads, templates
 from cohortctl.partner.classify import Reply
@@ -316,14 +315,14 @@ def exchange(
         extra["expected"] = expect
     started = clock()
     try:
-        sent = client.build_request(
+        response = send_held(
+            client,
             request.method,
             request.url,
             headers=request.headers,
             content=request.content,
             timeout=destination.timeout,
         )
-        response = held(client.send(sent, stream=True))
     except httpx.TransportError as exc:
         failed = Outcome.unanswered(
             exc,
@@ -351,9 +350,7 @@ def exchange(
         )
     if expect is not None and not passed:
         meaning += f" (expected {expect})"
-    shown_body = destination.scrub(response.text)[:BODY_KEEP]
-    if response.extensions.get("cut"):
-        shown_body += f" [answer cut: only the first {MAX_HELD} bytes were read]"
+    shown_body = answer_excerpt(response, destination.scrub, BODY_KEEP)
     answered = Outcome(
         call=request.call,
         method=request.method,

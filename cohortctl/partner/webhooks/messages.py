@@ -14,6 +14,7 @@ from typing import Any
 
 import httpx
 
+from cohortctl.http.client import answer_excerpt, send_held
 from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import Outcome, describe_status
 from cohortctl.http.redact import Redactor
@@ -117,7 +118,9 @@ def send_message(
         extra["expected"] = expect
     started = clock()
     try:
-        response = client.post(
+        response = send_held(
+            client,
+            "POST",
             request.url,
             headers=dict(headers if headers is not None else request.headers),
             content=content if content is not None else request.content,
@@ -148,7 +151,7 @@ def send_message(
         status=status,
         meaning=meaning,
         latency_ms=round(latency, 1),
-        body=destination.scrub(response.text[:BODY_KEEP]),
+        body=answer_excerpt(response, destination.scrub, BODY_KEEP),
         retry_after=retry_after,
         extra=extra,
     )
