@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import json
 import shutil
 import sys
 import tempfile
@@ -21,11 +20,7 @@ from cohortctl.cli.customer_options import (
     IdTypeOption,
     export_progress,
 )
-from cohortctl.cli.options import (
-    TIMEOUT_HELP,
-    Output,
-    Verbose,
-)
+from cohortctl.cli.options import TIMEOUT_HELP, Output, OutputLong, Verbose
 from cohortctl.cli.render import (
     OutputFormat,
     err,
@@ -45,12 +40,6 @@ app = typer.Typer(
     help="Read cohorts (list, show, download) and reconcile one with a file.",
     no_args_is_help=True,
 )
-
-# ``-o`` names the file written by ``download``, so its format option is long-form only.
-OutputLong = Annotated[
-    OutputFormat,
-    typer.Option("--output", help="table for people, json for machines.", case_sensitive=False),
-]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -263,7 +252,7 @@ def download(
             result = dataclasses.replace(result, path="-")
     summary = err if to_stdout else out
     if output is OutputFormat.json:
-        (_print_json_stderr if to_stdout else print_json)(
+        print_json(
             {
                 "ok": True,
                 "cohort_id": result.cohort_id,
@@ -277,7 +266,8 @@ def download(
                 "id_column": result.id_column,
                 "polls": result.polls,
                 "answers": result.answers,
-            }
+            },
+            to_stderr=to_stdout,
         )
         return
     rows: list[tuple[str, Any]] = [
@@ -290,10 +280,6 @@ def download(
         rows.append((f"without {result.id_column}", f"{result.skipped_without_id:,}"))
     rows += [("bytes downloaded", f"{result.bytes:,}"), ("status polls", result.polls)]
     summary.print(key_values(rows))
-
-
-def _print_json_stderr(data: Any) -> None:
-    sys.stderr.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")
 
 
 def _export_wait(export_timeout: str | None, deprecated_timeout: str | None) -> float:

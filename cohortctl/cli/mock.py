@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +18,7 @@ from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.exchanges import curl_command, dry_run_block, status_style, write_lines
 from cohortctl.cli.options import AsCurl, CaCert, Har, UserAgent, check_as_curl, set_user_agent
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
+from cohortctl.config import Config
 from cohortctl.errors import CheckFailed
 from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import Outcome
@@ -133,6 +134,30 @@ class MockCohort:
             return file.batch_size
         return mock.DEFAULT_BATCH_SIZE
 
+    def spec(
+        self,
+        file: DestinationFile | None,
+        sending: Sending,
+        *,
+        templates: Mapping[str, Template],
+        variables: Mapping[str, str],
+        list_id: str | None = None,
+        member: bool = True,
+    ) -> mock.MockSpec:
+        """What to send: this cohort and its users, with the call's templates and
+        variables and ``--expect``."""
+        return mock.MockSpec(
+            cohort_name=self.cohort_name,
+            cohort_id=self.cohort_id,
+            ids=self.user_ids(),
+            batch_size=self.size(file),
+            member=member,
+            list_id=list_id,
+            templates=templates,
+            variables=variables,
+            expect=sending.expect,
+        )
+
 
 @dataclass(frozen=True)
 class Sending:
@@ -145,6 +170,23 @@ class Sending:
 
     def __post_init__(self) -> None:
         check_as_curl(self.as_curl, self.dry_run)
+
+    def destination(
+        self,
+        target: dest.DestinationOptions,
+        cfg: Config,
+        file: DestinationFile | None,
+        spec: mock.MockSpec,
+        paths: Mapping[str, str],
+    ) -> Destination:
+        """The destination to send to (a dry run needs no credentials)."""
+        return target.destination(
+            cfg,
+            paths=paths,
+            require_credentials=not self.dry_run,
+            file=file,
+            variables=spec.variables,
+        )
 
 
 def _call_label(outcome: Outcome) -> str:
@@ -271,24 +313,16 @@ def _call_command(call: str) -> Callable[..., None]:
         cfg = target.load_config()
         file = target.load_file()
         given = {call: Template.from_file(payload)} if payload is not None else {}
-        spec = mock.MockSpec(
-            cohort_name=cohort.cohort_name,
-            cohort_id=cohort.cohort_id,
-            ids=cohort.user_ids(),
-            batch_size=cohort.size(file),
+        spec = cohort.spec(
+            file,
+            sending,
             member=member,
             list_id=list_id,
             templates=dest.merged_templates(file, given),
             variables=dest.custom_variables(file, parse_vars(var or [])),
-            expect=sending.expect,
         )
-        destination = target.destination(
-            cfg,
-            paths={call: path} if path is not None else {},
-            require_credentials=not sending.dry_run,
-            file=file,
-            variables=spec.variables,
-        )
+        paths = {call: path} if path is not None else {}
+        destination = sending.destination(target, cfg, file, spec, paths)
         _execute(destination, mock.call_steps(call, spec), spec, sending, view)
 
     command.__annotations__["path"] = Annotated[
@@ -408,23 +442,14 @@ def flow(
         return
     webhook.refuse_outside_webhook_mode()
     set_user_agent(user_agent)  # the flow's --user-agent also replaces cohortctl's own
-    spec = mock.MockSpec(
-        cohort_name=cohort.cohort_name,
-        cohort_id=cohort.cohort_id,
-        ids=cohort.user_ids(),
-        batch_size=cohort.size(file),
+    spec = cohort.spec(
+        file,
+        sending,
         list_id=list_id,
         templates=templates.templates(file),
         variables=templates.variables(file),
-        expect=sending.expect,
     )
-    destination = target.destination(
-        cfg,
-        paths=paths.paths(),
-        require_credentials=not sending.dry_run,
-        file=file,
-        variables=spec.variables,
-    )
+    destination = sending.destination(target, cfg, file, spec, paths.paths())
     _execute(destination, mock.flow_steps(resolved_mode, spec, destination), spec, sending, view)
 
 

@@ -52,6 +52,12 @@ Output = Annotated[
         "--output", "-o", help="table for people, json for machines.", case_sensitive=False
     ),
 ]
+# Where ``-o`` names a file the command writes (``cohorts download``, ``state export``), the
+# format option is long-form only, on every command of that group.
+OutputLong = Annotated[
+    OutputFormat,
+    typer.Option("--output", help="table for people, json for machines.", case_sensitive=False),
+]
 AllowInsecureHttp = Annotated[
     bool,
     typer.Option(

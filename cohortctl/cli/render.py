@@ -50,9 +50,13 @@ def writing_stdout() -> Iterator[None]:
         raise FileWriteError("output", "to standard output", exc.strerror or str(exc)) from None
 
 
-def print_json(data: Any) -> None:
-    """Write ``data`` as indented JSON to stdout, no markup, one trailing newline."""
+def print_json(data: Any, *, to_stderr: bool = False) -> None:
+    """Write ``data`` as indented JSON to stdout, no markup, one trailing newline
+    (``to_stderr``: when stdout holds the data itself, e.g. ``-o -`` ids)."""
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
+    if to_stderr:
+        sys.stderr.write(text)
+        return
     try:
         sys.stdout.write(text)
         sys.stdout.flush()

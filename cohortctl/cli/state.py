@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +10,8 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from cohortctl.cli.bundles import with_bundles
+from cohortctl.cli.options import OutputLong
 from cohortctl.cli.render import (
     OutputFormat,
     err,
@@ -52,15 +54,30 @@ Mode = Annotated[
         show_default=False,
     ),
 ]
-# ``-o`` names the file ``export`` writes, so the format option is long-form only everywhere.
-OutputLong = Annotated[
-    OutputFormat,
-    typer.Option("--output", help="table for people, json for machines.", case_sensitive=False),
-]
 
 
 def _path(state: Path | None) -> Path:
     return state if state is not None else default_state_path()
+
+
+@dataclasses.dataclass(frozen=True)
+class EntryOptions:
+    """Which destination and cohort of which state file: ``--url``, ``--cohort-id``,
+    ``--mode``, ``--state``."""
+
+    url: Url = ...  # type: ignore[assignment]  # required (typer: no default)
+    cohort_id: CohortId = ...  # type: ignore[assignment]
+    mode: Mode = None
+    state: StateFile = None
+
+    @property
+    def path(self) -> Path:
+        """The state file (``--state``, else the default in the user data dir)."""
+        return _path(self.state)
+
+    def find(self) -> inventory.Entry:
+        """The entry, or an input error naming what is there."""
+        return inventory.find(self.path, self.url, self.cohort_id, self.mode)
 
 
 def _last(entry: inventory.Entry) -> str:
@@ -98,15 +115,10 @@ def list_entries(state: StateFile = None, output: OutputLong = OutputFormat.tabl
 
 
 @app.command("show")
-def show(
-    url: Url,
-    cohort_id: CohortId,
-    mode: Mode = None,
-    state: StateFile = None,
-    output: OutputLong = OutputFormat.table,
-) -> None:
+@with_bundles
+def show(*, where: EntryOptions, output: OutputLong = OutputFormat.table) -> None:
     """One destination and cohort, with every run."""
-    entry = inventory.find(_path(state), url, cohort_id, mode)
+    entry = where.find()
     if output is OutputFormat.json:
         print_json({"ok": True, **entry.to_dict(with_runs=True)})
         return
@@ -145,9 +157,10 @@ def show(
 
 
 @app.command("export")
+@with_bundles
 def export(
-    url: Url,
-    cohort_id: CohortId,
+    *,
+    where: EntryOptions,
     out_file: Annotated[
         Path,
         typer.Option(
@@ -159,13 +172,10 @@ def export(
             show_default=False,
         ),
     ],
-    mode: Mode = None,
-    state: StateFile = None,
     output: OutputLong = OutputFormat.table,
 ) -> None:
     """Write the user ids the partner is believed to hold (what a sync compares against)."""
-    path = _path(state)
-    entry = inventory.find(path, url, cohort_id, mode)
+    path, entry = where.path, where.find()
     to_stdout = str(out_file) == "-"
     if to_stdout:
         with writing_stdout():
@@ -175,29 +185,20 @@ def export(
         count = inventory.export(path, entry, out_file)
     if output is OutputFormat.json:
         data = {"ok": True, **entry.to_dict(), "file": str(out_file), "written": count}
-        if to_stdout:  # stdout holds the ids
-            sys.stderr.write(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-        else:
-            print_json(data)
+        print_json(data, to_stderr=to_stdout)  # with -o -, stdout holds the ids
         return
     err.print(escape(f"wrote {count:,} user ids to {out_file}"))
 
 
 @app.command("forget")
-def forget(
-    url: Url,
-    cohort_id: CohortId,
-    mode: Mode = None,
-    state: StateFile = None,
-    output: OutputLong = OutputFormat.table,
-) -> None:
+@with_bundles
+def forget(*, where: EntryOptions, output: OutputLong = OutputFormat.table) -> None:
     """Drop one destination and cohort (members, list id, runs): the next sync is a first sync.
 
     Exits 3 when a sync of it is running.
     """
-    path = _path(state)
-    entry = inventory.find(path, url, cohort_id, mode)
-    inventory.forget(path, entry)
+    entry = where.find()
+    inventory.forget(where.path, entry)
     if output is OutputFormat.json:
         print_json({"ok": True, "forgotten": entry.to_dict()})
         return
