@@ -93,9 +93,12 @@ def test_completion_is_offered_and_completes_lazily_loaded_commands() -> None:
         env=env, capture_output=True, text=True, timeout=60,
     )  # fmt: skip
     assert done.stdout.split() == ["list-create", "list-add", "list-remove"]
+    # The shell is named, not detected: detection walks up to a parent shell, and a run
+    # started without one (a CI runner, a detached loop) would fail for nothing.
+    named = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     script = subprocess.run(
         [sys.executable, "-m", "cohortctl", "--show-completion", "bash"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=60, env=named,
     )  # fmt: skip
     assert script.returncode == 0 and "_cohortctl_completion" in script.stdout
 
