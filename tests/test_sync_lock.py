@@ -255,6 +255,7 @@ def test_a_busy_sync_in_json_prints_the_json(
     assert result.exit_code == 3
     data = json.loads(result.stdout)
     assert data["ok"] is False and data["interrupted"] is False
+    assert data["error"].startswith("busy: another sync of Power Users (c7)")
     (cohort,) = data["cohorts"]
     assert cohort["result"] == "busy" and cohort["error"].startswith("busy: another sync")
     assert plain.exit_code == 3 and plain.stdout == ""

@@ -181,6 +181,7 @@ def render_run(
             {
                 "ok": run.ok,
                 "interrupted": run.interrupted,
+                "error": next((c.error for c in run.cohorts if c.status == BUSY), None),
                 "cohorts": [c.to_dict(destination.scrub) for c in run.cohorts],
             }
         )
