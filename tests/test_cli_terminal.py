@@ -178,3 +178,16 @@ def test_replay_quiet_leaves_only_the_summary_line(
     ]
     again = _visible(run_in_pty([*args[:-1], "wrong-key", "-q"], columns=80))
     assert again[0].startswith("3 request(s) replayed: ") and again[-1].startswith("error: ")
+
+
+def test_upload_progress_counts_ids(amplitude_server: BackgroundServer, tmp_path: Path) -> None:
+    from tests.credentials import API_KEY, SECRET_KEY
+
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(f"user-{n}\n" for n in range(250_000)), encoding="utf-8")
+    text = run_in_pty(
+        ["upload", str(ids), "--name", "P", "--app-id", "1", "--owner", "me@example.com",
+         "--base-url", amplitude_server.url],
+        columns=80, env={"AMPLITUDE_API_KEY": API_KEY, "AMPLITUDE_SECRET_KEY": SECRET_KEY},
+    )  # fmt: skip
+    assert "/250,000 ids (" in text and "ids/s" in text  # ids, separators, rate
