@@ -94,6 +94,17 @@ def test_first_sync_delta_and_changed_properties(
     assert [i.split("::", 1)[1] for i in ids[3:]] == ["enter::0", "exit::0"]
 
 
+def test_webhook_summary_has_no_list_row(
+    cli: RunCli, tmp_path: Path, partner_server_factory: PartnerFactory
+) -> None:
+    server = partner_server_factory(webhook_headers=(("X-Hook", HOOK),))
+    snapshot = _write(tmp_path / "cohort.csv", {"a": {"plan": "x", "seats": "1"}})
+    result = cli("sync", str(snapshot), "--url", f"{server.url}/webhook", *COHORT,
+                 "-H", f"X-Hook:{HOOK}")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "snapshot" in result.output and "list id" not in result.output
+
+
 def test_webhook_mode_option_errors(cli: RunCli, tmp_path: Path) -> None:
     snapshot = _write(tmp_path / "c.csv", {"a": {"plan": "x", "seats": "1"}})
     wrong_mode = cli("sync", str(snapshot), "--url", "http://127.0.0.1:9/", "--cohort-name",

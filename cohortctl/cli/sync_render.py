@@ -31,7 +31,7 @@ from cohortctl.sync.dry_run import DryRun, PlannedRequest
 from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.results import BUSY, PHASES, CohortSync, SyncRun
 from cohortctl.sync.schedule import run_schedule, sync_all
-from cohortctl.sync.settings import PhaseStarted, SyncHooks, SyncSettings
+from cohortctl.sync.settings import PhaseStarted, SyncHooks, SyncMode, SyncSettings
 from cohortctl.sync.webhook import WebhookSync
 
 FAILURES_SHOWN = 20
@@ -212,10 +212,12 @@ def _render_cohort(destination: Destination | WebhookDestination, result: Cohort
     rows: list[tuple[str, Any]] = [
         ("status", result.status + (f": {result.error}" if result.error else "")),
         ("mode", result.mode.value),
-        (
-            "list id",
-            (result.list_id or "-") + (f" ({result.list_source})" if result.list_source else ""),
-        ),
+    ]
+    if result.list_id or result.mode is SyncMode.list:  # webhooks and traits have no list
+        source = f" ({result.list_source})" if result.list_source else ""
+        list_id = (result.list_id or "-") + source
+        rows.append(("list id", list_id))
+    rows += [
         ("snapshot", f"{result.snapshot_users:,} users"),
         (
             "to send",
