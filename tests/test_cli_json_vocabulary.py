@@ -114,6 +114,16 @@ CASES: dict[str, tuple[Case, int]] = {
     "state forget": (lambda w: w.state_of("forget"), 0),
     "state check": (lambda w: ["state", "check", "--state", str(w.state()), "--output",
                                "json"], 0),
+    "upload, refused": (lambda w: w.amp("upload", str(w.ids), "--name", "N", "--app-id", "1",
+                                        "--owner", "me@example.com", "-o", "json"), 1),
+    "membership add, no answer": (lambda w: ["membership", "add", str(w.ids), "--cohort-id",
+                                             "c1", "--base-url", w.refused, "-o", "json"], 1),
+    "cohorts list, refused": (lambda w: w.amp("cohorts", "list", "-o", "json"), 1),
+    "cohorts show, unknown": (lambda w: w.amp("cohorts", "show", "nope", "-o", "json"), 1),
+    "cohorts download, refused": (lambda w: w.amp("cohorts", "download", "c1", "-o",
+                                                  str(w.tmp / "m.csv"), "--output", "json"), 1),
+    "upload, bad input": (lambda w: w.amp("upload", str(w.tmp / "missing.csv"), "--name", "N",
+                                          "--app-id", "1", "-o", "json"), 2),
     "destination list": (lambda w: ["destination", "list", "-o", "json"], 0),
     "destination show": (lambda w: ["destination", "show", "segment", "-o", "json"], 0),
     "config show": (lambda w: ["config", "show", "-o", "json"], 0),
@@ -165,14 +175,41 @@ def vocabulary_errors(data: Any) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize(("args_of", "code"), CASES.values(), ids=list(CASES))
-def test_every_json_output_speaks_the_vocabulary(world: World, args_of: Case, code: int) -> None:
-    result = world.cli(*args_of(world), env=ENV)
+# Cases run with a secret key the fake Amplitude refuses (it answers 401).
+WRONG_SECRET = {"upload, refused", "cohorts list, refused", "cohorts download, refused"}
+
+
+@pytest.mark.parametrize(("name", "case"), CASES.items(), ids=list(CASES))
+def test_every_json_output_speaks_the_vocabulary(
+    world: World, name: str, case: tuple[Case, int]
+) -> None:
+    args_of, code = case
+    env = {**ENV, "AMPLITUDE_SECRET_KEY": "wrong"} if name in WRONG_SECRET else ENV
+    result = world.cli(*args_of(world), env=env)
     assert result.exit_code == code, result.output
     data = json.loads(result.stdout)
     errors = vocabulary_errors(data)
     assert not errors, "\n".join(errors)
     assert data["ok"] is (code == 0)
+
+
+def test_a_failure_prints_its_json_once(world: World) -> None:
+    """A command that printed its own JSON before failing is not followed by a second one."""
+    result = world.cli("mock", "identify", "--url", world.partner.url, "--api-key", "wrong",
+                       "-o", "json", env=ENV)  # fmt: skip
+    assert result.exit_code == 1
+    json.loads(result.stdout)  # one document, not two
+    table = world.cli(*world.amp("cohorts", "show", "nope"))
+    assert table.exit_code == 1 and table.stdout == ""  # without -o json nothing on stdout
+
+
+@pytest.mark.parametrize("name", sorted(WRONG_SECRET))
+def test_a_refused_customer_command_gives_status_and_error(world: World, name: str) -> None:
+    args_of, _ = CASES[name]
+    result = world.cli(*args_of(world), env={**ENV, "AMPLITUDE_SECRET_KEY": "wrong"})
+    data = json.loads(result.stdout)
+    assert (result.exit_code, data["ok"], data["status"]) == (1, False, 401)
+    assert "401" in data["error"] and "wrong" not in result.stdout
 
 
 def test_the_checker_finds_what_departs() -> None:

@@ -127,12 +127,15 @@ class CohortctlGroup(TyperGroup):
             formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
+        if "cohortctl.cli.render" in sys.modules:  # a second run in one process (tests)
+            sys.modules["cohortctl.cli.render"].JsonOutput.reset()
         try:
             return super().invoke(ctx)
         except CohortctlError as error:
-            from cohortctl.cli.render import report_error
+            from cohortctl.cli.render import print_failure_json, report_error
 
             report_error(error)
+            print_failure_json(error)
             raise click.exceptions.Exit(int(error.exit_code)) from None
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)

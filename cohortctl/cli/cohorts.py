@@ -22,6 +22,7 @@ from cohortctl.cli.customer_options import (
 )
 from cohortctl.cli.options import TIMEOUT_HELP, Output, OutputLong, Verbose
 from cohortctl.cli.render import (
+    JsonOutput,
     OutputFormat,
     err,
     key_values,
@@ -228,6 +229,7 @@ def download(
         )
     cfg, url = amplitude.target()
     to_stdout = str(out_file) == "-"
+    JsonOutput.to_stderr = to_stdout
     with (
         amplitude.client(cfg, url) as client,
         export_progress(cohort_id) as on_poll,

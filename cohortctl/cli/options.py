@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from cohortctl import http
-from cohortctl.cli.render import OutputFormat
+from cohortctl.cli.render import OutputFormat, note_output
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
 
@@ -49,14 +49,23 @@ ConfigFile = Annotated[
 Output = Annotated[
     OutputFormat,
     typer.Option(
-        "--output", "-o", help="table for people, json for machines.", case_sensitive=False
+        "--output",
+        "-o",
+        help="table for people, json for machines.",
+        case_sensitive=False,
+        callback=note_output,
     ),
 ]
 # Where ``-o`` names a file the command writes (``cohorts download``, ``state export``), the
 # format option is long-form only, on every command of that group.
 OutputLong = Annotated[
     OutputFormat,
-    typer.Option("--output", help="table for people, json for machines.", case_sensitive=False),
+    typer.Option(
+        "--output",
+        help="table for people, json for machines.",
+        case_sensitive=False,
+        callback=note_output,
+    ),
 ]
 AllowInsecureHttp = Annotated[
     bool,

@@ -50,9 +50,38 @@ def writing_stdout() -> Iterator[None]:
         raise FileWriteError("output", "to standard output", exc.strerror or str(exc)) from None
 
 
+class JsonOutput:
+    """Whether this command was asked for ``-o json`` and has written its JSON yet: a failure
+    that ends the command before it printed any still gives the JSON vocabulary on stdout."""
+
+    requested = False
+    printed = False
+    to_stderr = False  # stdout holds the data itself (``-o -``)
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.requested = cls.printed = cls.to_stderr = False
+
+
+def note_output(value: OutputFormat) -> str:
+    """The ``--output`` option's callback: remember that JSON was asked for."""
+    JsonOutput.requested = value is OutputFormat.json
+    return value.value  # typer converts a callback's answer again, from the plain choice
+
+
+def print_failure_json(error: CohortctlError) -> None:
+    """``{"ok": false, "status", "error"}`` on stdout for a ``-o json`` command that failed
+    before it printed its JSON (the error line is on stderr as always)."""
+    if JsonOutput.requested and not JsonOutput.printed:
+        status = error.status if isinstance(error, RequestFailed) else None
+        failure = {"ok": False, "status": status, "error": error.message}
+        print_json(failure, to_stderr=JsonOutput.to_stderr)
+
+
 def print_json(data: Any, *, to_stderr: bool = False) -> None:
     """Write ``data`` as indented JSON to stdout, no markup, one trailing newline
     (``to_stderr``: when stdout holds the data itself, e.g. ``-o -`` ids)."""
+    JsonOutput.printed = True
     text = json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n"
     if to_stderr:
         sys.stderr.write(text)

@@ -13,6 +13,7 @@ from rich.markup import escape
 from cohortctl.cli.bundles import with_bundles
 from cohortctl.cli.options import OutputLong
 from cohortctl.cli.render import (
+    JsonOutput,
     OutputFormat,
     err,
     key_values,
@@ -177,6 +178,7 @@ def export(
     """Write the user ids the partner is believed to hold (what a sync compares against)."""
     path, entry = where.path, where.find()
     to_stdout = str(out_file) == "-"
+    JsonOutput.to_stderr = to_stdout
     if to_stdout:
         with writing_stdout():
             count = inventory.export(path, entry, sys.stdout)
