@@ -103,6 +103,24 @@ def test_completion_is_offered_and_completes_lazily_loaded_commands() -> None:
     assert script.returncode == 0 and "_cohortctl_completion" in script.stdout
 
 
+def test_an_undetectable_shell_is_one_line_not_a_traceback() -> None:
+    code = (
+        "import shellingham, sys\n"
+        "def fail(*args, **kwargs):\n"
+        "    raise shellingham.ShellDetectionFailure()\n"
+        "shellingham.detect_shell = fail\n"
+        "sys.argv = ['cohortctl', '--show-completion']\n"
+        "from cohortctl.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: cannot tell which shell")
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.splitlines()) == 1
+
+
 def test_a_reader_closing_stdout_ends_quietly_with_exit_0(tmp_path: Path) -> None:
     ids = tmp_path / "ids.txt"
     # 2,000 requests shown are about 600 kB: ten times a pipe's buffer, so writes do fail.

@@ -219,6 +219,15 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app(prog_name="cohortctl")
+    except Exception as error:
+        if type(error).__name__ != "ShellDetectionFailure":  # shellingham's, via completion
+            raise
+        click.echo(
+            "error: cannot tell which shell this is: name it, e.g. "
+            "cohortctl --show-completion bash (bash, zsh, fish, powershell)",
+            err=True,
+        )
+        raise SystemExit(int(ExitCode.USAGE)) from None
     except SystemExit as exit_:
         try:
             sys.stdout.flush()
