@@ -18,6 +18,7 @@ from cohortctl.http.client import answer_excerpt, send_held
 from cohortctl.http.har import redact_url
 from cohortctl.http.outcomes import Outcome, describe_status
 from cohortctl.http.redact import Redactor
+from cohortctl.ids import chunked
 from cohortctl.partner.webhooks.payload import (
     CALL,
     User,
@@ -74,8 +75,7 @@ def plan_messages(
     """The messages of one direction: batches of ``batch_size`` users numbered from 0."""
     headers = destination.request_headers()
     requests: list[WebhookRequest] = []
-    for number, start in enumerate(range(0, len(users), batch_size)):
-        chunk = users[start : start + batch_size]
+    for number, chunk in enumerate(chunked(users, batch_size)):
         mid = run.message_id(entering=in_cohort, batch=number)
         body = webhook_body(
             cohort_name,
