@@ -20,7 +20,7 @@ from cohortctl.cli.customer_options import (
     IdTypeOption,
     export_progress,
 )
-from cohortctl.cli.options import TIMEOUT_HELP, Output, OutputLong, Verbose
+from cohortctl.cli.options import TIMEOUT_HELP, Output, OutputLong, Verbose, option
 from cohortctl.cli.render import (
     JsonOutput,
     OutputFormat,
@@ -157,13 +157,12 @@ def download(
     cohort_id: Annotated[str, typer.Argument(help="The cohort to export.", show_default=False)],
     out_file: Annotated[
         Path,
-        typer.Option(
+        option(
             "--out",
             "-o",
             help="File to write the members to (replaced when the download completes); "
             "- writes them to stdout (the summary then goes to stderr).",
             dir_okay=False,
-            show_default=False,
         ),
     ],
     ids_only: Annotated[
@@ -184,29 +183,26 @@ def download(
     ] = None,
     request_id: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--request-id",
             help="Resume an export already requested (its file stays available for 7 days) "
             "instead of requesting a new one: exports are limited to 60 per 10 minutes.",
-            show_default=False,
         ),
     ] = None,
     export_timeout: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--export-timeout",
             metavar="DURATION",
             help="Give up if the export is not ready after this long: 15m, 1h. [default: 15m]",
-            show_default=False,
         ),
     ] = None,
     deprecated_timeout: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--timeout",
             metavar="DURATION",
             help="Deprecated: the export wait, now --export-timeout (until the next release).",
-            show_default=False,
         ),
     ] = None,
     output: OutputLong = OutputFormat.table,

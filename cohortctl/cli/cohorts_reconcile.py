@@ -22,7 +22,7 @@ from cohortctl.cli.customer_options import (
     print_requests,
     progress_bar,
 )
-from cohortctl.cli.options import AsCurl, Output, check_as_curl
+from cohortctl.cli.options import AsCurl, Output, check_as_curl, option
 from cohortctl.cli.render import OutputFormat, err, key_values, out, print_json
 from cohortctl.customer.reconcile import (
     APPLY,
@@ -44,7 +44,7 @@ def reconcile_command(
     file: IdFile,
     cohort_id: Annotated[
         str,
-        typer.Option("--cohort-id", help="The cohort to bring in line.", show_default=False),
+        option("--cohort-id", help="The cohort to bring in line."),
     ],
     id_type: IdTypeOption = IdType.user,
     column: Column = None,

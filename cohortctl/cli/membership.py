@@ -18,6 +18,7 @@ from cohortctl.cli.customer_options import (
     print_run_result,
     progress_reporter,
 )
+from cohortctl.cli.options import option
 from cohortctl.customer.uploading import execute, plan_membership
 from cohortctl.ids import IdType
 
@@ -26,9 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 
-CohortId = Annotated[
-    str, typer.Option("--cohort-id", help="The cohort to change.", show_default=False)
-]
+CohortId = Annotated[str, option("--cohort-id", help="The cohort to change.")]
 
 
 def _membership_command(operation: str, doc: str) -> Callable[..., None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import ssl
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -13,6 +13,13 @@ from cohortctl import http
 from cohortctl.cli.render import OutputFormat, note_output
 from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
+
+
+def option(*names: str, help: str, show_default: bool = False, **settings: Any) -> Any:
+    """A typer option with the house defaults: no ``[default: …]`` shown unless asked for
+    (the help text says what the default means where it matters)."""
+    return typer.Option(*names, help=help, show_default=show_default, **settings)
+
 
 TIMEOUT_HELP = "Give up on one request after this long, connect to last byte: 10s, 2m or seconds."
 

@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli.bundles import OutputOptions, with_bundles
+from cohortctl.cli.options import option
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
@@ -54,8 +55,7 @@ Workers = Annotated[
 ]
 Junit = Annotated[
     Path | None,
-    typer.Option("--junit", help="Write a JUnit XML report here.", dir_okay=False,
-                 show_default=False),
+    option("--junit", help="Write a JUnit XML report here.", dir_okay=False),
 ]  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from cohortctl.cli.options import option
 from cohortctl.cli.render import err
 from cohortctl.config import is_loopback_host
 from cohortctl.errors import CohortctlError, ConfigError, InputError
@@ -129,67 +130,66 @@ def amplitude(
     quiet: ServeQuiet = False,
     db: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--db",
             help="SQLite file to keep cohorts in across restarts (default: in memory).",
             dir_okay=False,
-            show_default=False,
         ),
     ] = None,
     api_key: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--api-key",
             envvar="AMPLITUDE_API_KEY",
             help="API key clients must send (prefer the env var: flags show up in ps).",
-            show_default=False,
         ),
     ] = None,
     secret_key: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--secret-key",
             envvar="AMPLITUDE_SECRET_KEY",
             help="Secret key clients must send (prefer the env var: flags show up in ps).",
-            show_default=False,
         ),
     ] = None,
     app_id: Annotated[
         int | None,
-        typer.Option(
-            "--app-id",
-            min=1,
-            help="Only accept uploads naming this project id (default: any).",
-            show_default=False,
+        option(
+            "--app-id", min=1, help="Only accept uploads naming this project id (default: any)."
         ),
     ] = None,
     export_polls: Annotated[
         int,
-        typer.Option(
-            "--export-polls", min=0, help="Status polls answering JOB INPROGRESS before COMPLETED."
+        option(
+            "--export-polls",
+            min=0,
+            help="Status polls answering JOB INPROGRESS before COMPLETED.",
+            show_default=True,
         ),
     ] = 1,
     export_redirect: Annotated[
         bool,
-        typer.Option(
+        option(
             "--export-redirect",
             help="Answer export file requests with a 302 to a one-minute signed URL.",
         ),
     ] = False,
     max_concurrent: Annotated[
         int,
-        typer.Option(
-            "--max-concurrent", min=1, help="Requests in flight before the next answers 429."
+        option(
+            "--max-concurrent",
+            min=1,
+            help="Requests in flight before the next answers 429.",
+            show_default=True,
         ),
     ] = 5,
     users: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--users",
             help="JSON Lines of users the fake knows besides its cohorts' members: "
             '{"user_id", "amplitude_id", "user_properties"} per line (user search, props=1).',
             dir_okay=False,
-            show_default=False,
         ),
     ] = None,
 ) -> None:

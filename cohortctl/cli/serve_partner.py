@@ -11,7 +11,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from cohortctl.cli.options import AllowInsecureHttp
+from cohortctl.cli.options import AllowInsecureHttp, option
 from cohortctl.cli.render import err
 from cohortctl.cli.serve import (
     HostOption,
@@ -60,21 +60,19 @@ def partner(
     quiet: ServeQuiet = False,
     api_key: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--api-key",
             envvar="COHORTCTL_PARTNER_API_KEY",
             help="Key senders must present (prefer the env var: flags show up in ps). "
             "Without one, any credentials are accepted.",
-            show_default=False,
         ),
     ] = None,
     secret: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--secret",
             envvar="COHORTCTL_PARTNER_SECRET",
             help="Basic-auth password senders must present (default: empty, as Amplitude).",
-            show_default=False,
         ),
     ] = None,
     auth: Annotated[
@@ -88,29 +86,26 @@ def partner(
     ] = ReceiverAuth.basic,
     db: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--db",
             help="SQLite file keeping lists, traits and the journal across restarts "
             "(default: in memory).",
             dir_okay=False,
-            show_default=False,
         ),
     ] = None,
     known_users: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--known-users",
             help="ID file of the only user ids accepted; any other answers 404.",
             dir_okay=False,
-            show_default=False,
         ),
     ] = None,
     rate_limit: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--rate-limit",
             help="Requests allowed, like 10/s or 120/m; more answer 429 with Retry-After.",
-            show_default=False,
         ),
     ] = None,
     fail_rate: Annotated[
@@ -140,9 +135,7 @@ def partner(
     ] = 0.0,
     seed: Annotated[
         int | None,
-        typer.Option(
-            "--seed", help="Seed of the injected faults, for repeatable runs.", show_default=False
-        ),
+        option("--seed", help="Seed of the injected faults, for repeatable runs."),
     ] = None,
     journal_limit: Annotated[
         int,
@@ -162,22 +155,20 @@ def partner(
     ] = False,
     forward: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--forward",
             help="Be a validating proxy: pass every request to this endpoint and its answer "
             "back unchanged, checking and journaling each (no state of its own).",
-            show_default=False,
             rich_help_panel=FORWARD,
         ),
     ] = None,
     record: Annotated[
         Path | None,
-        typer.Option(
+        option(
             "--record",
             help="With --forward: write every exchange to this HAR 1.2 file, credentials "
             "redacted as --har does.",
             dir_okay=False,
-            show_default=False,
             rich_help_panel=FORWARD,
         ),
     ] = None,
@@ -200,11 +191,10 @@ def partner(
     ] = "/webhook",
     webhook_header: Annotated[
         list[str] | None,
-        typer.Option(
+        option(
             "--webhook-header",
             help="Header NAME:VALUE every webhook message must carry (missing 401, wrong "
             "403), repeatable; its value is never printed.",
-            show_default=False,
         ),
     ] = None,
     webhook_user_agent: Annotated[

@@ -11,7 +11,7 @@ import typer
 from rich.markup import escape
 
 from cohortctl.cli.bundles import with_bundles
-from cohortctl.cli.options import OutputLong
+from cohortctl.cli.options import OutputLong, option
 from cohortctl.cli.render import (
     JsonOutput,
     OutputFormat,
@@ -33,26 +33,22 @@ app = typer.Typer(
 
 StateFile = Annotated[
     Path | None,
-    typer.Option(
+    option(
         "--state",
         help="SQLite state file, as in sync [default: state.sqlite in the user data dir].",
-        show_default=False,
         dir_okay=False,
     ),
 ]
 Url = Annotated[
     str,
-    typer.Option("--url", help="Partner base URL, as given to sync.", show_default=False),
+    option("--url", help="Partner base URL, as given to sync."),
 ]
-CohortId = Annotated[
-    str, typer.Option("--cohort-id", help="Amplitude cohort id.", show_default=False)
-]
+CohortId = Annotated[str, option("--cohort-id", help="Amplitude cohort id.")]
 Mode = Annotated[
     str | None,
-    typer.Option(
+    option(
         "--mode",
         help="list, property or webhook; needed only when the cohort is stored in several.",
-        show_default=False,
     ),
 ]
 
@@ -164,13 +160,12 @@ def export(
     where: EntryOptions,
     out_file: Annotated[
         Path,
-        typer.Option(
+        option(
             "--out",
             "-o",
             help="File to write the user ids to, one per line (replaced when complete);"
             " - for stdout.",
             dir_okay=False,
-            show_default=False,
         ),
     ],
     output: OutputLong = OutputFormat.table,

@@ -18,6 +18,7 @@ from cohortctl.cli.options import (
     Quiet,
     SyncVerbose,
     check_verbosity,
+    option,
     set_user_agent,
 )
 from cohortctl.cli.render import OutputFormat
@@ -46,9 +47,8 @@ def sync(
     sending: SyncSending,
     path: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--path",
-            show_default=False,
             help=(
                 "Property mode: path of the identify call [default: /batch, or /identify with "
                 "--no-batch]."

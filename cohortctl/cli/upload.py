@@ -18,6 +18,7 @@ from cohortctl.cli.customer_options import (
     print_run_result,
     progress_reporter,
 )
+from cohortctl.cli.options import option
 from cohortctl.customer.uploading import UploadSpec, execute, plan_upload
 from cohortctl.ids import IdType
 
@@ -25,22 +26,14 @@ from cohortctl.ids import IdType
 @with_bundles
 def upload(
     file: IdFile,
-    name: Annotated[str, typer.Option("--name", help="Cohort name.", show_default=False)],
+    name: Annotated[str, option("--name", help="Cohort name.")],
     app_id: Annotated[
         int | None,
-        typer.Option(
-            "--app-id",
-            help="Amplitude project id, an integer (env AMPLITUDE_APP_ID).",
-            show_default=False,
-        ),
+        option("--app-id", help="Amplitude project id, an integer (env AMPLITUDE_APP_ID)."),
     ] = None,
     owner: Annotated[
         str | None,
-        typer.Option(
-            "--owner",
-            help="Login email of the cohort owner (env AMPLITUDE_OWNER).",
-            show_default=False,
-        ),
+        option("--owner", help="Login email of the cohort owner (env AMPLITUDE_OWNER)."),
     ] = None,
     id_type: IdTypeOption = IdType.user,
     published: Annotated[
@@ -49,10 +42,9 @@ def upload(
     ] = True,
     existing_cohort_id: Annotated[
         str | None,
-        typer.Option(
+        option(
             "--existing-cohort-id",
             help="Replace the contents of this cohort instead of creating a new one.",
-            show_default=False,
         ),
     ] = None,
     validate_only: Annotated[
