@@ -11,7 +11,7 @@ import os
 from array import array
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from cohortctl.durations import json_seconds
@@ -80,15 +80,8 @@ class BatchFailure:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (user ids included, for a retry file)."""
-        return {
-            "key": self.key,
-            "kind": self.kind,
-            "reason": self.reason,
-            "meaning": self.meaning,
-            "attempts": self.attempts,
-            "body": self.body,
-            "user_ids": list(self.user_ids),
-        }
+        shallow = {f.name: getattr(self, f.name) for f in fields(self)}  # asdict copies every id
+        return {**shallow, "user_ids": list(self.user_ids)}
 
 
 @dataclass(frozen=True)
