@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -27,8 +27,8 @@ from typing import Any
 import httpx
 
 from cohortctl.errors import CheckFailed, InputError
-from cohortctl.http.client import answer_excerpt, send_held
 from cohortctl.http.har import redact_url
+from cohortctl.http.once import BODY_KEEP, Clock, send_once
 from cohortctl.http.outcomes import (
     Outcome,
     describe_status,
@@ -42,13 +42,10 @@ from cohortctl.partner.destination import Destination
 from cohortctl.partner.pacing import pacer_for
 from cohortctl.partner.templates import Template
 
-Clock = Callable[[], float]
-
 DEFAULT_COHORT_NAME = "cohortctl mock cohort"
 DEFAULT_COHORT_ID = "cohortctl_mock_1"
 MOCK_USERS = ("mock-user-1", "mock-user-2", "mock-user-3")
 DEFAULT_BATCH_SIZE = 1000  # Amplitude's default (seed 002)
-BODY_KEEP = 2000  # characters of each answer kept in an Outcome
 SKIPPED = "skipped"
 
 
@@ -307,62 +304,35 @@ def exchange(
 ) -> tuple[Outcome, str]:
     """Send one request once: what came back (or why nothing did) and the answer's text
     (empty without an answer), which a list-create's id is read from."""
-    shown_url = destination.scrub(redact_url(request.url))
     extra: dict[str, Any] = {"ids": request.ids}
     if request.member is not None:
         extra["member"] = request.member
-    if expect is not None:
-        extra["expected"] = expect
-    started = clock()
-    try:
-        response = send_held(
-            client,
-            request.method,
-            request.url,
-            headers=request.headers,
-            content=request.content,
-            timeout=destination.timeout,
-        )
-    except httpx.TransportError as exc:
-        failed = Outcome.unanswered(
-            exc,
-            call=request.call,
-            method=request.method,
-            url=shown_url,
-            latency_ms=(clock() - started) * 1000,
-            scrub=destination.scrub,
-            extra=extra,
-        )
-        return failed, ""
-    latency = (clock() - started) * 1000
-    retry_after = response.headers.get("Retry-After")
-    reset = response.headers.get("X-Ratelimit-Reset")
-    if retry_after is None and reset is not None:
-        extra["x_ratelimit_reset"] = reset
-    status = response.status_code
-    passed = status == expect if expect is not None else destination.is_success(status)
-    extra["passed"] = passed
-    extra["success"] = destination.is_success(status)
-    meaning = answer_meaning(destination, request, response)
-    if 300 <= status < 400:
-        meaning += "; " + destination.scrub(
-            redirect_note(response.headers.get("Location"), request.url)
-        )
-    if expect is not None and not passed:
-        meaning += f" (expected {expect})"
-    shown_body = answer_excerpt(response, destination.scrub, BODY_KEEP)
-    answered = Outcome(
-        call=request.call,
-        method=request.method,
-        url=shown_url,
-        status=status,
+
+    def meaning(response: httpx.Response) -> str:
+        shown = answer_meaning(destination, request, response)
+        if 300 <= response.status_code < 400:
+            shown += "; " + destination.scrub(
+                redirect_note(response.headers.get("Location"), request.url)
+            )
+        return shown
+
+    outcome, response = send_once(
+        client,
+        destination,
+        request,
+        extra,
+        expect=expect,
+        is_success=destination.is_success,
         meaning=meaning,
-        latency_ms=round(latency, 1),
-        body=shown_body,
-        retry_after=retry_after,
-        extra=extra,
+        clock=clock,
     )
-    return answered, response.text
+    if response is None:
+        return outcome, ""
+    reset = response.headers.get("X-Ratelimit-Reset")
+    if outcome.retry_after is None and reset is not None:
+        extra["x_ratelimit_reset"] = reset
+    extra["success"] = destination.is_success(response.status_code)
+    return outcome, response.text
 
 
 def answer_meaning(

@@ -25,12 +25,12 @@ import httpx
 from cohortctl.durations import json_seconds
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.har import request_body, response_text
+from cohortctl.http.once import BODY_KEEP
 from cohortctl.http.outcomes import classify_transport_error
 from cohortctl.http.redact import REDACTED, is_sensitive_header
 from cohortctl.partner import payloads
 from cohortctl.partner.calls import default_call
 from cohortctl.partner.destination import AuthMode, Destination, with_headers
-from cohortctl.partner.mock import BODY_KEEP
 
 # Never resent as recorded: the transport sets them for the new connection and body.
 _HOP_HEADERS = frozenset(

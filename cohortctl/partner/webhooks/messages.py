@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
-from cohortctl.http.client import answer_excerpt, send_held
 from cohortctl.http.har import redact_url
+from cohortctl.http.once import Clock, send_once
 from cohortctl.http.outcomes import Outcome, describe_status
 from cohortctl.http.redact import Redactor
 from cohortctl.ids import chunked
@@ -27,8 +27,6 @@ from cohortctl.partner.webhooks.payload import (
     webhook_body,
 )
 
-Clock = Callable[[], float]
-BODY_KEEP = 2000
 # A webhook has no API key: its only auth is the custom headers.
 WEBHOOK_MEANINGS = {
     401: "unauthorized: the endpoint wants a header this message lacks (--header)",
@@ -48,6 +46,16 @@ class WebhookRequest:
     in_cohort: bool
     message_id: str
     label: str = CALL
+
+    @property
+    def call(self) -> str:
+        """The row's call name (``webhook``, or a conformance case's label)."""
+        return self.label
+
+    @property
+    def method(self) -> str:
+        """Every webhook message is a POST."""
+        return "POST"
 
     def shown(self, destination: WebhookDestination) -> dict[str, Any]:
         """The request as it may be printed: custom header values redacted."""
@@ -108,53 +116,32 @@ def send_message(
     content: bytes | None = None,
 ) -> Outcome:
     """Send one message once and describe the answer (``headers``/``content`` override)."""
-    shown_url = destination.scrub(redact_url(request.url))
     extra: dict[str, Any] = {
         "ids": request.users,
         "member": request.in_cohort,
         "message_id": request.message_id,
     }
-    if expect is not None:
-        extra["expected"] = expect
-    started = clock()
-    try:
-        response = send_held(
-            client,
-            "POST",
-            request.url,
-            headers=dict(headers if headers is not None else request.headers),
-            content=content if content is not None else request.content,
-            timeout=destination.timeout,
-        )
-    except httpx.TransportError as exc:
-        return Outcome.unanswered(
-            exc,
-            call=request.label,
-            method="POST",
-            url=shown_url,
-            latency_ms=(clock() - started) * 1000,
-            scrub=destination.scrub,
-            extra=extra,
-        )
-    latency = (clock() - started) * 1000
-    status = response.status_code
-    passed = status == expect if expect is not None else 200 <= status < 300
-    extra["passed"] = passed
-    retry_after = response.headers.get("Retry-After")
-    meaning = WEBHOOK_MEANINGS.get(status) or describe_status(status, retry_after)
-    if expect is not None and not passed:
-        meaning += f" (expected {expect})"
-    return Outcome(
-        call=request.label,
-        method="POST",
-        url=shown_url,
-        status=status,
+    if headers is not None:
+        request = replace(request, headers=dict(headers))
+    if content is not None:
+        request = replace(request, content=content)
+
+    def meaning(response: httpx.Response) -> str:
+        status = response.status_code
+        retry_after = response.headers.get("Retry-After")
+        return WEBHOOK_MEANINGS.get(status) or describe_status(status, retry_after)
+
+    outcome, _ = send_once(
+        client,
+        destination,
+        request,
+        extra,
+        expect=expect,
+        is_success=lambda status: 200 <= status < 300,
         meaning=meaning,
-        latency_ms=round(latency, 1),
-        body=answer_excerpt(response, destination.scrub, BODY_KEEP),
-        retry_after=retry_after,
-        extra=extra,
+        clock=clock,
     )
+    return outcome
 
 
 def make_webhook_client(destination: WebhookDestination) -> httpx.Client:
