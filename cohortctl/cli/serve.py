@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 import sqlite3
 import sys
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.markup import escape
 
+from cohortctl.cli.bundles import with_bundles
 from cohortctl.cli.options import option
 from cohortctl.cli.render import err
 from cohortctl.config import is_loopback_host
@@ -29,25 +31,16 @@ PortOption = Annotated[
     int, typer.Option("--port", min=0, max=65535, help="Port to bind; 0 picks a free one.")
 ]
 
-_quiet = False
-
-
-def _set_quiet(value: bool) -> bool:
-    global _quiet
-    _quiet = value
-    return value
-
-
 ServeQuiet = Annotated[
     bool,
     typer.Option(
         "--quiet",
         "-q",
-        callback=_set_quiet,
         help="Do not log each request on stderr (time, method, path, status, ms, and why a "
         "request was rejected).",
     ),
 ]
+
 
 app = typer.Typer(
     help="Run an embedded server on 127.0.0.1: the fake Amplitude API or a partner receiver.",
@@ -59,47 +52,55 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def warn_if_exposed(host: str, consequence: str) -> None:
-    """Unless ``host`` is loopback, warn that anyone who can reach it can ``consequence``."""
-    if not is_loopback_host(host):
-        err.print(
-            f"[yellow]warning:[/] listening on {escape(host)}: anyone who can reach it can "
-            f"{consequence}"
-        )
+@dataclasses.dataclass(frozen=True)
+class Listening:
+    """Where an embedded server listens and whether it logs each request: ``--host``,
+    ``--port``, ``--quiet`` (the options every ``serve`` command starts with)."""
 
+    host: HostOption = "127.0.0.1"
+    port: PortOption = 0
+    quiet: ServeQuiet = False
 
-def serve_in_foreground(
-    app: web.Application, host: str, port: int, describe: Callable[[str], str]
-) -> None:
-    """Serve ``app`` until Ctrl-C or SIGTERM (both raise KeyboardInterrupt: exit 130).
+    def warn_if_exposed(self, consequence: str) -> None:
+        """Unless the host is loopback, warn that anyone who can reach it can ``consequence``."""
+        if not is_loopback_host(self.host):
+            err.print(
+                f"[yellow]warning:[/] listening on {escape(self.host)}: anyone who can reach it "
+                f"can {consequence}"
+            )
 
-    Once listening, prints ``describe(url)`` and how to stop on stderr, then the URL alone on
-    stdout. A port that cannot be bound is a :class:`CohortctlError`.
-    """
-    from cohortctl.cli import serve_log
-    from cohortctl.servers.runner import serve_forever
+    def serve(self, app: web.Application, describe: Callable[[str], str]) -> None:
+        """Serve ``app`` until Ctrl-C or SIGTERM (both raise KeyboardInterrupt: exit 130).
 
-    if not _quiet:
-        serve_log.install(app)
-    undo_logging = serve_log.quiet_tracebacks()
+        Once listening, prints ``describe(url)`` and how to stop on stderr, then the URL alone
+        on stdout. A port that cannot be bound is a :class:`CohortctlError`.
+        """
+        from cohortctl.cli import serve_log
+        from cohortctl.servers.runner import serve_forever
 
-    def ready(url: str) -> None:
-        err.print(describe(url), markup=False)
-        err.print("press Ctrl-C to stop")
-        sys.stdout.write(url + "\n")
-        sys.stdout.flush()
+        if not self.quiet:
+            serve_log.install(app)
+        undo_logging = serve_log.quiet_tracebacks()
 
-    previous = None
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _interrupt)
-    try:
-        serve_forever(app, host=host, port=port, on_ready=ready)
-    except OSError as exc:
-        raise CohortctlError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    finally:
-        undo_logging()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        def ready(url: str) -> None:
+            err.print(describe(url), markup=False)
+            err.print("press Ctrl-C to stop")
+            sys.stdout.write(url + "\n")
+            sys.stdout.flush()
+
+        host, port = self.host, self.port
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, _interrupt)
+        try:
+            serve_forever(app, host=host, port=port, on_ready=ready)
+        except OSError as exc:
+            reason = exc.strerror or exc
+            raise CohortctlError(f"cannot listen on {host}:{port}: {reason}") from None
+        finally:
+            undo_logging()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
 
 
 def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str]:
@@ -124,10 +125,10 @@ def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str]
 
 
 @app.command("amplitude")
+@with_bundles
 def amplitude(
-    host: HostOption = "127.0.0.1",
-    port: PortOption = 0,
-    quiet: ServeQuiet = False,
+    *,
+    listening: Listening,
     db: Annotated[
         Path | None,
         option(
@@ -226,11 +227,9 @@ def amplitude(
         raise InputError(f"--db {db_shown}: cannot use it as the fake's database: {exc}") from None
     add_users(fake[STORE_KEY], known)
 
-    warn_if_exposed(host, "call this fake over plain http")
+    listening.warn_if_exposed("call this fake over plain http")
 
-    serve_in_foreground(
-        fake, host, port, lambda url: f"fake Amplitude API listening on {url} (db: {db_shown})"
-    )
+    listening.serve(fake, lambda url: f"fake Amplitude API listening on {url} (db: {db_shown})")
 
 
 # `serve partner` lives in its own module, which imports the options above and joins itself

@@ -11,15 +11,10 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from cohortctl.cli.bundles import with_bundles
 from cohortctl.cli.options import AllowInsecureHttp, option
 from cohortctl.cli.render import err
-from cohortctl.cli.serve import (
-    HostOption,
-    PortOption,
-    ServeQuiet,
-    serve_in_foreground,
-    warn_if_exposed,
-)
+from cohortctl.cli.serve import Listening
 from cohortctl.cli.serve import app as serve_app
 from cohortctl.errors import InputError
 
@@ -54,10 +49,10 @@ def parse_rate(text: str) -> float:
     return count / 60 if per_minute else count
 
 
+@with_bundles
 def partner(
-    host: HostOption = "127.0.0.1",
-    port: PortOption = 0,
-    quiet: ServeQuiet = False,
+    *,
+    listening: Listening,
     api_key: Annotated[
         str | None,
         option(
@@ -232,7 +227,7 @@ def partner(
     cohortctl mock flow --url http://127.0.0.1:8080
     """
     if forward is not None:
-        _forward(host, port, forward, record, forward_timeout, journal_limit,
+        _forward(listening, forward, record, forward_timeout, journal_limit,
                  allow_insecure_http, db, known_users, rate_limit, fail_rate, reset_rate,
                  delay_ms)  # fmt: skip
         return
@@ -282,7 +277,7 @@ def partner(
     )
     receiver = create_app(settings)
 
-    warn_if_exposed(host, "call this receiver over plain http and read its state without auth")
+    listening.warn_if_exposed("call this receiver over plain http and read its state without auth")
     if settings.api_key is None and auth is not ReceiverAuth.none:
         err.print("no --api-key / COHORTCTL_PARTNER_API_KEY given: accepting any credentials")
     broken = [
@@ -299,17 +294,13 @@ def partner(
     if known is not None:
         err.print(f"accepting only the {len(known)} user id(s) of {escape(str(known_users))}")
 
-    serve_in_foreground(
-        receiver,
-        host,
-        port,
-        lambda url: f"partner receiver listening on {url} ({settings.describe()})",
+    listening.serve(
+        receiver, lambda url: f"partner receiver listening on {url} ({settings.describe()})"
     )
 
 
 def _forward(
-    host: str,
-    port: int,
+    listening: Listening,
     forward: str,
     record: Path | None,
     timeout: float,
@@ -336,14 +327,9 @@ def _forward(
         keep=keep,
     )
     app = create_forward_app(settings)
-    warn_if_exposed(host, "send requests through this proxy and read its journal without auth")
+    listening.warn_if_exposed("send requests through this proxy and read its journal without auth")
     recorded = f", recording to {record}" if record is not None else ""
-    serve_in_foreground(
-        app,
-        host,
-        port,
-        lambda url: f"validating proxy on {url}, forwarding to {target}{recorded}",
-    )
+    listening.serve(app, lambda url: f"validating proxy on {url}, forwarding to {target}{recorded}")
 
 
 serve_app.command("partner")(partner)
