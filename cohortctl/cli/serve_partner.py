@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sqlite3
 from enum import Enum
@@ -47,6 +48,70 @@ def parse_rate(text: str) -> float:
         raise InputError(f"--rate-limit {text!r}: must be more than zero")
     per_minute = match.group(2).lower().startswith("m")
     return count / 60 if per_minute else count
+
+
+@dataclasses.dataclass(frozen=True)
+class Faults:
+    """Faults the receiver injects, for testing senders: ``--fail-rate``, ``--fail-status``,
+    ``--delay-ms``, ``--reset-rate``, ``--seed`` (named as :class:`ReceiverSettings` names
+    them)."""
+
+    fail_rate: Annotated[
+        float,
+        typer.Option(
+            "--fail-rate",
+            min=0.0,
+            max=1.0,
+            help="Share of requests answered --fail-status (0 to 1).",
+        ),
+    ] = 0.0
+    fail_status: Annotated[
+        int,
+        typer.Option("--fail-status", min=100, max=599, help="Status of injected failures."),
+    ] = 503
+    delay_ms: Annotated[
+        int, typer.Option("--delay-ms", min=0, help="Milliseconds to wait before answering.")
+    ] = 0
+    reset_rate: Annotated[
+        float,
+        typer.Option(
+            "--reset-rate",
+            min=0.0,
+            max=1.0,
+            help="Share of connections dropped without an answer (0 to 1).",
+        ),
+    ] = 0.0
+    seed: Annotated[
+        int | None,
+        option("--seed", help="Seed of the injected faults, for repeatable runs."),
+    ] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class BrokenContract:
+    """The hidden switches that break the contract on purpose, for testing a conformance
+    checker: ``--accept-any-key``, ``--accept-bad-bodies``, ``--never-404``."""
+
+    accept_any_key: Annotated[
+        bool,
+        typer.Option("--accept-any-key", hidden=True, help="Break the contract: never 401."),
+    ] = False
+    accept_bad_bodies: Annotated[
+        bool,
+        typer.Option("--accept-bad-bodies", hidden=True, help="Break the contract: never 400."),
+    ] = False
+    never_404: Annotated[
+        bool,
+        typer.Option("--never-404", hidden=True, help="Break the contract: never 404."),
+    ] = False
+
+    def flags(self) -> list[str]:
+        """The switches given, as typed."""
+        return [
+            f"--{field.name.replace('_', '-')}"
+            for field in dataclasses.fields(self)
+            if getattr(self, field.name)
+        ]
 
 
 @with_bundles
@@ -103,51 +168,12 @@ def partner(
             help="Requests allowed, like 10/s or 120/m; more answer 429 with Retry-After.",
         ),
     ] = None,
-    fail_rate: Annotated[
-        float,
-        typer.Option(
-            "--fail-rate",
-            min=0.0,
-            max=1.0,
-            help="Share of requests answered --fail-status (0 to 1).",
-        ),
-    ] = 0.0,
-    fail_status: Annotated[
-        int,
-        typer.Option("--fail-status", min=100, max=599, help="Status of injected failures."),
-    ] = 503,
-    delay_ms: Annotated[
-        int, typer.Option("--delay-ms", min=0, help="Milliseconds to wait before answering.")
-    ] = 0,
-    reset_rate: Annotated[
-        float,
-        typer.Option(
-            "--reset-rate",
-            min=0.0,
-            max=1.0,
-            help="Share of connections dropped without an answer (0 to 1).",
-        ),
-    ] = 0.0,
-    seed: Annotated[
-        int | None,
-        option("--seed", help="Seed of the injected faults, for repeatable runs."),
-    ] = None,
+    faults: Faults,
     journal_limit: Annotated[
         int,
         typer.Option("--journal-limit", min=1, help="Requests kept in the journal."),
     ] = 10_000,
-    accept_any_key: Annotated[
-        bool,
-        typer.Option("--accept-any-key", hidden=True, help="Break the contract: never 401."),
-    ] = False,
-    accept_bad_bodies: Annotated[
-        bool,
-        typer.Option("--accept-bad-bodies", hidden=True, help="Break the contract: never 400."),
-    ] = False,
-    never_404: Annotated[
-        bool,
-        typer.Option("--never-404", hidden=True, help="Break the contract: never 404."),
-    ] = False,
+    contract: BrokenContract,
     forward: Annotated[
         str | None,
         option(
@@ -228,8 +254,8 @@ def partner(
     """
     if forward is not None:
         _forward(listening, forward, record, forward_timeout, journal_limit,
-                 allow_insecure_http, db, known_users, rate_limit, fail_rate, reset_rate,
-                 delay_ms)  # fmt: skip
+                 allow_insecure_http, db, known_users, rate_limit, faults.fail_rate,
+                 faults.reset_rate, faults.delay_ms)  # fmt: skip
         return
     if record is not None:
         raise InputError("--record needs --forward URL (the receiver journals by itself)")
@@ -260,15 +286,9 @@ def partner(
         db=db_shown,
         known_users=known,
         rate_limit=rate,
-        fail_rate=fail_rate,
-        fail_status=fail_status,
-        delay_ms=delay_ms,
-        reset_rate=reset_rate,
-        seed=seed,
+        **dataclasses.asdict(faults),
         journal_limit=journal_limit,
-        accept_any_key=accept_any_key,
-        accept_bad_bodies=accept_bad_bodies,
-        never_404=never_404,
+        **dataclasses.asdict(contract),
         webhook_path=_webhook_path(webhook_path),
         webhook_user_agent=None
         if webhook_user_agent.strip().lower() == "any"
@@ -280,15 +300,7 @@ def partner(
     listening.warn_if_exposed("call this receiver over plain http and read its state without auth")
     if settings.api_key is None and auth is not ReceiverAuth.none:
         err.print("no --api-key / COHORTCTL_PARTNER_API_KEY given: accepting any credentials")
-    broken = [
-        flag
-        for flag, on in (
-            ("--accept-any-key", accept_any_key),
-            ("--accept-bad-bodies", accept_bad_bodies),
-            ("--never-404", never_404),
-        )
-        if on
-    ]
+    broken = contract.flags()
     if broken:
         err.print(f"[yellow]warning:[/] breaking the contract on purpose: {', '.join(broken)}")
     if known is not None:
