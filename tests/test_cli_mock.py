@@ -455,11 +455,12 @@ def test_usage_errors_exit_2(
 
 
 def test_insecure_http_allowed_on_request() -> None:
-    from cohortctl.cli.destination_options import destination_from_options
+    from cohortctl.cli.destination_options import PartnerEndpoint
     from cohortctl.config import Config
 
     cfg = Config.load(env={})
-    destination = destination_from_options(
-        cfg, url="http://partner.example", api_key=PARTNER_KEY, allow_insecure_http=True
+    endpoint = PartnerEndpoint(
+        url="http://partner.example", api_key=PARTNER_KEY, allow_insecure_http=True
     )
+    destination = endpoint.destination(cfg)
     assert destination.base_url == "http://partner.example"

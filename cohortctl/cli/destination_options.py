@@ -33,7 +33,7 @@ import typer
 
 from cohortctl.cli.bundles import SettingsOptions
 from cohortctl.cli.exchanges import EnvRef, env_name_for_header
-from cohortctl.cli.options import TIMEOUT_HELP, request_deadline
+from cohortctl.cli.options import TIMEOUT_HELP, option, request_deadline
 from cohortctl.config import Config
 from cohortctl.errors import ConfigError
 from cohortctl.http.redact import is_sensitive_header
@@ -54,122 +54,49 @@ if TYPE_CHECKING:
 
 PANEL = "Destination"
 
-DestinationName = Annotated[
-    str | None,
-    typer.Option(
-        "--destination",
-        help="Destination file (YAML: calls, auth, items, errors...) or a built-in profile: "
-        "amplitude, flagsmith, launchdarkly, segment, statsig. Flags override its values; "
-        "see `cohortctl destination`.",
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-GivenListId = Annotated[
-    str | None,
-    typer.Option(
-        "--list-id",
-        help="Use this existing list (its id is $listId): no list-create is sent.",
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
+DestinationName = Annotated[str | None, option("--destination", panel=PANEL, help=(
+    "Destination file (YAML: calls, auth, items, errors...) or a built-in profile: "
+    "amplitude, flagsmith, launchdarkly, segment, statsig. Flags override its values; "
+    "see `cohortctl destination`."))]  # fmt: skip
+GivenListId = Annotated[str | None, option("--list-id", panel=PANEL,
+    help="Use this existing list (its id is $listId): no list-create is sent.")]  # fmt: skip
 
-Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        help="Partner base URL (env COHORTCTL_PARTNER_URL; profile partner_url).",
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-ApiKey = Annotated[
-    str | None,
-    typer.Option(
-        "--api-key",
-        help=(
-            "Partner API key (prefer env COHORTCTL_PARTNER_API_KEY or profile "
-            "partner_api_key: a flag lands in shell history). Never printed."
-        ),
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-Secret = Annotated[
-    str | None,
-    typer.Option(
-        "--secret",
-        help="Basic-auth password (env COHORTCTL_PARTNER_SECRET); Amplitude sends none.",
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-Auth = Annotated[
-    AuthMode | None,
-    typer.Option(
-        "--auth",
-        help=(
-            "basic: key and empty password (Amplitude's default); header: api_key and app_id "
-            "headers; bearer: Authorization: Bearer KEY; none. Env COHORTCTL_PARTNER_AUTH. "
-            "[default: basic]"
-        ),
-        case_sensitive=False,
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-AppId = Annotated[
-    str | None,
-    typer.Option(
-        "--app-id",
-        help="app_id header value for --auth header (env COHORTCTL_PARTNER_APP_ID).",
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-Header = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--header",
-        "-H",
-        help="Extra header NAME:VALUE, repeatable; wins over the auth headers.",
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-ListIdPath = Annotated[
-    str | None,
-    typer.Option(
-        "--list-id-path",
-        help=(
-            "JSON path of the new list's id in the list-create answer, e.g. data.id "
-            "[default: listId, then id, list_id, data.id]"
-        ),
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-Timeout = Annotated[
-    float,
-    typer.Option(
-        "--timeout",
-        parser=request_deadline,
-        metavar="DURATION",
-        help=TIMEOUT_HELP,
-        rich_help_panel=PANEL,
-    ),
-]
+Url = Annotated[str | None, option("--url", panel=PANEL,
+    help="Partner base URL (env COHORTCTL_PARTNER_URL; profile partner_url).")]  # fmt: skip
+ApiKey = Annotated[str | None, option("--api-key", panel=PANEL, help=(
+    "Partner API key (prefer env COHORTCTL_PARTNER_API_KEY or profile "
+    "partner_api_key: a flag lands in shell history). Never printed."))]  # fmt: skip
+Secret = Annotated[str | None, option("--secret", panel=PANEL,
+    help="Basic-auth password (env COHORTCTL_PARTNER_SECRET); Amplitude sends none.")]  # fmt: skip
+Auth = Annotated[AuthMode | None, option("--auth", panel=PANEL, case_sensitive=False, help=(
+    "basic: key and empty password (Amplitude's default); header: api_key and app_id "
+    "headers; bearer: Authorization: Bearer KEY; none. Env COHORTCTL_PARTNER_AUTH. "
+    "[default: basic]"))]  # fmt: skip
+AppId = Annotated[str | None, option("--app-id", panel=PANEL,
+    help="app_id header value for --auth header (env COHORTCTL_PARTNER_APP_ID).")]  # fmt: skip
+Header = Annotated[list[str] | None, option("--header", "-H", panel=PANEL,
+    help="Extra header NAME:VALUE, repeatable; wins over the auth headers.")]  # fmt: skip
+ListIdPath = Annotated[str | None, option("--list-id-path", panel=PANEL, help=(
+    "JSON path of the new list's id in the list-create answer, e.g. data.id "
+    "[default: listId, then id, list_id, data.id]"))]  # fmt: skip
+Timeout = Annotated[float, option("--timeout", panel=PANEL, help=TIMEOUT_HELP,
+    parser=request_deadline, metavar="DURATION", show_default=True)]  # fmt: skip
+
+# The calls in the order of their flags, each with the word its flags start with
+# (--create-path, --create-payload ...): the per-call bundles read their fields by this table.
+CALL_FLAGS = {
+    payloads.LIST_CREATE: "create",
+    payloads.LIST_ADD: "add",
+    payloads.LIST_REMOVE: "remove",
+    payloads.IDENTIFY: "identify",
+    payloads.IDENTIFY_BATCH: "batch",
+}
 
 
 def _path_option(flag: str, call: str) -> typer.models.OptionInfo:
-    return typer.Option(
-        flag,
-        help=f"Path (or full URL) of {call} [default: {payloads.DEFAULT_PATHS[call]}]; "
-        "$listId and other template variables are filled in.",
-        show_default=False,
-        rich_help_panel=PANEL,
-    )
+    return option(flag, panel=PANEL, help=(
+        f"Path (or full URL) of {call} [default: {payloads.DEFAULT_PATHS[call]}]; "
+        "$listId and other template variables are filled in."))  # fmt: skip
 
 
 CreatePath = Annotated[str | None, _path_option("--create-path", payloads.LIST_CREATE)]
@@ -177,95 +104,6 @@ AddPath = Annotated[str | None, _path_option("--add-path", payloads.LIST_ADD)]
 RemovePath = Annotated[str | None, _path_option("--remove-path", payloads.LIST_REMOVE)]
 IdentifyPath = Annotated[str | None, _path_option("--identify-path", payloads.IDENTIFY)]
 BatchPath = Annotated[str | None, _path_option("--batch-path", payloads.IDENTIFY_BATCH)]
-
-
-def call_paths(
-    *,
-    create: str | None = None,
-    add: str | None = None,
-    remove: str | None = None,
-    identify: str | None = None,
-    batch: str | None = None,
-) -> dict[str, str]:
-    """The per-call path flags as a ``call -> path`` mapping (unset ones left out)."""
-    given = {
-        payloads.LIST_CREATE: create,
-        payloads.LIST_ADD: add,
-        payloads.LIST_REMOVE: remove,
-        payloads.IDENTIFY: identify,
-        payloads.IDENTIFY_BATCH: batch,
-    }
-    return {call: path for call, path in given.items() if path is not None}
-
-
-def destination_from_options(
-    cfg: Config,
-    *,
-    url: str | None,
-    api_key: str | None = None,
-    secret: str | None = None,
-    auth: AuthMode | None = None,
-    app_id: str | None = None,
-    headers: list[str] | None = None,
-    list_id_path: str | None = None,
-    timeout: float = PARTNER_REQUEST_TIMEOUT,
-    paths: Mapping[str, str] | None = None,
-    require_credentials: bool = True,
-    allow_insecure_http: bool = False,
-    file: DestinationFile | None = None,
-    variables: Mapping[str, str] | None = None,
-) -> Destination:
-    """Resolve the destination options against ``cfg`` into a checked :class:`Destination`.
-
-    With a destination ``file``: a flag wins over the file, the file over the environment and
-    the config profile. ``variables`` fill the file's header values. ``require_credentials=
-    False`` (a dry run) accepts a missing API key; the URL is always validated, and
-    credentials are refused over plain http to non-loopback hosts unless
-    ``allow_insecure_http``.
-    """
-    if file is not None and url is None and file.url:
-        url = file.url
-    if file is not None and auth is None and file.auth is not None:
-        auth = file.auth
-    base_url = cfg.require("partner_url", url, flag_name="--url")
-    mode = parse_auth_mode(cfg.get("partner_auth", auth))
-    resolved_app_id = cfg.get("partner_app_id", app_id)
-    file_headers: tuple[tuple[str, str], ...] = ()
-    if file is not None:
-        values = dict(variables or {})
-        file_headers = tuple(
-            (name, templates.render_text(value, values, source=f"{file.source}: headers.{name}"))
-            for name, value in file.headers
-        )
-        paths = {**file.paths(), **(paths or {})}
-        list_id_path = list_id_path or file.list_id_path
-    destination = Destination(
-        base_url=str(base_url).strip(),
-        auth=mode,
-        api_key=_text(cfg.get("partner_api_key", api_key)),
-        secret=_text(cfg.get("partner_secret", secret)),
-        app_id=None if resolved_app_id is None else str(resolved_app_id),
-        headers=file_headers + build_headers(headers or []),
-        paths={**payloads.DEFAULT_PATHS, **(paths or {})},
-        list_id_path=list_id_path,
-        timeout=timeout,
-    )
-    if file is not None:
-        destination = replace(
-            destination,
-            name=file.name,
-            methods=file.methods(),
-            calls=frozenset(file.calls),
-            success=file.success,
-            errors=file.errors,
-            max_body_bytes=file.max_body_bytes,
-            rate_limit=file.rate_limit,
-            auth_header=file.auth_header if mode is file.auth else None,
-        )
-    if require_credentials:
-        destination.require_credentials()
-    destination.ensure_safe(allow_insecure_http=allow_insecure_http or not require_credentials)
-    return destination
 
 
 def partner_recording(
@@ -320,30 +158,19 @@ def _text(value: object) -> str | None:
 USERS_PANEL = "Cohort and users"
 TEMPLATES_PANEL = "Payload templates"
 
-IdColumn = Annotated[
-    str | None,
-    typer.Option(
-        "--column", help="CSV column of --ids holding the ids.", show_default=False,
-        rich_help_panel=USERS_PANEL,
-    ),
-]  # fmt: skip
-Var = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--var", help="Custom template variable NAME=VALUE, repeatable.", show_default=False,
-        rich_help_panel=TEMPLATES_PANEL,
-    ),
-]  # fmt: skip
+IdColumn = Annotated[str | None, option("--column", panel=USERS_PANEL,
+    help="CSV column of --ids holding the ids.")]  # fmt: skip
+Var = Annotated[list[str] | None, option("--var", panel=TEMPLATES_PANEL,
+    help="Custom template variable NAME=VALUE, repeatable.")]  # fmt: skip
 
 
 def _payload_option(flag: str, call: str) -> typer.models.OptionInfo:
-    return typer.Option(
+    return option(
         flag,
+        panel=TEMPLATES_PANEL,
+        dir_okay=False,
         help=f"JSON template file for {call}, Integration-Portal style: $items, $listId, "
         "$amplitude_cohort_name, $amplitude_cohort_id, $userId, $member, --var names.",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=TEMPLATES_PANEL,
     )
 
 
@@ -357,31 +184,6 @@ BatchPayload = Annotated[Path | None, _payload_option("--batch-payload", payload
 def payload_option(flag: str, call: str) -> typer.models.OptionInfo:
     """A ``--payload``-style option for one call (mock's single-call commands)."""
     return _payload_option(flag, call)
-
-
-def load_templates(
-    *,
-    create: Path | None = None,
-    add: Path | None = None,
-    remove: Path | None = None,
-    identify: Path | None = None,
-    batch: Path | None = None,
-    file: DestinationFile | None = None,
-) -> dict[str, Template]:
-    """The payload templates given on the command line, keyed by call; bad ones exit 2.
-
-    With a destination ``file``: its templates, those given here winning (see
-    :func:`merged_templates`).
-    """
-    files = {
-        payloads.LIST_CREATE: create,
-        payloads.LIST_ADD: add,
-        payloads.LIST_REMOVE: remove,
-        payloads.IDENTIFY: identify,
-        payloads.IDENTIFY_BATCH: batch,
-    }
-    given = {call: Template.from_file(path) for call, path in files.items() if path is not None}
-    return merged_templates(file, given)
 
 
 def read_user_ids(
@@ -454,24 +256,63 @@ class PartnerEndpoint(SettingsOptions):
         file: DestinationFile | None = None,
         variables: Mapping[str, str] | None = None,
     ) -> Destination:
-        """The checked :class:`Destination` of these options (see
-        :func:`destination_from_options`)."""
-        return destination_from_options(
-            cfg,
-            url=self.url,
-            api_key=self.api_key,
-            secret=self.secret,
-            auth=self.auth,
-            app_id=self.app_id,
-            headers=self.header,
-            list_id_path=self.list_id_path,
+        """Resolve these options against ``cfg`` into a checked :class:`Destination`.
+
+        With a destination ``file``: a flag wins over the file, the file over the environment
+        and the config profile. ``variables`` fill the file's header values.
+        ``require_credentials=False`` (a dry run) accepts a missing API key; the URL is always
+        validated, and credentials are refused over plain http to non-loopback hosts unless
+        ``--allow-insecure-http``.
+        """
+        url, auth, list_id_path = self.url, self.auth, self.list_id_path
+        if file is not None and url is None and file.url:
+            url = file.url
+        if file is not None and auth is None and file.auth is not None:
+            auth = file.auth
+        base_url = cfg.require("partner_url", url, flag_name="--url")
+        mode = parse_auth_mode(cfg.get("partner_auth", auth))
+        resolved_app_id = cfg.get("partner_app_id", self.app_id)
+        file_headers: tuple[tuple[str, str], ...] = ()
+        if file is not None:
+            values = dict(variables or {})
+            file_headers = tuple(
+                (
+                    name,
+                    templates.render_text(value, values, source=f"{file.source}: headers.{name}"),
+                )
+                for name, value in file.headers
+            )
+            paths = {**file.paths(), **(paths or {})}
+            list_id_path = list_id_path or file.list_id_path
+        destination = Destination(
+            base_url=str(base_url).strip(),
+            auth=mode,
+            api_key=_text(cfg.get("partner_api_key", self.api_key)),
+            secret=_text(cfg.get("partner_secret", self.secret)),
+            app_id=None if resolved_app_id is None else str(resolved_app_id),
+            headers=file_headers + build_headers(self.header or []),
+            paths={**payloads.DEFAULT_PATHS, **(paths or {})},
+            list_id_path=list_id_path,
             timeout=self.timeout,
-            paths=paths,
-            require_credentials=require_credentials,
-            allow_insecure_http=self.allow_insecure_http,
-            file=file,
-            variables=variables,
         )
+        if file is not None:
+            destination = replace(
+                destination,
+                name=file.name,
+                methods=file.methods(),
+                calls=frozenset(file.calls),
+                success=file.success,
+                errors=file.errors,
+                max_body_bytes=file.max_body_bytes,
+                rate_limit=file.rate_limit,
+                auth_header=file.auth_header if mode is file.auth else None,
+            )
+        if require_credentials:
+            destination.require_credentials()
+        destination.ensure_safe(
+            allow_insecure_http=self.allow_insecure_http or not require_credentials
+        )
+        return destination
 
 
 @dataclass(frozen=True)
@@ -528,13 +369,8 @@ class CallPathOptions:
 
     def paths(self) -> dict[str, str]:
         """The given paths as ``call -> path`` (unset ones left out)."""
-        return call_paths(
-            create=self.create_path,
-            add=self.add_path,
-            remove=self.remove_path,
-            identify=self.identify_path,
-            batch=self.batch_path,
-        )
+        given = {call: getattr(self, f"{word}_path") for call, word in CALL_FLAGS.items()}
+        return {call: path for call, path in given.items() if path is not None}
 
 
 @dataclass(frozen=True)
@@ -553,12 +389,8 @@ class TemplateOptions:
         return custom_variables(file, parse_vars(self.var or []))
 
     def templates(self, file: DestinationFile | None) -> dict[str, Template]:
-        """The templates given, keyed by call, over the file's (bad ones exit 2)."""
-        return load_templates(
-            create=self.create_payload,
-            add=self.add_payload,
-            remove=self.remove_payload,
-            identify=self.identify_payload,
-            batch=self.batch_payload,
-            file=file,
-        )
+        """The templates given, keyed by call, over the file's (see :func:`merged_templates`);
+        bad ones exit 2."""
+        files = {call: getattr(self, f"{word}_payload") for call, word in CALL_FLAGS.items()}
+        given = {call: Template.from_file(path) for call, path in files.items() if path is not None}
+        return merged_templates(file, given)

@@ -15,10 +15,21 @@ from cohortctl.durations import parse_duration
 from cohortctl.errors import InputError
 
 
-def option(*names: str, help: str, show_default: bool = False, **settings: Any) -> Any:
+def option(
+    *names: str, help: str, panel: str | None = None, show_default: bool = False, **settings: Any
+) -> Any:
     """A typer option with the house defaults: no ``[default: …]`` shown unless asked for
-    (the help text says what the default means where it matters)."""
+    (the help text says what the default means where it matters); ``panel`` is its
+    ``rich_help_panel``; other keywords go to :func:`typer.Option` as they are."""
+    if panel is not None:
+        settings["rich_help_panel"] = panel
     return typer.Option(*names, help=help, show_default=show_default, **settings)
+
+
+def flag(*names: str, help: str, panel: str | None = None, **settings: Any) -> Any:
+    """An on/off flag with the house defaults (click shows a flag's default only when it is
+    on, as ``--member/--not-member`` does)."""
+    return typer.Option(*names, help=help, rich_help_panel=panel, **settings)
 
 
 TIMEOUT_HELP = "Give up on one request after this long, connect to last byte: 10s, 2m or seconds."
