@@ -6,7 +6,6 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import typer
 from rich.markup import escape
 from rich.text import Text
 
@@ -14,7 +13,7 @@ from cohortctl.cli import destination_options as dest
 from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.exchanges import status_style
-from cohortctl.cli.options import CaCert, Har, set_user_agent
+from cohortctl.cli.options import CaCert, Har, flag, option, set_user_agent
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.http.text import terminal_text
@@ -35,97 +34,35 @@ SUITE_PANEL = "Suite"
 REPORTS = "Reports"
 SUMMARY_ENV = "GITHUB_STEP_SUMMARY"
 
-Mode = Annotated[
-    FlowMode | None,
-    typer.Option(
-        "--mode",
-        help="list: list-create/add/remove; property: identify and identify-batch; both; "
-        "webhook: Cohort Webhook messages to --url itself. [default: the destination's mode, "
-        "else list]",
-        case_sensitive=False,
-        show_default=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]
-BatchSize = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-size",
-        help="Test users generated (cohortctl-check-RUN-N), sent in batches of the "
-        "destination's size [default: 1000, or the destination's batch size if smaller].",
-        min=1,
-        show_default=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]
-Ids = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--id",
-        help="Use this existing user instead of generated ones (repeatable), for endpoints "
-        "that answer 404 to users they do not know.",
-        show_default=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]
-IdsFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--ids",
-        help="File of existing users to use (CSV column, newline list, gzip; - for stdin).",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]
-UnknownUser = Annotated[
-    str | None,
-    typer.Option(
-        "--unknown-user",
-        help="A user id the endpoint does not know: runs the 'rejects an unknown user' "
-        "cases (404 expected).",
-        show_default=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]
-Burst = Annotated[
-    int | None,
-    typer.Option(
-        "--burst",
-        help=f"Send N requests at once (list-add; identify in property mode; at most "
-        f"{MAX_BURST}): every 429 must carry a usable Retry-After.",
-        show_default=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]
-ExpectThrottle = Annotated[
-    bool,
-    typer.Option(
-        "--expect-throttle",
-        help="With --burst: pass only when at least one 429 (with a usable Retry-After) comes.",
-        rich_help_panel=SUITE_PANEL,
-    ),
-]
-MaxLatency = Annotated[
-    float | None,
-    typer.Option(
-        "--max-latency-ms",
-        help="Fail when any accepted call takes longer than this (names the slowest) "
-        "[webhook mode default: 2000, Amplitude's guidance].",
-        show_default=False,
-        rich_help_panel=SUITE_PANEL,
-    ),
-]
-Junit = Annotated[
-    Path | None,
-    typer.Option(
-        "--junit",
-        help="Write a JUnit XML report here (GitHub, GitLab and Jenkins read it).",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=REPORTS,
-    ),
-]
+Mode = Annotated[FlowMode | None, option("--mode", panel=SUITE_PANEL, case_sensitive=False, help=(
+    "list: list-create/add/remove; property: identify and identify-batch; both; "
+    "webhook: Cohort Webhook messages to --url itself. [default: the destination's mode, "
+    "else list]"))]  # fmt: skip
+BatchSize = Annotated[int | None, option("--batch-size", panel=SUITE_PANEL, min=1, help=(
+    "Test users generated (cohortctl-check-RUN-N), sent in batches of the destination's "
+    "size [default: 1000, or the destination's batch size if smaller]."))]  # fmt: skip
+Ids = Annotated[list[str] | None, option("--id", panel=SUITE_PANEL, help=(
+    "Use this existing user instead of generated ones (repeatable), for endpoints "
+    "that answer 404 to users they do not know."))]  # fmt: skip
+IdsFile = Annotated[Path | None, option("--ids", panel=SUITE_PANEL, dir_okay=False, help=(
+    "File of existing users to use (CSV column, newline list, gzip; - for stdin)."))]  # fmt: skip
+UnknownUser = Annotated[str | None, option("--unknown-user", panel=SUITE_PANEL, help=(
+    "A user id the endpoint does not know: runs the 'rejects an unknown user' "
+    "cases (404 expected)."))]  # fmt: skip
+Burst = Annotated[int | None, option("--burst", panel=SUITE_PANEL, help=(
+    f"Send N requests at once (list-add; identify in property mode; at most "
+    f"{MAX_BURST}): every 429 must carry a usable Retry-After."))]  # fmt: skip
+ExpectThrottle = Annotated[bool, flag("--expect-throttle", panel=SUITE_PANEL, help=(
+    "With --burst: pass only when at least one 429 (with a usable Retry-After) "
+    "comes."))]  # fmt: skip
+MaxLatency = Annotated[float | None, option("--max-latency-ms", panel=SUITE_PANEL, help=(
+    "Fail when any accepted call takes longer than this (names the slowest) "
+    "[webhook mode default: 2000, Amplitude's guidance]."))]  # fmt: skip
+RequireHeader = Annotated[list[str] | None, option("--require-header", panel=SUITE_PANEL, help=(
+    "Webhook mode: a message without this header (repeatable) must be rejected "
+    "with 401 or 403."))]  # fmt: skip
+Junit = Annotated[Path | None, option("--junit", panel=REPORTS, dir_okay=False,
+    help="Write a JUnit XML report here (GitHub, GitLab and Jenkins read it).")]  # fmt: skip
 
 
 def _actual_cell(case: reports.CaseResult, actual: str) -> Text | str:
@@ -188,16 +125,7 @@ def check(
     burst: Burst = None,
     expect_throttle: ExpectThrottle = False,
     max_latency_ms: MaxLatency = None,
-    require_header: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--require-header",
-            help="Webhook mode: a message without this header (repeatable) must be rejected "
-            "with 401 or 403.",
-            show_default=False,
-            rich_help_panel=SUITE_PANEL,
-        ),
-    ] = None,
+    require_header: RequireHeader = None,
     user_agent: wh.UserAgent = None,
     webhook: wh.WebhookMessageOptions,
     junit: Junit = None,

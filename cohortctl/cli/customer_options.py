@@ -29,6 +29,8 @@ from cohortctl.cli.options import (
     Har,
     UserAgent,
     check_as_curl,
+    flag,
+    option,
     request_deadline,
 )
 from cohortctl.cli.progress import Meter, make_bar
@@ -45,77 +47,31 @@ from cohortctl.retry import RetryPolicy
 # How the commands wait between retries and polls; tests replace it to record the waits.
 sleep: Callable[[float], None] = time.sleep
 
-Region = Annotated[
-    str | None,
-    typer.Option(
-        "--region",
-        help="Amplitude data region: us or eu (env AMPLITUDE_REGION; default us).",
-        show_default=False,
-    ),
-]
-BaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--base-url",
-        help="Amplitude host to call instead of the region's, e.g. the embedded fake "
-        "(env AMPLITUDE_BASE_URL).",
-        show_default=False,
-    ),
-]
+Region = Annotated[str | None, option("--region",
+    help="Amplitude data region: us or eu (env AMPLITUDE_REGION; default us).")]  # fmt: skip
+BaseUrl = Annotated[str | None, option("--base-url", help=(
+    "Amplitude host to call instead of the region's, e.g. the embedded fake "
+    "(env AMPLITUDE_BASE_URL)."))]  # fmt: skip
 Timeout = Annotated[
-    str,
-    typer.Option("--timeout", metavar="DURATION", help=TIMEOUT_HELP),
+    str, option("--timeout", metavar="DURATION", show_default=True, help=TIMEOUT_HELP)
 ]
-Retries = Annotated[
-    int,
-    typer.Option(
-        "--retries",
-        min=0,
-        help="Retries of a request answered 429 or 5xx, or not answered; waits double from "
-        "1 s (Retry-After wins).",
-    ),
-]
-IdTypeOption = Annotated[
-    IdType,
-    typer.Option(
-        "--id-type",
-        help="What the file holds: user ids, or amplitude ids (integers).",
-        case_sensitive=False,
-    ),
-]
-Column = Annotated[
-    str | None,
-    typer.Option(
-        "--column",
-        help="CSV/TSV column holding the ids (default: the only column, or a column named "
-        "like user_id / amplitude_id).",
-        show_default=False,
-    ),
-]
-DryRun = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run",
-        help="Print the exact request(s) (Authorization redacted) and send nothing; "
-        "needs no credentials.",
-    ),
-]
-StrictIds = Annotated[
-    bool,
-    typer.Option(
-        "--strict-ids",
-        help="Fail the whole request if any id is invalid (skip_invalid_ids=false) instead "
-        "of skipping invalid ids.",
-    ),
-]
-GroupType = Annotated[
-    str | None,
-    typer.Option(
-        "--group-type",
-        help="Group type, for a group cohort instead of a user cohort (cg / count_group).",
-        show_default=False,
-    ),
-]
+Retries = Annotated[int, option("--retries", min=0, show_default=True, help=(
+    "Retries of a request answered 429 or 5xx, or not answered; waits double from "
+    "1 s (Retry-After wins)."))]  # fmt: skip
+IdTypeOption = Annotated[IdType, option("--id-type", case_sensitive=False, show_default=True,
+    help="What the file holds: user ids, or amplitude ids (integers).")]  # fmt: skip
+Column = Annotated[str | None, option("--column", help=(
+    "CSV/TSV column holding the ids (default: the only column, or a column named "
+    "like user_id / amplitude_id)."))]  # fmt: skip
+DryRun = Annotated[bool, flag("--dry-run", help=(
+    "Print the exact request(s) (Authorization redacted) and send nothing; "
+    "needs no credentials."))]  # fmt: skip
+StrictIds = Annotated[bool, flag("--strict-ids", help=(
+    "Fail the whole request if any id is invalid (skip_invalid_ids=false) instead "
+    "of skipping invalid ids."))]  # fmt: skip
+GroupType = Annotated[str | None, option("--group-type", help=(
+    "Group type, for a group cohort instead of a user cohort (cg / count_group)."))]  # fmt: skip
+
 
 DEFAULT_TIMEOUT_TEXT = f"{AMPLITUDE_REQUEST_TIMEOUT:.0f}s"
 DEFAULT_RETRIES = DEFAULT_RETRY.retries

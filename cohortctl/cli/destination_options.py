@@ -93,17 +93,18 @@ CALL_FLAGS = {
 }
 
 
-def _path_option(flag: str, call: str) -> typer.models.OptionInfo:
+def path_option(flag: str, call: str, *, what: str | None = None) -> typer.models.OptionInfo:
+    """The path option of ``call`` (``what`` names it in the help, the call by default)."""
     return option(flag, panel=PANEL, help=(
-        f"Path (or full URL) of {call} [default: {payloads.DEFAULT_PATHS[call]}]; "
+        f"Path (or full URL) of {what or call} [default: {payloads.DEFAULT_PATHS[call]}]; "
         "$listId and other template variables are filled in."))  # fmt: skip
 
 
-CreatePath = Annotated[str | None, _path_option("--create-path", payloads.LIST_CREATE)]
-AddPath = Annotated[str | None, _path_option("--add-path", payloads.LIST_ADD)]
-RemovePath = Annotated[str | None, _path_option("--remove-path", payloads.LIST_REMOVE)]
-IdentifyPath = Annotated[str | None, _path_option("--identify-path", payloads.IDENTIFY)]
-BatchPath = Annotated[str | None, _path_option("--batch-path", payloads.IDENTIFY_BATCH)]
+CreatePath = Annotated[str | None, path_option("--create-path", payloads.LIST_CREATE)]
+AddPath = Annotated[str | None, path_option("--add-path", payloads.LIST_ADD)]
+RemovePath = Annotated[str | None, path_option("--remove-path", payloads.LIST_REMOVE)]
+IdentifyPath = Annotated[str | None, path_option("--identify-path", payloads.IDENTIFY)]
+BatchPath = Annotated[str | None, path_option("--batch-path", payloads.IDENTIFY_BATCH)]
 
 
 def partner_recording(
@@ -344,15 +345,7 @@ class DestinationOptions(PartnerEndpoint):
             api_key=self.api_key, auth=self.auth, secret=self.secret, app_id=self.app_id
         )
         return wh.webhook_destination(
-            cfg,
-            url=self.url,
-            path=path,
-            payload=payload,
-            headers=self.header,
-            user_agent=user_agent,
-            timeout=self.timeout,
-            allow_insecure_http=self.allow_insecure_http,
-            file=file,
+            cfg, self, path=path, user_agent=user_agent, payload=payload, file=file
         )
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.text import Text
 
 from cohortctl.cli import destination_options as dest
+from cohortctl.cli import options as opts
 from cohortctl.cli import webhook_options as wh
 from cohortctl.cli.bundles import OutputOptions, with_bundles
 from cohortctl.cli.exchanges import curl_command, dry_run_block, status_style, write_lines
@@ -42,72 +43,29 @@ COHORT = "Cohort and users"
 SENDING = "Sending"
 DRY_RUN_KEEP = 10  # ids shown per array in a dry run before "… N more"
 
-CohortName = Annotated[
-    str,
-    typer.Option("--cohort-name", help="Cohort name in list names and trait keys.",
-                 rich_help_panel=COHORT),
-]  # fmt: skip
+CohortName = Annotated[str, opts.option("--cohort-name", panel=COHORT, show_default=True,
+    help="Cohort name in list names and trait keys.")]  # fmt: skip
 CohortId = Annotated[
-    str, typer.Option("--cohort-id", help="Amplitude cohort id.", rich_help_panel=COHORT)
+    str, opts.option("--cohort-id", panel=COHORT, show_default=True, help="Amplitude cohort id.")
 ]
-IdsFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--ids",
-        help="File of user ids (CSV column, newline list, gzip; - for stdin).",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=COHORT,
-    ),
-]
-Ids = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--id",
-        help=f"A user id, repeatable [default without --ids: {', '.join(mock.MOCK_USERS)}].",
-        show_default=False,
-        rich_help_panel=COHORT,
-    ),
-]
-BatchSize = Annotated[
-    int | None,
-    typer.Option(
-        "--batch-size", help="Ids per request [default: the destination's, else 1000].",
-        min=1, show_default=False, rich_help_panel=COHORT,
-    ),
-]  # fmt: skip
-Member = Annotated[
-    bool,
-    typer.Option(
-        "--member/--not-member",
-        help="Trait value of identify calls: entered the cohort (true) or left it (false).",
-        rich_help_panel=COHORT,
-    ),
-]
-ListId = Annotated[
-    str | None,
-    typer.Option(
-        "--list-id", help="The partner's list id ($listId) for list-add and list-remove.",
-        show_default=False, rich_help_panel=COHORT,
-    ),
-]  # fmt: skip
-Expect = Annotated[
-    int | None,
-    typer.Option(
-        "--expect",
-        help="Status every request must get (a matching non-2xx passes) [default: any 2xx].",
-        show_default=False,
-        rich_help_panel=SENDING,
-    ),
-]
-DryRun = Annotated[
-    bool,
-    typer.Option(
-        "--dry-run",
-        help="Print the exact requests (credentials redacted) and send nothing.",
-        rich_help_panel=SENDING,
-    ),
-]
+IdsFile = Annotated[Path | None, opts.option("--ids", panel=COHORT, dir_okay=False,
+    help="File of user ids (CSV column, newline list, gzip; - for stdin).")]  # fmt: skip
+Ids = Annotated[list[str] | None, opts.option("--id", panel=COHORT, help=(
+    f"A user id, repeatable [default without --ids: {', '.join(mock.MOCK_USERS)}]."))]  # fmt: skip
+BatchSize = Annotated[int | None, opts.option("--batch-size", panel=COHORT, min=1,
+    help="Ids per request [default: the destination's, else 1000].")]  # fmt: skip
+Member = Annotated[bool, opts.flag("--member/--not-member", panel=COHORT, help=(
+    "Trait value of identify calls: entered the cohort (true) or left it (false)."))]  # fmt: skip
+ListId = Annotated[str | None, opts.option("--list-id", panel=COHORT,
+    help="The partner's list id ($listId) for list-add and list-remove.")]  # fmt: skip
+Expect = Annotated[int | None, opts.option("--expect", panel=SENDING, help=(
+    "Status every request must get (a matching non-2xx passes) [default: any 2xx]."))]  # fmt: skip
+DryRun = Annotated[bool, opts.flag("--dry-run", panel=SENDING,
+    help="Print the exact requests (credentials redacted) and send nothing.")]  # fmt: skip
+FlowModeOption = Annotated[mock.FlowMode | None, opts.option("--mode", case_sensitive=False, help=(
+    "list: create, add, remove; property: identify and identify-batch true/false; "
+    "both; webhook: Cohort Webhook messages entering, then leaving. "
+    "[default: the destination's mode, else list]"))]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -326,14 +284,7 @@ def _call_command(call: str) -> Callable[..., None]:
         _execute(destination, mock.call_steps(call, spec), spec, sending, view)
 
     command.__annotations__["path"] = Annotated[
-        str | None,
-        typer.Option(
-            "--path",
-            help=f"Path (or full URL) of the call [default: {payloads.DEFAULT_PATHS[call]}]; "
-            "$listId and other template variables are filled in.",
-            show_default=False,
-            rich_help_panel=dest.PANEL,
-        ),
+        str | None, dest.path_option("--path", call, what="the call")
     ]
     return with_bundles(command)
 
@@ -383,17 +334,7 @@ for _call in payloads.CALLS:
 @app.command("flow")
 @with_bundles
 def flow(
-    mode: Annotated[
-        mock.FlowMode | None,
-        typer.Option(
-            "--mode",
-            help="list: create, add, remove; property: identify and identify-batch true/false; "
-            "both; webhook: Cohort Webhook messages entering, then leaving. "
-            "[default: the destination's mode, else list]",
-            case_sensitive=False,
-            show_default=False,
-        ),
-    ] = None,
+    mode: FlowModeOption = None,
     *,
     target: dest.DestinationOptions,
     paths: dest.CallPathOptions,

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.options import check_as_curl
+from cohortctl.cli.options import check_as_curl, flag, option
 from cohortctl.retry import RetryPolicy, named_policy
 from cohortctl.sync.delivery import DEFAULT_WORKERS
 from cohortctl.sync.encoders import DEFAULT_BATCH_SIZE
@@ -22,85 +22,74 @@ COHORT = "Cohort"
 SYNC = "Sync (Amplitude's defaults)"
 STATE = "State and output"
 
-
-def _option(flag: str, panel: str, help: str, **extra: Any) -> Any:
-    """An option of ``sync`` in its help panel (no default shown unless ``show_default``)."""
-    extra.setdefault("show_default", False)
-    return typer.Option(flag, help=help, rich_help_panel=panel, **extra)
-
-
-def _flag(flag: str, panel: str, help: str) -> Any:
-    """An on/off flag of ``sync`` (off by default)."""
-    return typer.Option(flag, help=help, rich_help_panel=panel)
-
-
-Mode = Annotated[SyncMode | None, _option("--mode", COHORT, case_sensitive=False, help=(
+Mode = Annotated[SyncMode | None, option("--mode", panel=COHORT, case_sensitive=False, help=(
     "list: create a list, then add / remove user ids; property: set the cohort trait true / "
     "false with identify calls; webhook: Cohort Webhook messages to --url itself (users "
     "entering and leaving). [default: the destination's, else list]"))]  # fmt: skip
 CohortName = Annotated[
-    str | None, _option("--cohort-name", COHORT, "Cohort name, as in list names and trait keys.")
+    str | None,
+    option("--cohort-name", panel=COHORT, help="Cohort name, as in list names and trait keys."),
 ]
-CohortId = Annotated[str | None, _option("--cohort-id", COHORT, "Amplitude cohort id.")]
+CohortId = Annotated[str | None, option("--cohort-id", panel=COHORT, help="Amplitude cohort id.")]
 Column = Annotated[
-    str | None, _option("--column", COHORT, "CSV column of SNAPSHOT holding the ids.")
+    str | None, option("--column", panel=COHORT, help="CSV column of SNAPSHOT holding the ids.")
 ]
-Plan = Annotated[Path | None, _option("--plan", COHORT, dir_okay=False, help=(
+Plan = Annotated[Path | None, option("--plan", panel=COHORT, dir_okay=False, help=(
     "YAML plan: several cohorts (name, id, snapshot) for one destination; each is synced "
     "with its own requests. Flags override its destination keys."))]  # fmt: skip
 
-Full = Annotated[bool, _flag("--full", SYNC,
-    "Resend every member, not only who entered (those who left are still removed).")]  # fmt: skip
-BatchSize = Annotated[int | None, _option("--batch-size", SYNC, min=1,
+Full = Annotated[bool, flag("--full", panel=SYNC, help=(
+    "Resend every member, not only who entered (those who left are still removed)."))]  # fmt: skip
+BatchSize = Annotated[int | None, option("--batch-size", panel=SYNC, min=1,
     help=f"Users per request [default: {DEFAULT_BATCH_SIZE}].")]  # fmt: skip
-Workers = Annotated[int | None, _option("--workers", SYNC, min=1, help=(
+Workers = Annotated[int | None, option("--workers", panel=SYNC, min=1, help=(
     f"Requests in flight at once [default: {DEFAULT_WORKERS}]; raise it to "
     "load-test."))]  # fmt: skip
-BatchCalls = Annotated[bool | None, _option("--batch/--no-batch", SYNC, help=(
+BatchCalls = Annotated[bool | None, option("--batch/--no-batch", panel=SYNC, help=(
     "Property mode: batch identify calls to --path (default /batch), or one identify call "
     "per user (/identify). [default: batch, unless the destination has identify "
     "only]"))]  # fmt: skip
-RetryPolicyName = Annotated[str, _option("--retry-policy", SYNC, show_default=True, help=(
+RetryPolicyName = Annotated[str, option("--retry-policy", panel=SYNC, show_default=True, help=(
     "cohort-sync: Amplitude's cohort sync (8 retries from 1 s); streaming: its "
     "event-streaming webhooks (3 retries from 100 ms within 4 s, then 9 over 4 hours, 50% "
     "jitter). --retries and --backoff-* override either."))]  # fmt: skip
-Retries = Annotated[int | None, _option("--retries", SYNC, min=0, help=(
+Retries = Annotated[int | None, option("--retries", panel=SYNC, min=0, help=(
     "Retries of a failed request (429, 5xx, no answer) [default: 8; streaming 12]."))]  # fmt: skip
-BackoffBase = Annotated[float | None, _option("--backoff-base", SYNC, min=0.0, help=(
+BackoffBase = Annotated[float | None, option("--backoff-base", panel=SYNC, min=0.0, help=(
     "Seconds before the first retry; doubles each time [default: 1; streaming 0.1]."))]  # fmt: skip
-BackoffMax = Annotated[float | None, _option("--backoff-max", SYNC, min=0.0, help=(
+BackoffMax = Annotated[float | None, option("--backoff-max", panel=SYNC, min=0.0, help=(
     "Longest wait between retries, Retry-After included [default: 128; streaming "
     "7200]."))]  # fmt: skip
-Every = Annotated[str | None, _option("--every", SYNC, help=(
+Every = Annotated[str | None, option("--every", panel=SYNC, help=(
     "Sync again on this schedule until Ctrl-C: 1h (hourly), 1d (daily), any duration. "
     "[default: one-time]"))]  # fmt: skip
 MaxRuns = Annotated[
     int | None, typer.Option("--max-runs", hidden=True, min=1, help="Stop --every after N.")
 ]
-RecreateList = Annotated[bool, _flag("--recreate-list", SYNC,
+RecreateList = Annotated[bool, flag("--recreate-list", panel=SYNC, help=(
     "List mode: create a new list and send the whole cohort to it (after the partner lost "
     "the list: 404 unknown list). The state moves to the new list once its create answered "
-    "2xx.")]  # fmt: skip
+    "2xx."))]  # fmt: skip
 
-StateFile = Annotated[Path | None, _option("--state", STATE, dir_okay=False, help=(
+StateFile = Annotated[Path | None, option("--state", panel=STATE, dir_okay=False, help=(
     "SQLite state file: list ids and the members each destination has [default: "
     "state.sqlite in the user data dir]."))]  # fmt: skip
-RetryFile = Annotated[Path | None, _option("--retry-file", STATE, dir_okay=False, help=(
+RetryFile = Annotated[Path | None, option("--retry-file", panel=STATE, dir_okay=False, help=(
     "Where the users of failed batches go, one per line [default: next to the state "
     "file]."))]  # fmt: skip
-LockTimeout = Annotated[str, _option("--lock-timeout", STATE, show_default=True, help=(
+LockTimeout = Annotated[str, option("--lock-timeout", panel=STATE, show_default=True, help=(
     "How long to wait while another sync of the same state file, destination and cohort "
     "runs (10s, 2m, seconds); then exit 3 (busy)."))]  # fmt: skip
-DryRun = Annotated[bool, _flag("--dry-run", STATE,
+DryRun = Annotated[bool, flag("--dry-run", panel=STATE, help=(
     "Print the plan, then every request the sync would send (credentials redacted, bodies "
-    "whole), and send nothing; -o json: the plan and the first request of each.")]  # fmt: skip
-AsCurl = Annotated[bool, _flag("--as-curl", STATE,
+    "whole), and send nothing; -o json: the plan and the first request of each."))]  # fmt: skip
+AsCurl = Annotated[bool, flag("--as-curl", panel=STATE, help=(
     "With --dry-run: each request as a runnable curl command, credentials as $ENV_VAR "
-    "references (COHORTCTL_PARTNER_API_KEY ...), never their values.")]  # fmt: skip
+    "references (COHORTCTL_PARTNER_API_KEY ...), never their values."))]  # fmt: skip
 
-ResendChanged = Annotated[bool, _flag("--resend-changed-properties", wh.PANEL,
+ResendChanged = Annotated[bool, flag("--resend-changed-properties", panel=wh.PANEL, help=(
     "Webhook mode: also send members whose selected properties changed since the last "
-    "sync (as in_cohort true), for endpoints that keep properties.")]  # fmt: skip
+    "sync (as in_cohort true), for endpoints that keep properties."))]  # fmt: skip
 
 
 @dataclass(frozen=True)

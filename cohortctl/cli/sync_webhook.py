@@ -3,10 +3,10 @@ sync)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from cohortctl.cli import destination_options as dest
-from cohortctl.cli import webhook_options as wh
 from cohortctl.config import Config
 from cohortctl.partner.destination_files import DestinationFile
 from cohortctl.sync.job import SyncJob
@@ -28,18 +28,7 @@ def target(
     """The endpoint and properties of a webhook sync: the URL and ``--path`` after the plan,
     the headers, deadline and settings of the destination options (partner credentials given
     as flags are an input error)."""
-    wh.refuse_partner_auth(
-        api_key=options.api_key, auth=options.auth, secret=options.secret, app_id=options.app_id
-    )
-    endpoint = wh.webhook_destination(
-        cfg,
-        url=job.url,
-        path=job.path,
-        headers=options.header,
-        user_agent=user_agent,
-        timeout=options.timeout,
-        payload=payload,
-        allow_insecure_http=options.allow_insecure_http,
-        file=file,
+    endpoint = replace(options, url=job.url).webhook(
+        cfg, file, user_agent=user_agent, path=job.path, payload=payload
     )
     return WebhookSync(endpoint, selection, resend_changed)

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
+from typing import Annotated, Any, Protocol
 
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli.bundles import SettingsOptions
+from cohortctl.cli.options import flag, option
 from cohortctl.config import Config
 from cohortctl.errors import InputError
 from cohortctl.partner.destination import PARTNER_REQUEST_TIMEOUT
@@ -21,74 +20,25 @@ from cohortctl.sync.properties import PropertySelection, read_with_properties
 
 PANEL = "Cohort Webhooks (--mode webhook)"
 
-UserAgent = Annotated[
-    str | None,
-    typer.Option(
-        "--user-agent",
-        help="User-Agent of webhook messages [default: Amplitude/Webhook/1.0, as Amplitude].",
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-Property = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--property",
-        help="CSV snapshot column sent as a user property, repeatable (at most 50).",
-        show_default=False,
-        rich_help_panel=PANEL,
-    ),
-]
-AllProperties = Annotated[
-    bool,
-    typer.Option(
-        "--all-properties",
-        help="Send every other column of the CSV snapshot as a user property.",
-        rich_help_panel=PANEL,
-    ),
-]
-TypedProperties = Annotated[
-    bool,
-    typer.Option(
-        "--typed-properties",
-        help="Read numbers and true/false in property columns as JSON numbers and booleans "
-        "[default: strings].",
-        rich_help_panel=PANEL,
-    ),
-]
+UserAgent = Annotated[str | None, option("--user-agent", panel=PANEL, help=(
+    "User-Agent of webhook messages [default: Amplitude/Webhook/1.0, as Amplitude]."))]  # fmt: skip
+Property = Annotated[list[str] | None, option("--property", panel=PANEL, help=(
+    "CSV snapshot column sent as a user property, repeatable (at most 50)."))]  # fmt: skip
+AllProperties = Annotated[bool, flag("--all-properties", panel=PANEL,
+    help="Send every other column of the CSV snapshot as a user property.")]  # fmt: skip
+TypedProperties = Annotated[bool, flag("--typed-properties", panel=PANEL, help=(
+    "Read numbers and true/false in property columns as JSON numbers and booleans "
+    "[default: strings]."))]  # fmt: skip
 
 
-WebhookPath = Annotated[
-    str | None,
-    typer.Option(
-        "--path",
-        help="Added to the webhook URL's path (or a full URL) [default: the URL itself].",
-        show_default=False,
-        rich_help_panel=dest.PANEL,
-    ),
-]
-WebhookHeader = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--header",
-        "-H",
-        help="Custom header NAME:VALUE, repeatable, at most 5 (Amplitude's limit); the only "
-        "auth a webhook has, so values are never printed.",
-        show_default=False,
-        rich_help_panel=dest.PANEL,
-    ),
-]
-Template = Annotated[
-    Path | None,
-    typer.Option(
-        "--payload",
-        help="FreeMarker template reshaping the body over `input` (the default body), as in "
-        "Amplitude's Cohort Webhook settings.",
-        show_default=False,
-        dir_okay=False,
-        rich_help_panel=PANEL,
-    ),
-]
+WebhookPath = Annotated[str | None, option("--path", panel=dest.PANEL, help=(
+    "Added to the webhook URL's path (or a full URL) [default: the URL itself]."))]  # fmt: skip
+WebhookHeader = Annotated[list[str] | None, option("--header", "-H", panel=dest.PANEL, help=(
+    "Custom header NAME:VALUE, repeatable, at most 5 (Amplitude's limit); the only "
+    "auth a webhook has, so values are never printed."))]  # fmt: skip
+Template = Annotated[Path | None, option("--payload", panel=PANEL, dir_okay=False, help=(
+    "FreeMarker template reshaping the body over `input` (the default body), as in "
+    "Amplitude's Cohort Webhook settings."))]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -106,16 +56,14 @@ class WebhookOptions(SettingsOptions):
 
     def destination(self) -> WebhookDestination:
         """The checked webhook destination (flag > destination file > env > profile)."""
+        file = dest.load_destination(self.destination_name)
         return webhook_destination(
             self.load_config(),
-            url=self.url,
+            self,
             path=self.path,
-            headers=self.header,
             user_agent=self.user_agent,
-            timeout=self.timeout,
             payload=self.payload,
-            allow_insecure_http=self.allow_insecure_http,
-            file=dest.load_destination(self.destination_name),
+            file=file,
         )
 
 
@@ -150,10 +98,10 @@ class WebhookMessageOptions(PropertyOptions):
             "--all-properties": self.all_properties,
             "--typed-properties": self.typed_properties,
         }
-        for option, used in given.items():
+        for name, used in given.items():
             if used:
                 raise InputError(
-                    f"{option} is for --mode webhook (list and property mode: "
+                    f"{name} is for --mode webhook (list and property mode: "
                     "--add-path, --add-payload ... and the destination file)"
                 )
 
@@ -163,9 +111,9 @@ def refuse_partner_auth(**flags: object) -> None:
     first); the same settings from the environment or a profile are ignored quietly."""
     for name, value in flags.items():
         if value is not None:
-            option = "--" + name.replace("_", "-")
+            given = "--" + name.replace("_", "-")
             raise InputError(
-                f"{option} is not used in webhook mode: a webhook's only auth is "
+                f"{given} is not used in webhook mode: a webhook's only auth is "
                 "--header NAME:VALUE (at most 5)"
             )
 
@@ -175,16 +123,28 @@ def selection(names: list[str] | None, everything: bool, typed: bool) -> Propert
     return PropertySelection(tuple(n.strip() for n in names or [] if n.strip()), everything, typed)
 
 
+class WebhookEndpoint(Protocol):
+    """Where a webhook goes and how: ``--url``, ``--header``, ``--timeout``,
+    ``--allow-insecure-http`` (:class:`WebhookOptions`, or the destination options of
+    ``mock flow``, ``check`` and ``sync``)."""
+
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def header(self) -> list[str] | None: ...
+    @property
+    def timeout(self) -> float: ...
+    @property
+    def allow_insecure_http(self) -> bool: ...
+
+
 def webhook_destination(
     cfg: Config,
+    endpoint: WebhookEndpoint,
     *,
-    url: str | None,
     path: str | None,
-    headers: list[str] | None,
     user_agent: str | None,
-    timeout: float = PARTNER_REQUEST_TIMEOUT,
     payload: Path | None = None,
-    allow_insecure_http: bool = False,
     file: DestinationFile | None = None,
 ) -> WebhookDestination:
     """The webhook URL (``--url``, a ``mode: webhook`` destination file, env
@@ -192,11 +152,12 @@ def webhook_destination(
     template (``--payload``, else the file's)."""
     if file is not None and file.mode != "webhook":
         raise InputError(f"destination {file.name!r} is in {file.mode} mode, not webhook")
+    url = endpoint.url
     if url is None and file is not None:
         url = file.url
     resolved = cfg.require("partner_url", url, flag_name="--url")
     template = WebhookTemplate.from_file(str(payload)) if payload is not None else None
-    given = list(headers or [])
+    given = list(endpoint.header or [])
     if file is not None:
         names = {h.partition(":")[0].strip().lower() for h in given}
         given = [f"{k}:{v}" for k, v in file.headers if k.lower() not in names] + given
@@ -209,9 +170,9 @@ def webhook_destination(
         path=path,
         headers=given,
         user_agent=user_agent,
-        timeout=timeout,
+        timeout=endpoint.timeout,
         template=template,
-        allow_insecure_http=allow_insecure_http,
+        allow_insecure_http=endpoint.allow_insecure_http,
     )
 
 
