@@ -12,6 +12,7 @@ from aiohttp import web
 
 from cohortctl.errors import InputError
 from cohortctl.http import outcomes
+from cohortctl.http.once import send_once
 from cohortctl.http.outcomes import classify_transport_error
 from cohortctl.partner import payloads
 from cohortctl.partner.destination import AuthMode, Destination
@@ -21,7 +22,6 @@ from cohortctl.partner.mock import (
     PreparedRequest,
     abbreviate_json,
     call_steps,
-    exchange,
     flow_steps,
     passed,
     plan,
@@ -184,7 +184,7 @@ def test_send_describes_429_with_retry_after_and_latency() -> None:
     with answering(429, {"error": "slow down"}, {"Retry-After": "7"}) as (client, url):
         destination = Destination(url, api_key=PARTNER_KEY)
         request = plan(destination, call_steps("identify-batch", MockSpec()), MockSpec())[0]
-        outcome, _ = exchange(client, destination, request, clock=fixed_clock())
+        outcome, _ = send_once(client, destination, request, clock=fixed_clock())
     assert outcome.status == 429
     assert outcome.retry_after == "7"
     assert outcome.meaning == "throttled: rate limited, Retry-After: 7"
@@ -202,7 +202,7 @@ def test_send_scrubs_secrets_echoed_by_the_endpoint() -> None:
 
     request = plan(destination, call_steps("identify", MockSpec()), MockSpec())[0]
     with httpx.Client(transport=httpx.MockTransport(echo)) as client:
-        outcome, _ = exchange(client, destination, request)
+        outcome, _ = send_once(client, destination, request)
     assert PARTNER_KEY not in outcome.body
     assert request.headers["Authorization"].split()[1] not in outcome.body
 
@@ -230,7 +230,7 @@ def test_transport_errors_are_rows_not_exceptions(exc: Exception, kind: str) -> 
     destination = Destination("http://127.0.0.1:1", auth=AuthMode.none)
     request = plan(destination, call_steps("identify", MockSpec()), MockSpec())[0]
     with raising(exc) as client:
-        outcome, _ = exchange(client, destination, request)
+        outcome, _ = send_once(client, destination, request)
     assert outcome.status is None
     assert outcome.error == kind
     assert outcome.meaning.startswith(kind)

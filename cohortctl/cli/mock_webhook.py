@@ -16,13 +16,13 @@ from cohortctl.cli.exchanges import (
 from cohortctl.cli.mock import Member, MockCohort, Sending, _render_results
 from cohortctl.cli.render import OutputFormat, err, print_json
 from cohortctl.errors import CheckFailed, InputError
+from cohortctl.http.once import send_once
 from cohortctl.http.outcomes import Outcome
 from cohortctl.partner import mock
 from cohortctl.partner.webhooks.messages import (
     WebhookRequest,
     make_webhook_client,
     plan_messages,
-    send_message,
 )
 from cohortctl.partner.webhooks.payload import User, WebhookDestination, WebhookRun
 
@@ -105,7 +105,7 @@ def _execute(
     results: list[Outcome] = []
     with wh.webhook_recording(sending.har, destination), make_webhook_client(destination) as client:
         for request in requests:
-            results.append(send_message(client, destination, request, expect=sending.expect))
+            results.append(send_once(client, destination, request, expect=sending.expect)[0])
     if not _render_results(results, view.output, quiet=view.quiet):
         raise CheckFailed("not every webhook message was accepted")
 

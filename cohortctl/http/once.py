@@ -2,14 +2,15 @@
 
 The one timed send behind ``mock`` (list and property calls), ``check`` and webhook messages:
 what came back (or why nothing did), its latency, the scrubbed answer excerpt and the row's
-verdict against ``--expect``. Each caller names what an answer means.
+verdict against ``--expect``. What an answer means is the request kind's to say
+(:meth:`Sendable.read_answer`).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -21,8 +22,23 @@ Clock = Callable[[], float]
 BODY_KEEP = 2000  # characters of each answer kept in an Outcome
 
 
-class Sendable(Protocol):
-    """A request exactly as it goes on the wire (headers may hold secrets)."""
+class Target(Protocol):
+    """Where a request goes: its deadline, its success statuses, how its secrets are hidden."""
+
+    @property
+    def timeout(self) -> float: ...
+
+    def is_success(self, status: int) -> bool: ...
+
+    def scrub(self, text: str) -> str: ...
+
+
+T = TypeVar("T", bound=Target, contravariant=True)
+
+
+class Sendable(Protocol[T]):
+    """A request exactly as it goes on the wire (headers may hold secrets), and how its row
+    reads an answer from a target of type ``T``."""
 
     @property
     def call(self) -> str: ...
@@ -39,33 +55,33 @@ class Sendable(Protocol):
     @property
     def content(self) -> bytes: ...
 
+    def row_extra(self) -> dict[str, Any]:
+        """The facts of the request its row keeps (``ids``...)."""
+        ...
 
-class Target(Protocol):
-    """Where a request goes: its per-request deadline and how its secrets are hidden."""
+    def read_answer(self, target: T, response: httpx.Response) -> tuple[str, dict[str, Any]]:
+        """What an answer means, and the facts of it the row keeps besides the status."""
+        ...
 
-    @property
-    def timeout(self) -> float: ...
 
-    def scrub(self, text: str) -> str: ...
+Kind = TypeVar("Kind", bound=Target)
 
 
 def send_once(
     client: httpx.Client,
-    target: Target,
-    request: Sendable,
-    extra: dict[str, Any],
+    target: Kind,
+    request: Sendable[Kind],
     *,
-    expect: int | None,
-    is_success: Callable[[int], bool],
-    meaning: Callable[[httpx.Response], str],
+    expect: int | None = None,
     clock: Clock = time.perf_counter,
-) -> tuple[Outcome, httpx.Response | None]:
-    """Send ``request`` once: its row and the held answer (None when nothing came back).
+) -> tuple[Outcome, str]:
+    """Send ``request`` once: its row and the answer's text (empty without an answer).
 
-    ``extra`` starts the row's extra facts; ``expected`` and ``passed`` are added (``passed``:
-    the ``expect`` status came back, else ``is_success``). ``meaning`` labels an answer.
+    The row's ``extra`` holds the request's facts, ``expected``, ``passed`` (the ``expect``
+    status came back, else a success of the target) and the answer's facts.
     """
     shown_url = target.scrub(redact_url(request.url))
+    extra = request.row_extra()
     if expect is not None:
         extra["expected"] = expect
     started = clock()
@@ -88,23 +104,24 @@ def send_once(
             scrub=target.scrub,
             extra=extra,
         )
-        return failed, None
+        return failed, ""
     latency = (clock() - started) * 1000
     status = response.status_code
-    passed = status == expect if expect is not None else is_success(status)
+    passed = status == expect if expect is not None else target.is_success(status)
     extra["passed"] = passed
-    shown = meaning(response)
+    meaning, facts = request.read_answer(target, response)
+    extra.update(facts)
     if expect is not None and not passed:
-        shown += f" (expected {expect})"
+        meaning += f" (expected {expect})"
     answered = Outcome(
         call=request.call,
         method=request.method,
         url=shown_url,
         status=status,
-        meaning=shown,
+        meaning=meaning,
         latency_ms=round(latency, 1),
         body=answer_excerpt(response, target.scrub, BODY_KEEP),
         retry_after=response.headers.get("Retry-After"),
         extra=extra,
     )
-    return answered, response
+    return answered, response.text

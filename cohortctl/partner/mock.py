@@ -121,6 +121,31 @@ class PreparedRequest:
             "ids": self.ids,
         }
 
+    def row_extra(self) -> dict[str, Any]:
+        """The facts its :class:`Outcome` row keeps: how many ids, and which way (identify)."""
+        extra: dict[str, Any] = {"ids": self.ids}
+        if self.member is not None:
+            extra["member"] = self.member
+        return extra
+
+    def read_answer(
+        self, destination: Destination, response: httpx.Response
+    ) -> tuple[str, dict[str, Any]]:
+        """What ``destination``'s answer means (:func:`answer_meaning`, a redirect's target),
+        with its ``X-Ratelimit-Reset`` (when no Retry-After came) and ``success``."""
+        status = response.status_code
+        meaning = answer_meaning(destination, self, response)
+        if 300 <= status < 400:
+            meaning += "; " + destination.scrub(
+                redirect_note(response.headers.get("Location"), self.url)
+            )
+        facts: dict[str, Any] = {}
+        reset = response.headers.get("X-Ratelimit-Reset")
+        if response.headers.get("Retry-After") is None and reset is not None:
+            facts["x_ratelimit_reset"] = reset
+        facts["success"] = destination.is_success(status)
+        return meaning, facts
+
 
 def abbreviate_json(data: Any, keep: int) -> Any:
     """``data`` with every array longer than ``keep`` cut, ending in a ``"… N more"`` marker."""
@@ -294,47 +319,6 @@ def _check_list_id(destination: Destination, steps: Sequence[Step], spec: MockSp
             raise InputError(f"{step.call} needs a list id: give --list-id ({hint})")
 
 
-def exchange(
-    client: httpx.Client,
-    destination: Destination,
-    request: PreparedRequest,
-    *,
-    expect: int | None = None,
-    clock: Clock = time.perf_counter,
-) -> tuple[Outcome, str]:
-    """Send one request once: what came back (or why nothing did) and the answer's text
-    (empty without an answer), which a list-create's id is read from."""
-    extra: dict[str, Any] = {"ids": request.ids}
-    if request.member is not None:
-        extra["member"] = request.member
-
-    def meaning(response: httpx.Response) -> str:
-        shown = answer_meaning(destination, request, response)
-        if 300 <= response.status_code < 400:
-            shown += "; " + destination.scrub(
-                redirect_note(response.headers.get("Location"), request.url)
-            )
-        return shown
-
-    outcome, response = send_once(
-        client,
-        destination,
-        request,
-        extra,
-        expect=expect,
-        is_success=destination.is_success,
-        meaning=meaning,
-        clock=clock,
-    )
-    if response is None:
-        return outcome, ""
-    reset = response.headers.get("X-Ratelimit-Reset")
-    if outcome.retry_after is None and reset is not None:
-        extra["x_ratelimit_reset"] = reset
-    extra["success"] = destination.is_success(response.status_code)
-    return outcome, response.text
-
-
 def answer_meaning(
     destination: Destination, request: PreparedRequest, response: httpx.Response
 ) -> str:
@@ -421,7 +405,7 @@ def run(
                 continue
             if pacer is not None:
                 time.sleep(pacer.reserve())
-            outcome, text = exchange(client, destination, request, expect=spec.expect, clock=clock)
+            outcome, text = send_once(client, destination, request, expect=spec.expect, clock=clock)
             results.append(outcome)
             if step.call != payloads.LIST_CREATE or destination.no_list_id:
                 continue

@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from cohortctl.http.once import send_once
 from cohortctl.http.outcomes import Outcome
 from cohortctl.partner import mock, payloads
 from cohortctl.partner.conformance.answers import describe_answer, request_record
@@ -102,7 +103,7 @@ class CheckTraffic:
         while True:
             if self.pacer is not None:
                 self.sleep(self.pacer.reserve())
-            outcome, _ = mock.exchange(self.client, self.destination, request, clock=self.clock)
+            outcome, _ = send_once(self.client, self.destination, request, clock=self.clock)
             if outcome.status != 429 or len(throttled) >= THROTTLE_RETRIES:
                 break
             throttled.append(outcome)
@@ -133,7 +134,7 @@ class CheckTraffic:
         def one(_: int) -> Outcome | None:
             if self.clock() > deadline:
                 return None
-            return mock.exchange(self.client, self.destination, request, clock=self.clock)[0]
+            return send_once(self.client, self.destination, request, clock=self.clock)[0]
 
         with ThreadPoolExecutor(min(count, BURST_CONCURRENCY), "cohortctl-burst") as pool:
             outcomes = list(pool.map(one, range(count)))

@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import httpx
 
 from cohortctl.http.har import redact_url
+from cohortctl.http.once import send_once
 from cohortctl.http.outcomes import Outcome
 from cohortctl.partner.conformance.answers import answer_detail, describe_answer, request_record
 from cohortctl.partner.conformance.reports import CaseResult
 from cohortctl.partner.conformance.run import COHORT_NAME, CheckOptions, CheckRun
-from cohortctl.partner.webhooks.messages import WebhookRequest, plan_messages, send_message
+from cohortctl.partner.webhooks.messages import WebhookRequest, plan_messages
 from cohortctl.partner.webhooks.payload import WebhookDestination, WebhookRun
 
 Clock = Callable[[], float]
@@ -83,14 +84,11 @@ class _WebhookSuite:
         headers: Mapping[str, str] | None = None,
         content: bytes | None = None,
     ) -> Outcome:
-        outcome = send_message(
-            self.client,
-            self.destination,
-            request,
-            clock=self.clock,
-            headers=headers,
-            content=content,
-        )
+        if headers is not None:
+            request = replace(request, headers=dict(headers))
+        if content is not None:
+            request = replace(request, content=content)
+        outcome, _ = send_once(self.client, self.destination, request, clock=self.clock)
         if outcome.ok:
             self.accepted.append(outcome)
         return outcome

@@ -1,4 +1,5 @@
-"""Webhook messages as requests: plan the batches of one direction, send one message once.
+"""Webhook messages as requests: plan the batches of one direction; each is sent once by
+:func:`cohortctl.http.once.send_once`.
 
 Used by ``mock webhook``, ``mock flow --mode webhook`` and ``check --mode webhook``; ``sync
 --mode webhook`` builds the same bodies on its hot path (:mod:`cohortctl.sync.webhook`).
@@ -7,16 +8,14 @@ Used by ``mock webhook``, ``mock flow --mode webhook`` and ``check --mode webhoo
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from cohortctl.http.har import redact_url
-from cohortctl.http.once import Clock, send_once
-from cohortctl.http.outcomes import Outcome, describe_status
+from cohortctl.http.outcomes import describe_status
 from cohortctl.http.redact import Redactor
 from cohortctl.ids import chunked
 from cohortctl.partner.webhooks.payload import (
@@ -56,6 +55,18 @@ class WebhookRequest:
     def method(self) -> str:
         """Every webhook message is a POST."""
         return "POST"
+
+    def row_extra(self) -> dict[str, Any]:
+        """The facts its :class:`Outcome` row keeps: users, direction and ``message_id``."""
+        return {"ids": self.users, "member": self.in_cohort, "message_id": self.message_id}
+
+    def read_answer(
+        self, destination: WebhookDestination, response: httpx.Response
+    ) -> tuple[str, dict[str, Any]]:
+        """What an answer means for a webhook (its only auth is headers); no other facts."""
+        status = response.status_code
+        retry_after = response.headers.get("Retry-After")
+        return WEBHOOK_MEANINGS.get(status) or describe_status(status, retry_after), {}
 
     def shown(self, destination: WebhookDestination) -> dict[str, Any]:
         """The request as it may be printed: custom header values redacted."""
@@ -103,45 +114,6 @@ def plan_messages(
 def users_of(ids: Sequence[str], properties: Mapping[str, Mapping[str, Any]]) -> list[User]:
     """``(user_id, properties)`` pairs for ``ids`` (None where a user has no properties)."""
     return [(uid, properties.get(uid) or None) for uid in ids]
-
-
-def send_message(
-    client: httpx.Client,
-    destination: WebhookDestination,
-    request: WebhookRequest,
-    *,
-    expect: int | None = None,
-    clock: Clock = time.perf_counter,
-    headers: Mapping[str, str] | None = None,
-    content: bytes | None = None,
-) -> Outcome:
-    """Send one message once and describe the answer (``headers``/``content`` override)."""
-    extra: dict[str, Any] = {
-        "ids": request.users,
-        "member": request.in_cohort,
-        "message_id": request.message_id,
-    }
-    if headers is not None:
-        request = replace(request, headers=dict(headers))
-    if content is not None:
-        request = replace(request, content=content)
-
-    def meaning(response: httpx.Response) -> str:
-        status = response.status_code
-        retry_after = response.headers.get("Retry-After")
-        return WEBHOOK_MEANINGS.get(status) or describe_status(status, retry_after)
-
-    outcome, _ = send_once(
-        client,
-        destination,
-        request,
-        extra,
-        expect=expect,
-        is_success=lambda status: 200 <= status < 300,
-        meaning=meaning,
-        clock=clock,
-    )
-    return outcome
 
 
 def make_webhook_client(destination: WebhookDestination) -> httpx.Client:

@@ -222,6 +222,10 @@ class WebhookDestination:
             for name, value in (headers or self.request_headers()).items()
         }
 
+    def is_success(self, status: int) -> bool:
+        """A webhook message is accepted by any 2xx."""
+        return 200 <= status < 300
+
     def secrets(self) -> list[str]:
         """The custom header values: a webhook's only credentials."""
         return [value for _, value in self.headers if value]
