@@ -29,7 +29,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cohortctl.errors import CheckFailed, InputError
 from cohortctl.files import write_atomically
@@ -79,6 +79,9 @@ from cohortctl.sync.state import (
     destination_key,
     plan_diff,
 )
+
+if TYPE_CHECKING:
+    from cohortctl.sync.webhook import WebhookSync
 
 
 def read_snapshot(cohort: CohortSpec) -> list[str]:
@@ -271,7 +274,7 @@ def retry_file_for(settings: SyncSettings, cohort: CohortSpec, key: str, *, many
 
 
 def sync_cohort(
-    destination: Destination,
+    destination: Destination | WebhookSync,
     cohort: CohortSpec,
     settings: SyncSettings,
     hooks: SyncHooks | None = None,
@@ -280,6 +283,8 @@ def sync_cohort(
 ) -> CohortSync:
     """Sync one cohort (see the module docstring); never raises for failed requests.
 
+    ``destination`` is a partner destination, or a :class:`~cohortctl.sync.webhook.WebhookSync`
+    in webhook mode (:func:`cohortctl.sync.webhook.sync_webhook_cohort` does the rest).
     A Ctrl-C during the delivery ends it with status ``interrupted`` (recorded in the state);
     what was confirmed stays confirmed and the next run sends the rest. A state file that
     cannot be written raises :class:`StateFileError` (what was committed before is kept).
@@ -287,9 +292,13 @@ def sync_cohort(
     """
     hooks = hooks or SyncHooks()
     started = time.perf_counter()
+    hooks.phase(READING, path=cohort.snapshot)
+    if not isinstance(destination, Destination):
+        from cohortctl.sync import webhook
+
+        return webhook.sync_webhook_cohort(destination, cohort, settings, hooks, started, many)
     phases: dict[str, float] = {}
     clock = PhaseClock(phases)
-    hooks.phase(READING, path=cohort.snapshot)
     with clock("read"):
         snapshot = read_snapshot(cohort)
     requests = Requests(destination, cohort, settings)

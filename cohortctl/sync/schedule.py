@@ -49,23 +49,16 @@ def sync_all(
     run = SyncRun(started_at=time.time())
     started = time.perf_counter()
     many = len(cohorts) > 1
-    one: Callable[[CohortSpec, SyncHooks | None], CohortSync]
     if isinstance(destination, webhook.WebhookSync):
         spec = destination
 
         def key_of(cohort: CohortSpec) -> str:
             return webhook.cohort_key(spec.destination, cohort)
-
-        def one(cohort: CohortSpec, hooks: SyncHooks | None) -> CohortSync:
-            return webhook.sync_webhook_cohort(spec, cohort, settings, hooks, many=many)
     else:
         partner = destination
 
         def key_of(cohort: CohortSpec) -> str:
             return cohort_key(partner, cohort, settings)
-
-        def one(cohort: CohortSpec, hooks: SyncHooks | None) -> CohortSync:
-            return sync_cohort(partner, cohort, settings, hooks, many=many)
 
     for cohort in cohorts:
         key = key_of(cohort)
@@ -81,7 +74,7 @@ def sync_all(
         else:
             context = hooks_for(cohort) if hooks_for is not None else nullcontext(hooks)
             with held, context as cohort_hooks:
-                result = one(cohort, cohort_hooks)
+                result = sync_cohort(destination, cohort, settings, cohort_hooks, many=many)
         run.cohorts.append(result)
         if on_cohort is not None:
             on_cohort(result)

@@ -49,7 +49,6 @@ from cohortctl.sync.run import (
 )
 from cohortctl.sync.settings import (
     COMPARING,
-    READING,
     SyncHooks,
     SyncSettings,
 )
@@ -149,14 +148,12 @@ def sync_webhook_cohort(
     webhook: WebhookSync,
     cohort: CohortSpec,
     settings: SyncSettings,
-    hooks: SyncHooks | None = None,
-    *,
-    many: bool = False,
+    hooks: SyncHooks,
+    started: float,
+    many: bool,
 ) -> CohortSync:
-    """Sync one cohort to a Cohort Webhook endpoint; never raises for failed requests."""
-    hooks = hooks or SyncHooks()
-    started = time.perf_counter()
-    hooks.phase(READING, path=cohort.snapshot)
+    """The webhook half of :func:`cohortctl.sync.run.sync_cohort`, once it has begun (at
+    ``started``) reading the snapshot: never raises for failed requests."""
     read, properties = read_with_properties(cohort.snapshot, cohort.column, webhook.properties)
     snapshot = read.ids
     state = SyncState.open(settings.state_file, cohort_key(webhook.destination, cohort))
