@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -27,6 +27,20 @@ from cohortctl.cli.sync_render import render_dry_run, run_and_render
 from cohortctl.sync.dry_run import plan_cohort, plan_webhook_cohort
 from cohortctl.sync.job import SyncFlags, prepare
 from cohortctl.sync.run import check_state
+
+_SYNC_FLAGS = frozenset(field.name for field in fields(SyncFlags))
+
+
+def _flags_of(*bundles: Any) -> dict[str, Any]:
+    """The options of ``bundles`` that :class:`SyncFlags` has a field of the same name for
+    (the same option: ``--mode`` of SyncCohorts, ``--url`` of the destination, ``--state``...),
+    so a bundle's options reach the job whole rather than one keyword at a time."""
+    return {
+        field.name: getattr(bundle, field.name)
+        for bundle in bundles
+        for field in fields(bundle)
+        if field.name in _SYNC_FLAGS
+    }
 
 
 @with_bundles
@@ -108,28 +122,16 @@ def sync(
     job = prepare(
         SyncFlags(
             snapshot=snapshot,
-            **asdict(cohorts),  # mode, cohort_name, cohort_id, column, plan
-            url=target.url,
-            auth=target.auth,
-            list_id_path=target.list_id_path,
+            **_flags_of(cohorts, target, sending, files),
             path=path,
             create_path=create_path,
             add_path=add_path,
             remove_path=remove_path,
-            batch_size=sending.batch_size,
-            workers=sending.workers,
-            batch=sending.batch,
             policy=sending.policy(),
-            full=sending.full,
             payload=payload,
             templates=templates.templates(None),  # routed and put over the file's in prepare
             variables=templates.variables(file),
-            state=files.state,
-            retry_file=files.retry_file,
-            recreate_list=sending.recreate_list,
-            lock_timeout=files.lock_timeout,
             list_id=list_id,
-            every=sending.every,
             webhook_options=webhook.properties_given,
         ),
         file,
