@@ -188,9 +188,7 @@ def check(
         from cohortctl.partner.webhooks import conformance
         from cohortctl.partner.webhooks.messages import make_webhook_client
 
-        webhook_dest = target.webhook(
-            cfg, file, user_agent=user_agent, path=webhook.path, payload=webhook.payload
-        )
+        webhook_dest = webhook.destination(cfg, target, file, user_agent=user_agent)
         extra = conformance.WebhookCheckOptions(
             require_headers=tuple(h.strip() for h in require_header or [] if h.strip()),
             max_latency_ms=max_latency_ms or conformance.DEFAULT_MAX_LATENCY_MS,

@@ -6,7 +6,8 @@ them the same way: flag > environment > config profile > default (see :mod:`coho
 
 - :class:`DestinationOptions`: ``--destination``, ``--url``, credentials, ``--header``,
   ``--list-id-path``, ``--timeout``, ``--profile``, ``--config``, ``--allow-insecure-http``;
-  ``.load_config()``, ``.load_file()``, ``.destination(cfg, ...)``, ``.webhook(cfg, ...)``.
+  ``.load_config()``, ``.load_file()``, ``.destination(cfg, ...)``; ``--mode webhook``:
+  :func:`cohortctl.cli.webhook_options.webhook_destination`.
 - :class:`PartnerEndpoint`: the same without ``--destination`` (``replay``).
 - :class:`CallPathOptions`: ``--create-path`` ... ``--batch-path``; ``.paths()``.
 - :class:`TemplateOptions`: ``--create-payload`` ... ``--batch-payload``, ``--var``;
@@ -27,7 +28,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
@@ -48,9 +49,6 @@ from cohortctl.partner.destination import (
 )
 from cohortctl.partner.destination_files import DestinationFile, resolve
 from cohortctl.partner.templates import Template, parse_vars
-
-if TYPE_CHECKING:
-    from cohortctl.partner.webhooks.payload import WebhookDestination
 
 PANEL = "Destination"
 
@@ -326,27 +324,6 @@ class DestinationOptions(PartnerEndpoint):
     def load_file(self) -> DestinationFile | None:
         """The ``--destination`` file or built-in profile, or None."""
         return load_destination(self.destination_name)
-
-    def webhook(
-        self,
-        cfg: Config,
-        file: DestinationFile | None,
-        *,
-        user_agent: str | None,
-        path: str | None = None,
-        payload: Path | None = None,
-    ) -> WebhookDestination:
-        """``--mode webhook``: the webhook URL (``path`` added), headers and ``payload``
-        template; partner credentials given as flags are an input error (a webhook's only
-        auth is ``--header``)."""
-        from cohortctl.cli import webhook_options as wh
-
-        wh.refuse_partner_auth(
-            api_key=self.api_key, auth=self.auth, secret=self.secret, app_id=self.app_id
-        )
-        return wh.webhook_destination(
-            cfg, self, path=path, user_agent=user_agent, payload=payload, file=file
-        )
 
 
 @dataclass(frozen=True)

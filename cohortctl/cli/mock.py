@@ -370,9 +370,7 @@ def flow(
             cohort.ids_file, cohort.column, cohort.ids, webhook.selection(), mock.MOCK_USERS
         )
         mock_webhook.webhook_flow(
-            target.webhook(
-                cfg, file, user_agent=user_agent, path=webhook.path, payload=webhook.payload
-            ),
+            webhook.destination(cfg, target, file, user_agent=user_agent),
             cohort.cohort_name,
             cohort.cohort_id,
             users,

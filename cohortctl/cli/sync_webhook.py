@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from cohortctl.cli import destination_options as dest
+from cohortctl.cli import webhook_options as wh
 from cohortctl.config import Config
 from cohortctl.partner.destination_files import DestinationFile
 from cohortctl.sync.job import SyncJob
@@ -28,7 +29,12 @@ def target(
     """The endpoint and properties of a webhook sync: the URL and ``--path`` after the plan,
     the headers, deadline and settings of the destination options (partner credentials given
     as flags are an input error)."""
-    endpoint = replace(options, url=job.url).webhook(
-        cfg, file, user_agent=user_agent, path=job.path, payload=payload
+    endpoint = wh.webhook_destination(
+        cfg,
+        replace(options, url=job.url),
+        path=job.path,
+        user_agent=user_agent,
+        payload=payload,
+        file=file,
     )
     return WebhookSync(endpoint, selection, resend_changed)

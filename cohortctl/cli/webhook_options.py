@@ -89,6 +89,20 @@ class WebhookMessageOptions(PropertyOptions):
     path: WebhookPath = None
     payload: Template = None
 
+    def destination(
+        self,
+        cfg: Config,
+        endpoint: WebhookEndpoint,
+        file: DestinationFile | None,
+        *,
+        user_agent: str | None,
+    ) -> WebhookDestination:
+        """The webhook of ``--mode webhook``: ``endpoint``'s URL, headers and deadline (see
+        :func:`webhook_destination`), with this ``--path`` and ``--payload``."""
+        return webhook_destination(
+            cfg, endpoint, path=self.path, user_agent=user_agent, payload=self.payload, file=file
+        )
+
     def refuse_outside_webhook_mode(self) -> None:
         """An input error naming the first webhook-only option given in another mode."""
         given = {
@@ -106,11 +120,11 @@ class WebhookMessageOptions(PropertyOptions):
                 )
 
 
-def refuse_partner_auth(**flags: object) -> None:
+def refuse_partner_auth(endpoint: object) -> None:
     """Refuse partner credentials given as flags in webhook mode (an input error naming the
     first); the same settings from the environment or a profile are ignored quietly."""
-    for name, value in flags.items():
-        if value is not None:
+    for name in ("api_key", "auth", "secret", "app_id"):
+        if getattr(endpoint, name, None) is not None:
             given = "--" + name.replace("_", "-")
             raise InputError(
                 f"{given} is not used in webhook mode: a webhook's only auth is "
@@ -149,7 +163,9 @@ def webhook_destination(
 ) -> WebhookDestination:
     """The webhook URL (``--url``, a ``mode: webhook`` destination file, env
     COHORTCTL_PARTNER_URL, profile), its headers (the file's, then ``--header``), path and
-    template (``--payload``, else the file's)."""
+    template (``--payload``, else the file's). Partner credentials on ``endpoint`` (the
+    destination options of ``mock flow``, ``check``, ``sync``) are an input error."""
+    refuse_partner_auth(endpoint)
     if file is not None and file.mode != "webhook":
         raise InputError(f"destination {file.name!r} is in {file.mode} mode, not webhook")
     url = endpoint.url
