@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -65,6 +66,17 @@ Junit = Annotated[Path | None, option("--junit", panel=REPORTS, dir_okay=False,
     help="Write a JUnit XML report here (GitHub, GitLab and Jenkins read it).")]  # fmt: skip
 
 
+@dataclass(frozen=True)
+class OptInCases:
+    """The opt-in cases: ``--unknown-user``, ``--burst``, ``--expect-throttle``,
+    ``--max-latency-ms`` (the fields of :class:`CheckOptions` of the same names)."""
+
+    unknown_user: UnknownUser = None
+    burst: Burst = None
+    expect_throttle: ExpectThrottle = False
+    max_latency_ms: MaxLatency = None
+
+
 def _actual_cell(case: reports.CaseResult, actual: str) -> Text | str:
     """What came back, its status coloured on a terminal: 2xx green, 429 and redirects
     yellow, other failures red (rich leaves colour out without a TTY or with NO_COLOR)."""
@@ -121,10 +133,7 @@ def check(
     ids: Ids = None,
     ids_file: IdsFile = None,
     column: dest.IdColumn = None,
-    unknown_user: UnknownUser = None,
-    burst: Burst = None,
-    expect_throttle: ExpectThrottle = False,
-    max_latency_ms: MaxLatency = None,
+    cases: OptInCases,
     require_header: RequireHeader = None,
     user_agent: wh.UserAgent = None,
     webhook: wh.WebhookMessageOptions,
@@ -174,14 +183,11 @@ def check(
         mode=mode,
         ids=tuple(users) if users is not None else dest.read_user_ids(ids_file, column, ids),
         batch_size=batch_size,
-        unknown_user=unknown_user,
-        burst=burst,
-        expect_throttle=expect_throttle,
-        max_latency_ms=max_latency_ms,
         templates=templates.templates(file),
         variables=variables,
         list_id=list_id,
         rejects=file.rejects if file is not None else REJECTS,
+        **asdict(cases),
     )
     summary_path = os.environ.get(SUMMARY_ENV) or None
     if mode is FlowMode.webhook:
@@ -191,7 +197,7 @@ def check(
         webhook_dest = webhook.destination(cfg, target, file, user_agent=user_agent)
         extra = conformance.WebhookCheckOptions(
             require_headers=tuple(h.strip() for h in require_header or [] if h.strip()),
-            max_latency_ms=max_latency_ms or conformance.DEFAULT_MAX_LATENCY_MS,
+            max_latency_ms=cases.max_latency_ms or conformance.DEFAULT_MAX_LATENCY_MS,
             properties=users or {},
         )
         _check_reports(junit, summary_path)
