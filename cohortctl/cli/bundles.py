@@ -36,6 +36,7 @@ from cohortctl.cli.options import (
     Profile,
     Quiet,
     Verbose,
+    check_as_curl,
     check_verbosity,
 )
 from cohortctl.cli.render import OutputFormat
@@ -119,6 +120,19 @@ class OutputOptions:
 
     def __post_init__(self) -> None:
         check_verbosity(self.verbose, self.quiet)
+
+
+@dataclasses.dataclass(frozen=True)
+class DryRunOptions:
+    """The base of a bundle with ``--dry-run`` and ``--as-curl`` (``upload``'s, ``mock``'s,
+    ``sync``'s): each declares both flags with its own help, this base checks them once
+    (``--as-curl`` only shapes a dry run)."""
+
+    dry_run: bool = False
+    as_curl: bool = False
+
+    def __post_init__(self) -> None:
+        check_as_curl(self.as_curl, self.dry_run)
 
 
 @dataclasses.dataclass(frozen=True)

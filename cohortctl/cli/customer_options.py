@@ -20,7 +20,7 @@ import typer
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from cohortctl.cli.bundles import SettingsOptions
+from cohortctl.cli.bundles import DryRunOptions, SettingsOptions
 from cohortctl.cli.exchanges import EnvRef, curl_command, dry_run_block, write_lines
 from cohortctl.cli.options import (
     TIMEOUT_HELP,
@@ -28,7 +28,6 @@ from cohortctl.cli.options import (
     CaCert,
     Har,
     UserAgent,
-    check_as_curl,
     flag,
     option,
     request_deadline,
@@ -92,7 +91,7 @@ IdFile = Annotated[
 
 
 @dataclasses.dataclass(frozen=True)
-class RequestOptions:
+class RequestOptions(DryRunOptions):
     """How ``upload`` and ``membership`` read the ids and shape (or only show) the requests."""
 
     strict_ids: StrictIds = False
@@ -100,9 +99,6 @@ class RequestOptions:
     column: Column = None
     dry_run: DryRun = False
     as_curl: AsCurl = False
-
-    def __post_init__(self) -> None:
-        check_as_curl(self.as_curl, self.dry_run)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,9 +15,9 @@ from rich.text import Text
 from cohortctl.cli import destination_options as dest
 from cohortctl.cli import options as opts
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.bundles import OutputOptions, with_bundles
+from cohortctl.cli.bundles import DryRunOptions, OutputOptions, with_bundles
 from cohortctl.cli.exchanges import curl_command, dry_run_block, status_style, write_lines
-from cohortctl.cli.options import AsCurl, CaCert, Har, UserAgent, check_as_curl, set_user_agent
+from cohortctl.cli.options import AsCurl, CaCert, Har, UserAgent, set_user_agent
 from cohortctl.cli.render import OutputFormat, err, out, print_json, table
 from cohortctl.config import Config
 from cohortctl.errors import CheckFailed
@@ -118,16 +118,13 @@ class MockCohort:
 
 
 @dataclass(frozen=True)
-class Sending:
+class Sending(DryRunOptions):
     """How a ``mock`` command sends: ``--expect``, ``--dry-run``, ``--as-curl``, ``--har``."""
 
     expect: Expect = None
     dry_run: DryRun = False
     as_curl: AsCurl = False
     har: Har = None
-
-    def __post_init__(self) -> None:
-        check_as_curl(self.as_curl, self.dry_run)
 
     def destination(
         self,

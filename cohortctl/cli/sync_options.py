@@ -11,7 +11,8 @@ from typing import Annotated
 import typer
 
 from cohortctl.cli import webhook_options as wh
-from cohortctl.cli.options import check_as_curl, flag, option
+from cohortctl.cli.bundles import DryRunOptions
+from cohortctl.cli.options import flag, option
 from cohortctl.retry import RetryPolicy, named_policy
 from cohortctl.sync.delivery import DEFAULT_WORKERS
 from cohortctl.sync.encoders import DEFAULT_BATCH_SIZE
@@ -131,7 +132,7 @@ class SyncSending:
 
 
 @dataclass(frozen=True)
-class SyncFiles:
+class SyncFiles(DryRunOptions):
     """``--state``, ``--retry-file``, ``--lock-timeout``, ``--dry-run``, ``--as-curl``."""
 
     state: StateFile = None
@@ -139,9 +140,6 @@ class SyncFiles:
     lock_timeout: LockTimeout = "0s"
     dry_run: DryRun = False
     as_curl: AsCurl = False
-
-    def __post_init__(self) -> None:
-        check_as_curl(self.as_curl, self.dry_run)
 
 
 @dataclass(frozen=True)
