@@ -116,14 +116,22 @@ class Delivery:
         self._success = frozenset(success)  # empty: any 2xx
         self._pacer = pacer_for(rate_limit)
         self._batches: Iterator[Batch] = iter(batches)
-        self._headers = dict(headers or {})
-        self._timeout = timeout
-        self._given_transport = transport
-        self._proxy = proxy
-        self._user_agent = user_agent
-        self._redactor = redactor or Redactor.for_headers(self._headers)
-        self._redact = self._redactor.text
-        self._transport: Transport | None = None
+        sent_headers = dict(headers or {})
+        redactor = redactor or Redactor.for_headers(sent_headers)
+        self._redact = redactor.text
+        self._owns_transport = transport is None
+        self._transport: Transport = (
+            transport
+            if transport is not None
+            else FastTransport(
+                workers=workers,
+                headers=sent_headers,
+                timeout=timeout,
+                proxy=proxy,
+                user_agent=user_agent,
+                redactor=redactor,
+            )
+        )
         self._workers = workers
         self._policy = policy
         self._max = max_batch_size
@@ -153,21 +161,10 @@ class Delivery:
     async def run(self) -> DeliveryReport:
         """Deliver every batch; on cancellation mark the report interrupted and re-raise.
 
-        Builds the transport (closed at the end) unless one was passed:
-        :class:`~cohortctl.http.fast.FastTransport`, through ``proxy`` when given, else
-        through the environment's proxy for each URL.
+        The transport is the one passed, else a :class:`~cohortctl.http.fast.FastTransport`
+        (through ``proxy`` when given, else the environment's proxy for each URL) built with
+        the delivery and closed at the end of the run.
         """
-        transport = self._given_transport
-        if transport is None:
-            transport = FastTransport(
-                workers=self._workers,
-                headers=self._headers,
-                timeout=self._timeout,
-                proxy=self._proxy,
-                user_agent=self._user_agent,
-                redactor=self._redactor,
-            )
-        self._transport = transport
         self._started = self._clock()
         self._next_progress = self._started + self._progress_every
         self._stopping = False
@@ -192,8 +189,8 @@ class Delivery:
         finally:
             stop_on_sigterm()
             self.report.duration = self._clock() - self._started
-            if self._given_transport is None:
-                await transport.close()
+            if self._owns_transport:
+                await self._transport.close()
         if self._on_progress is not None:
             self._on_progress(self.progress())
         return self.report
@@ -234,7 +231,6 @@ class Delivery:
 
     async def _send(self, batch: Batch) -> BatchResult:
         transport = self._transport
-        assert transport is not None
         report = self.report
         clock = self._clock
         policy = self._policy
