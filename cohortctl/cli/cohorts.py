@@ -151,6 +151,67 @@ def _sync_text(sync: Any) -> str:
     return ", ".join(f"{key}={value}" for key, value in sync.items())
 
 
+@dataclasses.dataclass(frozen=True)
+class ExportRequest:
+    """``cohorts download``'s export: ``--props``, ``--prop-key``, ``--request-id`` and the
+    export wait, ``--export-timeout`` (``--timeout`` its deprecated name)."""
+
+    props: Annotated[
+        bool, typer.Option("--props", help="Ask for user properties in the export (props=1).")
+    ] = False
+    prop_keys: Annotated[
+        list[str] | None,
+        typer.Option("--prop-key", help="Only this user property (repeatable; implies --props)."),
+    ] = None
+    request_id: Annotated[
+        str | None,
+        option(
+            "--request-id",
+            help="Resume an export already requested (its file stays available for 7 days) "
+            "instead of requesting a new one: exports are limited to 60 per 10 minutes.",
+        ),
+    ] = None
+    export_timeout: Annotated[
+        str | None,
+        option(
+            "--export-timeout",
+            metavar="DURATION",
+            help="Give up if the export is not ready after this long: 15m, 1h. [default: 15m]",
+        ),
+    ] = None
+    deprecated_timeout: Annotated[
+        str | None,
+        option(
+            "--timeout",
+            metavar="DURATION",
+            help="Deprecated: the export wait, now --export-timeout (until the next release).",
+        ),
+    ] = None
+
+    def wait(self) -> float:
+        """Seconds of the export wait: --export-timeout, or the deprecated --timeout (warned).
+
+        Also refuses --props/--prop-key with --request-id (a resumed export has its columns).
+        """
+        if self.deprecated_timeout is not None:
+            if self.export_timeout is not None:
+                raise InputError("give --export-timeout only: --timeout is its deprecated name")
+            err.print(
+                "warning: `cohorts download --timeout` is deprecated: it is the export wait, "
+                "now --export-timeout; in the next release --timeout will be the per-request "
+                "deadline (--request-timeout today)"
+            )
+            seconds = parse_duration(self.deprecated_timeout, option="--timeout")
+        else:
+            seconds = parse_duration(self.export_timeout or "15m", option="--export-timeout")
+        if self.request_id is not None and (self.props or self.prop_keys):
+            raise InputError(
+                "--props/--prop-key apply when an export is requested; a resumed export "
+                "(--request-id) has the columns it was requested with"
+            )
+        return seconds
+
+
 @app.command("download")
 @with_bundles
 def download(
@@ -174,40 +235,10 @@ def download(
         ),
     ] = False,
     id_type: IdTypeOption = IdType.user,
-    props: Annotated[
-        bool, typer.Option("--props", help="Ask for user properties in the export (props=1).")
-    ] = False,
-    prop_keys: Annotated[
-        list[str] | None,
-        typer.Option("--prop-key", help="Only this user property (repeatable; implies --props)."),
-    ] = None,
-    request_id: Annotated[
-        str | None,
-        option(
-            "--request-id",
-            help="Resume an export already requested (its file stays available for 7 days) "
-            "instead of requesting a new one: exports are limited to 60 per 10 minutes.",
-        ),
-    ] = None,
-    export_timeout: Annotated[
-        str | None,
-        option(
-            "--export-timeout",
-            metavar="DURATION",
-            help="Give up if the export is not ready after this long: 15m, 1h. [default: 15m]",
-        ),
-    ] = None,
-    deprecated_timeout: Annotated[
-        str | None,
-        option(
-            "--timeout",
-            metavar="DURATION",
-            help="Deprecated: the export wait, now --export-timeout (until the next release).",
-        ),
-    ] = None,
+    *,
+    export: ExportRequest,
     output: OutputLong = OutputFormat.table,
     verbose: Verbose = 0,
-    *,
     amplitude: ExportOptions,
 ) -> None:
     """Export a cohort and write its members to -o FILE (- for stdout): Amplitude's CSV, or
@@ -217,12 +248,7 @@ def download(
     it is ready (at most --export-timeout), then downloads the file; a signed-URL redirect
     is followed without sending the credentials there.
     """
-    wait = _export_wait(export_timeout, deprecated_timeout)
-    if request_id is not None and (props or prop_keys):
-        raise InputError(
-            "--props/--prop-key apply when an export is requested; a resumed export "
-            "(--request-id) has the columns it was requested with"
-        )
+    wait = export.wait()
     cfg, url = amplitude.target()
     to_stdout = str(out_file) == "-"
     JsonOutput.to_stderr = to_stdout
@@ -237,11 +263,11 @@ def download(
             Path(scratch) / "members" if to_stdout else out_file,
             ids_only=ids_only,
             amplitude_ids=id_type is IdType.amplitude,
-            props=props,
-            prop_keys=prop_keys or (),
+            props=export.props,
+            prop_keys=export.prop_keys or (),
             timeout=wait,
             on_poll=on_poll,
-            request_id=request_id,
+            request_id=export.request_id,
         )
         if to_stdout:
             with open(result.path, "rb") as members, writing_stdout():
@@ -278,20 +304,6 @@ def download(
         rows.append((f"without {result.id_column}", f"{result.skipped_without_id:,}"))
     rows += [("bytes downloaded", f"{result.bytes:,}"), ("status polls", result.polls)]
     summary.print(key_values(rows))
-
-
-def _export_wait(export_timeout: str | None, deprecated_timeout: str | None) -> float:
-    """Seconds of the export wait: --export-timeout, or the deprecated --timeout (warned)."""
-    if deprecated_timeout is not None:
-        if export_timeout is not None:
-            raise InputError("give --export-timeout only: --timeout is its deprecated name")
-        err.print(
-            "warning: `cohorts download --timeout` is deprecated: it is the export wait, now "
-            "--export-timeout; in the next release --timeout will be the per-request deadline "
-            "(--request-timeout today)"
-        )
-        return parse_duration(deprecated_timeout, option="--timeout")
-    return parse_duration(export_timeout or "15m", option="--export-timeout")
 
 
 app.command("reconcile")(reconcile_command)
