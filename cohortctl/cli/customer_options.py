@@ -185,7 +185,7 @@ def _client(
         base_url,
         api_key=api_key,
         secret_key=secret_key,
-        timeout=request_timeout(timeout),
+        timeout=request_deadline(timeout),
         retry=retry_policy(retries),
         sleep=lambda seconds: sleep(seconds),
     )
@@ -193,11 +193,6 @@ def _client(
         yield client
     finally:
         client.http.close()
-
-
-def request_timeout(text: str) -> float:
-    """Seconds of ``--timeout``; must be positive."""
-    return request_deadline(text)
 
 
 def load_ids(source: str, *, column: str | None, id_type: IdType) -> IdList:

@@ -163,7 +163,9 @@ Var = Annotated[list[str] | None, option("--var", panel=TEMPLATES_PANEL,
     help="Custom template variable NAME=VALUE, repeatable.")]  # fmt: skip
 
 
-def _payload_option(flag: str, call: str) -> typer.models.OptionInfo:
+def payload_option(flag: str, call: str) -> typer.models.OptionInfo:
+    """A payload template option for ``call`` (``--add-payload`` ...; the ``--payload`` of
+    ``mock`` and ``sync``)."""
     return option(
         flag,
         panel=TEMPLATES_PANEL,
@@ -173,16 +175,11 @@ def _payload_option(flag: str, call: str) -> typer.models.OptionInfo:
     )
 
 
-CreatePayload = Annotated[Path | None, _payload_option("--create-payload", payloads.LIST_CREATE)]
-AddPayload = Annotated[Path | None, _payload_option("--add-payload", payloads.LIST_ADD)]
-RemovePayload = Annotated[Path | None, _payload_option("--remove-payload", payloads.LIST_REMOVE)]
-IdentifyPayload = Annotated[Path | None, _payload_option("--identify-payload", payloads.IDENTIFY)]
-BatchPayload = Annotated[Path | None, _payload_option("--batch-payload", payloads.IDENTIFY_BATCH)]
-
-
-def payload_option(flag: str, call: str) -> typer.models.OptionInfo:
-    """A ``--payload``-style option for one call (mock's single-call commands)."""
-    return _payload_option(flag, call)
+CreatePayload = Annotated[Path | None, payload_option("--create-payload", payloads.LIST_CREATE)]
+AddPayload = Annotated[Path | None, payload_option("--add-payload", payloads.LIST_ADD)]
+RemovePayload = Annotated[Path | None, payload_option("--remove-payload", payloads.LIST_REMOVE)]
+IdentifyPayload = Annotated[Path | None, payload_option("--identify-payload", payloads.IDENTIFY)]
+BatchPayload = Annotated[Path | None, payload_option("--batch-payload", payloads.IDENTIFY_BATCH)]
 
 
 def read_user_ids(
