@@ -39,6 +39,7 @@ from cohortctl.sync.encoders import (
     iter_batches,
     list_members_encoder,
 )
+from cohortctl.sync.hooks import SyncHooks
 from cohortctl.sync.state import SyncState, destination_key, plan_diff
 
 DROP = "drop"
@@ -135,7 +136,7 @@ def test_delivers_everything_in_batches_no_larger_than_asked(partner: tuple[Part
         workers=3,
         max_batch_size=7,
         on_done=lambda b, r: done.append((b.key, r.status)),
-        on_progress=progress.append,
+        hooks=SyncHooks(on_progress=progress.append),
     )
     assert report.ok
     assert (report.batches_ok, report.users_ok, report.requests, report.retries) == (8, 50, 8, 0)
@@ -164,8 +165,7 @@ def test_429_honours_retry_after_capped_by_the_policy(partner: tuple[Partner, st
     retries: list[tuple[int, float, str]] = []
     report = run(
         add_batches(url, users(3)),
-        sleep=sleep,
-        on_retry=lambda b, n, d, why: retries.append((n, d, why)),
+        hooks=SyncHooks(sleep=sleep, on_retry=lambda b, n, d, why: retries.append((n, d, why))),
     )
     assert report.ok
     assert sleep.delays == [3.0, 128.0, 4.0] == report.retry_delays
@@ -178,7 +178,7 @@ def test_5xx_backs_off_exponentially(partner: tuple[Partner, str]) -> None:
     state, url = partner
     state.script.extend([(503, {}), (500, {}), (502, {})])
     sleep = FakeSleep()
-    report = run(add_batches(url, users(3)), sleep=sleep)
+    report = run(add_batches(url, users(3)), hooks=SyncHooks(sleep=sleep))
     assert report.ok and report.users_ok == 3
     assert sleep.delays == [1.0, 2.0, 4.0]
     assert report.attempt_failures == {"503": 1, "500": 1, "502": 1}
@@ -188,7 +188,7 @@ def test_dropped_connection_is_retried(partner: tuple[Partner, str]) -> None:
     state, url = partner
     state.script.append(DROP)
     sleep = FakeSleep()
-    report = run(add_batches(url, users(3)), sleep=sleep)
+    report = run(add_batches(url, users(3)), hooks=SyncHooks(sleep=sleep))
     assert report.ok
     assert report.attempt_failures == {outcomes.RESET: 1}
     assert sleep.delays == [1.0]
@@ -201,7 +201,7 @@ def test_refused_connection_is_retried_then_reported() -> None:
     sleep = FakeSleep()
     report = run(
         add_batches(f"http://127.0.0.1:{port}", users(2)),
-        sleep=sleep,
+        hooks=SyncHooks(sleep=sleep),
         policy=RetryPolicy(retries=2),
     )
     assert report.batches_failed == 1
@@ -219,7 +219,7 @@ def test_exhausted_retries_report_the_batch_and_its_users(partner: tuple[Partner
     results: list[BatchResult] = []
     report = run(
         add_batches(url, users(5)),
-        sleep=sleep,
+        hooks=SyncHooks(sleep=sleep),
         policy=RetryPolicy(retries=3),
         on_done=lambda b, r: results.append(r),
     )
@@ -248,7 +248,7 @@ def test_amplitude_schedule_is_the_default(partner: tuple[Partner, str]) -> None
     state, url = partner
     state.script.extend([(500, {})] * 9)
     sleep = FakeSleep()
-    report = run(add_batches(url, users(1)), sleep=sleep)
+    report = run(add_batches(url, users(1)), hooks=SyncHooks(sleep=sleep))
     assert sleep.delays == [1, 2, 4, 8, 16, 32, 64, 128]
     assert report.requests == 9 and report.batches_failed == 1
 
@@ -258,7 +258,7 @@ def test_other_4xx_are_final(partner: tuple[Partner, str], status: int) -> None:
     state, url = partner
     state.script.append((status, {}))
     sleep = FakeSleep()
-    report = run(add_batches(url, users(4)), sleep=sleep)
+    report = run(add_batches(url, users(4)), hooks=SyncHooks(sleep=sleep))
     assert sleep.delays == []
     assert report.requests == 1
     (failure,) = report.failures

@@ -26,11 +26,12 @@ from cohortctl.partner.templates import Template
 from cohortctl.retry import RetryPolicy
 from cohortctl.servers.runner import BackgroundServer
 from cohortctl.sync.dry_run import plan_cohort
+from cohortctl.sync.hooks import SyncHooks
 from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.results import FAILED, INTERRUPTED, OK, SyncRun
 from cohortctl.sync.run import sync_cohort
 from cohortctl.sync.schedule import run_schedule, sync_all
-from cohortctl.sync.settings import SyncHooks, SyncMode, SyncSettings
+from cohortctl.sync.settings import SyncMode, SyncSettings
 from cohortctl.sync.state import ADD, REMOVE, SyncState, plan_diff
 from tests.credentials import PARTNER_KEY
 from tests.partner_fixtures import PartnerFactory

@@ -25,13 +25,14 @@ from cohortctl.errors import Busy, CheckFailed, Interrupted
 from cohortctl.http.har import redact_url
 from cohortctl.partner.destination import Destination
 from cohortctl.partner.webhooks.payload import WebhookDestination
-from cohortctl.sync import settings as phases
+from cohortctl.sync import hooks as phases
 from cohortctl.sync.batches import Batch, DeliveryProgress
 from cohortctl.sync.dry_run import DryRun, PlannedRequest
+from cohortctl.sync.hooks import PhaseStarted, SyncHooks
 from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.results import BUSY, PHASES, CohortSync, SyncRun
 from cohortctl.sync.schedule import run_schedule, sync_all
-from cohortctl.sync.settings import PhaseStarted, SyncHooks, SyncMode, SyncSettings
+from cohortctl.sync.settings import SyncMode, SyncSettings
 from cohortctl.sync.webhook import WebhookSync
 
 FAILURES_SHOWN = 20

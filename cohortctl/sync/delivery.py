@@ -6,9 +6,11 @@ retried: 429, 5xx and requests with no answer (refused, reset, timeout). Other 4
 final and reported per batch with the start of the answer and the batch's user ids.
 
 The hot path sends through :class:`cohortctl.http.fast.FastTransport` (asyncio protocols,
-framed by ``httptools``) behind :class:`Transport` (a small interface); it follows the rules of
-:mod:`cohortctl.http` (proxies, deadlines, body limits, redirects not followed). Failure bodies
-kept in the report are redacted for every credential the requests carried.
+framed by ``httptools``) behind :class:`~cohortctl.sync.hooks.Transport` (a small interface);
+it follows the rules of :mod:`cohortctl.http` (proxies, deadlines, body limits, redirects not
+followed). Failure bodies kept in the report are redacted for every credential the requests
+carried. Callbacks, the sleep between retries and an injected transport come in one
+:class:`~cohortctl.sync.hooks.SyncHooks`.
 
 ``on_done(batch, result)`` runs in the worker right after the batch's final result and
 before that worker takes another batch; a caller confirms its state there on a 2xx. A batch
@@ -23,7 +25,6 @@ import inspect
 import signal
 import time
 from collections.abc import (
-    Awaitable,
     Callable,
     Collection,
     Coroutine,
@@ -31,11 +32,11 @@ from collections.abc import (
     Iterator,
     Mapping,
 )
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from cohortctl.errors import InputError
 from cohortctl.http import outcomes
-from cohortctl.http.fast import Answer, FastTransport
+from cohortctl.http.fast import FastTransport
 from cohortctl.http.redact import Redactor
 from cohortctl.http.redirects import redirect_note
 from cohortctl.partner.pacing import pacer_for
@@ -53,6 +54,7 @@ from cohortctl.sync.batches import (
     DeliveryProgress,
     DeliveryReport,
 )
+from cohortctl.sync.hooks import Sleep, SyncHooks, Transport
 
 T = TypeVar("T")
 
@@ -60,30 +62,12 @@ DEFAULT_WORKERS = 4
 DELIVERY_REQUEST_TIMEOUT = 30.0  # when the caller gives none (sync passes the destination's)
 EXCERPT_CHARS = 300
 
-Sleep = Callable[[float], Awaitable[Any]]
 Clock = Callable[[], float]
-
-
-# -- transport --------------------------------------------------------------------------------
-
-
-class Transport(Protocol):
-    """Sends one request; never raises for HTTP or network failures (they are answers)."""
-
-    async def send(self, method: str, url: str, body: bytes) -> Answer:
-        """Send one request and return its :class:`Answer`."""
-        ...
-
-    async def close(self) -> None:
-        """Release connections."""
-        ...
 
 
 # -- the delivery -----------------------------------------------------------------------------
 
 OnDone = Callable[[Batch, BatchResult], object]
-OnProgress = Callable[[DeliveryProgress], object]
-OnRetry = Callable[[Batch, int, float, str], object]
 
 
 class Delivery:
@@ -99,12 +83,8 @@ class Delivery:
         timeout: float = DELIVERY_REQUEST_TIMEOUT,
         max_batch_size: int | None = None,
         on_done: OnDone | None = None,
-        on_retry: OnRetry | None = None,
-        on_progress: OnProgress | None = None,
-        progress_every: float = 0.25,
-        sleep: Sleep = asyncio.sleep,
+        hooks: SyncHooks | None = None,
         clock: Clock = time.perf_counter,
-        transport: Transport | None = None,
         proxy: str | None = None,
         user_agent: str | None = None,
         redactor: Redactor | None = None,
@@ -119,10 +99,11 @@ class Delivery:
         sent_headers = dict(headers or {})
         redactor = redactor or Redactor.for_headers(sent_headers)
         self._redact = redactor.text
-        self._owns_transport = transport is None
+        hooks = hooks or SyncHooks()
+        self._owns_transport = hooks.transport is None
         self._transport: Transport = (
-            transport
-            if transport is not None
+            hooks.transport
+            if hooks.transport is not None
             else FastTransport(
                 workers=workers,
                 headers=sent_headers,
@@ -136,10 +117,8 @@ class Delivery:
         self._policy = policy
         self._max = max_batch_size
         self._on_done = on_done
-        self._on_retry = on_retry
-        self._on_progress = on_progress
-        self._progress_every = progress_every
-        self._sleep = sleep
+        self._hooks = hooks
+        self._sleep: Sleep = hooks.sleep or asyncio.sleep
         self._clock = clock
         self.report = DeliveryReport()
         self._started = 0.0
@@ -161,12 +140,12 @@ class Delivery:
     async def run(self) -> DeliveryReport:
         """Deliver every batch; on cancellation mark the report interrupted and re-raise.
 
-        The transport is the one passed, else a :class:`~cohortctl.http.fast.FastTransport`
+        The transport is the hooks' one, else a :class:`~cohortctl.http.fast.FastTransport`
         (through ``proxy`` when given, else the environment's proxy for each URL) built with
         the delivery and closed at the end of the run.
         """
         self._started = self._clock()
-        self._next_progress = self._started + self._progress_every
+        self._next_progress = self._started + self._hooks.progress_every
         self._stopping = False
         tasks = [asyncio.ensure_future(self._worker()) for _ in range(self._workers)]
         stop_on_sigterm = _cancel_on_sigterm()
@@ -191,15 +170,15 @@ class Delivery:
             self.report.duration = self._clock() - self._started
             if self._owns_transport:
                 await self._transport.close()
-        if self._on_progress is not None:
-            self._on_progress(self.progress())
+        if self._hooks.on_progress is not None:
+            self._hooks.on_progress(self.progress())
         return self.report
 
     async def _worker(self) -> None:
         batches = self._batches
         report = self.report
         on_done = self._on_done
-        on_progress = self._on_progress
+        on_progress = self._hooks.on_progress
         limit = self._max
         for batch in batches:
             if self._stopping:
@@ -226,7 +205,7 @@ class Delivery:
             if on_progress is not None:
                 now = self._clock()
                 if now >= self._next_progress:
-                    self._next_progress = now + self._progress_every
+                    self._next_progress = now + self._hooks.progress_every
                     on_progress(self.progress())
 
     async def _send(self, batch: Batch) -> BatchResult:
@@ -262,8 +241,8 @@ class Delivery:
             delay = policy.delay(attempt, server_wait(answer.retry_after, answer.rate_reset))
             report.retries += 1
             report.retry_delays.append(delay)
-            if self._on_retry is not None:
-                self._on_retry(batch, attempt, delay, reason)
+            if self._hooks.on_retry is not None:
+                self._hooks.on_retry(batch, attempt, delay, reason)
             await self._sleep(delay)
 
 
@@ -290,7 +269,7 @@ async def deliver_async(batches: Iterable[Batch], **options: Any) -> DeliveryRep
     """Deliver ``batches`` and return the report; ``options`` are :class:`Delivery`'s.
 
     ``headers`` are sent with every request (auth already built by the caller); a
-    :class:`~cohortctl.http.fast.FastTransport` is built unless ``transport`` is passed.
+    :class:`~cohortctl.http.fast.FastTransport` is built unless ``hooks`` carry a transport.
     Cancellation propagates as usual; use :class:`Delivery` directly to read the partial
     report afterwards.
     """

@@ -50,10 +50,7 @@ from cohortctl.sync.batches import (
     write_retry_file,
 )
 from cohortctl.sync.delivery import deliver
-from cohortctl.sync.plan import CohortSpec
-from cohortctl.sync.requests import Requests, key_prefixes
-from cohortctl.sync.results import FAILED, INTERRUPTED, OK, CohortSync
-from cohortctl.sync.settings import (
+from cohortctl.sync.hooks import (
     COMPARING,
     CREATING_LIST,
     OTHER_LIST,
@@ -64,9 +61,11 @@ from cohortctl.sync.settings import (
     REPAIRED,
     SENDING,
     SyncHooks,
-    SyncMode,
-    SyncSettings,
 )
+from cohortctl.sync.plan import CohortSpec
+from cohortctl.sync.requests import Requests, key_prefixes
+from cohortctl.sync.results import FAILED, INTERRUPTED, OK, CohortSync
+from cohortctl.sync.settings import SyncMode, SyncSettings
 from cohortctl.sync.state import (
     ADD,
     LIST_CREATED,
@@ -139,8 +138,6 @@ def deliver_batches(
             batches,
             max_batch_size=size,
             on_done=on_done,
-            on_progress=hooks.on_progress,
-            progress_every=hooks.progress_every,
             **options,
         )
     except DeliveryInterrupted as stopped:
@@ -160,21 +157,17 @@ def delivery_options(
     **extra: Any,
 ) -> dict[str, Any]:
     """The options of :func:`deliver` for one destination: its headers, deadline, proxy and
-    redactor, the run's retry policy, the hooks' retry callback, sleep and transport."""
-    options: dict[str, Any] = {
+    redactor, the run's retry policy and hooks."""
+    return {
         "headers": headers,
         "workers": workers,
         "policy": settings.policy,
         "timeout": timeout,
-        "on_retry": hooks.on_retry,
-        "transport": hooks.transport,
+        "hooks": hooks,
         "proxy": proxy_for(url),
         "redactor": redactor,
         **extra,
     }
-    if hooks.sleep is not None:
-        options["sleep"] = hooks.sleep
-    return options
 
 
 def partner_delivery_options(
@@ -207,10 +200,12 @@ def _create_list(
     method = destination.method_for(call)
     batch = Batch(call, method, requests.url(call, None, True), body, (), call)
     answers: list[BatchResult] = []
+    # The list-create is no part of the users' progress.
+    quiet = replace(hooks, on_progress=None)
     report = deliver(
         [batch],
         on_done=lambda _b, r: answers.append(r),
-        **partner_delivery_options(destination, settings, hooks, 1),
+        **partner_delivery_options(destination, settings, quiet, 1),
     )
     _merge(result.report, report, destination)
     if not report.ok or not answers:

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING
 from cohortctl.errors import Busy
 from cohortctl.partner.destination import Destination
 from cohortctl.sync import lock
+from cohortctl.sync.hooks import SyncHooks
 from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.results import BUSY, INTERRUPTED, CohortSync, SyncRun
 from cohortctl.sync.run import check_state, cohort_key, sync_cohort
-from cohortctl.sync.settings import SyncHooks, SyncSettings
+from cohortctl.sync.settings import SyncSettings
 
 if TYPE_CHECKING:
     from cohortctl.sync.webhook import WebhookSync

@@ -1,10 +1,10 @@
-"""How to sync (the same for every cohort of a run), the hooks a caller plugs in, and the
-structured events a sync emits while it runs (:class:`PhaseStarted`; the CLI words and draws them).
+"""How to sync (the same for every cohort of a run); the hooks a caller plugs in and the
+events a sync emits are in :mod:`cohortctl.sync.hooks`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -13,34 +13,9 @@ from cohortctl.errors import InputError
 from cohortctl.partner import payloads
 from cohortctl.partner.templates import Template
 from cohortctl.retry import AMPLITUDE_SYNC_POLICY, RetryPolicy
-from cohortctl.sync.delivery import DEFAULT_WORKERS, OnProgress, OnRetry, Sleep, Transport
+from cohortctl.sync.delivery import DEFAULT_WORKERS
 from cohortctl.sync.encoders import DEFAULT_BATCH_SIZE
 from cohortctl.sync.state import default_state_path
-
-# The phases a sync goes through, in the order they start (PhaseStarted.name).
-READING = "reading"  # path: the snapshot
-OTHER_LIST = "other list"  # list_id: a --list-id other than the remembered one
-RECREATING_LIST = "recreating list"
-COMPARING = "comparing"
-REPAIRED = "repaired"  # batches: confirmations of a discarded plan dropped
-CREATING_LIST = "creating list"
-PLANNING = "planning"
-SENDING = "sending"  # users, batches: what the delivery will send
-RECORDING = "recording"
-
-
-@dataclass(frozen=True)
-class PhaseStarted:
-    """A phase of a sync starts: which (one of the names above) and its numbers."""
-
-    name: str
-    users: int = 0
-    batches: int = 0
-    path: str | None = None
-    list_id: str | None = None
-
-
-OnPhase = Callable[[PhaseStarted], object]
 
 
 class SyncMode(str, Enum):
@@ -110,24 +85,3 @@ class SyncSettings:
         if self.mode is SyncMode.property and not self.batch:
             return 1
         return self.batch_size
-
-
-@dataclass
-class SyncHooks:
-    """Injection points: progress, phase and retry callbacks, the sleep between retries,
-    the transport."""
-
-    on_progress: OnProgress | None = None
-    on_retry: OnRetry | None = None
-    on_phase: OnPhase | None = None
-    sleep: Sleep | None = None
-    transport: Transport | None = None
-    progress_every: float = 0.25
-
-    def phase(
-        self, name: str, *, users: int = 0, batches: int = 0, path: str | None = None,
-        list_id: str | None = None,
-    ) -> None:  # fmt: skip
-        """Tell the caller a phase starts (reading, diffing, creating the list, sending…)."""
-        if self.on_phase is not None:
-            self.on_phase(PhaseStarted(name, users, batches, path, list_id))

@@ -29,6 +29,7 @@ from cohortctl.partner.webhooks.payload import (
 )
 from cohortctl.sync.batches import Batch
 from cohortctl.sync.encoders import ids_are_plain
+from cohortctl.sync.hooks import COMPARING, SyncHooks
 from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.properties import (
     Properties,
@@ -47,11 +48,7 @@ from cohortctl.sync.run import (
     plan_batches,
     retry_file_for,
 )
-from cohortctl.sync.settings import (
-    COMPARING,
-    SyncHooks,
-    SyncSettings,
-)
+from cohortctl.sync.settings import SyncSettings
 from cohortctl.sync.state import ADD, Diff, PlannedBatches, SyncState, destination_key, plan_diff
 
 ENTER_KEY = "webhook-enter"
