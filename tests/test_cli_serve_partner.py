@@ -65,6 +65,16 @@ def test_serve_partner_options_reach_the_receiver(tmp_path: Path) -> None:
     assert_no_secrets(served.stdout, served.stderr)
 
 
+def test_serve_partner_fault_and_contract_options_reach_the_receiver() -> None:
+    args = ["partner", "--fail-rate", "1", "--fail-status", "507", "--seed", "3"]
+    with (
+        serve(*args, "--never-404", "--accept-any-key", env=KEY_ENV) as served,
+        httpx.Client(base_url=served.url, timeout=10) as client,
+    ):
+        assert client.post("/lists", json=LIST, auth=("wrong", "")).status_code == 507
+    assert "breaking the contract on purpose: --accept-any-key, --never-404" in served.stderr
+
+
 @pytest.mark.parametrize("value", ["fast", "10", "0/s", "-1/s", "10/h"])
 def test_bad_rate_limit_is_a_usage_error(cli: RunCli, value: str) -> None:
     result = cli("serve", "partner", "--rate-limit", value)
