@@ -36,6 +36,7 @@ import httpx  # noqa: E402
 from sync_engine import BATCH_USERS, ServerProcess, user_ids  # noqa: E402
 
 from cohortctl.http.fast import FastTransport  # noqa: E402
+from cohortctl.http.settings import Overrides  # noqa: E402
 from cohortctl.partner import payloads  # noqa: E402
 from cohortctl.sync.delivery import run_event_loop  # noqa: E402
 
@@ -77,7 +78,9 @@ async def drive(send: Send, workers: int, seconds: float, pool: list[bytes]) -> 
 
 
 async def fast_rate(url: str, workers: int, seconds: float, pool: list[bytes]) -> float:
-    transport = FastTransport(workers=workers, headers=HEADERS, timeout=30, proxy="")
+    transport = FastTransport(
+        workers=workers, headers=HEADERS, timeout=30, overrides=Overrides(proxy="")
+    )
 
     async def send(body: bytes) -> int:
         answer = await transport.send("POST", url, body)

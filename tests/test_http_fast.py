@@ -13,6 +13,7 @@ import trustme
 
 from cohortctl.http import MAX_HELD, Exchange, outcomes
 from cohortctl.http.fast import Answer, FastTransport
+from cohortctl.http.settings import Overrides
 from tests.http_servers import CLOSE, Piece, ScriptServer, answer
 
 FRAMING: dict[str, list[Piece]] = {
@@ -66,8 +67,9 @@ def send_all(transport: FastTransport, urls: Sequence[str], *, pause: float = 0.
     return asyncio.run(run())
 
 
-def fast(timeout: float = 5.0, **options: Any) -> FastTransport:
-    return FastTransport(workers=1, headers={}, timeout=timeout, proxy="", **options)
+def fast(timeout: float = 5.0, overrides: Overrides | None = None, **options: Any) -> FastTransport:
+    overrides = overrides or Overrides(proxy="")
+    return FastTransport(workers=1, headers={}, timeout=timeout, overrides=overrides, **options)
 
 
 @pytest.mark.parametrize("case", sorted(FRAMING))
@@ -156,7 +158,8 @@ def test_tls_with_a_ca_cert_file(ca: trustme.CA, tmp_path: Path) -> None:
     with ScriptServer(
         lambda n: FRAMING["chunked across reads with trailers"], tls=server_context
     ) as s:
-        answers = send_all(fast(ca_cert=str(ca_file)), [s.url + "/x"] * 2)
+        trusting = fast(overrides=Overrides(proxy="", ca_cert=str(ca_file)))
+        answers = send_all(trusting, [s.url + "/x"] * 2)
         [untrusted] = send_all(fast(), [s.url + "/x"])
     assert [(a.status, a.body) for a in answers] == [(200, b"hello")] * 2
     assert s.connections == 2  # one kept for two requests, one refused at the handshake
@@ -170,8 +173,9 @@ def test_observers_get_one_redacted_exchange_per_attempt() -> None:
         lambda n: [answer(401, b"bad token sekret-token-1", "X-Echo: sekret-token-1\r\n")]
     ) as s:
         transport = FastTransport(
-            workers=1, headers=headers, timeout=5, proxy="", observers=[seen.append]
-        )
+            workers=1, headers=headers, timeout=5,
+            overrides=Overrides(proxy="", observers=(seen.append,)),
+        )  # fmt: skip
         [got] = send_all(transport, [s.url + "/lists/1"])
     assert got.status == 401 and got.body == b"bad token sekret-token-1"  # callers redact
     [exchange] = seen

@@ -22,6 +22,7 @@ import uvloop
 from cohortctl.http import outcomes
 from cohortctl.http.client import make_client
 from cohortctl.http.fast import FastTransport
+from cohortctl.http.settings import Overrides
 from tests.http_servers import RecordingProxy, ScriptServer, answer
 
 TARGET_SECRET = "Bearer target-secret-41"
@@ -52,8 +53,8 @@ def via_fast(
     url: str, proxy: str, ca_cert: str | None, *, loop: Callable[[Any], Got] = asyncio.run
 ) -> Got:
     transport = FastTransport(
-        workers=1, headers={"Authorization": TARGET_SECRET}, timeout=5, proxy=proxy,
-        ca_cert=ca_cert,
+        workers=1, headers={"Authorization": TARGET_SECRET}, timeout=5,
+        overrides=Overrides(proxy=proxy, ca_cert=ca_cert),
     )  # fmt: skip
 
     async def run() -> Got:

@@ -35,7 +35,8 @@ answer (or the failure), with headers and bodies already redacted::
     ...
     http.remove_observer(print)
 
-or per client: ``make_client(..., observers=[fn])``, ``FastTransport(..., observers=[fn])``.
+or per client: ``make_client(..., observers=[fn])``,
+``FastTransport(..., overrides=Overrides(observers=(fn,)))``.
 With no observer registered nothing is built (the hot path pays one truth test per request).
 An observer must not raise; an exception from one is swallowed so traffic is not disturbed.
 """

@@ -18,9 +18,9 @@ import httpcore
 import httpx
 
 from cohortctl.http.observe import Exchange, Observer, notify
-from cohortctl.http.proxy import proxy_for, shown_proxy
+from cohortctl.http.proxy import shown_proxy
 from cohortctl.http.redact import Redactor
-from cohortctl.http.settings import MAX_HELD, current, ssl_context
+from cohortctl.http.settings import MAX_HELD, Overrides, current, ssl_context
 
 _deadline = threading.local()
 
@@ -120,22 +120,15 @@ class _Tracked(httpx.SyncByteStream):
 
 
 class HttpxTransport(httpx.BaseTransport):
-    """Routes each request direct or through the environment's proxy, under a deadline."""
+    """Routes each request direct or through the environment's proxy (else the ``overrides``'
+    one), under a deadline."""
 
-    def __init__(
-        self,
-        *,
-        ca_cert: str | None = None,
-        proxy: str | None = None,
-        observers: Sequence[Observer] | None = None,
-        redactor: Redactor | None = None,
-    ) -> None:
-        settings = current()
-        self._verify = ssl_context(ca_cert if ca_cert is not None else settings.ca_cert)
-        self._proxy = proxy
+    def __init__(self, overrides: Overrides | None = None) -> None:
+        self._overrides = overrides = overrides or Overrides()
+        self._verify = ssl_context(overrides.trust())
         # None: whoever is registered when each request is sent (``--har``, ``-v``).
-        self._observers = tuple(observers) if observers is not None else None
-        self._redactor = redactor or Redactor()
+        self._observers = overrides.observers
+        self._redactor = overrides.redactor or Redactor()
         self._routes: dict[str | None, httpx.HTTPTransport] = {}
 
     def _route(self, proxy: str | None) -> httpx.HTTPTransport:
@@ -158,7 +151,7 @@ class HttpxTransport(httpx.BaseTransport):
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = str(request.url)
-        proxy = proxy_for(url) if self._proxy is None else (self._proxy or None)
+        proxy = self._overrides.proxy_for(url)
         timeout = request.extensions.get("timeout", {})
         total = timeout.get("read") or timeout.get("connect")
         _deadline.at = time.monotonic() + total if total else None
@@ -321,7 +314,14 @@ def make_client(
         follow_redirects=False,
         trust_env=False,
         transport=transport
-        or HttpxTransport(ca_cert=ca_cert, proxy=proxy, observers=observers, redactor=redactor),
+        or HttpxTransport(
+            Overrides(
+                proxy=proxy,
+                ca_cert=ca_cert,
+                observers=tuple(observers) if observers is not None else None,
+                redactor=redactor,
+            )
+        ),
     )
 
 

@@ -19,17 +19,17 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 
 import httptools
 
 from cohortctl.errors import InputError
 from cohortctl.http import outcomes
-from cohortctl.http.observe import Exchange, Observer, notify
-from cohortctl.http.proxy import Proxy, proxy_for
+from cohortctl.http.observe import Exchange, notify
+from cohortctl.http.proxy import Proxy
 from cohortctl.http.redact import Redactor
-from cohortctl.http.settings import MAX_HELD, current, ssl_context
+from cohortctl.http.settings import MAX_HELD, Overrides, current, ssl_context
 
 PROXY = outcomes.PROXY
 
@@ -236,8 +236,9 @@ class FastTransport:
 
     ``headers`` go with every request (credentials included: only to the origin);
     ``user_agent`` defaults to the process setting (``--user-agent``) and may be set per
-    client (webhooks send ``Amplitude/Webhook/1.0``). ``proxy`` overrides the environment
-    (``""``: no proxy at all). ``send`` never raises for HTTP or network failures.
+    client (webhooks send ``Amplitude/Webhook/1.0``). ``overrides``: the proxy (``""``: no
+    proxy at all), trust, observers and redactor to use instead of the settings in force and
+    the environment. ``send`` never raises for HTTP or network failures.
     """
 
     def __init__(
@@ -247,10 +248,7 @@ class FastTransport:
         headers: Mapping[str, str],
         timeout: float = 30.0,
         user_agent: str | None = None,
-        proxy: str | None = None,
-        ca_cert: str | None = None,
-        observers: Sequence[Observer] | None = None,
-        redactor: Redactor | None = None,
+        overrides: Overrides | None = None,
     ) -> None:
         settings = current()
         merged = {"Content-Type": "application/json", **headers}
@@ -267,18 +265,19 @@ class FastTransport:
             ) from None
         self._header_lines = lines
         self._timeout = timeout
-        self._proxy = proxy
-        self._ca_cert = ca_cert if ca_cert is not None else settings.ca_cert
+        self._overrides = overrides = overrides or Overrides()
         self._ssl: ssl.SSLContext | None = None
-        self._observers = tuple(observers if observers is not None else settings.observers)
-        self._redactor = redactor or Redactor.for_headers(merged)
+        self._observers = (
+            overrides.observers if overrides.observers is not None else settings.observers
+        )
+        self._redactor = overrides.redactor or Redactor.for_headers(merged)
         self._idle: dict[tuple[str, int, bool, str | None], list[_Connection]] = {}
         self._all: set[_Connection] = set()
         self._targets: dict[tuple[str, str], _Target] = {}
 
     def _context(self) -> ssl.SSLContext:
         if self._ssl is None:
-            self._ssl = ssl_context(self._ca_cert)
+            self._ssl = ssl_context(self._overrides.trust())
         return self._ssl
 
     def _target(self, method: str, url: str) -> _Target:
@@ -292,7 +291,7 @@ class FastTransport:
         host = parsed.raw_host or ""
         port = parsed.port or (443 if secure else 80)
         authority = parsed.raw_authority.rpartition("@")[2]
-        proxy_url = self._proxy if self._proxy is not None else proxy_for(url)
+        proxy_url = self._overrides.proxy_for(url)
         proxy = Proxy.parse(proxy_url) if proxy_url else None
         target = parsed.raw_path_qs or "/"
         extra = b""

@@ -9,6 +9,8 @@ from typing import Any
 
 from cohortctl import __version__
 from cohortctl.http.observe import Observer
+from cohortctl.http.proxy import proxy_for
+from cohortctl.http.redact import Redactor
 
 USER_AGENT = f"cohortctl/{__version__}"
 WEBHOOK_USER_AGENT = "Amplitude/Webhook/1.0"
@@ -27,6 +29,29 @@ class HttpSettings:
         """The trust to verify servers with: ``--ca-cert``, else ``SSL_CERT_FILE``, else the
         system store."""
         return ssl_context(self.ca_cert)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What one transport changes from the settings in force, the same for both transports.
+
+    ``proxy``: ``None`` the environment's for each URL, ``""`` none at all; ``ca_cert``:
+    ``None`` the process's ``--ca-cert``; ``observers``: ``None`` the registered ones;
+    ``redactor``: ``None`` the transport's default.
+    """
+
+    proxy: str | None = None
+    ca_cert: str | None = None
+    observers: tuple[Observer, ...] | None = None
+    redactor: Redactor | None = None
+
+    def proxy_for(self, url: str) -> str | None:
+        """The proxy to reach ``url`` through, or None for a direct connection."""
+        return proxy_for(url) if self.proxy is None else (self.proxy or None)
+
+    def trust(self) -> str | None:
+        """The CA file to verify servers with (None: ``SSL_CERT_FILE``, else the system)."""
+        return self.ca_cert if self.ca_cert is not None else current().ca_cert
 
 
 _current = HttpSettings()

@@ -39,6 +39,7 @@ from cohortctl.http import outcomes
 from cohortctl.http.fast import FastTransport
 from cohortctl.http.redact import Redactor
 from cohortctl.http.redirects import redirect_note
+from cohortctl.http.settings import Overrides
 from cohortctl.partner.pacing import pacer_for
 from cohortctl.retry import (
     AMPLITUDE_SYNC_POLICY,
@@ -108,9 +109,8 @@ class Delivery:
                 workers=workers,
                 headers=sent_headers,
                 timeout=timeout,
-                proxy=proxy,
                 user_agent=user_agent,
-                redactor=redactor,
+                overrides=Overrides(proxy=proxy, redactor=redactor),
             )
         )
         self._workers = workers
