@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import fields, replace
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,9 +27,14 @@ from cohortctl.cli.options import (
 from cohortctl.cli.render import OutputFormat
 from cohortctl.cli.sync_options import SyncCohorts, SyncFiles, SyncSending, SyncWebhook
 from cohortctl.cli.sync_render import render_dry_run, run_and_render
-from cohortctl.sync.dry_run import plan_cohort, plan_webhook_cohort
+from cohortctl.partner.destination import Destination
+from cohortctl.partner.webhooks.payload import WebhookDestination
+from cohortctl.sync.dry_run import DryRun, plan_cohort, plan_webhook_cohort
 from cohortctl.sync.job import SyncFlags, prepare
+from cohortctl.sync.plan import CohortSpec
 from cohortctl.sync.run import check_state
+from cohortctl.sync.settings import SyncSettings
+from cohortctl.sync.webhook import WebhookSync
 
 _SYNC_FLAGS = frozenset(field.name for field in fields(SyncFlags))
 
@@ -137,6 +145,11 @@ def sync(
         file,
     )
     check_state(job.settings, create=not files.dry_run)
+    har_file = None if files.dry_run else har
+    sender: Destination | WebhookSync
+    shown: Destination | WebhookDestination
+    recording: AbstractContextManager[object]
+    plan: Callable[[CohortSpec, SyncSettings], DryRun]
     if job.webhook:
         from cohortctl.cli import sync_webhook
 
@@ -150,31 +163,35 @@ def sync(
             selection=webhook.selection(),
             resend_changed=webhook.resend_changed_properties,
         )
-        with wh.webhook_recording(None if files.dry_run else har, spec.destination):
-            if files.dry_run:
-                plans = [plan_webhook_cohort(spec, c, job.settings) for c in job.cohorts]
-                render_dry_run(spec.destination, plans, output, as_curl=files.as_curl)
-                return
-            run_and_render(
-                spec, spec.destination, job.cohorts, job.settings, period=job.period,
-                max_runs=sending.max_runs, verbose=verbose >= 1, quiet=quiet, output=output,
-            )  # fmt: skip
-        return
-    set_user_agent(webhook.user_agent)  # --user-agent: cohortctl's own in list/property too
-    merged = replace(target, url=job.url, auth=job.auth, list_id_path=job.list_id_path)
-    destination = merged.destination(
-        cfg,
-        paths=job.paths,
-        require_credentials=not files.dry_run,
-        file=file,
-        variables=job.settings.variables,
-    )
-    if files.dry_run:
-        plans = [plan_cohort(destination, c, job.settings) for c in job.cohorts]
-        render_dry_run(destination, plans, output, as_curl=files.as_curl)
-        return
-    with dest.partner_recording(har, destination):
+        sender, shown = spec, spec.destination
+        recording = wh.webhook_recording(har_file, spec.destination)
+        plan = partial(plan_webhook_cohort, spec)
+    else:
+        set_user_agent(webhook.user_agent)  # --user-agent: cohortctl's own in list/property too
+        merged = replace(target, url=job.url, auth=job.auth, list_id_path=job.list_id_path)
+        destination = merged.destination(
+            cfg,
+            paths=job.paths,
+            require_credentials=not files.dry_run,
+            file=file,
+            variables=job.settings.variables,
+        )
+        sender = shown = destination
+        recording = dest.partner_recording(har_file, destination)
+        plan = partial(plan_cohort, destination)
+    with recording:
+        if files.dry_run:
+            plans = [plan(cohort, job.settings) for cohort in job.cohorts]
+            render_dry_run(shown, plans, output, as_curl=files.as_curl)
+            return
         run_and_render(
-            destination, destination, job.cohorts, job.settings, period=job.period,
-            max_runs=sending.max_runs, verbose=verbose >= 1, quiet=quiet, output=output,
-        )  # fmt: skip
+            sender,
+            shown,
+            job.cohorts,
+            job.settings,
+            period=job.period,
+            max_runs=sending.max_runs,
+            verbose=verbose >= 1,
+            quiet=quiet,
+            output=output,
+        )
