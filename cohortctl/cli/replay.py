@@ -68,13 +68,14 @@ def _status(status: int | None, error: str | None = None) -> str:
 def _cases(run: ReplayRun) -> list[reports.CaseResult]:
     cases = []
     for result in run.results:
-        name = f"{result.index + 1}: {result.call or result.method} {result.url}"
+        sent = result.request
+        name = f"{sent.index + 1}: {sent.call or sent.method} {result.url}"
         cases.append(
             reports.CaseResult(
                 name=name,
-                group=result.call or "request",
+                group=sent.call or "request",
                 status="pass" if result.matched else "fail",
-                expected=_status(result.recorded_status) if result.recorded_status else "2xx",
+                expected=_status(sent.recorded_status) if sent.recorded_status else "2xx",
                 actual=_status(result.status, result.error),
                 detail=body_excerpt(result.body, 300) if result.body else "",
                 duration_s=result.latency_ms / 1000,
@@ -102,11 +103,11 @@ def _render(run: ReplayRun, view: OutputOptions, expect: Expect) -> None:
     elif not view.quiet:
         rows = [
             (
-                r.index + 1,
-                r.call or "",
-                r.method,
+                r.request.index + 1,
+                r.request.call or "",
+                r.request.method,
                 r.url,
-                _status(r.recorded_status),
+                _status(r.request.recorded_status),
                 _status(r.status, r.error),
                 "match" if r.matched else "MISMATCH",
                 f"{r.latency_ms:.0f}",
@@ -123,8 +124,8 @@ def _render(run: ReplayRun, view: OutputOptions, expect: Expect) -> None:
             recorded = body_excerpt(r.recorded_body, 120) if r.recorded_body else "(no body)"
             now = body_excerpt(r.body, 120) if r.body else (r.error or "(no body)")
             err.print(
-                f"#{r.index + 1} {escape(r.call or r.method)}: recorded "
-                f"{escape(_status(r.recorded_status))} {escape(recorded)}; now "
+                f"#{r.request.index + 1} {escape(r.request.call or r.request.method)}: recorded "
+                f"{escape(_status(r.request.recorded_status))} {escape(recorded)}; now "
                 f"{escape(_status(r.status, r.error))} {escape(now)}"
             )
     for old, new in run.list_ids.items() if not view.quiet else ():

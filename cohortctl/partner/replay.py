@@ -15,7 +15,7 @@ import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
@@ -74,27 +74,39 @@ class RecordedRequest:
 
 @dataclass
 class ReplayResult:
-    """What one replayed request got, next to what was recorded."""
+    """What one replayed request got, next to what was recorded (``request``)."""
 
-    index: int
-    call: str | None
-    method: str
-    url: str
-    recorded_status: int | None
+    request: RecordedRequest
+    url: str  # as sent (list ids substituted, rebased), scrubbed
     status: int | None
     matched: bool
     latency_ms: float
     body: str = ""
-    recorded_body: str = ""
     error: str | None = None
     list_id: str | None = None
 
+    @property
+    def recorded_body(self) -> str:
+        """The start of the answer the recording got."""
+        return self.request.recorded_body[:BODY_KEEP]
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (one vocabulary: ``ok``, ``status``, ``error``)."""
-        data = asdict(self)
-        data["ok"] = data.pop("matched")
-        data["latency_s"] = json_seconds(data.pop("latency_ms") / 1000)
-        return data
+        request = self.request
+        return {
+            "index": request.index,
+            "call": request.call,
+            "method": request.method,
+            "url": self.url,
+            "recorded_status": request.recorded_status,
+            "status": self.status,
+            "body": self.body,
+            "recorded_body": self.recorded_body,
+            "error": self.error,
+            "list_id": self.list_id,
+            "ok": self.matched,
+            "latency_s": json_seconds(self.latency_ms / 1000),
+        }
 
 
 @dataclass
@@ -343,16 +355,12 @@ class Replayer:
         status = response.status_code if response is not None else None
         text = response.text if response is not None else ""
         result = ReplayResult(
-            index=request.index,
-            call=request.call,
-            method=request.method,
+            request,
             url=shown_url,
-            recorded_status=request.recorded_status,
             status=status,
             matched=self._matched(request, status),
             latency_ms=round((self.clock() - started) * 1000, 1),
             body=destination.scrub(text[:BODY_KEEP]),
-            recorded_body=request.recorded_body[:BODY_KEEP],
             error=error,
         )
         if response is None:
