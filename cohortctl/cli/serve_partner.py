@@ -253,9 +253,20 @@ def partner(
     cohortctl mock flow --url http://127.0.0.1:8080
     """
     if forward is not None:
-        _forward(listening, forward, record, forward_timeout, journal_limit,
-                 allow_insecure_http, db, known_users, rate_limit, faults.fail_rate,
-                 faults.reset_rate, faults.delay_ms)  # fmt: skip
+        receiver_only = [
+            db,
+            known_users,
+            rate_limit,
+            faults.fail_rate,
+            faults.reset_rate,
+            faults.delay_ms,
+        ]
+        if any(value not in (None, 0, 0.0) for value in receiver_only):
+            raise InputError(
+                "--forward passes requests on: --db, --known-users, --rate-limit and the fault "
+                "options are the receiver's and cannot be combined with it"
+            )
+        _forward(listening, forward, record, forward_timeout, journal_limit, allow_insecure_http)
         return
     if record is not None:
         raise InputError("--record needs --forward URL (the receiver journals by itself)")
@@ -318,16 +329,10 @@ def _forward(
     timeout: float,
     keep: int,
     allow_insecure_http: bool,
-    *receiver_only: object,
 ) -> None:
     from cohortctl.config import ensure_safe_url
     from cohortctl.servers.partner.forward import ForwardSettings, create_forward_app
 
-    if any(value not in (None, 0, 0.0) for value in receiver_only):
-        raise InputError(
-            "--forward passes requests on: --db, --known-users, --rate-limit and the fault "
-            "options are the receiver's and cannot be combined with it"
-        )
     target = forward.strip()
     ensure_safe_url(target, allow_insecure_http=allow_insecure_http, what="senders' credentials")
     if record is not None and (record.is_dir() or not record.parent.is_dir()):
