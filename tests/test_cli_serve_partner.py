@@ -97,6 +97,13 @@ def test_missing_known_users_file_is_a_usage_error(cli: RunCli, tmp_path: Path) 
     assert "nope.txt" in result.stderr
 
 
+@pytest.mark.parametrize("option", [["--fail-rate", "0.5"], ["--delay-ms", "10"], ["--db", "x.db"]])
+def test_forward_refuses_the_receivers_options(cli: RunCli, option: list[str]) -> None:
+    result = cli("serve", "partner", "--forward", "http://127.0.0.1:9", *option)
+    assert result.exit_code == 2
+    assert "cannot be combined with it" in result.stderr
+
+
 def test_help_documents_the_options(cli: RunCli) -> None:
     result = cli("serve", "partner", "--help")
     assert result.exit_code == 0
