@@ -21,7 +21,7 @@ from cohortctl.customer.client import AmplitudeClient, connect
 from cohortctl.customer.reconcile import reconcile
 from cohortctl.customer.uploading import UploadSpec, execute, plan_upload
 from cohortctl.retry import RetryPolicy
-from cohortctl.servers.amplitude.app import STORE_KEY, create_app
+from cohortctl.servers.amplitude.app import STORE_KEY, FakeSettings, create_app
 from cohortctl.servers.amplitude.store import CohortStore
 from cohortctl.servers.runner import BackgroundServer
 
@@ -74,7 +74,7 @@ def run(count: int, churn: float) -> dict[str, dict[str, Any]]:
     kept = set(first) & set(target)
     spec = UploadSpec(name="Bench", app_id=1, owner="bench@example.com")
     results: dict[str, dict[str, Any]] = {}
-    with BackgroundServer(lambda: create_app(api_key=KEY, secret_key=SECRET)) as server:
+    with BackgroundServer(lambda: create_app(FakeSettings(KEY, SECRET))) as server:
         assert server.app is not None
         store = server.app[STORE_KEY]
         for way in ("replace", "reconcile"):

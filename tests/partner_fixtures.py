@@ -6,13 +6,16 @@ any :class:`ReceiverSettings` (``api_key`` defaults to nothing, i.e. any credent
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
 
-from cohortctl.servers.runner import BackgroundServer
+from cohortctl.servers.runner import AppFactory, BackgroundServer
 from tests.credentials import PARTNER_KEY
+from tests.servers_fixtures import serving
 
 PartnerFactory = Callable[..., BackgroundServer]
 
@@ -35,15 +38,7 @@ def partner_server_factory() -> Iterator[PartnerFactory]:
     """
     from cohortctl.servers.partner.app import ReceiverSettings, create_app
 
-    started: list[BackgroundServer] = []
+    def app(clock: Callable[[], float] = time.monotonic, **fields: Any) -> AppFactory:
+        return partial(create_app, ReceiverSettings(**fields), clock=clock)
 
-    def start(clock: Callable[[], float] | None = None, **settings_kwargs: Any) -> BackgroundServer:
-        settings = ReceiverSettings(**settings_kwargs)
-        options = {} if clock is None else {"clock": clock}
-        server = BackgroundServer(lambda: create_app(settings, **options)).start()
-        started.append(server)
-        return server
-
-    yield start
-    for server in started:
-        server.stop()
+    yield from serving(app)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 
-from cohortctl.servers.runner import BackgroundServer
+from cohortctl.servers.runner import AppFactory, BackgroundServer
 from tests.credentials import API_KEY, SECRET_KEY
 
 
@@ -70,23 +72,37 @@ def _resolve(future: asyncio.Future[None]) -> None:
 @pytest.fixture
 def amplitude_server() -> Iterator[BackgroundServer]:
     """The embedded fake of Amplitude's cohort API, with the test key and secret."""
-    from cohortctl.servers.amplitude.app import create_app
+    from cohortctl.servers.amplitude.app import FakeSettings, create_app
 
-    with BackgroundServer(lambda: create_app(api_key=API_KEY, secret_key=SECRET_KEY)) as server:
+    with BackgroundServer(lambda: create_app(FakeSettings(API_KEY, SECRET_KEY))) as server:
         yield server
 
 
 @pytest.fixture
 def amplitude_server_factory() -> Iterator[Any]:
-    """Start fake Amplitude servers with custom options: ``factory(**create_app_kwargs)``."""
-    from cohortctl.servers.amplitude.app import create_app
+    """Start fake Amplitude servers with custom options: ``factory(**options)``, where the
+    options are :class:`FakeSettings` fields and ``create_app``'s ``clock`` and ``checkpoint``."""
+    from cohortctl.servers.amplitude.app import FakeSettings, create_app
 
+    def app(
+        clock: Callable[[], float] = time.monotonic, checkpoint: Any = None, **fields: Any
+    ) -> AppFactory:
+        settings = FakeSettings(**{"api_key": API_KEY, "secret_key": SECRET_KEY, **fields})
+        return partial(create_app, settings, clock=clock, checkpoint=checkpoint)
+
+    yield from serving(app)
+
+
+def serving(
+    app_of: Callable[..., AppFactory],
+) -> Iterator[Callable[..., BackgroundServer]]:
+    """The body of a server factory fixture: ``start(**options)`` serves ``app_of(**options)``
+    on a free port (its settings checked in the test's thread, the app built in the server's);
+    every server started is stopped when the test ends."""
     started: list[BackgroundServer] = []
 
     def start(**options: Any) -> BackgroundServer:
-        options.setdefault("api_key", API_KEY)
-        options.setdefault("secret_key", SECRET_KEY)
-        server = BackgroundServer(lambda: create_app(**options)).start()
+        server = BackgroundServer(app_of(**options)).start()
         started.append(server)
         return server
 

@@ -124,6 +124,7 @@ def demo(
     property mode against it. Keys are generated for this run and never printed.
     Exit 0 when every step succeeded.
     """
+    from cohortctl.servers.amplitude.app import FakeSettings
     from cohortctl.servers.amplitude.app import create_app as amplitude_app
     from cohortctl.servers.partner.app import ReceiverSettings
     from cohortctl.servers.partner.app import create_app as partner_app
@@ -135,7 +136,7 @@ def demo(
         if side in ("customer", "both"):
             api_key, secret_key = secrets.token_hex(12), secrets.token_hex(16)
             amplitude = stack.enter_context(
-                BackgroundServer(lambda: amplitude_app(api_key=api_key, secret_key=secret_key))
+                BackgroundServer(lambda: amplitude_app(FakeSettings(api_key, secret_key)))
             )
             err.print(f"[bold]Customer side[/]: fake Amplitude cohort API on {amplitude.url}")
             ids_file = _demo_ids_file(workdir)

@@ -124,6 +124,44 @@ def _credentials(api_key: str | None, secret_key: str | None) -> tuple[str, str]
     return api_key, secret_key
 
 
+@dataclasses.dataclass(frozen=True)
+class FakeRules:
+    """What the fake allows beyond the key pair: ``--app-id``, ``--export-polls``,
+    ``--export-redirect``, ``--max-concurrent`` (named as :class:`FakeSettings` names them)."""
+
+    app_id: Annotated[
+        int | None,
+        option(
+            "--app-id", min=1, help="Only accept uploads naming this project id (default: any)."
+        ),
+    ] = None
+    export_polls: Annotated[
+        int,
+        option(
+            "--export-polls",
+            min=0,
+            help="Status polls answering JOB INPROGRESS before COMPLETED.",
+            show_default=True,
+        ),
+    ] = 1
+    export_redirect: Annotated[
+        bool,
+        option(
+            "--export-redirect",
+            help="Answer export file requests with a 302 to a one-minute signed URL.",
+        ),
+    ] = False
+    max_concurrent: Annotated[
+        int,
+        option(
+            "--max-concurrent",
+            min=1,
+            help="Requests in flight before the next answers 429.",
+            show_default=True,
+        ),
+    ] = 5
+
+
 @app.command("amplitude")
 @with_bundles
 def amplitude(
@@ -153,37 +191,7 @@ def amplitude(
             help="Secret key clients must send (prefer the env var: flags show up in ps).",
         ),
     ] = None,
-    app_id: Annotated[
-        int | None,
-        option(
-            "--app-id", min=1, help="Only accept uploads naming this project id (default: any)."
-        ),
-    ] = None,
-    export_polls: Annotated[
-        int,
-        option(
-            "--export-polls",
-            min=0,
-            help="Status polls answering JOB INPROGRESS before COMPLETED.",
-            show_default=True,
-        ),
-    ] = 1,
-    export_redirect: Annotated[
-        bool,
-        option(
-            "--export-redirect",
-            help="Answer export file requests with a 302 to a one-minute signed URL.",
-        ),
-    ] = False,
-    max_concurrent: Annotated[
-        int,
-        option(
-            "--max-concurrent",
-            min=1,
-            help="Requests in flight before the next answers 429.",
-            show_default=True,
-        ),
-    ] = 5,
+    rules: FakeRules,
     users: Annotated[
         Path | None,
         option(
@@ -205,7 +213,7 @@ def amplitude(
     then point cohortctl at it with --base-url http://127.0.0.1:8600 (or
     AMPLITUDE_BASE_URL). Each request is logged on stderr; --quiet leaves that out.
     """
-    from cohortctl.servers.amplitude.app import STORE_KEY, create_app
+    from cohortctl.servers.amplitude.app import STORE_KEY, FakeSettings, create_app
     from cohortctl.servers.amplitude.users import add_users, read_users
 
     key, secret = _credentials(api_key, secret_key)
@@ -215,13 +223,7 @@ def amplitude(
         raise InputError(f"--db {db}: directory {db.parent} does not exist")
     try:
         fake = create_app(
-            api_key=key,
-            secret_key=secret,
-            db=db_shown,
-            export_polls=export_polls,
-            export_redirect=export_redirect,
-            max_concurrent=max_concurrent,
-            app_id=app_id,
+            FakeSettings(api_key=key, secret_key=secret, db=db_shown, **dataclasses.asdict(rules))
         )
     except (sqlite3.Error, RuntimeError) as exc:
         raise InputError(f"--db {db_shown}: cannot use it as the fake's database: {exc}") from None

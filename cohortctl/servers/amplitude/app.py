@@ -91,6 +91,34 @@ class _SignedUrl:
     expires: float
 
 
+@dataclass(frozen=True)
+class FakeSettings:
+    """How the fake behaves: the one key pair it accepts, its storage and its limits.
+
+    ``db`` is a SQLite file (state survives restarts) or ``":memory:"``. ``export_polls`` is
+    how many status polls answer JOB INPROGRESS before JOB COMPLETED; ``export_redirect``
+    answers the file request with a 302 to a signed URL. ``app_id``, when given, is the only
+    project id uploads may name.
+    """
+
+    api_key: str = field(repr=False)  # secrets: never in a repr or a traceback
+    secret_key: str = field(repr=False)
+    db: str = ":memory:"
+    export_polls: int = 1
+    export_redirect: bool = False
+    max_concurrent: int = MAX_CONCURRENT
+    max_ids_per_request: int = MAX_IDS_PER_REQUEST
+    max_cohort_size: int = MAX_COHORT_SIZE
+    app_id: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.api_key or not self.secret_key:
+            raise ValueError("the fake Amplitude API needs an api key and a secret key")
+        limits = (self.max_concurrent, self.max_ids_per_request, self.max_cohort_size)
+        if self.export_polls < 0 or min(limits) < 1:
+            raise ValueError("export_polls must be >= 0 and every limit >= 1")
+
+
 @dataclass(kw_only=True, eq=False)
 class FakeAmplitude:
     """Handlers and the state they share; built by :func:`create_app`."""
@@ -112,21 +140,15 @@ class FakeAmplitude:
     MEMBERSHIP_FIELDS = frozenset({"cohort_id", "memberships", "count_group", "skip_invalid_ids"})
     CHANGE_FIELDS = frozenset({"ids", "id_type", "operation"})
 
-    api_key: str = field(repr=False)  # secrets: never in a repr or a traceback
-    secret_key: str = field(repr=False)
+    settings: FakeSettings
     store: CohortStore
-    export_polls: int
-    export_redirect: bool
-    max_concurrent: int
-    max_ids_per_request: int
-    app_id: int | None
     clock: Callable[[], float]
     checkpoint: Checkpoint
     traffic: RequestLog = field(default_factory=RequestLog, init=False)
 
     def __post_init__(self) -> None:
-        self._api_key = self.api_key.encode("utf-8")
-        self._secret_key = self.secret_key.encode("utf-8")
+        self._api_key = self.settings.api_key.encode("utf-8")
+        self._secret_key = self.settings.secret_key.encode("utf-8")
         self._busy_cohorts: set[str] = set()
         self._signed: dict[str, _SignedUrl] = {}
         self._export_times: deque[float] = deque()
@@ -173,13 +195,13 @@ class FakeAmplitude:
         self, request: web.Request, handler: Handler, record: RequestRecord
     ) -> web.StreamResponse:
         in_flight = self.traffic.enter(record)
-        rejected = in_flight > self.max_concurrent
+        rejected = in_flight > self.settings.max_concurrent
         try:
             if rejected:
                 raise ApiError.throttled(
-                    f"too many concurrent requests: at most {self.max_concurrent} "
+                    f"too many concurrent requests: at most {self.settings.max_concurrent} "
                     "in flight per project",
-                    limit=self.max_concurrent,
+                    limit=self.settings.max_concurrent,
                 )
             return await handler(request)
         finally:
@@ -213,7 +235,7 @@ class FakeAmplitude:
         name = f.string("name", required=True)
         app_id = f.project_id("app_id", required=True)
         id_type = f.string("id_type", required=True, choices=("BY_AMP_ID", "BY_USER_ID"))
-        ids = f.ids("ids", limit=self.max_ids_per_request)
+        ids = f.ids("ids", limit=self.settings.max_ids_per_request)
         owner = f.string("owner", required=True)
         if owner is not None and not EMAIL.fullmatch(owner):
             f.error("owner", "must be the login email of the cohort's owner")
@@ -222,7 +244,11 @@ class FakeAmplitude:
         skip_invalid = f.boolean("skip_invalid_ids", required=False, default=True)
         skip_save = f.boolean("skip_save", required=False, default=False)
         count_group = f.string("cg", required=False) or "User"
-        if app_id is not None and self.app_id is not None and app_id != self.app_id:
+        if (
+            app_id is not None
+            and self.settings.app_id is not None
+            and app_id != self.settings.app_id
+        ):
             f.error("app_id", f"{app_id} is not the project of this api key")
         f.check()
         assert name is not None and app_id is not None and id_type is not None
@@ -307,6 +333,7 @@ class FakeAmplitude:
         count_group = f.string("count_group", required=False)
         skip_invalid = f.boolean("skip_invalid_ids", required=False, default=True)
         raw_changes = f.typed("memberships", True, list, "an array")
+        limit = self.settings.max_ids_per_request
         entries: list[tuple[str, str, list[str]]] = []
         if raw_changes is not None:
             if not raw_changes:
@@ -319,17 +346,17 @@ class FakeAmplitude:
                         continue
                     g = Fields(raw, where)
                     g.unknown(set(self.CHANGE_FIELDS))
-                    ids = g.ids("ids", limit=self.max_ids_per_request)
+                    ids = g.ids("ids", limit=limit)
                     id_type = g.string("id_type", required=True, choices=("BY_ID", "BY_NAME"))
                     operation = g.string("operation", required=True, choices=("ADD", "REMOVE"))
                     f.errors.extend(g.errors)
                     if ids is not None and id_type is not None and operation is not None:
                         entries.append((id_type, operation, ids))
         total = sum(len(ids) for _, _, ids in entries)
-        if total > self.max_ids_per_request:
+        if total > limit:
             f.error(
                 "memberships",
-                f"has {total} ids in all: at most {self.max_ids_per_request} ids per request",
+                f"has {total} ids in all: at most {limit} ids per request",
             )
         f.check()
         assert cohort_id is not None
@@ -408,7 +435,9 @@ class FakeAmplitude:
             )
         self._check_export_window()
         running = await self._run(
-            lambda: self.store.exports_polled_at_most(self.export_polls, within=EXPORT_RUNS_FOR)
+            lambda: self.store.exports_polled_at_most(
+                self.settings.export_polls, within=EXPORT_RUNS_FOR
+            )
         )
         if running >= MAX_PARALLEL_EXPORTS:
             raise ApiError.throttled(
@@ -454,7 +483,7 @@ class FakeAmplitude:
     async def export_status(self, request: web.Request) -> web.Response:
         """``GET /api/5/cohorts/request-status/{request_id}``: in progress, then completed."""
         job = await self._export_job(request, self.store.poll_export)
-        done = job.polls > self.export_polls
+        done = job.polls > self.settings.export_polls
         return web.json_response(
             {
                 "request_id": job.request_id,
@@ -468,13 +497,13 @@ class FakeAmplitude:
         """``GET /api/5/cohorts/request/{request_id}/file``: the CSV or a 302 to a signed URL."""
         job = await self._export_job(request, self.store.export)
         request_id = job.request_id
-        if job.polls <= self.export_polls:
+        if job.polls <= self.settings.export_polls:
             bad(
                 f"export {request_id} is not completed yet: poll "
                 f"/api/5/cohorts/request-status/{request_id} until JOB COMPLETED",
                 async_status="JOB INPROGRESS",
             )
-        if self.export_redirect:
+        if self.settings.export_redirect:
             now = self.clock()
             self._signed = {t: s for t, s in self._signed.items() if s.expires >= now}
             token = secrets.token_urlsafe(24)
@@ -536,44 +565,20 @@ def _allow(exc: web.HTTPException) -> dict[str, str]:
 
 
 def create_app(
+    settings: FakeSettings,
     *,
-    api_key: str,
-    secret_key: str,
-    db: str = ":memory:",
-    export_polls: int = 1,
-    export_redirect: bool = False,
-    max_concurrent: int = MAX_CONCURRENT,
-    max_ids_per_request: int = MAX_IDS_PER_REQUEST,
-    max_cohort_size: int = MAX_COHORT_SIZE,
-    app_id: int | None = None,
     clock: Callable[[], float] = time.monotonic,
     checkpoint: Checkpoint | None = None,
 ) -> web.Application:
-    """The fake Amplitude cohort API as an aiohttp application.
+    """The fake Amplitude cohort API as an aiohttp application, behaving as ``settings`` say.
 
-    ``db`` is a SQLite file (state survives restarts) or ``":memory:"``. ``export_polls`` is
-    how many status polls answer JOB INPROGRESS before JOB COMPLETED; ``export_redirect``
-    answers the file request with a 302 to a signed URL. ``app_id``, when given, is the only
-    project id uploads may name. ``clock`` (monotonic seconds) times signed-URL expiry and the
-    export rate window. ``checkpoint`` is awaited by every handler once it holds its slot (tests
-    pass a gate there to hold requests in flight).
+    ``clock`` (monotonic seconds) times signed-URL expiry and the export rate window.
+    ``checkpoint`` is awaited by every handler once it holds its slot (tests pass a gate there
+    to hold requests in flight).
     """
-    if not api_key or not secret_key:
-        raise ValueError("the fake Amplitude API needs an api key and a secret key")
-    if export_polls < 0 or max_concurrent < 1 or max_ids_per_request < 1 or max_cohort_size < 1:
-        raise ValueError("export_polls must be >= 0 and every limit >= 1")
-    store = CohortStore(db, max_cohort_size=max_cohort_size)
+    store = CohortStore(settings.db, max_cohort_size=settings.max_cohort_size)
     fake = FakeAmplitude(
-        api_key=api_key,
-        secret_key=secret_key,
-        store=store,
-        export_polls=export_polls,
-        export_redirect=export_redirect,
-        max_concurrent=max_concurrent,
-        max_ids_per_request=max_ids_per_request,
-        app_id=app_id,
-        clock=clock,
-        checkpoint=checkpoint or _no_checkpoint,
+        settings=settings, store=store, clock=clock, checkpoint=checkpoint or _no_checkpoint
     )
     app = web.Application(middlewares=[fake.middleware], client_max_size=CLIENT_MAX_SIZE)
     app[STORE_KEY] = store
