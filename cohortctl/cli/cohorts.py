@@ -21,16 +21,7 @@ from cohortctl.cli.customer_options import (
     export_progress,
 )
 from cohortctl.cli.options import TIMEOUT_HELP, Output, OutputLong, Verbose, option
-from cohortctl.cli.render import (
-    JsonOutput,
-    OutputFormat,
-    err,
-    key_values,
-    out,
-    print_json,
-    table,
-    writing_stdout,
-)
+from cohortctl.cli.render import DataOutput, OutputFormat, err, key_values, out, print_json, table
 from cohortctl.customer.cohorts import find_cohort
 from cohortctl.customer.export import download_cohort
 from cohortctl.durations import parse_duration
@@ -250,8 +241,7 @@ def download(
     """
     wait = export.wait()
     cfg, url = amplitude.target()
-    to_stdout = str(out_file) == "-"
-    JsonOutput.to_stderr = to_stdout
+    target = DataOutput(out_file)
     with (
         amplitude.client(cfg, url) as client,
         export_progress(cohort_id) as on_poll,
@@ -260,7 +250,7 @@ def download(
         result = download_cohort(
             client,
             cohort_id,
-            Path(scratch) / "members" if to_stdout else out_file,
+            Path(scratch) / "members" if target.to_stdout else out_file,
             ids_only=ids_only,
             amplitude_ids=id_type is IdType.amplitude,
             props=export.props,
@@ -269,14 +259,13 @@ def download(
             on_poll=on_poll,
             request_id=export.request_id,
         )
-        if to_stdout:
-            with open(result.path, "rb") as members, writing_stdout():
+        if target.to_stdout:
+            with open(result.path, "rb") as members, target.stdout():
                 shutil.copyfileobj(members, sys.stdout.buffer)
-                sys.stdout.buffer.flush()
             result = dataclasses.replace(result, path="-")
-    summary = err if to_stdout else out
+    summary = target.summary
     if output is OutputFormat.json:
-        print_json(
+        target.print_json(
             {
                 "ok": True,
                 "cohort_id": result.cohort_id,
@@ -290,8 +279,7 @@ def download(
                 "id_column": result.id_column,
                 "polls": result.polls,
                 "answers": result.answers,
-            },
-            to_stderr=to_stdout,
+            }
         )
         return
     rows: list[tuple[str, Any]] = [

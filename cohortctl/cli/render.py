@@ -12,6 +12,7 @@ import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from rich import box
@@ -93,6 +94,34 @@ def print_json(data: Any, *, to_stderr: bool = False) -> None:
         raise
     except OSError as exc:  # a full disk behind a redirected stdout
         raise FileWriteError("output", "to standard output", exc.strerror or str(exc)) from None
+
+
+class DataOutput:
+    """Where a command that writes data writes it: ``-o FILE``, or ``-o -`` for stdout. With
+    ``-o -`` stdout holds the data alone, so the summary, the JSON and a failure's JSON object
+    go to stderr (set when this is made, before anything can fail)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.to_stdout = str(path) == "-"
+        JsonOutput.to_stderr = self.to_stdout
+
+    @property
+    def summary(self) -> Console:
+        """The console of the human summary: stderr when stdout holds the data."""
+        return err if self.to_stdout else out
+
+    def print_json(self, data: Any) -> None:
+        """The command's JSON, where ``-o -`` leaves room for it."""
+        print_json(data, to_stderr=self.to_stdout)
+
+    @contextlib.contextmanager
+    def stdout(self) -> Iterator[None]:
+        """Writing the data to stdout: flushed at the end; a full disk behind it is one line,
+        exit 2 (see :func:`writing_stdout`)."""
+        with writing_stdout():
+            yield
+            sys.stdout.flush()
 
 
 def table(

@@ -12,16 +12,7 @@ from rich.markup import escape
 
 from cohortctl.cli.bundles import with_bundles
 from cohortctl.cli.options import OutputLong, option
-from cohortctl.cli.render import (
-    JsonOutput,
-    OutputFormat,
-    err,
-    key_values,
-    out,
-    print_json,
-    table,
-    writing_stdout,
-)
+from cohortctl.cli.render import DataOutput, OutputFormat, err, key_values, out, print_json, table
 from cohortctl.errors import StateFileError
 from cohortctl.sync import inventory
 from cohortctl.sync.state import default_state_path
@@ -172,17 +163,14 @@ def export(
 ) -> None:
     """Write the user ids the partner is believed to hold (what a sync compares against)."""
     path, entry = where.path, where.find()
-    to_stdout = str(out_file) == "-"
-    JsonOutput.to_stderr = to_stdout
-    if to_stdout:
-        with writing_stdout():
+    target = DataOutput(out_file)
+    if target.to_stdout:
+        with target.stdout():
             count = inventory.export(path, entry, sys.stdout)
-            sys.stdout.flush()
     else:
         count = inventory.export(path, entry, out_file)
     if output is OutputFormat.json:
-        data = {"ok": True, **entry.to_dict(), "file": str(out_file), "written": count}
-        print_json(data, to_stderr=to_stdout)  # with -o -, stdout holds the ids
+        target.print_json({"ok": True, **entry.to_dict(), "file": str(out_file), "written": count})
         return
     err.print(escape(f"wrote {count:,} user ids to {out_file}"))
 
