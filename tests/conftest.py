@@ -7,6 +7,7 @@ environment and fails if any of them appears in stdout or stderr.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +22,12 @@ from cohortctl.cli import app
 from tests.credentials import API_KEY, SECRET_KEY, SECRETS
 
 pytest_plugins = ["tests.servers_fixtures", "tests.partner_fixtures", "tests.partners.fixtures"]
+
+# Started in the background by a shell (`cmd &`, nohup), pytest inherits SIGINT ignored, and
+# so would every cohortctl it starts: the Ctrl-C tests would then pass a signal no one gets.
+# A handler of our own is reset to the default in the children at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 _SCRUBBED_ENV = (
