@@ -7,6 +7,7 @@ the CLI, the demo and the test fixtures start exactly the same code.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -114,14 +115,36 @@ def serve_forever(
     port: int,
     on_ready: Callable[[str], None],
 ) -> None:
-    """Serve ``app`` in the foreground until interrupted; ``on_ready`` gets the URL."""
+    """Serve ``app`` in the foreground; ``on_ready`` gets the URL. Ctrl-C or SIGTERM shuts it
+    down cleanly, then raises :class:`KeyboardInterrupt` (the CLI's exit 130).
 
-    async def main() -> None:
+    Once serving, the event loop takes both signals through its wakeup pipe: raised into
+    whatever the loop was running, a KeyboardInterrupt could leave a connection's task
+    half-done and the shutdown waiting on it. A SIGINT the process was started ignoring
+    (``nohup``) stays ignored.
+    """
+
+    async def main() -> bool:
         runner, bound = await _start(app, host, port)
-        on_ready(url_for(host, bound))
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        taken: dict[signal.Signals, Any] = {}  # signal -> the handler it had
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                previous = signal.getsignal(sig)
+                if previous is not signal.SIG_IGN:
+                    loop.add_signal_handler(sig, stop.set)
+                    taken[sig] = previous
         try:
-            await asyncio.Event().wait()
+            on_ready(url_for(host, bound))
+            await stop.wait()
         finally:
+            for sig, previous in taken.items():  # a second signal during the shutdown acts
+                loop.remove_signal_handler(sig)  # as it did before serving
+                if previous is not None:
+                    signal.signal(sig, previous)
             await runner.cleanup()
+        return stop.is_set()
 
-    asyncio.run(main())
+    if asyncio.run(main()):
+        raise KeyboardInterrupt
